@@ -1,0 +1,85 @@
+"""Command line: `python -m bot` runs the bot; `doctor` and `live-check` help an operator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from bot.config import ConfigError, PartialSettings, Settings, load_settings
+from bot.log import setup_logging
+
+EXIT_CONFIG = 78  # EX_CONFIG: a setting is missing or wrong
+EXIT_STARTUP = 69  # EX_UNAVAILABLE: a dependency (database, Discord) cannot be reached
+
+log = logging.getLogger("bot")
+
+
+async def run_bot(settings: Settings) -> None:
+    """Open the database, then hand everything to the Discord client until it stops."""
+    import discord
+
+    from bot.client import TutorBot
+    from bot.storage.db import Database
+
+    db = await Database.open(settings.database_path)
+    try:
+        async with TutorBot(settings=settings, db=db) as client:
+            try:
+                await client.start(settings.discord_token.get_secret_value())
+            except discord.LoginFailure:
+                raise ConfigError("Discord rejected DISCORD_TOKEN: copy the bot token again from the "
+                                  "Developer Portal (Bot → Reset Token) into .env.") from None
+    finally:
+        await db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the chosen command; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the bot (the default)")
+    sub.add_parser("doctor", help="check this machine, the settings, the database and Gemini Live")
+    live = sub.add_parser("live-check", help="one round trip to Gemini Live, with timings")
+    from bot.live.check import add_arguments
+
+    add_arguments(live)
+    args = parser.parse_args(argv)
+
+    if args.command == "doctor":
+        from bot.doctor import run_doctor
+
+        try:
+            settings = load_settings(PartialSettings)
+        except ConfigError as exc:
+            print(f"problem  settings: {exc}")
+            return 1
+        setup_logging("WARNING", settings.log_format, settings.secret_values())
+        return asyncio.run(run_doctor(settings))
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    if args.command == "live-check":
+        from bot.live.check import run_from_args
+
+        setup_logging("WARNING", settings.log_format, settings.secret_values())
+        return asyncio.run(run_from_args(settings, args))
+
+    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
+    try:
+        asyncio.run(run_bot(settings))
+    except ConfigError as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        log.info("bot.stopped", extra={"reason": "keyboard interrupt"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
