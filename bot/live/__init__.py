@@ -1,0 +1,1 @@
+"""Gemini Live: one `LiveSession` per conversation, surviving GoAway and dropped sockets."""
