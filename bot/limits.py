@@ -1,0 +1,63 @@
+"""When a running conversation must end on its own: pure rules, checked by the conversation's watchdog.
+
+Kept apart from the wiring so every rule is tested with plain numbers, no voice connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EMPTY_CHANNEL_GRACE_S = 60.0  # nobody but bots in the channel this long → stop
+VOICE_LOST_GRACE_S = 15.0  # discord.py reconnects by itself; give it this long
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    """Why the watchdog ends a conversation; `goodbye` when the tutor should say bye first."""
+
+    text: str
+    goodbye: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WatchdogReading:
+    """What the watchdog saw on one tick (all times from time.monotonic())."""
+
+    now: float
+    started_at: float
+    voice_connected: bool
+    in_original_channel: bool
+    humans_in_channel: int
+    max_session_minutes: int
+    minutes_used_today: float
+    daily_minutes: int
+
+
+class LimitRules:
+    """Remembers when a bad condition started, so each rule can have a grace period."""
+
+    def __init__(self) -> None:
+        self._empty_since: float | None = None
+        self._disconnected_since: float | None = None
+
+    def check(self, r: WatchdogReading) -> StopReason | None:
+        """The first rule that says stop, or None to carry on."""
+        if not r.in_original_channel and r.voice_connected:
+            return StopReason("I was moved to another voice channel")
+        self._disconnected_since = _since(self._disconnected_since, not r.voice_connected, r.now)
+        if self._disconnected_since is not None and r.now - self._disconnected_since >= VOICE_LOST_GRACE_S:
+            return StopReason("I was disconnected from the voice channel")
+        self._empty_since = _since(self._empty_since, r.humans_in_channel == 0, r.now)
+        if self._empty_since is not None and r.now - self._empty_since >= EMPTY_CHANNEL_GRACE_S:
+            return StopReason("everyone left the voice channel")
+        if r.now - r.started_at >= r.max_session_minutes * 60:
+            return StopReason(f"the session reached its {r.max_session_minutes}-minute limit", goodbye=True)
+        if r.minutes_used_today >= r.daily_minutes:
+            return StopReason(f"the server reached its {r.daily_minutes} tutor minutes for today", goodbye=True)
+        return None
+
+
+def _since(started: float | None, condition: bool, now: float) -> float | None:
+    if not condition:
+        return None
+    return now if started is None else started

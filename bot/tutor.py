@@ -1,0 +1,482 @@
+"""One tutor conversation per guild: voice in → Gemini Live → voice out, every turn stored.
+
+`Conversation` wires the stages (DESIGN.md §1) and owns their lifecycle; `Conversations` is the
+per-bot registry the cogs call. Nothing here knows about slash commands: cogs render what
+`ConversationObserver` hooks report. Runs in tests with a fake voice client and a fake Live server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bot.audio.formats import FRAME_MS
+from bot.audio.mixer import Mixer, StreamEnd
+from bot.audio.playback import PlaybackSource
+from bot.audio.sink import TutorSink
+from bot.config import Settings
+from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong
+from bot.levels import Level, build_system_instruction
+from bot.limits import LimitRules, StopReason, WatchdogReading
+from bot.live import events as ev
+from bot.live.session import HistoryTurn, LiveSession
+from bot.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+SAY_LIMIT = 500
+HISTORY_TURNS = 20
+WATCHDOG_INTERVAL_S = 1.0
+MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
+GOODBYE_TIMEOUT_S = 10.0
+SAFETY_REDIRECT = (
+    "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
+    "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
+)
+GOODBYE_PROMPT = "(Note from the app: time is up because {reason}. Say a warm goodbye in one short sentence.)"
+
+VoiceConnector = Callable[[Any], Awaitable[Any]]
+LiveFactory = Callable[..., LiveSession]
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """Everything `/tutor start` collected, already validated by the cog."""
+
+    guild_id: int
+    voice_channel: Any  # discord.VoiceChannel | discord.StageChannel
+    starter_id: int
+    starter_name: str
+    level: Level
+    age: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationResult:
+    """How a conversation ended, for the goodbye message and the moderators."""
+
+    guild_id: int
+    session_id: int
+    channel_id: int
+    duration_s: float
+    turns: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationStatus:
+    """The live figures `/tutor status` shows."""
+
+    guild_id: int
+    session_id: int
+    channel_id: int
+    channel_name: str
+    level_title: str
+    age: int
+    starter_name: str
+    started_at: datetime
+    uptime_s: float
+    speakers: list[str]
+    turns: int
+    flagged_turns: int
+    reconnects: int
+    live_connected: bool
+    packets_received: int
+    packets_dropped: int
+    packets_concealed: int
+    playback_buffered_ms: float
+    underruns: int
+    input_latency_ms: float | None
+    reply_latency_ms: float | None
+    minutes_used_today: float
+    daily_minutes: int
+
+
+class ConversationObserver(Protocol):
+    """What cogs implement to show events in Discord; every hook is optional."""
+
+    async def on_started(self, conversation: Conversation) -> None: ...
+    async def on_turn_flagged(self, conversation: Conversation, turn: Any) -> None: ...
+    async def on_ended(self, conversation: Conversation, result: ConversationResult) -> None: ...
+    async def on_failed(self, conversation: Conversation, reason: str) -> None: ...
+
+
+async def connect_voice(channel: Any) -> Any:
+    """Join with the DAVE-capable receive client, undeafened so we can hear the kids."""
+    from bot.audio.dave import DaveVoiceRecvClient
+
+    return await channel.connect(cls=DaveVoiceRecvClient, self_deaf=False, timeout=20.0)
+
+
+@dataclass
+class _Counters:
+    turns: int = 0
+    flagged: int = 0
+    speakers: dict[int, str] = field(default_factory=dict)
+    input_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    last_kid_audio_at: float | None = None
+
+
+class Conversation:
+    """One guild's running tutor: owns the voice client, the Live session and their tasks."""
+
+    def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
+                 observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int) -> None:
+        self.request = request
+        self.guild_id = request.guild_id
+        self.session_id = session_id
+        self.voice_channel = request.voice_channel
+        self.level = request.level
+        self.age = request.age
+        self.started_at = datetime.now(UTC)
+        self.started_mono = time.monotonic()
+        self.daily_minutes = daily_minutes
+        self.max_session_minutes = max_session_minutes
+        self._settings = settings
+        self._repository = repository
+        self._observers = observers
+        self._mixer = Mixer()
+        self._playback = PlaybackSource()
+        self._counters = _Counters()
+        self._rules = LimitRules()
+        self._minutes_used_today = 0.0
+        self._ticks = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ended = asyncio.Event()
+        self._stop_lock = asyncio.Lock()
+        self._result: ConversationResult | None = None
+        self._turn_waiter: asyncio.Future[None] | None = None
+        self._last_child_turn_end = self.started_mono
+        self.voice: Any = None
+        self.sink: TutorSink | None = None
+        self.live: LiveSession | None = None
+
+    # ----- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
+        """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
+        instruction = build_system_instruction(self.level, self.age)
+        self.live = live_factory(self._settings, system_instruction=instruction, history=history)
+        try:
+            await self.live.start()
+            self.voice = await connect(self.voice_channel)
+            self._listen()
+            self.voice.play(self._playback)
+        except BaseException:
+            await self._teardown()
+            raise
+        self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
+            ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
+        log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
+
+    async def stop(self, reason: str) -> ConversationResult:
+        """End once: store what is pending, close everything in reverse order, tell the observers."""
+        async with self._stop_lock:
+            if self._result is not None:
+                return self._result
+            current = asyncio.current_task()
+            for task in self._tasks:
+                if task is not current:
+                    task.cancel()
+            await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+            await self._teardown()
+            await self._repository.end_session(self.guild_id, self.session_id, reason)
+            self._result = ConversationResult(self.guild_id, self.session_id, self.voice_channel.id,
+                                              time.monotonic() - self.started_mono, self._counters.turns, reason)
+            self._ended.set()
+        log.info("conversation.ended", extra=self._log_tags(reason=reason, turns=self._counters.turns))
+        await self._notify("on_ended", self._result)
+        return self._result
+
+    async def wait_ended(self) -> ConversationResult:
+        """Block until the conversation has ended (by command, watchdog or failure)."""
+        await self._ended.wait()
+        assert self._result is not None
+        return self._result
+
+    async def _teardown(self) -> None:
+        """Close Live (storing its last partial turns), then the voice side; each step may fail alone."""
+        if self.live is not None:
+            with contextlib.suppress(Exception):
+                await self.live.close()
+            for event in self.live.drain_pending_turns():
+                await self._store_turn(event)
+        if self.voice is not None:
+            with contextlib.suppress(Exception):
+                self.voice.stop_listening()
+            with contextlib.suppress(Exception):
+                self.voice.stop()
+            with contextlib.suppress(Exception):
+                await self.voice.disconnect(force=True)
+        self._playback.cleanup()
+        if self.sink is not None:
+            self.sink.cleanup()
+
+    # ----- input: kids → Live ----------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        """(Re)start voice receive; a dead listener is restarted by the watchdog."""
+        self.sink = TutorSink(asyncio.get_running_loop(), self._on_kid_audio)
+        self.voice.listen(self.sink)
+
+    def _on_kid_audio(self, user_id: int, display_name: str, pcm16k: bytes, at: float) -> None:
+        """Runs on the event loop (the sink hands over with call_soon_threadsafe)."""
+        self._counters.speakers.setdefault(user_id, display_name)
+        self._counters.last_kid_audio_at = at
+        self._mixer.push(user_id, pcm16k, at)
+
+    async def _pump_input(self) -> None:
+        """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal."""
+        assert self.live is not None
+        period = FRAME_MS / 1000
+        next_tick = time.monotonic()
+        while True:
+            now = time.monotonic()
+            out = self._mixer.pull(now)
+            if isinstance(out, bytes | bytearray):
+                self.live.send_audio(bytes(out))
+                if self._counters.last_kid_audio_at is not None:
+                    self._counters.input_latency_ms.append((time.monotonic() - self._counters.last_kid_audio_at) * 1000)
+                    self._counters.last_kid_audio_at = None
+            elif isinstance(out, StreamEnd):
+                self.live.end_audio_stream()
+            next_tick += period
+            if next_tick < now - 0.1:  # the loop was stalled: resynchronise instead of bursting
+                next_tick = now + period
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+
+    async def say(self, author_name: str, text: str) -> None:
+        """Typed input from `/tutor say`, stored as the child's turn and sent to the tutor."""
+        assert self.live is not None
+        now = time.monotonic()
+        await self._store_turn(ev.TurnTranscribed("child", text, now, now), speaker_name=author_name)
+        self.live.send_text(f"{author_name} typed: {text}")
+
+    # ----- output: Live → kids and storage ---------------------------------------------------------
+
+    async def _consume_live_events(self) -> None:
+        """Route every Live event; a `Failed` ends the conversation with its reason."""
+        assert self.live is not None
+        async for event in self.live.events():
+            match event:
+                case ev.AudioChunk(pcm=pcm):
+                    self._playback.feed(pcm)
+                case ev.Interrupted():
+                    dropped = self._playback.flush()
+                    log.debug("conversation.barge_in", extra=self._log_tags(dropped_ms=round(dropped)))
+                case ev.TurnComplete(blocked=blocked):
+                    self._playback.end_of_turn()
+                    if self._turn_waiter is not None and not self._turn_waiter.done():
+                        self._turn_waiter.set_result(None)
+                    if blocked:
+                        self._playback.flush()
+                        self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
+                case ev.TurnTranscribed():
+                    await self._store_turn(event)
+                case ev.Failed(reason=reason):
+                    await self._notify("on_failed", reason)
+                    asyncio.create_task(self.stop(f"Gemini Live failed: {reason}"))  # noqa: RUF006 (stop owns it)
+                    return
+                case ev.Reconnecting() | ev.Reconnected():
+                    log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
+
+    async def _store_turn(self, turn: ev.TurnTranscribed, *, speaker_name: str | None = None) -> None:
+        """Commit one completed turn now (a crash loses at most the turn in progress)."""
+        speaker_id = None
+        if turn.role == "child" and speaker_name is None:
+            ids = self._mixer.speakers_between(self._last_child_turn_end, turn.ended_at)
+            self._last_child_turn_end = turn.ended_at
+            names = [self._counters.speakers.get(i, str(i)) for i in ids]
+            speaker_id = ids[0] if ids else None
+            speaker_name = ", ".join(names) or None
+            self._mixer.forget_before(turn.ended_at - 60)
+        elif turn.role == "tutor":
+            speaker_name = "Tutor"
+        row_id = await self._repository.add_turn(
+            self.guild_id, self.session_id, turn.role, turn.text, _wall(turn.started_at), _wall(turn.ended_at),
+            speaker_id=speaker_id, speaker_name=speaker_name, interrupted=turn.interrupted,
+            flag_reason=turn.flag_reason)
+        self._counters.turns += 1
+        if turn.flag_reason:
+            self._counters.flagged += 1
+            log.warning("conversation.turn_flagged", extra=self._log_tags(turn_id=row_id, reason=turn.flag_reason))
+            rows = await self._repository.get_turns(self.guild_id, self.session_id)
+            flagged = next((r for r in rows if r.id == row_id), None)
+            await self._notify("on_turn_flagged", flagged)
+
+    # ----- watchdog --------------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        """Once a second: limits, people in the channel, voice still there, listener still alive."""
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            try:
+                reason = await self._check_once()
+            except Exception:
+                log.exception("conversation.watchdog_error", extra=self._log_tags())
+                continue
+            if reason is not None:
+                if reason.goodbye:
+                    await self._say_goodbye(reason.text)
+                asyncio.create_task(self.stop(reason.text))  # noqa: RUF006 (stop cancels this task)
+                return
+
+    async def _check_once(self) -> StopReason | None:
+        self._ticks += 1
+        if self._ticks % MINUTES_REFRESH_TICKS == 1:
+            self._minutes_used_today = await self._repository.minutes_used_today(self.guild_id)
+        connected = bool(self.voice.is_connected())
+        channel = getattr(self.voice, "channel", None)
+        members = getattr(channel, "members", []) if channel is not None else []
+        if connected and not self.voice.listener_alive():
+            log.warning("conversation.listener_restarted", extra=self._log_tags())
+            self._listen()
+        return self._rules.check(WatchdogReading(
+            now=time.monotonic(), started_at=self.started_mono, voice_connected=connected,
+            in_original_channel=channel is None or channel.id == self.voice_channel.id,
+            humans_in_channel=sum(1 for m in members if not m.bot),
+            max_session_minutes=self.max_session_minutes, minutes_used_today=self._minutes_used_today,
+            daily_minutes=self.daily_minutes))
+
+    async def _say_goodbye(self, reason: str) -> None:
+        """Let the tutor say bye out loud, waiting for its turn to finish and play out (bounded)."""
+        assert self.live is not None
+        self._turn_waiter = asyncio.get_running_loop().create_future()
+        self.live.send_text(GOODBYE_PROMPT.format(reason=reason))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                await self._turn_waiter
+                while self._playback.buffered_ms > 0:
+                    await asyncio.sleep(0.1)
+
+    # ----- reporting -------------------------------------------------------------------------------
+
+    def status(self) -> ConversationStatus:
+        """A snapshot of the live figures; cheap, no I/O."""
+        stats = getattr(self.voice, "receive_stats", None)
+        live_stats = self.live.stats if self.live is not None else None
+        latencies = list(self._counters.input_latency_ms)
+        reply = list(getattr(live_stats, "response_latency_ms", []) or [])
+        return ConversationStatus(
+            guild_id=self.guild_id, session_id=self.session_id, channel_id=self.voice_channel.id,
+            channel_name=self.voice_channel.name, level_title=self.level.title, age=self.age,
+            starter_name=self.request.starter_name, started_at=self.started_at,
+            uptime_s=time.monotonic() - self.started_mono, speakers=list(self._counters.speakers.values()),
+            turns=self._counters.turns, flagged_turns=self._counters.flagged,
+            reconnects=getattr(live_stats, "reconnects", 0), live_connected=bool(getattr(live_stats, "connected", False)),
+            packets_received=getattr(stats, "packets_received", 0),
+            packets_dropped=getattr(stats, "dropped_unknown_ssrc", 0) + getattr(stats, "dropped_malformed", 0),
+            packets_concealed=getattr(stats, "concealed", 0),
+            playback_buffered_ms=self._playback.buffered_ms, underruns=self._playback.underruns,
+            input_latency_ms=_percentile(latencies, 95), reply_latency_ms=statistics.median(reply) if reply else None,
+            minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes)
+
+    async def _notify(self, hook: str, *args: Any) -> None:
+        for observer in self._observers:
+            method = getattr(observer, hook, None)
+            if method is None:
+                continue
+            try:
+                await method(self, *args)
+            except Exception:
+                log.exception("conversation.observer_error", extra=self._log_tags(hook=hook))
+
+    def _log_tags(self, **extra: Any) -> dict[str, Any]:
+        return {"guild_id": self.guild_id, "session_id": self.session_id, **extra}
+
+
+class Conversations:
+    """The per-bot registry: at most one conversation per guild."""
+
+    def __init__(self, *, settings: Settings, repository: Repository, connect: VoiceConnector = connect_voice,
+                 live_factory: LiveFactory = LiveSession) -> None:
+        self._settings = settings
+        self._repository = repository
+        self._connect = connect
+        self._live_factory = live_factory
+        self._running: dict[int, Conversation] = {}
+        self._starting: set[int] = set()
+        self._observers: list[ConversationObserver] = []
+
+    def add_observer(self, observer: ConversationObserver) -> None:
+        self._observers.append(observer)
+
+    def get(self, guild_id: int) -> Conversation | None:
+        return self._running.get(guild_id)
+
+    async def start(self, request: StartRequest) -> Conversation:
+        """Check the limits, open the session row, connect; the guild's slot is held while starting."""
+        guild_id = request.guild_id
+        if (running := self._running.get(guild_id)) is not None:
+            raise AlreadyRunning(running.voice_channel.mention)
+        if guild_id in self._starting:
+            raise AlreadyRunning(request.voice_channel.mention)
+        self._starting.add(guild_id)
+        try:
+            settings = await self._repository.get_settings(guild_id)
+            if await self._repository.minutes_used_today(guild_id) >= settings.daily_minutes:
+                raise DailyLimitReached(settings.daily_minutes)
+            history = [HistoryTurn(t.role, t.text) for t in
+                       await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
+                       if t.role in ("child", "tutor")]
+            session_id = await self._repository.start_session(
+                guild_id, request.voice_channel.id, request.starter_id, request.starter_name,
+                request.level.name, request.age)
+            conversation = Conversation(request, session_id=session_id, settings=self._settings,
+                                        repository=self._repository, observers=self._observers,
+                                        daily_minutes=settings.daily_minutes,
+                                        max_session_minutes=settings.max_session_minutes)
+            try:
+                await conversation.start(self._connect, self._live_factory, history)
+            except BaseException:
+                await self._repository.end_session(guild_id, session_id, "failed to start")
+                raise
+            self._running[guild_id] = conversation
+            asyncio.create_task(self._forget_when_ended(conversation))  # noqa: RUF006 (ends with the conversation)
+        finally:
+            self._starting.discard(guild_id)
+        await conversation._notify("on_started")
+        return conversation
+
+    async def stop(self, guild_id: int, reason: str = "stopped with /tutor stop") -> ConversationResult:
+        conversation = self._running.get(guild_id)
+        if conversation is None:
+            raise NotRunning
+        return await conversation.stop(reason)
+
+    async def say(self, guild_id: int, author_name: str, text: str) -> None:
+        conversation = self._running.get(guild_id)
+        if conversation is None:
+            raise NotRunning
+        text = text.strip()
+        if not text or len(text) > SAY_LIMIT:
+            raise TextTooLong(SAY_LIMIT)
+        await conversation.say(author_name, text)
+
+    async def stop_all(self, reason: str) -> None:
+        await asyncio.gather(*(c.stop(reason) for c in list(self._running.values())), return_exceptions=True)
+
+    async def _forget_when_ended(self, conversation: Conversation) -> None:
+        await conversation.wait_ended()
+        if self._running.get(conversation.guild_id) is conversation:
+            del self._running[conversation.guild_id]
+
+
+def _wall(mono: float) -> datetime:
+    """Turn a monotonic timestamp into UTC wall time for storage."""
+    return datetime.fromtimestamp(time.time() - (time.monotonic() - mono), UTC)
+
+
+def _percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
