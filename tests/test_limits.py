@@ -1,0 +1,48 @@
+"""The watchdog's stop rules, with plain numbers."""
+
+from bot.limits import EMPTY_CHANNEL_GRACE_S, VOICE_LOST_GRACE_S, LimitRules, WatchdogReading
+
+
+def reading(**overrides) -> WatchdogReading:
+    values = dict(now=100.0, started_at=0.0, voice_connected=True, in_original_channel=True, humans_in_channel=2,
+                  max_session_minutes=30, minutes_used_today=1.0, daily_minutes=60)
+    values.update(overrides)
+    return WatchdogReading(**values)
+
+
+def test_all_good_carries_on():
+    """A connected conversation with kids present and time left keeps going."""
+    assert LimitRules().check(reading()) is None
+
+
+def test_empty_channel_stops_only_after_grace():
+    """Nobody left: stop after the grace period, not before; someone returning resets the clock."""
+    rules = LimitRules()
+    assert rules.check(reading(now=10, humans_in_channel=0)) is None
+    assert rules.check(reading(now=10 + EMPTY_CHANNEL_GRACE_S - 1, humans_in_channel=0)) is None
+    assert rules.check(reading(now=10 + EMPTY_CHANNEL_GRACE_S - 0.5, humans_in_channel=1)) is None
+    assert rules.check(reading(now=10 + EMPTY_CHANNEL_GRACE_S + 1, humans_in_channel=0)) is None
+    reason = rules.check(reading(now=20 + 2 * EMPTY_CHANNEL_GRACE_S, humans_in_channel=0))
+    assert reason is not None and "everyone left" in reason.text and not reason.goodbye
+
+
+def test_moved_stops_at_once():
+    """Being moved to another channel by someone ends the conversation immediately."""
+    reason = LimitRules().check(reading(in_original_channel=False))
+    assert reason is not None and "moved" in reason.text
+
+
+def test_disconnect_waits_for_discord_reconnect():
+    """A voice disconnect gets time for discord.py's own reconnect before the conversation ends."""
+    rules = LimitRules()
+    assert rules.check(reading(now=5, voice_connected=False)) is None
+    reason = rules.check(reading(now=5 + VOICE_LOST_GRACE_S, voice_connected=False))
+    assert reason is not None and "disconnected" in reason.text
+
+
+def test_session_length_and_daily_cap_say_goodbye():
+    """Time limits end with a spoken goodbye; the message names the limit."""
+    long = LimitRules().check(reading(now=30 * 60 + 1))
+    assert long is not None and long.goodbye and "30-minute" in long.text
+    capped = LimitRules().check(reading(minutes_used_today=60.0))
+    assert capped is not None and capped.goodbye and "60 tutor minutes" in capped.text
