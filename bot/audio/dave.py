@@ -1,0 +1,351 @@
+"""Receive DAVE (end-to-end encrypted) Discord voice with discord-ext-voice-recv: the one shim into library internals.
+
+voice-recv 0.5.2a179 predates DAVE: after its transport decryption the Opus payload is still DAVE-encrypted, the first
+such frame raises `OpusError` in its decoder and the router thread dies (the bot goes deaf without a sign). This module
+adds the DAVE step and fixes the upstream faults that would otherwise kill receive. Everything private it relies on is
+listed here and checked by `shim_compatibility_problems()`; a test asserts that list is empty, so an upgrade of
+discord.py or voice-recv fails loudly instead of silently deafening the bot (`vr/` = discord/ext/voice_recv/,
+`dpy/` = discord/, versions discord.py 2.7.1 and voice-recv 0.5.2a179):
+
+* `PacketRouter.feed_rtp(packet)` (vr/router.py:41) — overridden: called by `AudioReader.callback` (vr/reader.py:182)
+  on discord.py's socket thread after transport decryption and header-extension removal, before the jitter buffer.
+  Buffered payloads must already be plain Opus because the decoder's FEC path peeks the next one (vr/opus.py:157-168).
+  Anything raised here stops the reader (vr/reader.py:183-186), so nothing escapes.
+* `PacketRouter.get_decoder` / `_lock` / `decoders` (vr/router.py:58-64) — re-implemented to build `SafePacketDecoder`.
+* `PacketDecoder._decode_packet` (vr/opus.py:149-172) — wrapped: an `OpusError` (or the `TypeError` that
+  `Decoder.decode(None, fec=True)` raises when a concealed packet follows a gap) would end the router thread
+  (vr/router.py:96-113) and with it listening for everybody.
+* `AudioReader.packet_router`, `.keepalive`, `.decryptor.decrypt_rtp`, `.callback` (vr/reader.py:45-60, 136-186) — the
+  router is swapped before `start()`; `UDPKeepAlive.delay` is 5000 *seconds* upstream (vr/reader.py:386,419);
+  transport decrypt failures are counted by wrapping the per-instance `decrypt_rtp` (bound at vr/reader.py:200).
+* `RTPPacket.padding` / `.decrypted_data` (vr/rtp.py:173, 184) — padding is parsed but never stripped (vr/rtp.py:203).
+* `vc._connection.dave_session` / `.dave_protocol_version` (dpy/voice_state.py:219-220) — read for every packet:
+  discord.py re-initialises the session in place and may downgrade to protocol 0 with a stale group.
+* `vc._get_id_from_ssrc`, `_id_to_ssrc`, `_ssrc_to_id`, `_reader` (vr/voice_client.py:40-43, 118-135) — SSRC → user.
+* voice-recv's gateway `hook` (vr/gateway.py:49) passed as `VoiceConnectionState(hook=...)` (dpy/voice_state.py:198) —
+  wrapped, because discord.py awaits it in `received_message` (dpy/gateway.py:1032) and its poller task only survives
+  ConnectionClosed/Timeout (dpy/voice_state.py:672-674): any other exception silently ends heartbeats and DAVE
+  transitions while `is_connected()` stays True. `_remove_ssrc` is fixed: upstream dereferences `_reader` even when not
+  listening, so op 13 (a user leaves) before `listen()` raised `AttributeError` (vr/voice_client.py:125-129).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import davey
+import discord
+import discord.opus
+from discord.ext import voice_recv
+from discord.ext.voice_recv import rtp as vr_rtp
+from discord.ext.voice_recv.gateway import hook as voice_recv_hook
+from discord.ext.voice_recv.opus import PacketDecoder
+from discord.ext.voice_recv.reader import AudioReader, PacketDecryptor, UDPKeepAlive
+from discord.ext.voice_recv.router import PacketRouter
+from discord.gateway import DiscordVoiceWebSocket
+from discord.voice_state import VoiceConnectionState
+from nacl.exceptions import CryptoError
+
+from bot.audio.formats import DISCORD_FRAME_BYTES
+
+log = logging.getLogger(__name__)
+
+OPUS_SILENCE = b"\xf8\xff\xfe"  # clients send it unencrypted; davey raises on it for users it has no key for
+SILENCE_PCM = bytes(DISCORD_FRAME_BYTES)
+RTP_HEADER_BYTES = 12
+KEEPALIVE_SECONDS = 5
+LOG_EVERY_SECONDS = 10.0  # per-packet failures are counted always, logged at most this often
+_CONCEAL = object()  # feed the packet with no payload: the Opus decoder conceals it (PLC)
+
+AfterCallback = Callable[[Exception | None], Any]
+
+
+@dataclass
+class ReceiveStats:
+    """Counters for one voice connection, written by voice-recv's threads and read by the conversation.
+
+    `packets_received` counts RTP datagrams reaching the reader; each ends in exactly one of `decrypted`,
+    `passed_silence`, `passed_plain` (not an E2EE call), `concealed`, `dropped_unknown_ssrc` or `dropped_malformed`
+    (voice-recv itself skips silence from unknown SSRCs before the shim sees it). `opus_errors` counts frames the
+    decoder rejected after a successful decrypt (replaced by silence).
+    """
+
+    packets_received: int = 0
+    decrypted: int = 0
+    passed_silence: int = 0
+    passed_plain: int = 0
+    concealed: int = 0
+    dropped_unknown_ssrc: int = 0
+    dropped_malformed: int = 0
+    opus_errors: int = 0
+    last_decrypt_ok_at: float | None = None
+    failing_since: float | None = None  # first failure (session ready) since the last success
+    last_failure_at: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, name: str) -> None:
+        """Add one to counter `name`."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def record_decrypt(self, ok: bool, *, session_ready: bool, now: float | None = None) -> None:
+        """Track the failure streak behind `all_failing_for` (failures while not ready are expected windows)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if ok:
+                self.decrypted += 1
+                self.last_decrypt_ok_at = now
+                self.failing_since = None
+                return
+            self.concealed += 1
+            if not session_ready:
+                self.failing_since = None
+                return
+            if self.failing_since is None:
+                self.failing_since = now
+            self.last_failure_at = now
+
+    def all_failing_for(self, seconds: float) -> bool:
+        """True when every decrypt has failed for `seconds` of traffic while the session was ready: reconnect voice."""
+        with self._lock:
+            if self.failing_since is None or self.last_failure_at is None:
+                return False
+            return self.last_failure_at - self.failing_since >= seconds
+
+    def snapshot(self) -> dict[str, int | float | None]:
+        """A consistent copy of the public fields, for logs and /tutor status."""
+        with self._lock:
+            return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+class _Throttle:
+    """Allows one log line per `interval` seconds; per-packet failures would otherwise flood the log."""
+
+    def __init__(self, interval: float = LOG_EVERY_SECONDS) -> None:
+        self._interval = interval
+        self._next_at = 0.0
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_at:
+            return False
+        self._next_at = now + self._interval
+        return True
+
+
+class DavePacketRouter(PacketRouter):
+    """voice-recv's router with the DAVE step in `feed_rtp`; never lets an exception escape."""
+
+    def __init__(self, sink: voice_recv.AudioSink, reader: DaveAudioReader) -> None:
+        super().__init__(sink, reader)
+        self.stats: ReceiveStats = reader.stats
+        self._error_log = _Throttle()
+
+    def feed_rtp(self, packet: vr_rtp.RTPPacket) -> None:
+        """Decrypt DAVE, then hand plain Opus (or None = conceal) to voice-recv's jitter buffer."""
+        try:
+            payload = self._dave_decrypt(packet)
+            if payload is None:
+                return
+            packet.decrypted_data = None if payload is _CONCEAL else payload
+            super().feed_rtp(packet)
+        except Exception:
+            self.stats.count("dropped_malformed")
+            if self._error_log.ready():
+                log.exception("dave.feed_failed", extra={"ssrc": getattr(packet, "ssrc", None)})
+
+    def _dave_decrypt(self, packet: vr_rtp.RTPPacket) -> bytes | object | None:
+        data = self._strip_padding(packet)
+        if data is None:
+            self.stats.count("dropped_malformed")
+            return None
+        if data == OPUS_SILENCE:
+            self.stats.count("passed_silence")
+            return data
+        voice_client = self.reader.voice_client
+        connection = voice_client._connection
+        session = connection.dave_session
+        if session is None or connection.dave_protocol_version == 0:
+            self.stats.count("passed_plain")
+            return data
+        user_id = voice_client._get_id_from_ssrc(packet.ssrc)
+        if user_id is None:  # no op 5 / op 12 for it yet, or a video SSRC: no decoder for it
+            self.stats.count("dropped_unknown_ssrc")
+            return None
+        try:
+            plain = session.decrypt(user_id, davey.MediaType.audio, data)
+        except (ValueError, TypeError) as error:  # davey: ValueError("Failed to decrypt: ...") for every failure
+            ready = bool(session.ready)
+            self.stats.record_decrypt(False, session_ready=ready)
+            if self._error_log.ready():
+                log.warning("dave.decrypt_failed", extra={"user_id": user_id, "ready": ready, "error": str(error)})
+            return _CONCEAL  # dropping would leave a gap whose flush also discards the next good packet
+        self.stats.record_decrypt(True, session_ready=True)
+        return plain
+
+    @staticmethod
+    def _strip_padding(packet: vr_rtp.RTPPacket) -> bytes | None:
+        """The payload as `bytes` (davey rejects bytearray) without RTP padding, or None when malformed."""
+        data = packet.decrypted_data
+        if not data:
+            return None
+        data = bytes(data)
+        if packet.padding:
+            pad = data[-1]
+            if not 0 < pad < len(data):
+                return None
+            data = data[:-pad]
+        return data
+
+    def get_decoder(self, ssrc: int) -> PacketDecoder:
+        """Same as upstream (vr/router.py:58-64) but builds a SafePacketDecoder."""
+        with self._lock:
+            decoder = self.decoders.get(ssrc)
+            if decoder is None:
+                decoder = self.decoders[ssrc] = SafePacketDecoder(self, ssrc)
+            return decoder
+
+
+class SafePacketDecoder(PacketDecoder):
+    """Turns a frame the Opus decoder rejects into 20 ms of silence and a fresh decoder, instead of a dead router."""
+
+    def _decode_packet(self, packet: Any) -> tuple[Any, bytes]:
+        try:
+            return super()._decode_packet(packet)
+        except Exception as error:
+            router: DavePacketRouter = self.router  # type: ignore[assignment]
+            router.stats.count("opus_errors")
+            if router._error_log.ready():
+                log.warning("dave.opus_error", extra={"ssrc": self.ssrc, "error": repr(error)})
+            self._decoder = discord.opus.Decoder()
+            return packet, SILENCE_PCM
+
+
+class DaveAudioReader(AudioReader):
+    """voice-recv's reader with the DAVE router, a working keepalive and counted transport failures."""
+
+    def __init__(self, sink: voice_recv.AudioSink, voice_client: DaveVoiceRecvClient, *,
+                 after: AfterCallback | None = None) -> None:
+        self.stats: ReceiveStats = voice_client.receive_stats
+        super().__init__(sink, voice_client, after=after)
+        self.packet_router = DavePacketRouter(sink, self)  # the stock one was built but never started
+        self.keepalive.delay = KEEPALIVE_SECONDS
+        self.decryptor.decrypt_rtp = self._counting(self.decryptor.decrypt_rtp)
+
+    def _counting(self, decrypt_rtp: Callable[[vr_rtp.RTPPacket], bytes]) -> Callable[[vr_rtp.RTPPacket], bytes]:
+        stats = self.stats
+
+        def decrypt(packet: vr_rtp.RTPPacket) -> bytes:
+            try:
+                return decrypt_rtp(packet)
+            except CryptoError:  # upstream returns early for these; other errors still reach feed_rtp empty
+                stats.count("dropped_malformed")
+                raise
+
+        return decrypt
+
+    def callback(self, packet_data: bytes) -> None:
+        """Count every RTP datagram; drop ones too short for a header before upstream logs a traceback."""
+        if len(packet_data) >= 2 and vr_rtp.is_rtcp(packet_data):
+            super().callback(packet_data)
+            return
+        self.stats.count("packets_received")
+        if len(packet_data) <= RTP_HEADER_BYTES:
+            self.stats.count("dropped_malformed")
+            return
+        super().callback(packet_data)
+
+
+async def guarded_hook(ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:
+    """voice-recv's gateway hook, but an exception is logged instead of ending discord.py's voice websocket task."""
+    try:
+        await voice_recv_hook(ws, msg)
+    except Exception:
+        log.exception("dave.gateway_hook_failed", extra={"op": msg.get("op")})
+
+
+class DaveVoiceRecvClient(voice_recv.VoiceRecvClient):
+    """`await channel.connect(cls=DaveVoiceRecvClient, self_deaf=False)`, then `listen(sink)` hears DAVE voice."""
+
+    def __init__(self, client: discord.Client, channel: discord.abc.Connectable) -> None:
+        super().__init__(client, channel)
+        self.receive_stats = ReceiveStats()
+
+    def create_connection_state(self) -> VoiceConnectionState:
+        """The connection state with the guarded gateway hook."""
+        return VoiceConnectionState(self, hook=guarded_hook)
+
+    def listen(self, sink: voice_recv.AudioSink, *, after: AfterCallback | None = None) -> None:
+        """Upstream `listen` (vr/voice_client.py:137-151) with the DAVE reader; `after(error)` runs when it stops."""
+        if not self.is_connected():
+            raise discord.ClientException("Not connected to voice.")
+        if not isinstance(sink, voice_recv.AudioSink):
+            raise TypeError(f"sink must be an AudioSink not {type(sink).__name__}")
+        if self.is_listening():
+            raise discord.ClientException("Already receiving audio.")
+        self._reader = DaveAudioReader(sink, self, after=after)
+        self._reader.start()
+
+    def listener_alive(self) -> bool:
+        """True while a reader exists and its router thread runs; False → call `listen()` again."""
+        reader = self._reader
+        return bool(reader) and reader.is_listening() and reader.packet_router.is_alive()
+
+    def _remove_ssrc(self, *, user_id: int) -> None:
+        ssrc = self._id_to_ssrc.pop(user_id, None)
+        if ssrc:
+            if self._reader:
+                self._reader.speaking_timer.drop_ssrc(ssrc)
+            self._ssrc_to_id.pop(ssrc, None)
+
+
+def shim_compatibility_problems() -> list[str]:
+    """What this module relies on but the installed libraries no longer provide; empty when all is in place."""
+    problems: list[str] = []
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    def source(obj: object) -> str:
+        try:
+            return inspect.getsource(obj)  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            return ""
+
+    need(list(inspect.signature(PacketRouter.feed_rtp).parameters) == ["self", "packet"],
+         "voice_recv PacketRouter.feed_rtp(self, packet)")
+    router = PacketRouter(voice_recv.BasicSink(lambda _user, _data: None), None)  # type: ignore[arg-type]
+    need(all(hasattr(router, name) for name in ("_lock", "decoders", "reader", "sink")),
+         "voice_recv PacketRouter attributes _lock/decoders/reader/sink")
+    need(hasattr(PacketDecoder, "_decode_packet") and "self._decoder" in source(PacketDecoder.__init__),
+         "voice_recv PacketDecoder._decode_packet and ._decoder")
+    reader_init = source(AudioReader.__init__)
+    need(all(f"self.{name}" in reader_init for name in ("packet_router", "keepalive", "decryptor", "voice_client")),
+         "voice_recv AudioReader attributes packet_router/keepalive/decryptor/voice_client")
+    need("self.packet_router.feed_rtp(" in source(AudioReader.callback), "voice_recv AudioReader.callback → feed_rtp")
+    need("self.decrypt_rtp" in source(PacketDecryptor.__init__), "voice_recv PacketDecryptor.decrypt_rtp per instance")
+    need(hasattr(UDPKeepAlive, "delay"), "voice_recv UDPKeepAlive.delay")
+    need({"padding", "decrypted_data", "ssrc"} <= set(vr_rtp.RTPPacket.__slots__) and hasattr(vr_rtp, "is_rtcp"),
+         "voice_recv RTPPacket.padding/decrypted_data/ssrc and rtp.is_rtcp")
+    client_init = source(voice_recv.VoiceRecvClient.__init__)
+    need(all(f"self.{name}" in client_init for name in ("_reader", "_ssrc_to_id", "_id_to_ssrc"))
+         and all(hasattr(voice_recv.VoiceRecvClient, name) for name in ("_get_id_from_ssrc", "_remove_ssrc")),
+         "voice_recv VoiceRecvClient._reader/_ssrc_to_id/_id_to_ssrc/_get_id_from_ssrc/_remove_ssrc")
+    need(inspect.iscoroutinefunction(voice_recv_hook), "voice_recv gateway hook coroutine")
+    need("hook" in inspect.signature(VoiceConnectionState.__init__).parameters,
+         "discord.py VoiceConnectionState(hook=)")
+    state_init = source(VoiceConnectionState.__init__)
+    need("self.dave_session" in state_init and "self.dave_protocol_version" in state_init,
+         "discord.py vc._connection.dave_session / dave_protocol_version")
+    need("self._hook(self, msg)" in source(DiscordVoiceWebSocket.received_message),
+         "discord.py awaits the hook in DiscordVoiceWebSocket.received_message")
+    need(hasattr(davey.DaveSession, "decrypt") and hasattr(davey.MediaType, "audio"),
+         "davey DaveSession.decrypt and MediaType.audio")
+    return problems
