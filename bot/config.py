@@ -37,8 +37,8 @@ class Settings(BaseSettings):
 
     @field_validator("discord_token", "gemini_api_key")
     @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
             raise ValueError("is empty")
         return value
 
@@ -66,6 +66,11 @@ class PartialSettings(Settings):
 
     discord_token: SecretStr | None = None  # type: ignore[assignment]
     gemini_api_key: SecretStr | None = None  # type: ignore[assignment]
+
+    @field_validator("discord_token", "gemini_api_key", mode="before")
+    @classmethod
+    def _blank_is_missing(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 def load_settings(cls: type[Settings] = Settings, **overrides: object) -> Settings:

@@ -1,0 +1,130 @@
+"""Settings, the CLI's start-up failures, logging hygiene and doctor."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, PartialSettings, Settings, load_settings
+from bot.doctor import CheckResult, run_doctor
+from bot.log import KeyValueFormatter, SecretScrubber, setup_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "sk-test-SECRET-value-1234567890"
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No settings from the developer's environment or .env leak into a test."""
+    for key in list(os.environ):
+        if key.startswith(("DISCORD_", "GEMINI_", "DATABASE_", "DEV_GUILD", "LOG_")):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "GEMINI_"))}
+    return subprocess.run([sys.executable, "-m", "bot", *args], env={**base, "PYTHONPATH": str(ROOT), **env},
+                          cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_defaults_match_the_design(clean_env):
+    """Model, voice, API version and database path default to the design card's values."""
+    settings = load_settings(discord_token="t", gemini_api_key="k")
+    assert settings.gemini_model == "gemini-3.8-live"
+    assert settings.gemini_voice == "Charon"
+    assert settings.gemini_api_version == "v1beta"
+    assert settings.database_path == Path("data/tutor.sqlite3")
+    assert settings.gemini_base_url is None
+
+
+def test_missing_secret_is_one_sentence_naming_the_variable(clean_env):
+    """A missing token names DISCORD_TOKEN and .env, nothing more."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(gemini_api_key="k")
+    assert "DISCORD_TOKEN is not set" in str(caught.value)
+    assert ".env" in str(caught.value)
+
+
+def test_blank_secret_is_rejected_without_echoing_values(clean_env):
+    """An empty key is refused; the message never contains any secret value."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(discord_token=SECRET, gemini_api_key="   ")
+    assert "GEMINI_API_KEY is empty" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_secrets_hidden_in_repr(clean_env):
+    """repr/str of the settings never show a secret."""
+    settings = load_settings(discord_token=SECRET, gemini_api_key=SECRET)
+    assert SECRET not in repr(settings) and SECRET not in str(settings.model_dump())
+
+
+def test_env_file_is_read(clean_env):
+    """Settings come from .env in the working directory."""
+    (clean_env / ".env").write_text("DISCORD_TOKEN=abc\nGEMINI_API_KEY=def\nGEMINI_VOICE=Puck\n")
+    settings = load_settings()
+    assert settings.gemini_voice == "Puck" and settings.discord_token.get_secret_value() == "abc"
+
+
+def test_cli_without_secrets_exits_with_a_sentence(tmp_path):
+    """`python -m bot` with no .env prints one sentence on stderr, no traceback, exit 78."""
+    result = run_cli(env={}, cwd=tmp_path)
+    assert result.returncode == 78
+    assert "DISCORD_TOKEN is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_doctor_reports_each_check_and_fails_without_secrets(tmp_path):
+    """doctor prints one line per check, reports missing secrets and exits non-zero."""
+    result = run_cli("doctor", env={"DATABASE_PATH": str(tmp_path / "db.sqlite3")}, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("ok") and "python" in line for line in lines)
+    assert any(line.startswith("ok") and "libopus" in line for line in lines)
+    assert any(line.startswith("ok") and "davey" in line for line in lines)
+    assert any(line.startswith("ok") and "database" in line for line in lines)
+    assert any(line.startswith("problem") and "DISCORD_TOKEN" in line for line in lines)
+
+
+async def test_doctor_exit_code_follows_the_checks():
+    """run_doctor returns 0 only when every check passed, and survives a check that raises."""
+    async def good(settings):
+        return CheckResult("good", True, "fine")
+
+    async def broken(settings):
+        raise RuntimeError("boom")
+
+    settings = PartialSettings()
+    assert await run_doctor(settings, (good,)) == 0
+    assert await run_doctor(settings, (good, broken)) == 1
+
+
+def test_log_lines_are_key_value_and_scrubbed():
+    """A log line carries its extra fields, and a secret in a message is replaced by ***."""
+    record = logging.LogRecord("bot.x", logging.INFO, __file__, 1, "live.failed key=%s", (SECRET,), None)
+    record.guild_id = 42
+    assert SecretScrubber([SECRET]).filter(record)
+    line = KeyValueFormatter().format(record)
+    assert SECRET not in line and "***" in line and "guild_id=42" in line
+
+
+def test_setup_logging_is_idempotent():
+    """Calling setup twice leaves one handler of ours on the root logger."""
+    setup_logging("INFO")
+    setup_logging("DEBUG", "json")
+    ours = [h for h in logging.getLogger().handlers if getattr(h, "_tutor_handler", False)]
+    assert len(ours) == 1
+
+
+def test_settings_class_never_built_at_import():
+    """Importing the package builds no Settings (no import-time side effects)."""
+    code = "import bot.config, bot.log, bot.doctor; import sys; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "DISCORD_TOKEN": "", "GEMINI_API_KEY": ""}, timeout=30)
+    assert result.stdout.strip() == "ok", result.stderr
+    assert Settings.model_fields["discord_token"].is_required()
