@@ -1,0 +1,136 @@
+"""Frozen dataclasses the repository returns: callers never see `sqlite3.Row`.
+
+Time convention: the database stores every instant as UTC unix seconds (`REAL`); these dataclasses carry
+timezone-aware UTC `datetime`s. Daily minute caps are counted per UTC day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+Role = Literal["child", "tutor", "system"]
+SummaryStatus = Literal["pending", "ok", "unavailable"]
+
+ROLES: frozenset[str] = frozenset({"child", "tutor", "system"})
+SUMMARY_STATUSES: frozenset[str] = frozenset({"pending", "ok", "unavailable"})
+
+DEFAULT_DAILY_MINUTES = 60
+DEFAULT_MAX_SESSION_MINUTES = 30
+DEFAULT_RETENTION_DAYS = 30
+
+
+def to_epoch(moment: datetime | float) -> float:
+    """UTC unix seconds for an aware datetime (or a float that already is one); naive datetimes are refused."""
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None:
+            raise ValueError("naive datetime: pass a timezone-aware (UTC) datetime")
+        return moment.timestamp()
+    return float(moment)
+
+
+def from_epoch(seconds: float) -> datetime:
+    """The aware UTC datetime for stored unix seconds."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One tutor conversation, as stored."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    starter_id: int
+    starter_name: str
+    level: str
+    age: int
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    resumption_handle: str | None
+    summary: str | None
+    summary_status: SummaryStatus
+
+    @property
+    def is_running(self) -> bool:
+        """True until `end_session` (or start-up clean-up) closes it."""
+        return self.ended_at is None
+
+    def duration(self, now: datetime | None = None) -> timedelta:
+        """Length so far; a running session is measured up to `now`."""
+        end = self.ended_at or now or datetime.now(UTC)
+        return max(end - self.started_at, timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummaryRow:
+    """A session as listed for moderators: the row plus its counts."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    starter_id: int
+    starter_name: str
+    level: str
+    age: int
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    summary_status: SummaryStatus
+    duration: timedelta  # running sessions: up to the moment of the query
+    turn_count: int
+    flagged_count: int
+
+    @property
+    def is_running(self) -> bool:
+        """True while the conversation has not ended."""
+        return self.ended_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRow:
+    """One utterance: a child's (speaker set), the tutor's, or a system note."""
+
+    id: int
+    session_id: int
+    guild_id: int
+    role: Role
+    speaker_id: int | None
+    speaker_name: str | None
+    text: str
+    started_at: datetime
+    ended_at: datetime
+    interrupted: bool
+    flag_reason: str | None
+
+    @property
+    def flagged(self) -> bool:
+        """True when safety or a moderator marked this turn."""
+        return self.flag_reason is not None
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettings:
+    """Per-guild limits and channels; defaults apply when the guild never saved settings."""
+
+    guild_id: int
+    moderator_role_id: int | None = None
+    alerts_channel_id: int | None = None
+    starter_role_id: int | None = None
+    daily_minutes: int = DEFAULT_DAILY_MINUTES
+    max_session_minutes: int = DEFAULT_MAX_SESSION_MINUTES
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    updated_at: datetime | None = None  # None: never saved, these are the defaults
+
+
+@dataclass(frozen=True, slots=True)
+class CustomLevel:
+    """A level a guild's moderators added on top of the built-in catalog."""
+
+    guild_id: int
+    name: str
+    description: str
+    created_by: int
+    created_at: datetime
