@@ -1,0 +1,138 @@
+"""The tutor's voice into Discord: Gemini's 24 kHz mono chunks in, 20 ms of 48 kHz stereo out.
+
+discord.py's AudioPlayer thread calls `read()` every 20 ms and stops the player for good when it
+returns b"", so `read()` returns exactly `DISCORD_FRAME_BYTES` (3840) while open — queued audio, or
+silence when nothing is queued — and b"" only after `close()`. `feed`, `end_of_turn` and `flush`
+come from the event loop; every method is safe from any thread.
+
+Two locks, always taken in this order: `_resample_lock` keeps the one `Upsampler` (not thread-safe)
+serial, `_lock` guards the byte queue. `read()` takes only `_lock`, so the player never waits
+behind resampling; a `flush()` waits for a `feed()` in progress, so no pre-barge-in audio slips in
+after it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import discord
+
+from bot.audio.convert import Upsampler
+from bot.audio.formats import DISCORD, DISCORD_FRAME_BYTES
+
+SILENCE_FRAME = bytes(DISCORD_FRAME_BYTES)
+LATENCY_HISTORY = 100
+_COMPACT_BYTES = 64 * 1024  # reclaim consumed bytes once this many have piled up at the front
+
+
+class PlaybackSource(discord.AudioSource):
+    """A never-ending PCM source for the voice client; Live audio in, Discord frames out."""
+
+    def __init__(self) -> None:
+        self._upsampler = Upsampler()
+        self._resample_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._buffer = bytearray()
+        self._offset = 0  # bytes before this index were already read
+        self._turn_open = False  # audio arrived and end_of_turn() has not come yet
+        self._closed = False
+        self._turn_fed_at: float | None = None  # monotonic time this turn's first audio was fed
+        self._turn_starts_at = 0  # stream position (bytes ever read + queued) of that audio
+        self._bytes_read = 0
+        self._latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
+        self.underruns = 0
+        self.frames_read = 0
+
+    def feed(self, pcm24k: bytes) -> None:
+        """Queue a chunk of Live's 24 kHz mono s16le speech."""
+        fed_at = time.monotonic()
+        with self._resample_lock:
+            pcm48k = self._upsampler.process(pcm24k)
+            with self._lock:
+                if self._closed:
+                    return
+                if not self._turn_open:
+                    self._turn_open = True
+                    self._turn_fed_at = fed_at
+                    self._turn_starts_at = self._bytes_read + len(self._buffer) - self._offset
+                self._buffer += pcm48k
+
+    def end_of_turn(self) -> None:
+        """Live finished the turn: push the resampler's tail out and pad the last frame."""
+        with self._resample_lock:
+            tail = self._upsampler.flush()
+            with self._lock:
+                self._buffer += tail
+                partial = (len(self._buffer) - self._offset) % DISCORD_FRAME_BYTES
+                if partial:
+                    self._buffer += bytes(DISCORD_FRAME_BYTES - partial)
+                self._turn_open = False
+
+    def flush(self) -> int:
+        """Barge-in: drop everything queued now and start the next turn clean; returns ms dropped."""
+        with self._resample_lock:
+            self._upsampler.reset()
+            with self._lock:
+                dropped = len(self._buffer) - self._offset
+                self._buffer.clear()
+                self._offset = 0
+                self._turn_open = False
+                self._turn_fed_at = None
+        return round(DISCORD.ms_for_bytes(dropped))
+
+    def read(self) -> bytes:
+        """Next 20 ms of 48 kHz stereo s16le for discord.py's player thread."""
+        with self._lock:
+            if self._closed:
+                return b""
+            self.frames_read += 1
+            if len(self._buffer) - self._offset < DISCORD_FRAME_BYTES:
+                if self._turn_open:
+                    self.underruns += 1  # mid turn and Live's audio has not kept up
+                return SILENCE_FRAME
+            frame = bytes(self._buffer[self._offset : self._offset + DISCORD_FRAME_BYTES])
+            self._offset += DISCORD_FRAME_BYTES
+            self._bytes_read += DISCORD_FRAME_BYTES
+            if self._offset >= _COMPACT_BYTES or self._offset == len(self._buffer):
+                del self._buffer[: self._offset]
+                self._offset = 0
+            if self._turn_fed_at is not None and self._bytes_read > self._turn_starts_at:
+                self._latencies.append(time.monotonic() - self._turn_fed_at)
+                self._turn_fed_at = None
+            return frame
+
+    @property
+    def buffered_ms(self) -> float:
+        """Audio queued and not yet read, in milliseconds."""
+        with self._lock:
+            return DISCORD.ms_for_bytes(len(self._buffer) - self._offset)
+
+    @property
+    def is_playing(self) -> bool:
+        """True while a turn is arriving or its audio is still queued."""
+        with self._lock:
+            return self._turn_open or len(self._buffer) > self._offset
+
+    @property
+    def first_frame_latencies(self) -> list[float]:
+        """Seconds from each turn's first fed chunk to its first audio frame leaving read(), oldest first."""
+        with self._lock:
+            return list(self._latencies)
+
+    def is_opus(self) -> bool:
+        """We hand discord.py PCM; it encodes."""
+        return False
+
+    def close(self) -> None:
+        """Stop for good: read() returns b"" from now on, which ends discord.py's player."""
+        with self._lock:
+            self._closed = True
+            self._buffer.clear()
+            self._offset = 0
+            self._turn_open = False
+
+    def cleanup(self) -> None:
+        """discord.py calls this when the player stops."""
+        self.close()
