@@ -38,7 +38,9 @@ class UnknownLevel(TutorError):
         super().__init__(f"There is no level called “{name[:50]}”. Pick one from the list as you type.")
 
 
-class InvalidAge(TutorError):
+class InvalidAge(TutorError, ValueError):
+    """Also a ValueError, so code that validates input generically catches it."""
+
     def __init__(self, age: int) -> None:
         super().__init__(f"The age must be between 4 and 14 (got {age}).")
 
