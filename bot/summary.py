@@ -1,0 +1,138 @@
+"""A short after-session summary for the grown-ups, made by a Gemini text model.
+
+Why it can never hurt the transcript: the transcript is already committed turn by turn before a
+summary is asked for, and every failure here (network, timeout, refusal, empty answer, a bug) ends
+as `summary_status='unavailable'` plus a log line — `summarize` never raises into its caller.
+Speaker names are replaced by "Child 1", "Child 2"… before the text leaves the bot, and the model is
+told to leave out personal details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from google import genai
+from google.genai import types
+
+from bot.config import Settings
+from bot.storage.models import TurnRow
+from bot.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 45.0
+MAX_TRANSCRIPT_CHARS = 60_000  # plenty for a 30-minute session; beyond it the oldest turns are left out
+MAX_SUMMARY_LINES = 8
+MAX_SUMMARY_CHARS = 1500
+NOTHING_SAID = "Nobody said anything in this session."
+
+INSTRUCTION = """You write short notes for the parents and moderators of a Discord server where children \
+talked with a voice tutor. You get the transcript of one session. Write 5 to 8 short lines, each starting \
+with "- ":
+- what was covered (topics, skills practised);
+- what the children asked about;
+- anything a grown-up should look at (unsafe or upsetting topics, flagged turns, a child who seemed sad or \
+asked for personal information), or the line "- Nothing for a grown-up to check." when there is nothing.
+Never include personal data: no names, ages, places, schools, contact details or other identifying facts, \
+even if the transcript contains them. Refer to the children as "the children" or "a child". Plain text only."""
+
+
+def anonymised_lines(turns: Sequence[TurnRow]) -> list[str]:
+    """One line per turn with children renamed `Child N` in order of first appearance."""
+    aliases: dict[object, str] = {}
+    lines = []
+    for turn in turns:
+        if turn.role == "tutor":
+            who = "Tutor"
+        elif turn.role == "system":
+            who = "Note"
+        else:
+            key = turn.speaker_id if turn.speaker_id is not None else turn.speaker_name
+            who = aliases.setdefault(key, f"Child {len(aliases) + 1}")
+        marks = (" [interrupted]" if turn.interrupted else "") + (" [FLAGGED by safety]" if turn.flagged else "")
+        lines.append(f"{who}: {' '.join(turn.text.split())}{marks}")
+    return lines
+
+
+def build_prompt(level: str, age: int, turns: Sequence[TurnRow]) -> str:
+    """The user message: context plus the (anonymised, size-capped) transcript."""
+    lines = anonymised_lines(turns)
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):  # keep the most recent turns when the transcript is huge
+        size += len(line) + 1
+        if size > MAX_TRANSCRIPT_CHARS:
+            kept.append("(earlier turns left out)")
+            break
+        kept.append(line)
+    transcript = "\n".join(reversed(kept))
+    return f"Lesson level: {level}. Children's age: about {age}.\n\nTranscript:\n{transcript}"
+
+
+def tidy_summary(text: str) -> str:
+    """At most 8 non-empty lines and 1500 characters, so it always fits an embed."""
+    lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[:MAX_SUMMARY_LINES])[:MAX_SUMMARY_CHARS]
+
+
+class SessionSummarizer:
+    """Makes and stores one session's summary; safe to call again to retry a failed one."""
+
+    def __init__(self, settings: Settings, repository: Repository, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._settings = settings
+        self._repository = repository
+        self._timeout_s = timeout_s
+
+    def _client(self) -> genai.Client:
+        options = types.HttpOptions(
+            base_url=self._settings.gemini_base_url, api_version=self._settings.gemini_api_version,
+            timeout=int(self._timeout_s * 1000),
+            # One attempt: a moderator can retry with /transcripts summarize. Setting this also stops the SDK's
+            # implicit reconnect loop, which sleeps 1–10 s per connection error.
+            retry_options=types.HttpRetryOptions(attempts=1))
+        return genai.Client(api_key=self._settings.gemini_api_key.get_secret_value(), http_options=options)
+
+    async def summarize(self, guild_id: int, session_id: int) -> str | None:
+        """The stored summary text, or None when it could not be made (status then 'unavailable')."""
+        tags = {"guild_id": guild_id, "session_id": session_id}
+        try:
+            session = await self._repository.get_session(guild_id, session_id)
+            if session is None:
+                log.warning("summary.no_such_session", extra=tags)
+                return None
+            turns = await self._repository.get_turns(guild_id, session_id)
+            if not any(turn.text.strip() for turn in turns):
+                summary = NOTHING_SAID
+            else:
+                summary = await asyncio.wait_for(
+                    self._generate(build_prompt(session.level, session.age, turns)), self._timeout_s + 5)
+            await self._repository.set_summary(guild_id, session_id, summary, "ok")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("summary.unavailable", extra={**tags, "error": type(exc).__name__})
+            await self._mark_unavailable(guild_id, session_id)
+            return None
+        log.info("summary.stored", extra={**tags, "chars": len(summary)})
+        return summary
+
+    async def _generate(self, prompt: str) -> str:
+        client = self._client()
+        try:
+            response = await client.aio.models.generate_content(
+                model=self._settings.gemini_summary_model, contents=prompt,
+                config=types.GenerateContentConfig(system_instruction=INSTRUCTION, temperature=0.2))
+        finally:
+            await client.aio.aclose()
+        summary = tidy_summary(response.text or "")
+        if not summary:
+            raise ValueError("the model returned no text")
+        return summary
+
+    async def _mark_unavailable(self, guild_id: int, session_id: int) -> None:
+        try:
+            await self._repository.set_summary(guild_id, session_id, None, "unavailable")
+        except Exception:
+            log.exception("summary.status_not_saved", extra={"guild_id": guild_id, "session_id": session_id})

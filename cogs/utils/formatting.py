@@ -1,0 +1,215 @@
+"""Turn stored transcripts into things moderators read: embed pages and downloadable files.
+
+Embeds have hard limits (4096 characters of description, 6000 in total, 25 fields); a long
+conversation therefore becomes several pages, and a single very long turn is split across pages
+rather than cut. Kid text is escaped so that a child saying `*` or `@everyone` renders as typed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import discord
+
+from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow
+
+DESCRIPTION_LIMIT = 4096
+TOTAL_LIMIT = 6000
+PAGE_BUDGET = 3800  # description budget per page: leaves room for title, footer and escaping slack
+EXCERPT_LIMIT = 300
+EMBED_COLOUR = discord.Colour.blurple()
+FLAG_COLOUR = discord.Colour.red()
+
+
+def speaker_label(turn: TurnRow) -> str:
+    """Who said it, as a moderator wants to read it."""
+    if turn.role == "tutor":
+        return "Tutor"
+    if turn.role == "system":
+        return "System"
+    return turn.speaker_name or "A child"
+
+
+def clean(text: str) -> str:
+    """Text as typed/spoken, safe to put in an embed (no markdown, no pings)."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
+def truncate(text: str, limit: int = EXCERPT_LIMIT) -> str:
+    """At most `limit` characters, ending in an ellipsis when cut."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def format_duration(duration: timedelta) -> str:
+    """`1 h 05 min`, `12 min 30 s`, `45 s`."""
+    seconds = int(duration.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def turn_markers(turn: TurnRow) -> str:
+    """Short tags after a turn: interrupted and/or flagged with its reason."""
+    marks = []
+    if turn.interrupted:
+        marks.append("✂️ *interrupted*")
+    if turn.flag_reason is not None:
+        marks.append(f"🚩 **flagged: {clean(truncate(turn.flag_reason, 100))}**")
+    return (" " + " ".join(marks)) if marks else ""
+
+
+def turn_header(turn: TurnRow) -> str:
+    """`**Name** · 16:04:12 UTC` plus markers."""
+    return f"**{clean(speaker_label(turn))}** · {turn.started_at:%H:%M:%S}{turn_markers(turn)}"
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """Split text into pieces of at most `size`, preferring to break at spaces."""
+    pieces: list[str] = []
+    while len(text) > size:
+        cut = text.rfind(" ", size // 2, size)
+        cut = size if cut == -1 else cut
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip()
+    pieces.append(text)
+    return pieces
+
+
+def paginate_blocks(blocks: Iterable[str], budget: int = PAGE_BUDGET) -> list[str]:
+    """Pack text blocks into page descriptions of at most `budget` characters each.
+
+    A block larger than a page is split at spaces, so nothing is ever dropped.
+    """
+    pages: list[str] = []
+    current = ""
+    for block in blocks:
+        for piece in _chunks(block, budget):
+            joined = f"{current}\n\n{piece}" if current else piece
+            if len(joined) <= budget:
+                current = joined
+            else:
+                pages.append(current)
+                current = piece
+    if current or not pages:
+        pages.append(current)
+    return pages
+
+
+def _finish(title: str, descriptions: list[str], colour: discord.Colour, footer: str = "") -> list[discord.Embed]:
+    """Embeds with a page counter in the footer, each checked against Discord's limits."""
+    embeds = []
+    for number, description in enumerate(descriptions, start=1):
+        embed = discord.Embed(title=title[:256], description=description, colour=colour)
+        counter = f"Page {number}/{len(descriptions)}"
+        embed.set_footer(text=f"{footer} · {counter}" if footer else counter)
+        if len(description) > DESCRIPTION_LIMIT or len(embed) > TOTAL_LIMIT:
+            raise ValueError(f"embed page {number} exceeds Discord's limits ({len(embed)} characters)")
+        embeds.append(embed)
+    return embeds
+
+
+def session_title(session: SessionRow | SessionSummaryRow) -> str:
+    """`Session 42 · 2026-11-25 16:00 UTC`."""
+    return f"Session {session.id} · {session.started_at:%Y-%m-%d %H:%M} UTC"
+
+
+def transcript_pages(session: SessionRow, turns: Sequence[TurnRow]) -> list[discord.Embed]:
+    """The whole transcript: summary (when there is one) first, then every turn in order."""
+    blocks = [
+        f"<#{session.channel_id}> · level **{clean(session.level)}** · age {session.age} · "
+        f"started by **{clean(session.starter_name)}** · {format_duration(session.duration())}"
+        + ("" if session.ended_at else " · *still running*")
+    ]
+    if session.summary:
+        blocks.append("__Summary__\n" + clean(session.summary))
+    elif session.summary_status == "unavailable":
+        blocks.append("*No summary: it could not be made. Try `/transcripts summarize`.*")
+    if not turns:
+        blocks.append("*Nothing was said in this session.*")
+    blocks.extend(f"{turn_header(turn)}\n{clean(turn.text)}" for turn in turns)
+    flagged = sum(turn.flagged for turn in turns)
+    colour = FLAG_COLOUR if flagged else EMBED_COLOUR
+    return _finish(session_title(session), paginate_blocks(blocks), colour, f"{len(turns)} turns, {flagged} flagged")
+
+
+def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8) -> list[discord.Embed]:
+    """Newest-first listing, a few sessions per page."""
+    if not rows:
+        return _finish("Tutor sessions", ["No sessions match."], EMBED_COLOUR)
+    blocks = []
+    for row in rows:
+        flags = f" · 🚩 **{row.flagged_count} flagged**" if row.flagged_count else ""
+        running = " · *running*" if row.is_running else ""
+        blocks.append(
+            f"**#{row.id}** · {row.started_at:%Y-%m-%d %H:%M} UTC · <#{row.channel_id}>{running}\n"
+            f"level **{clean(row.level)}** · age {row.age} · by **{clean(row.starter_name)}** · "
+            f"{format_duration(row.duration)} · {row.turn_count} turns{flags}"
+        )
+    pages = ["\n\n".join(blocks[i : i + per_page]) for i in range(0, len(blocks), per_page)]
+    return _finish("Tutor sessions", pages, EMBED_COLOUR, f"{len(rows)} sessions")
+
+
+def flagged_pages(turns: Sequence[TurnRow]) -> list[discord.Embed]:
+    """Every flagged turn with its session id, so a moderator can open the full transcript."""
+    if not turns:
+        return _finish("Flagged turns", ["No flagged turns. 🎉"], EMBED_COLOUR)
+    blocks = [
+        f"Session **#{turn.session_id}** · {turn.started_at:%Y-%m-%d %H:%M} UTC · {turn_header(turn)}\n"
+        f"{clean(truncate(turn.text))}"
+        for turn in turns
+    ]
+    return _finish("Flagged turns", paginate_blocks(blocks), FLAG_COLOUR, "Open one with /transcripts show")
+
+
+def render_txt(session: SessionRow, turns: Sequence[TurnRow]) -> str:
+    """Plain-text export: a header, the summary, then one line per turn (every turn, uncut)."""
+    lines = [
+        f"Session {session.id}",
+        f"Started: {session.started_at.isoformat()}",
+        f"Ended: {session.ended_at.isoformat() if session.ended_at else 'still running'}",
+        f"Channel id: {session.channel_id}",
+        f"Level: {session.level}  Age: {session.age}  Started by: {session.starter_name}",
+    ]
+    if session.summary:
+        lines += ["", "Summary:", session.summary]
+    lines.append("")
+    for turn in turns:
+        marks = "".join([" [interrupted]" if turn.interrupted else "",
+                         f" [flagged: {turn.flag_reason}]" if turn.flag_reason is not None else ""])
+        lines.append(f"[{turn.started_at:%H:%M:%S}] {speaker_label(turn)}: {turn.text}{marks}")
+    return "\n".join(lines) + "\n"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment else None
+
+
+def render_json(session: SessionRow, turns: Sequence[TurnRow]) -> str:
+    """JSON export: the session's fields and a list of turns, timestamps in ISO 8601 UTC."""
+    payload = {
+        "session": {
+            "id": session.id, "guild_id": session.guild_id, "channel_id": session.channel_id,
+            "starter_id": session.starter_id, "starter_name": session.starter_name,
+            "level": session.level, "age": session.age,
+            "started_at": _iso(session.started_at), "ended_at": _iso(session.ended_at),
+            "end_reason": session.end_reason, "summary": session.summary,
+            "summary_status": session.summary_status,
+        },
+        "turns": [
+            {
+                "id": turn.id, "role": turn.role, "speaker_id": turn.speaker_id,
+                "speaker_name": speaker_label(turn), "text": turn.text,
+                "started_at": _iso(turn.started_at), "ended_at": _iso(turn.ended_at),
+                "interrupted": turn.interrupted, "flag_reason": turn.flag_reason,
+            }
+            for turn in turns
+        ],
+    }
+    return json.dumps(payload, ensure_ascii=False, indent=2)
