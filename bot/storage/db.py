@@ -183,6 +183,10 @@ class Database:
         row = await self.fetch_one(f"PRAGMA {name}")
         return None if row is None else row[0]
 
+    async def set_trace_callback(self, callback: Callable[[str], None] | None) -> None:
+        """Call `callback(sql)` for every statement SQLite runs (debugging, and tests that audit the SQL)."""
+        await self._conn.set_trace_callback(callback)
+
     async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Run one read statement; never interleaves with a write transaction."""
 
