@@ -40,7 +40,8 @@ async def make_session(repository: Repository, guild_id: int = GUILD, *, said: b
     session_id = await repository.start_session(guild_id, 5, 42, "Alexandra", "space", 8, started_at=T0)
     if said:
         await repository.add_turn(guild_id, session_id, "child",
-                                  "My name is Alexandra and I live in Leeds. Why is Mars red?", T0, T0 + timedelta(seconds=3), speaker_id=42, speaker_name="Alexandra")
+                                  "My name is Alexandra and I live in Leeds. Why is Mars red?",
+                                  T0, T0 + timedelta(seconds=3), speaker_id=42, speaker_name="Alexandra")
         await repository.add_turn(guild_id, session_id, "tutor", "Mars is red because of rusty dust!",
                                   T0 + timedelta(seconds=4), T0 + timedelta(seconds=6))
         await repository.add_turn(guild_id, session_id, "child", "Tell me something scary", T0 + timedelta(seconds=7),
