@@ -1,0 +1,103 @@
+"""TutorSink: voice-recv's decoded PCM per kid → 16 kHz mono chunks on the event loop.
+
+`write()` runs on voice-recv's router thread while it holds the router lock (vr/router.py:106-113), and the socket
+thread waits for that lock to feed packets. An exception there ends listening for everybody and a slow `write` stalls
+UDP reading, so this sink only downsamples (tens of µs) and hands the result to the loop with
+`call_soon_threadsafe`; every failure is counted and logged at most once per interval, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from asyncio import AbstractEventLoop
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from discord.ext import voice_recv
+
+from bot.audio.convert import Downsampler
+
+log = logging.getLogger(__name__)
+
+ERROR_LOG_INTERVAL_SECONDS = 10.0
+
+#: on_audio(user_id, display_name, pcm16k_mono, monotonic_time), called on the event loop thread
+AudioCallback = Callable[[int, str, bytes, float], None]
+
+
+class TutorSink(voice_recv.AudioSink):
+    """Per-user downsampling of received voice; delivers `(user_id, name, pcm16k_mono, t)` to `on_audio` on the loop.
+
+    Use a fresh TutorSink for each `listen()`: voice-recv calls `cleanup()` from its stopper thread when a reader ends.
+    """
+
+    def __init__(self, loop: AbstractEventLoop, on_audio: AudioCallback, *,
+                 error_log_interval: float = ERROR_LOG_INTERVAL_SECONDS) -> None:
+        super().__init__()
+        self._loop = loop
+        self._on_audio = on_audio
+        self._downsamplers: dict[int, Downsampler] = {}  # touched only by write() on the router thread
+        self._error_log_interval = error_log_interval
+        self._next_error_log_at = 0.0
+        self._errors_lock = threading.Lock()
+        self.frames_in: Counter[int] = Counter()  # per user id, frames accepted by write()
+        self.bytes_in: Counter[int] = Counter()  # per user id, 48 kHz stereo PCM bytes accepted
+        self.errors = 0  # exceptions in write() or in on_audio
+        self.dropped_loop_closed = 0
+
+    def wants_opus(self) -> bool:
+        """False: voice-recv decodes to 48 kHz stereo PCM (concealed frames arrive as Opus PLC output)."""
+        return False
+
+    def write(self, user: Any, data: voice_recv.VoiceData) -> None:
+        """Downsample one 20 ms frame and schedule its delivery; never raises, never blocks."""
+        if user is None or getattr(user, "bot", False):
+            return
+        try:
+            pcm = data.pcm
+            if not pcm:
+                return
+            user_id = user.id
+            self.frames_in[user_id] += 1
+            self.bytes_in[user_id] += len(pcm)
+            downsampler = self._downsamplers.get(user_id)
+            if downsampler is None:
+                downsampler = self._downsamplers[user_id] = Downsampler()
+            pcm16k = downsampler.process(pcm)
+            if pcm16k:
+                self._schedule(user_id, str(user.display_name), pcm16k)
+        except Exception as error:
+            self._count_error(error)
+
+    def _schedule(self, user_id: int, name: str, pcm16k: bytes) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, user_id, name, pcm16k, time.monotonic())
+        except RuntimeError:  # the loop is closed: the conversation is gone, nothing to deliver to
+            self.dropped_loop_closed += 1
+
+    def _deliver(self, user_id: int, name: str, pcm16k: bytes, received_at: float) -> None:
+        try:
+            self._on_audio(user_id, name, pcm16k, received_at)
+        except Exception as error:
+            self._count_error(error)
+
+    def _count_error(self, error: Exception) -> None:
+        now = time.monotonic()
+        with self._errors_lock:
+            self.errors += 1
+            if now < self._next_error_log_at:
+                return
+            self._next_error_log_at = now + self._error_log_interval
+            total = self.errors
+        log.warning("sink.write_failed", exc_info=error, extra={"errors": total})
+
+    def forget(self, user_id: int) -> None:
+        """Drop a user's resampler state (they left, or their stream restarts)."""
+        self._downsamplers.pop(user_id, None)
+
+    def cleanup(self) -> None:
+        """Release every resampler; voice-recv calls this when the reader stops."""
+        self._downsamplers.clear()

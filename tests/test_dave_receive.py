@@ -1,0 +1,225 @@
+"""DAVE receive through the real stack: discord.py's voice gateway, voice-recv's reader, the shim, loopback UDP."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from discord.ext import voice_recv
+
+from bot.audio.dave import (
+    OPUS_SILENCE,
+    DavePacketRouter,
+    DaveVoiceRecvClient,
+    ReceiveStats,
+    shim_compatibility_problems,
+)
+from tests.dave_harness import (
+    SPEAKER_ID,
+    SPEAKER_SSRC,
+    Recorder,
+    VoiceServerHarness,
+    encode_opus,
+    garbage_datagram,
+    reference_decode,
+    sine_frames,
+    truncated_datagram,
+)
+
+
+@pytest.fixture
+async def harness():
+    h = await VoiceServerHarness.start()
+    yield h
+    await h.close()
+
+
+def dominant_hz(pcm: bytes) -> float:
+    left = np.frombuffer(pcm, dtype="<i2")[0::2].astype(float)
+    spectrum = np.abs(np.fft.rfft(left))
+    return float(np.argmax(spectrum) * 48_000 / len(left))
+
+
+def test_shim_relies_only_on_attributes_that_exist():
+    """Every private attribute and signature the shim uses is present in the installed libraries."""
+    assert shim_compatibility_problems() == []
+
+
+async def test_sine_arrives_bit_exact(harness):
+    """30 DAVE-encrypted sine frames arrive decoded exactly as a direct Opus decode (the last waits in the buffer)."""
+    opus = encode_opus(sine_frames(30))
+    expected = reference_decode(opus)
+    recorder = Recorder()
+    harness.vc.listen(recorder.sink())
+    assert isinstance(harness.vc._reader.packet_router, DavePacketRouter)
+
+    await harness.send_paced(harness.speaker.frame(f) for f in opus)
+    assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 29)
+
+    got = recorder.of(SPEAKER_SSRC)
+    assert [f.pcm for f in got] == expected[: len(got)]
+    assert all(f.user is not None and f.user.id == SPEAKER_ID for f in got)
+    assert abs(dominant_hz(b"".join(f.pcm for f in got)) - 440) < 5
+    assert harness.vc.receive_stats.decrypted == 30
+    assert harness.vc.receive_stats.last_decrypt_ok_at is not None
+
+
+async def test_silence_frames_pass_before_davey(harness):
+    """Unencrypted F8 FF FE frames pass the shim as silence."""
+    recorder = Recorder()
+    harness.vc.listen(recorder.sink())
+    await harness.send_paced([harness.speaker.frame(OPUS_SILENCE) for _ in range(6)])
+    assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 5)
+    stats = harness.vc.receive_stats
+    assert stats.passed_silence == 6 and stats.decrypted == 0 and stats.concealed == 0
+    assert all(max(np.abs(np.frombuffer(f.pcm, "<i2")), default=0) < 50 for f in recorder.of(SPEAKER_SSRC))
+
+
+async def test_tampered_frame_is_concealed_and_reader_survives(harness):
+    """A frame that fails DAVE becomes a PLC frame (opus None) in sequence; later frames still arrive exactly."""
+    opus = encode_opus(sine_frames(12))
+    recorder = Recorder()
+    harness.vc.listen(recorder.sink())
+    datagrams = [harness.speaker.tampered(f) if i == 5 else harness.speaker.frame(f) for i, f in enumerate(opus)]
+    await harness.send_paced(datagrams)
+    assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 11)
+
+    got = recorder.of(SPEAKER_SSRC)
+    assert [f.sequence - 100 for f in got] == list(range(11))
+    assert got[5].opus is None and len(got[5].pcm) == 3840
+    assert got[4].pcm == reference_decode(opus[:5])[4]
+    stats = harness.vc.receive_stats
+    assert (stats.concealed, stats.decrypted) == (1, 11)
+    assert harness.vc.listener_alive()
+
+
+async def test_unknown_ssrc_is_dropped_without_a_decoder(harness):
+    """Packets from an SSRC no op 5 announced are counted and dropped; no decoder is created for them."""
+    stranger = harness.add_remote_user(333, 3003)
+    recorder = Recorder()
+    harness.vc.listen(recorder.sink())
+    await harness.send_paced(stranger.frame(f) for f in encode_opus(sine_frames(5)))
+    await harness.send_paced(harness.speaker.frame(f) for f in encode_opus(sine_frames(3)))
+    assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 2)
+    assert harness.vc.receive_stats.dropped_unknown_ssrc == 5
+    assert recorder.of(3003) == []
+    assert 3003 not in harness.vc._reader.packet_router.decoders
+
+
+async def test_transport_garbage_is_counted_and_survived(harness, caplog):
+    """Truncated datagrams and transport-undecryptable bytes are dropped; the reader keeps going."""
+    recorder = Recorder()
+    harness.vc.listen(recorder.sink())
+    with caplog.at_level(logging.ERROR):
+        harness.send([truncated_datagram() for _ in range(5)] + [garbage_datagram(SPEAKER_SSRC) for _ in range(5)])
+        await harness.send_paced(harness.speaker.frame(f) for f in encode_opus(sine_frames(4)))
+        assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 3)
+    stats = harness.vc.receive_stats
+    assert stats.dropped_malformed == 10 and stats.packets_received == 14
+    assert harness.vc.listener_alive()
+
+
+async def test_padded_payload_decrypts(harness):
+    """RTP padding (which voice-recv never strips) is removed before DAVE; audio stays bit-exact."""
+    opus = encode_opus(sine_frames(8))
+    recorder = Recorder()
+    harness.vc.listen(recorder.sink())
+    await harness.send_paced(harness.speaker.frame(f, padding=1 + i) for i, f in enumerate(opus))
+    assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 7)
+    assert [f.pcm for f in recorder.of(SPEAKER_SSRC)] == reference_decode(opus)[:7]
+    assert harness.vc.receive_stats.decrypted == 8
+
+
+async def test_bad_padding_is_dropped_as_malformed(harness):
+    """A padding count of 0 is rejected before davey is asked."""
+    harness.vc.listen(Recorder().sink())
+    await harness.send_paced([harness.speaker.bad_padding(f) for f in encode_opus(sine_frames(3))])
+    assert await harness.wait_until(lambda: harness.vc.receive_stats.dropped_malformed == 3)
+    assert harness.vc.receive_stats.concealed == 0
+
+
+async def test_op13_before_listen_is_harmless(harness):
+    """A user leaving before listen() does not raise out of discord.py's gateway handler (upstream it does)."""
+    await harness.gateway(13, {"user_id": str(SPEAKER_ID)})
+    assert harness.vc._get_id_from_ssrc(SPEAKER_SSRC) is None
+
+    stock = await harness.connect(voice_recv.VoiceRecvClient)
+    await harness.map_ssrc(SPEAKER_ID, SPEAKER_SSRC)
+    with pytest.raises(AttributeError):
+        await harness.gateway(13, {"user_id": str(SPEAKER_ID)})
+    assert stock._get_id_from_ssrc(SPEAKER_SSRC) == SPEAKER_ID  # upstream also leaves the map half-cleared
+
+
+async def test_gateway_hook_exception_is_contained(harness, caplog):
+    """A malformed op 12 (missing keys) is logged, not raised into discord.py's voice websocket task."""
+    with caplog.at_level(logging.ERROR, logger="bot.audio.dave"):
+        await harness.gateway(12, {"user_id": str(SPEAKER_ID), "audio_ssrc": 4004})
+    assert any(r.getMessage() == "dave.gateway_hook_failed" for r in caplog.records)
+
+
+async def test_downgraded_call_passes_plain_opus(harness):
+    """After a downgrade to protocol 0 the stale session is not used: plain Opus passes through."""
+    await harness.gateway(4, {"mode": "aead_xchacha20_poly1305_rtpsize",
+                              "secret_key": list(harness.transport_key), "dave_protocol_version": 0})
+    assert harness.vc._connection.dave_session is not None
+    opus = encode_opus(sine_frames(5))
+    harness.speaker.session = None  # the client now sends plain Opus
+    recorder = Recorder()
+    harness.vc.listen(recorder.sink())
+    await harness.send_paced(harness.speaker.frame(f) for f in opus)
+    assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 4)
+    assert [f.pcm for f in recorder.of(SPEAKER_SSRC)] == reference_decode(opus)[:4]
+    assert harness.vc.receive_stats.passed_plain == 5
+
+
+async def test_stock_voice_recv_cannot_hear_dave(harness):
+    """Negative control: the stock reader on the same stream yields no correct frame (it dies or decodes noise)."""
+    opus = encode_opus(sine_frames(20))
+    expected = reference_decode(opus)
+    recorder = Recorder()
+    errors: list[Exception | None] = []
+    voice_recv.VoiceRecvClient.listen(harness.vc, recorder.sink(), after=errors.append)
+    await harness.send_paced(harness.speaker.frame(f) for f in opus)
+    await harness.wait_until(lambda: bool(errors), within=1.0)
+    got = recorder.of(SPEAKER_SSRC)
+    assert sum(f.pcm == expected[f.sequence - 100] for f in got) == 0
+    assert errors or not harness.vc.is_listening() or len(got) > 0
+
+
+async def test_failing_decrypts_start_a_streak_that_success_ends(harness):
+    """Frames from a member without a DAVE key are concealed and start the failure streak; a good frame ends it."""
+    outsider = harness.add_remote_user(444, 4004)
+    await harness.map_ssrc(444, 4004)
+    harness.vc.listen(Recorder().sink())
+    await harness.send_paced(outsider.frame(f) for f in encode_opus(sine_frames(5)))
+    stats = harness.vc.receive_stats
+    assert await harness.wait_until(lambda: stats.concealed == 5)
+    assert stats.failing_since is not None and stats.all_failing_for(0.0)
+    await harness.send_paced([harness.speaker.frame(encode_opus(sine_frames(1))[0])])
+    assert await harness.wait_until(lambda: stats.decrypted == 1)
+    assert stats.failing_since is None and not stats.all_failing_for(0.0)
+
+
+def test_all_failing_for_measures_the_failure_span():
+    """all_failing_for(N) turns true after N s of failures with a ready session; not-ready failures reset it."""
+    stats = ReceiveStats()
+    stats.record_decrypt(False, session_ready=True, now=100.0)
+    stats.record_decrypt(False, session_ready=True, now=103.0)
+    assert stats.all_failing_for(3.0) and not stats.all_failing_for(3.5)
+    stats.record_decrypt(False, session_ready=False, now=104.0)
+    assert not stats.all_failing_for(0.0)
+    stats.record_decrypt(False, session_ready=True, now=105.0)
+    stats.record_decrypt(True, session_ready=True, now=106.0)
+    assert not stats.all_failing_for(0.0)
+    assert (stats.concealed, stats.decrypted, stats.last_decrypt_ok_at) == (4, 1, 106.0)
+
+
+async def test_listener_alive_tracks_the_reader(harness):
+    """listener_alive() is False before listen(), True while listening, False after stop_listening()."""
+    vc: DaveVoiceRecvClient = harness.vc
+    assert not vc.listener_alive()
+    vc.listen(Recorder().sink())
+    assert vc.listener_alive()
+    vc.stop_listening()
+    assert not vc.listener_alive()
