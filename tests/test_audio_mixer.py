@@ -1,0 +1,168 @@
+"""Mixer: summing, the silence tail and STREAM_END, jitter holds, the queue cap, speaker activity."""
+
+import random
+
+import numpy as np
+import pytest
+
+from bot.audio.convert import Downsampler
+from bot.audio.formats import DISCORD_FRAME_BYTES
+from bot.audio.mixer import FRAME_BYTES, SILENCE_FRAME, STREAM_END, Mixer, StreamEnd
+from tests.signals import samples, tone
+
+FRAME_S = 0.020
+
+
+def _speech(ms: int, freq: float = 300, amplitude: float = 0.3) -> bytes:
+    return tone(freq, 16_000, ms / 1000, amplitude)
+
+
+def _drain(mixer: Mixer, start: float, pulls: int) -> list[bytes | StreamEnd | None]:
+    return [mixer.pull(start + i * FRAME_S) for i in range(pulls)]
+
+
+def test_single_speaker_passes_through_exactly():
+    """One speaker's whole frames come out byte for byte."""
+    mixer, speech = Mixer(), _speech(100)
+    mixer.push(1, speech, now=0.0)
+    assert b"".join(_drain(mixer, 0.0, 5)) == speech
+
+
+def test_quiet_speakers_sum_exactly():
+    """Two quiet speakers mix to the sample-wise sum."""
+    mixer = Mixer()
+    a, b = _speech(20, 300, 0.2), _speech(20, 500, 0.2)
+    mixer.push(1, a, now=0.0)
+    mixer.push(2, b, now=0.0)
+    out = mixer.pull(0.0)
+    assert np.array_equal(samples(out), samples(a) + samples(b))
+    assert mixer.active_speakers == 2
+
+
+def test_loud_speakers_clip_without_wrapping():
+    """Two near-full-scale in-phase tones stay within int16 and never flip sign."""
+    mixer = Mixer()
+    loud = _speech(20, 400, 0.95)
+    mixer.push(1, loud, now=0.0)
+    mixer.push(2, loud, now=0.0)
+    out, total = samples(mixer.pull(0.0)), 2 * samples(loud)
+    assert np.abs(out).max() >= 32_000  # limited, not attenuated
+    nonzero = total != 0
+    assert np.all(np.sign(out[nonzero]) == np.sign(total[nonzero]))
+
+
+@pytest.mark.parametrize("tail_ms", [500, 300])
+def test_silence_tail_then_stream_end_once(tail_ms):
+    """After speech: tail_ms of silence frames, STREAM_END exactly once, then None."""
+    mixer = Mixer(tail_ms=tail_ms)
+    mixer.push(1, _speech(60), now=0.0)
+    out = _drain(mixer, 0.0, 3 + tail_ms // 20 + 10)
+    assert all(isinstance(o, bytes) and o != SILENCE_FRAME for o in out[:3])
+    assert out[3 : 3 + tail_ms // 20] == [SILENCE_FRAME] * (tail_ms // 20)
+    assert out[3 + tail_ms // 20] is STREAM_END
+    assert out[4 + tail_ms // 20 :] == [None] * 9
+    assert (mixer.stream_ends, mixer.silence_frames_out, mixer.frames_out) == (1, tail_ms // 20, 3 + tail_ms // 20)
+
+
+def test_nothing_sent_before_anyone_speaks():
+    """A fresh mixer sends nothing: no silence, no STREAM_END."""
+    assert _drain(Mixer(), 0.0, 5) == [None] * 5
+
+
+def test_new_speech_restarts_stream():
+    """Speech after STREAM_END is sent again and earns its own tail and STREAM_END."""
+    mixer = Mixer(tail_ms=100)
+    mixer.push(1, _speech(20), now=0.0)
+    first = _drain(mixer, 0.0, 10)
+    mixer.push(2, _speech(20), now=1.0)
+    second = _drain(mixer, 1.0, 10)
+    assert first.count(STREAM_END) == 1
+    assert second[0] not in (None, SILENCE_FRAME)
+    assert second.count(SILENCE_FRAME) == 5
+    assert second.count(STREAM_END) == 1
+    assert mixer.stream_ends == 2
+
+
+def test_stream_end_is_a_singleton():
+    """StreamEnd() is the one STREAM_END marker, so callers may compare with `is`."""
+    assert StreamEnd() is STREAM_END
+
+
+def test_late_rest_of_frame_holds_then_pads():
+    """A partial frame waits while packets are fresh, then is padded once the speaker went quiet."""
+    mixer, speech = Mixer(jitter_ms=40), _speech(40)
+    mixer.push(1, speech[:1000], now=0.0)
+    assert mixer.pull(0.005) == speech[:FRAME_BYTES]
+    assert mixer.pull(0.025) is None  # 360 bytes queued, last push 25 ms ago: wait for the rest
+    last = mixer.pull(0.045)  # 45 ms of quiet: the spurt is over
+    assert last == speech[FRAME_BYTES:1000] + bytes(FRAME_BYTES - (1000 - FRAME_BYTES))
+
+
+def test_speaker_queue_capped_dropping_oldest():
+    """Beyond the cap the oldest audio goes, and dropped_ms says how much."""
+    mixer, speech = Mixer(queue_cap_ms=500), _speech(1000)
+    mixer.push(1, speech, now=0.0)
+    assert mixer.queued_ms == 500
+    assert mixer.dropped_ms == 500
+    assert mixer.pull(0.0) == speech[len(speech) // 2 : len(speech) // 2 + FRAME_BYTES]
+
+
+def test_odd_chunk_rejected():
+    """A chunk with half a sample is a caller bug and raises."""
+    with pytest.raises(ValueError, match="2-byte"):
+        Mixer().push(1, b"\x00" * 641, now=0.0)
+
+
+def test_remove_drops_queue_keeps_history():
+    """A speaker who leaves stops contributing, but transcripts can still name them."""
+    mixer = Mixer(tail_ms=0)
+    mixer.push(1, _speech(200), now=0.2)
+    mixer.remove(1)
+    assert mixer.pull(0.2) is None
+    assert mixer.dropped_ms == 200
+    assert mixer.speakers_between(0.0, 1.0) == [1]
+
+
+def test_speakers_between_orders_by_speech():
+    """Who spoke in a window, most speech first; silence does not count; forget_before bounds memory."""
+    mixer = Mixer()
+    for i in range(10):
+        mixer.push(1, _speech(20), now=0.02 * (i + 1))  # 0.0–0.2 s
+    for i in range(30):
+        mixer.push(2, _speech(20), now=0.1 + 0.02 * (i + 1))  # 0.1–0.7 s
+    for i in range(50):
+        mixer.push(3, bytes(FRAME_BYTES), now=0.02 * (i + 1))  # connected, silent
+    assert mixer.speakers_between(0.0, 1.0) == [2, 1]
+    assert mixer.speakers_between(0.0, 0.05) == [1]
+    assert mixer.speakers_between(0.3, 0.4) == [2]
+    assert mixer.speakers_between(2.0, 3.0) == []
+    mixer.forget_before(0.5)
+    assert mixer.speakers_between(0.0, 1.0) == [2]
+
+
+def test_jittered_speaker_has_no_gaps():
+    """Real soxr chunks arriving 10–30 ms apart come out as one unbroken stream within ~40 ms."""
+    rng = random.Random(7)
+    downsampler, mixer = Downsampler(), Mixer()
+    source = tone(440, 48_000, 4.0, 0.3, channels=2)
+    events = []
+    for k in range(200):  # arrival = nominal time + 0–10 ms, so consecutive pushes are 10–30 ms apart
+        chunk = downsampler.process(source[k * DISCORD_FRAME_BYTES : (k + 1) * DISCORD_FRAME_BYTES])
+        events.append((k * FRAME_S + rng.uniform(0, 0.010), 0, chunk))
+    events += [(j * FRAME_S + 0.007, 1, None) for j in range(260)]
+    pushed, sent, push_times, send_times = bytearray(), bytearray(), [], []
+    for now, is_pull, chunk in sorted(events, key=lambda e: (e[0], e[1])):
+        if not is_pull:
+            mixer.push(1, chunk, now)
+            pushed += chunk
+            push_times += [now] * (len(chunk) // 2)
+            continue
+        out = mixer.pull(now)
+        if isinstance(out, bytes) and out != SILENCE_FRAME:
+            sent += out
+            send_times += [now] * (len(out) // 2)
+    assert bytes(sent[: len(pushed)]) == bytes(pushed)  # nothing inserted, nothing lost
+    assert mixer.silence_frames_out == 25
+    assert mixer.stream_ends == 1
+    waited = np.array(send_times[: len(push_times)]) - np.array(push_times)
+    assert waited.mean() <= 0.045
