@@ -1,0 +1,160 @@
+"""TutorSink on a real event loop, fed from a separate thread the way voice-recv's router thread feeds it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import discord
+import numpy as np
+import pytest
+from discord.ext.voice_recv import VoiceData
+from discord.ext.voice_recv.rtp import FakePacket
+
+from bot.audio.sink import TutorSink
+from tests.dave_harness import sine_frames
+
+FRAMES = 50
+
+
+def make_user(user_id: int, name: str, *, bot: bool = False) -> discord.User:
+    return discord.User(state=None, data={"id": str(user_id), "username": name.lower(), "discriminator": "0",
+                                          "avatar": None, "global_name": name, "bot": bot})
+
+
+def voice_data(pcm: bytes | None, seq: int = 0) -> VoiceData:
+    return VoiceData(FakePacket(1, seq, seq * 960), None, pcm=pcm)
+
+
+class Collector:
+    """on_audio callback that records calls and the thread they ran on."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[tuple[int, str, bytes, float]] = []
+        self.threads: set[int] = set()
+        self._fail_first = fail_first
+
+    def __call__(self, user_id: int, name: str, pcm16k: bytes, received_at: float) -> None:
+        self.threads.add(threading.get_ident())
+        if self._fail_first > 0:
+            self._fail_first -= 1
+            raise RuntimeError("mixer exploded")
+        self.calls.append((user_id, name, pcm16k, received_at))
+
+    def bytes_for(self, user_id: int) -> int:
+        return sum(len(c[2]) for c in self.calls if c[0] == user_id)
+
+
+async def feed_from_thread(sink: TutorSink, items: list[tuple[object, VoiceData]]) -> None:
+    """Call write() from a worker thread, as the router thread does, then let the loop run the callbacks."""
+    def run() -> None:
+        for user, data in items:
+            sink.write(user, data)
+
+    await asyncio.to_thread(run)
+    await asyncio.sleep(0.05)
+
+
+async def test_two_users_arrive_downsampled_on_the_loop_thread():
+    """Frames from two kids arrive as 16 kHz mono (≈640 B per 20 ms), per user, on the event loop's thread."""
+    collector = Collector()
+    sink = TutorSink(asyncio.get_running_loop(), collector)
+    ada, bo = make_user(1, "Ada"), make_user(2, "Bo")
+    frames = sine_frames(FRAMES)
+    await feed_from_thread(sink, [(u, voice_data(f, i)) for i, f in enumerate(frames) for u in (ada, bo)])
+
+    assert collector.threads == {threading.get_ident()}
+    for user in (ada, bo):
+        assert FRAMES * 640 - 1500 < collector.bytes_for(user.id) <= FRAMES * 640
+        assert sink.frames_in[user.id] == FRAMES and sink.bytes_in[user.id] == FRAMES * 3840
+    assert {c[1] for c in collector.calls} == {"Ada", "Bo"}
+    assert all(c[2] and len(c[2]) % 2 == 0 for c in collector.calls)
+    times = [c[3] for c in collector.calls]
+    assert times == sorted(times)
+
+
+async def test_downsampled_audio_keeps_the_tone():
+    """The delivered 16 kHz stream still carries the 440 Hz tone."""
+    collector = Collector()
+    sink = TutorSink(asyncio.get_running_loop(), collector)
+    await feed_from_thread(sink, [(make_user(1, "Ada"), voice_data(f)) for f in sine_frames(FRAMES)])
+    samples = np.frombuffer(b"".join(c[2] for c in collector.calls), dtype="<i2").astype(float)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(samples))) * 16_000 / len(samples)
+    assert abs(peak_hz - 440) < 5
+
+
+async def test_bots_and_unknown_users_are_ignored():
+    """write() ignores user None and bot accounts."""
+    collector = Collector()
+    sink = TutorSink(asyncio.get_running_loop(), collector)
+    frame = sine_frames(1)[0]
+    await feed_from_thread(sink, [(None, voice_data(frame)), (make_user(9, "Robo", bot=True), voice_data(frame))] * 5)
+    assert collector.calls == [] and not sink.frames_in and sink.errors == 0
+
+
+async def test_empty_pcm_is_skipped_safely():
+    """A frame with no PCM (None or empty) is neither an error nor delivered."""
+    collector = Collector()
+    sink = TutorSink(asyncio.get_running_loop(), collector)
+    await feed_from_thread(sink, [(make_user(1, "Ada"), voice_data(None)), (make_user(1, "Ada"), voice_data(b""))])
+    assert collector.calls == [] and sink.errors == 0
+
+
+async def test_callback_exception_is_counted_and_audio_keeps_flowing():
+    """An exception in on_audio is counted on the loop; later frames are still delivered."""
+    collector = Collector(fail_first=3)
+    sink = TutorSink(asyncio.get_running_loop(), collector)
+    await feed_from_thread(sink, [(make_user(1, "Ada"), voice_data(f)) for f in sine_frames(FRAMES)])
+    assert sink.errors == 3
+    assert len(collector.calls) > 10
+
+
+async def test_odd_length_frame_is_counted_and_never_escapes():
+    """A frame that is not whole stereo samples raises inside write(), is counted, and the next frame flows."""
+    collector = Collector()
+    sink = TutorSink(asyncio.get_running_loop(), collector)
+    ada = make_user(1, "Ada")
+    frames = sine_frames(10)
+    await feed_from_thread(sink, [(ada, voice_data(b"\x01" * 3839))] + [(ada, voice_data(f)) for f in frames])
+    assert sink.errors == 1
+    assert collector.bytes_for(1) > 0
+
+
+async def test_errors_are_logged_at_most_once_per_interval(caplog):
+    """A hundred failing frames log one warning but count a hundred errors."""
+    sink = TutorSink(asyncio.get_running_loop(), Collector(), error_log_interval=60.0)
+    with caplog.at_level(logging.WARNING, logger="bot.audio.sink"):
+        await feed_from_thread(sink, [(make_user(1, "Ada"), voice_data(b"\x01" * 3))] * 100)
+    assert sink.errors == 100
+    assert [r.getMessage() for r in caplog.records] == ["sink.write_failed"]
+
+
+def test_closed_loop_drops_quietly():
+    """After the loop closes, write() drops frames without raising or counting an error."""
+    loop = asyncio.new_event_loop()
+    loop.close()
+    sink = TutorSink(loop, Collector())
+    for frame in sine_frames(6):
+        sink.write(make_user(1, "Ada"), voice_data(frame))
+    assert sink.errors == 0 and sink.dropped_loop_closed > 0
+
+
+@pytest.mark.parametrize("release", ["forget", "cleanup"])
+async def test_released_resampler_starts_over(release):
+    """forget(user) and cleanup() drop resampler state, so the next frame starts a fresh stream (filter refills)."""
+    collector = Collector()
+    sink = TutorSink(asyncio.get_running_loop(), collector)
+    ada = make_user(1, "Ada")
+    frames = sine_frames(20)
+    await feed_from_thread(sink, [(ada, voice_data(f)) for f in frames])
+    continuing = collector.bytes_for(1)
+    sink.forget(1) if release == "forget" else sink.cleanup()
+    collector.calls.clear()
+    await feed_from_thread(sink, [(ada, voice_data(f)) for f in frames])
+    assert collector.bytes_for(1) == continuing  # same warm-up as the first time: a new resampler
+
+
+async def test_sink_wants_pcm():
+    """voice-recv must decode Opus for this sink."""
+    assert TutorSink(asyncio.get_running_loop(), Collector()).wants_opus() is False
