@@ -1,0 +1,154 @@
+"""`TutorBot`, the Discord client, and `TutorTree`, the one place app-command errors become sentences.
+
+Process concerns (settings, logging, opening the database) live in `bot.__main__`; this module only
+knows the gateway and the command tree. Dependencies are constructor arguments so tests build a real
+`TutorBot` with a fake conversation registry and never touch the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import TutorError
+from bot.storage.repository import Repository
+from bot.tutor import Conversations
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+# Loaded in this order by setup_hook; a cog that fails to load stops start-up (see setup_hook).
+INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.tutor",)
+
+UNEXPECTED_ERROR = "Something went wrong (reference {reference}). A moderator can find it in the bot's logs."
+
+ConversationsFactory = Callable[["TutorBot"], Conversations]
+
+
+def default_conversations(bot: TutorBot) -> Conversations:
+    """The real registry: real voice connections and real Gemini Live sessions."""
+    return Conversations(settings=bot.settings, repository=bot.repository)
+
+
+class TutorTree(app_commands.CommandTree["TutorBot"]):
+    """The command tree with the bot's single app-command error handler."""
+
+    async def on_error(self, interaction: discord.Interaction[TutorBot], error: app_commands.AppCommandError,
+                       /) -> None:
+        """Answer the user with one ephemeral sentence; log what was not expected.
+
+        `CommandInvokeError` is unwrapped once, then the first match wins:
+        1. `TutorError` (bot/errors.py): its message — the core's expected failures.
+        2. `CommandOnCooldown`: when to try again (it is a `CheckFailure`, so it comes first).
+        3. `CheckFailure` (cogs/utils/checks.py and discord.py's own): its message.
+        4. `TransformerError`: the wrapped `TutorError`'s message if a transformer raised one, else a plain
+           "couldn't understand that value" sentence.
+        5. Anything else: a generic apology with a short reference id, logged with the traceback.
+        """
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        message = self.describe(original)
+        if message is None:
+            message = self.report_unexpected(interaction, original)
+        await send_ephemeral(interaction, message)
+
+    @staticmethod
+    def describe(error: BaseException) -> str | None:
+        """The user's sentence for an expected error, or None when the error is a bug."""
+        if isinstance(error, TutorError):
+            return str(error)
+        if isinstance(error, app_commands.CommandOnCooldown):
+            return f"Slow down a little: try again in {math.ceil(error.retry_after)}s."
+        if isinstance(error, app_commands.CheckFailure):
+            return str(error) if type(error) is not app_commands.CheckFailure else "You can't use this command here."
+        if isinstance(error, app_commands.TransformerError):
+            if isinstance(error.__cause__, TutorError):
+                return str(error.__cause__)
+            value = discord.utils.escape_markdown(str(error.value))[:50]
+            return f"I couldn't understand “{value}”: pick a value from the list, or check what you typed."
+        return None
+
+    @staticmethod
+    def report_unexpected(interaction: discord.Interaction, error: BaseException) -> str:
+        """Log a bug with a reference the user can quote; no message content or names in the log line."""
+        reference = secrets.token_hex(4)
+        command = interaction.command.qualified_name if interaction.command is not None else None
+        log.error("command.failed", exc_info=error, extra={
+            "reference": reference, "command": command, "guild_id": interaction.guild_id,
+            "user_id": interaction.user.id if interaction.user is not None else None,
+        })
+        return UNEXPECTED_ERROR.format(reference=reference)
+
+
+async def send_ephemeral(interaction: discord.Interaction, message: str) -> None:
+    """Reply privately, whether or not the interaction was already answered or deferred."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)
+    except discord.HTTPException:  # the interaction expired (15 min) or Discord is down: nothing left to tell
+        log.warning("command.reply_failed", extra={"guild_id": interaction.guild_id})
+
+
+class TutorBot(commands.Bot):
+    """Slash commands only; hears voice, never reads messages."""
+
+    def __init__(self, *, settings: Settings, db: Database,
+                 conversations: ConversationsFactory = default_conversations) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # channels, roles and permissions
+        intents.voice_states = True  # who is in which voice channel (the voice connection needs it too)
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # no text commands; the prefix is never used
+            intents=intents,
+            tree_cls=TutorTree,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),  # kid-typed text never pings anyone
+        )
+        self.settings = settings
+        self.db = db
+        # Plain object construction, no I/O: done here so the attributes always exist (close() and MockBot).
+        self.repository = Repository(db)
+        self.conversations = conversations(self)
+
+    async def setup_hook(self) -> None:
+        """Tidy what a crash left behind, load the cogs, publish the commands.
+
+        A cog that fails to load stops start-up (unlike RoboDanny, which logs and carries on): a tutor
+        whose moderators cannot read transcripts must not run.
+        """
+        closed = await self.repository.close_dangling_sessions("bot restarted")
+        log.info("bot.setup", extra={"dangling_sessions_closed": closed})
+        for extension in INITIAL_EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """To the dev guild instantly when `DEV_GUILD_ID` is set; otherwise globally (up to an hour to show)."""
+        if self.settings.dev_guild_id is not None:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        log.info("bot.commands_synced", extra={"count": len(synced), "guild_id": self.settings.dev_guild_id})
+
+    async def on_ready(self) -> None:
+        log.info("bot.ready", extra={"guild_count": len(self.guilds), "user_id": self.user.id if self.user else None})
+
+    async def close(self) -> None:
+        """Release in reverse order: conversations (voice + Live) first, then the gateway. The db is __main__'s."""
+        try:
+            await self.conversations.stop_all("bot shutting down")
+        finally:
+            await super().close()

@@ -1,0 +1,1 @@
+"""Discord-facing extensions: they parse, check, render and call one core method each."""

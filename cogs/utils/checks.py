@@ -1,0 +1,126 @@
+"""Who may run which command: named decorators over plain, directly testable predicates.
+
+Each decorator applies Discord's `default_permissions` hint (what the server's command picker shows) *and* a
+runtime `app_commands.check` (what is enforced), so the two come from one declaration and cannot drift
+(RoboDanny's `hybrid_permissions_check`). A failing predicate raises an `app_commands.CheckFailure`
+subclass whose message is the sentence the user reads; the tree's error handler sends it ephemerally.
+
+Discord ignores `default_permissions` and `guild_only` on subcommands: a group of commands sets them on
+the `app_commands.Group` itself (`guild_only=True, default_permissions=MODERATOR_PERMISSIONS`), and each
+subcommand still carries the runtime check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import discord
+from discord import app_commands
+
+if TYPE_CHECKING:
+    from bot.client import TutorBot
+
+T = TypeVar("T")
+
+MODERATOR_PERMISSIONS = discord.Permissions(manage_guild=True)
+
+
+class GuildOnly(app_commands.CheckFailure):
+    """The command was used in a direct message."""
+
+    def __init__(self) -> None:
+        super().__init__("The tutor only works inside a server, not in direct messages.")
+
+
+class NotModerator(app_commands.CheckFailure):
+    """The member has neither Manage Server nor the server's moderator role."""
+
+    def __init__(self) -> None:
+        super().__init__("Only this server's moderators (Manage Server, or the moderator role) can do that.")
+
+
+class NotAllowedToStart(app_commands.CheckFailure):
+    """The server limits the tutor to a starter role the member does not have."""
+
+    def __init__(self, role_name: str) -> None:
+        self.role_name = role_name
+        super().__init__(f"Only members with the **{role_name}** role (or moderators) can use the tutor here.")
+
+
+def _member(interaction: discord.Interaction) -> discord.Member:
+    """The caller as a guild member; anything else (a DM, a user-installed context) is refused."""
+    if interaction.guild is None or not isinstance(interaction.user, discord.Member):
+        raise GuildOnly
+    return interaction.user
+
+
+def _has_role(member: discord.Member, role_id: int | None) -> bool:
+    return role_id is not None and any(role.id == role_id for role in member.roles)
+
+
+async def require_guild(interaction: discord.Interaction) -> bool:
+    """Refuse direct messages with a sentence instead of Discord's generic failure."""
+    _member(interaction)
+    return True
+
+
+async def is_moderator(interaction: discord.Interaction[TutorBot]) -> bool:
+    """Manage Server (administrators have it implicitly) or the guild's configured moderator role."""
+    member = _member(interaction)
+    if member.guild_permissions.manage_guild:
+        return True
+    settings = await interaction.client.repository.get_settings(member.guild.id)
+    if _has_role(member, settings.moderator_role_id):
+        return True
+    raise NotModerator
+
+
+async def may_start_tutor(interaction: discord.Interaction[TutorBot]) -> bool:
+    """Everyone, unless the guild set a starter role: then that role's members and moderators."""
+    member = _member(interaction)
+    settings = await interaction.client.repository.get_settings(member.guild.id)
+    if settings.starter_role_id is None or _has_role(member, settings.starter_role_id):
+        return True
+    if member.guild_permissions.manage_guild or _has_role(member, settings.moderator_role_id):
+        return True
+    role = member.guild.get_role(settings.starter_role_id)
+    raise NotAllowedToStart(role.name if role is not None else "tutor starter")
+
+
+def guild_only() -> Callable[[T], T]:
+    """Server-only command: hidden from DMs by Discord, and refused with a sentence if one slips through."""
+
+    def decorator(func: T) -> T:
+        app_commands.guild_only()(func)
+        app_commands.check(require_guild)(func)
+        return func
+
+    return decorator
+
+
+def moderator_only() -> Callable[[T], T]:
+    """Moderators only: shown by default to Manage Server, enforced against Manage Server or the moderator role.
+
+    Server admins can let the moderator role *see* the command in Server Settings → Integrations; the
+    runtime check already lets it through.
+    """
+
+    def decorator(func: T) -> T:
+        app_commands.guild_only()(func)
+        app_commands.default_permissions(MODERATOR_PERMISSIONS)(func)
+        app_commands.check(is_moderator)(func)
+        return func
+
+    return decorator
+
+
+def can_start_tutor() -> Callable[[T], T]:
+    """Whoever the guild allows to run the tutor; visible to everyone (no default_permissions restriction)."""
+
+    def decorator(func: T) -> T:
+        app_commands.guild_only()(func)
+        app_commands.check(may_start_tutor)(func)
+        return func
+
+    return decorator

@@ -1,0 +1,352 @@
+"""The one module with Discord mocks, plus a small fake of our own conversation registry.
+
+Every Discord mock is `spec_set` from a real discord.py object (python-discord's `tests/helpers.py` idea), so
+a misspelt attribute raises and `isinstance(MockGuild(), discord.Guild)` holds; coroutine methods become
+`AsyncMock`s. Unlike pydis, `MockInteraction` is spec'd too, and so are its `response` and `followup`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from unittest.mock import AsyncMock, MagicMock
+
+import discord
+from discord import app_commands
+
+from bot.client import TutorBot
+from bot.config import Settings
+from bot.errors import AlreadyRunning, NotRunning, TextTooLong
+from bot.storage.models import GuildSettings
+from bot.storage.repository import Repository
+from bot.tutor import SAY_LIMIT, ConversationResult, ConversationStatus, StartRequest
+
+_ids = itertools.count(100_000_000_000_000_000)
+_state = MagicMock()
+_GUILD = discord.Guild(data={"id": 1, "name": "guild", "owner_id": 1, "afk_timeout": 60}, state=_state)
+_USER_DATA = {"id": 2, "username": "kid", "discriminator": "0", "avatar": None}
+_MEMBER = discord.Member(data={"user": _USER_DATA, "roles": [], "flags": 0}, guild=_GUILD, state=_state)
+_ROLE = discord.Role(guild=_GUILD, state=_state, data={"id": 3, "name": "role"})
+_VOICE = discord.VoiceChannel(state=_state, guild=_GUILD, data={
+    "id": 4, "type": 2, "name": "Voice", "position": 1, "bitrate": 64000, "user_limit": 0, "parent_id": None})
+_TEXT = discord.TextChannel(state=_state, guild=_GUILD, data={
+    "id": 5, "type": 0, "name": "text", "position": 1, "parent_id": None})
+
+VOICE_PERMISSIONS = discord.Permissions(view_channel=True, connect=True, speak=True, use_voice_activation=True,
+                                        send_messages=True, embed_links=True)
+
+
+def next_id() -> int:
+    """A fresh snowflake-sized id."""
+    return next(_ids)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings with dummy secrets, ignoring any .env on the machine."""
+    return Settings(_env_file=None, discord_token="test-token", gemini_api_key="test-key", **overrides)
+
+
+class _DiscordMock(MagicMock):
+    """A `spec_set` MagicMock whose children are plain mocks, or `AsyncMock`s for coroutine methods."""
+
+    spec_set: Any = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        name = kwargs.pop("name", None)
+        super().__init__(spec_set=self.spec_set, **kwargs)
+        if name is not None:
+            self.name = name
+
+    def _get_child_mock(self, **kwargs: Any) -> MagicMock:
+        spec_class = self.__dict__.get("_spec_class")
+        if inspect.iscoroutinefunction(getattr(spec_class, kwargs.get("_new_name", ""), None)):
+            return AsyncMock(**kwargs)
+        return MagicMock(**kwargs)
+
+
+class MockRole(_DiscordMock):
+    spec_set = _ROLE
+
+    def __init__(self, **kwargs: Any) -> None:
+        role_id = kwargs.pop("id", None) or next_id()
+        super().__init__(**{"name": "role", "position": 1, "mention": f"<@&{role_id}>", **kwargs}, id=role_id)
+
+
+class MockGuild(_DiscordMock):
+    """A guild whose `get_role` finds roles in `roles`, and whose `me` is the bot's member."""
+
+    spec_set = _GUILD
+
+    def __init__(self, *, roles: list[MockRole] | None = None, **kwargs: Any) -> None:
+        super().__init__(**{"id": next_id(), "name": "Test Server", **kwargs})
+        self.roles = list(roles or [])
+        self.get_role.side_effect = lambda role_id: next((r for r in self.roles if r.id == role_id), None)
+        self.me = MockMember(guild=self, name="Tutor", display_name="Tutor", bot=True)
+
+
+class MockVoiceState(_DiscordMock):
+    spec_set = discord.VoiceState
+
+
+class MockVoiceChannel(_DiscordMock):
+    """A voice channel where the bot has every permission it needs unless `bot_permissions` says otherwise."""
+
+    spec_set = _VOICE
+
+    def __init__(self, *, bot_permissions: discord.Permissions = VOICE_PERMISSIONS, **kwargs: Any) -> None:
+        channel_id = kwargs.pop("id", None) or next_id()
+        defaults = {"name": "Homework Corner", "mention": f"<#{channel_id}>", "type": discord.ChannelType.voice}
+        super().__init__(**{**defaults, **kwargs}, id=channel_id)
+        if "guild" not in kwargs:
+            self.guild = MockGuild()
+        self.members = []
+        self.permissions_for.return_value = bot_permissions
+
+
+class MockTextChannel(_DiscordMock):
+    spec_set = _TEXT
+
+    def __init__(self, **kwargs: Any) -> None:
+        channel_id = kwargs.pop("id", None) or next_id()
+        super().__init__(**{"name": "general", "mention": f"<#{channel_id}>", **kwargs}, id=channel_id)
+
+
+class MockMember(_DiscordMock):
+    """A member with real `Permissions`, a role list, and (optionally) a voice channel they sit in."""
+
+    spec_set = _MEMBER
+
+    def __init__(self, *, guild: MockGuild | None = None, roles: list[MockRole] | None = None,
+                 permissions: discord.Permissions | None = None, voice_channel: Any = None, **kwargs: Any) -> None:
+        member_id = kwargs.pop("id", None) or next_id()
+        defaults = {"name": "kid", "display_name": "Kid", "bot": False, "mention": f"<@{member_id}>"}
+        super().__init__(**{**defaults, **kwargs}, id=member_id)
+        self.guild = guild if guild is not None else MockGuild()
+        self.roles = list(roles or [])
+        self.guild_permissions = permissions if permissions is not None else discord.Permissions.none()
+        self.voice = MockVoiceState(channel=voice_channel) if voice_channel is not None else None
+
+
+class MockInteractionResponse(_DiscordMock):
+    """`is_done()` turns true once the mock was answered, deferred or given a modal, as the real one does."""
+
+    spec_set = discord.InteractionResponse
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        answers = (self.send_message, self.defer, self.edit_message, self.send_modal)
+        self.is_done.side_effect = lambda: any(answer.called for answer in answers)
+
+
+class MockWebhook(_DiscordMock):
+    spec_set = discord.Webhook
+
+
+class MockRepository(_DiscordMock):
+    """The repository with default guild settings; set `get_settings.return_value` to change them."""
+
+    spec_set = Repository
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.get_settings.side_effect = lambda guild_id: GuildSettings(guild_id=guild_id)
+        self.list_custom_levels.return_value = []
+
+
+def _bot_instance() -> TutorBot:
+    return TutorBot(settings=make_settings(), db=MagicMock(), conversations=lambda bot: FakeConversations())
+
+
+class MockBot(_DiscordMock):
+    """A `TutorBot` look-alike with a spec'd repository and a `FakeConversations` registry."""
+
+    spec_set = None  # filled lazily: building a TutorBot needs the whole import chain
+
+    def __init__(self, **kwargs: Any) -> None:
+        if MockBot.spec_set is None:
+            MockBot.spec_set = _bot_instance()
+        super().__init__(**kwargs)
+        self.repository = MockRepository()
+        self.conversations = FakeConversations()
+        self.settings = make_settings()
+
+
+class MockInteraction(_DiscordMock):
+    """An interaction from `user` (a member of `guild`), or a DM when `guild=None` is passed explicitly."""
+
+    spec_set = discord.Interaction
+
+    def __init__(self, *, user: Any = None, client: Any = None, **kwargs: Any) -> None:
+        user = user if user is not None else MockMember()
+        guild = kwargs.pop("guild", user.guild if isinstance(user, discord.Member) else None)
+        super().__init__(**{"id": next_id(), "locale": discord.Locale.british_english, **kwargs})
+        self.user = user
+        self.guild = guild
+        self.guild_id = guild.id if guild is not None else None
+        self.client = client if client is not None else MockBot()
+        self.response = MockInteractionResponse()
+        self.followup = MockWebhook()
+        self.command = None
+
+
+# ----- running commands the way discord.py would ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the user saw in answer to an interaction."""
+
+    content: str | None
+    embed: discord.Embed | None
+    ephemeral: bool
+
+
+def reply_of(interaction: MockInteraction) -> Reply:
+    """The last answer sent, through `followup` if the interaction was deferred, else through `response`."""
+    sender = interaction.followup.send if interaction.followup.send.called else interaction.response.send_message
+    assert sender.called, "the interaction was never answered"
+    args, kwargs = sender.call_args
+    content = args[0] if args else kwargs.get("content")
+    return Reply(content, kwargs.get("embed"), bool(kwargs.get("ephemeral", False)))
+
+
+async def run_checks(command: app_commands.Command, interaction: MockInteraction) -> None:
+    """Run a command's checks in order; a check returning False fails as discord.py's would."""
+    for check in command.checks:
+        if not await discord.utils.maybe_coroutine(check, interaction):
+            raise app_commands.CheckFailure(f"The check functions for command {command.name!r} failed.")
+
+
+async def call_command(command: app_commands.Command, cog: Any, interaction: MockInteraction, **kwargs: Any) -> None:
+    """Checks, then the callback; errors propagate unchanged."""
+    interaction.command = command
+    await run_checks(command, interaction)
+    await command.callback(cog, interaction, **kwargs)
+
+
+async def handle_error(tree: app_commands.CommandTree, interaction: MockInteraction, error: Exception,
+                       command: app_commands.Command | None = None) -> Reply:
+    """Route an exception through the tree's on_error as discord.py does (non-AppCommandErrors wrapped)."""
+    if not isinstance(error, app_commands.AppCommandError):
+        error = app_commands.CommandInvokeError(command or _PLACEHOLDER_COMMAND, error)
+    await tree.on_error(interaction, error)
+    return reply_of(interaction)
+
+
+async def invoke(tree: app_commands.CommandTree, command: app_commands.Command, cog: Any,
+                 interaction: MockInteraction, **kwargs: Any) -> Reply:
+    """Run a command end to end (checks, callback, the tree's error handler) and return what the user saw."""
+    try:
+        await call_command(command, cog, interaction, **kwargs)
+    except Exception as error:  # exactly what discord.py hands to on_error
+        return await handle_error(tree, interaction, error, command)
+    return reply_of(interaction)
+
+
+async def _placeholder(interaction: discord.Interaction) -> None:
+    """A command to name in CommandInvokeError when a test has none."""
+
+
+_PLACEHOLDER_COMMAND = app_commands.Command(name="placeholder", description="-", callback=_placeholder)
+
+
+# ----- a fake of our own core: the conversation registry --------------------------------------------
+
+
+_STATUS = ConversationStatus(
+    guild_id=1, session_id=7, channel_id=4, channel_name="Homework Corner", level_title="Space and the planets",
+    age=8, starter_name="Kid", started_at=datetime(2026, 11, 25, 16, 0, tzinfo=UTC), uptime_s=754.0,
+    speakers=["Kid", "Sam"], turns=12, flagged_turns=1, reconnects=2, live_connected=True,
+    packets_received=15_000, packets_dropped=3, packets_concealed=5, playback_buffered_ms=120.0, underruns=1,
+    input_latency_ms=24.5, reply_latency_ms=640.0, minutes_used_today=18.5, daily_minutes=60)
+
+
+def make_status(**overrides: Any) -> ConversationStatus:
+    """A plausible status snapshot; override any field."""
+    return dataclasses.replace(_STATUS, **overrides)
+
+
+@dataclass
+class FakeConversation:
+    """What `Conversations.start` returns, with the fields the cogs read."""
+
+    request: StartRequest
+    session_id: int
+    status_snapshot: ConversationStatus = field(default_factory=make_status)
+
+    @property
+    def guild_id(self) -> int:
+        return self.request.guild_id
+
+    @property
+    def voice_channel(self) -> Any:
+        return self.request.voice_channel
+
+    @property
+    def level(self) -> Any:
+        return self.request.level
+
+    @property
+    def age(self) -> int:
+        return self.request.age
+
+    def status(self) -> ConversationStatus:
+        return self.status_snapshot
+
+
+class FakeConversations:
+    """Records every call; one conversation per guild like the real one; `fail[method] = error` makes it raise."""
+
+    def __init__(self) -> None:
+        self.running: dict[int, FakeConversation] = {}
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.fail: dict[str, Exception] = {}
+        self.observers: list[Any] = []
+        self.duration_s = 125.0
+        self.turns = 9
+
+    def called(self, method: str) -> list[tuple[Any, ...]]:
+        """The argument tuples of every call to `method`."""
+        return [args for name, args in self.calls if name == method]
+
+    def _enter(self, method: str, *args: Any) -> None:
+        self.calls.append((method, args))
+        if method in self.fail:
+            raise self.fail[method]
+
+    def get(self, guild_id: int) -> FakeConversation | None:
+        return self.running.get(guild_id)
+
+    def add_observer(self, observer: Any) -> None:
+        self.observers.append(observer)
+
+    async def start(self, request: StartRequest) -> FakeConversation:
+        self._enter("start", request)
+        if (running := self.running.get(request.guild_id)) is not None:
+            raise AlreadyRunning(running.voice_channel.mention)
+        conversation = FakeConversation(request, session_id=len(self.calls))
+        self.running[request.guild_id] = conversation
+        return conversation
+
+    async def stop(self, guild_id: int, reason: str = "stopped with /tutor stop") -> ConversationResult:
+        self._enter("stop", guild_id, reason)
+        conversation = self.running.pop(guild_id, None)
+        if conversation is None:
+            raise NotRunning
+        return ConversationResult(guild_id, conversation.session_id, conversation.voice_channel.id,
+                                  self.duration_s, self.turns, reason)
+
+    async def say(self, guild_id: int, author_name: str, text: str) -> None:
+        self._enter("say", guild_id, author_name, text)
+        if guild_id not in self.running:
+            raise NotRunning
+        if len(text) > SAY_LIMIT:
+            raise TextTooLong(SAY_LIMIT)
+
+    async def stop_all(self, reason: str) -> None:
+        self._enter("stop_all", reason)
+        self.running.clear()
