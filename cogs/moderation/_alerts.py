@@ -1,0 +1,147 @@
+"""Moderation alerts: flagged turns, failed conversations and end-of-session summaries, posted to the
+guild's alerts channel when one is set.
+
+Implements the core's `ConversationObserver`. `on_ended` is awaited inside `/tutor stop`, so the
+summary is made in a background task this object owns (cancelled by `aclose`), never inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.storage.models import TurnRow
+from bot.summary import SessionSummarizer
+from cogs.utils.formatting import EXCERPT_LIMIT, FLAG_COLOUR, clean, speaker_label, truncate
+
+if TYPE_CHECKING:
+    from bot.client import TutorBot
+    from bot.tutor import Conversation, ConversationResult
+
+log = logging.getLogger(__name__)
+
+WARN_COLOUR = discord.Colour.orange()
+SUMMARY_COLOUR = discord.Colour.green()
+
+
+def view_command(session_id: int) -> str:
+    """What a moderator types to read the whole transcript."""
+    return f"`/transcripts show session:{session_id}`"
+
+
+def _level_title(conversation: Conversation) -> str:
+    return getattr(conversation.level, "title", None) or getattr(conversation.level, "name", "?")
+
+
+def flagged_embed(conversation: Conversation, turn: TurnRow) -> discord.Embed:
+    """The excerpt (cut), who said it, the level, the session and how to open it."""
+    embed = discord.Embed(title="🚩 A tutor turn was flagged", colour=FLAG_COLOUR,
+                          description=clean(truncate(turn.text, EXCERPT_LIMIT)) or "*(no text)*")
+    embed.add_field(name="Speaker", value=clean(speaker_label(turn)))
+    embed.add_field(name="Level", value=clean(_level_title(conversation)))
+    embed.add_field(name="Session", value=f"#{conversation.session_id}")
+    embed.add_field(name="Reason", value=clean(truncate(turn.flag_reason or "flagged", 200)), inline=False)
+    embed.add_field(name="View it", value=view_command(conversation.session_id), inline=False)
+    return embed
+
+
+def failed_embed(conversation: Conversation, reason: str) -> discord.Embed:
+    """A conversation stopped because something broke."""
+    embed = discord.Embed(title="⚠️ A tutor conversation stopped unexpectedly", colour=WARN_COLOUR,
+                          description=clean(truncate(reason, EXCERPT_LIMIT)))
+    embed.add_field(name="Level", value=clean(_level_title(conversation)))
+    embed.add_field(name="Session", value=f"#{conversation.session_id}")
+    embed.add_field(name="View it", value=view_command(conversation.session_id), inline=False)
+    return embed
+
+
+def summary_embed(conversation: Conversation, result: ConversationResult, summary: str | None) -> discord.Embed:
+    """The after-session note, or a pointer to retry when no summary could be made."""
+    minutes = max(1, round(result.duration_s / 60))
+    if summary is not None:
+        description = clean(summary)
+    else:
+        description = ("No summary could be made this time (the transcript is saved). "
+                       f"Retry with `/transcripts summarize session:{result.session_id}`.")
+    embed = discord.Embed(title=f"📝 Tutor session #{result.session_id} ended", colour=SUMMARY_COLOUR,
+                          description=description)
+    embed.add_field(name="Level", value=clean(_level_title(conversation)))
+    embed.add_field(name="Length", value=f"{minutes} min · {result.turns} turns")
+    embed.add_field(name="Why it ended", value=clean(truncate(result.reason, 200)))
+    embed.add_field(name="View it", value=view_command(result.session_id), inline=False)
+    return embed
+
+
+class ModerationAlerts:
+    """A `ConversationObserver` that reports to moderators; safe to leave registered after `aclose`."""
+
+    def __init__(self, bot: TutorBot, summarizer: SessionSummarizer) -> None:
+        self._bot = bot
+        self._summarizer = summarizer
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def alerts_channel(self, guild_id: int) -> discord.abc.Messageable | None:
+        """The guild's configured alerts channel, if set and still a text channel of *that* guild."""
+        settings = await self._bot.repository.get_settings(guild_id)
+        if settings.alerts_channel_id is None:
+            return None
+        channel = self._bot.get_channel(settings.alerts_channel_id)
+        if not isinstance(channel, discord.TextChannel | discord.Thread) or channel.guild.id != guild_id:
+            log.warning("alerts.channel_missing", extra={"guild_id": guild_id,
+                                                         "channel_id": settings.alerts_channel_id})
+            return None
+        return channel
+
+    async def post(self, guild_id: int, embed: discord.Embed) -> bool:
+        """Send to the alerts channel; False (and a log line) when unset or Discord refuses."""
+        channel = await self.alerts_channel(guild_id)
+        if channel is None:
+            return False
+        try:
+            await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as exc:
+            log.warning("alerts.send_failed", extra={"guild_id": guild_id, "status": exc.status})
+            return False
+        return True
+
+    async def on_turn_flagged(self, conversation: Conversation, turn: TurnRow) -> None:
+        if not self._closed:
+            await self.post(conversation.guild_id, flagged_embed(conversation, turn))
+
+    async def on_failed(self, conversation: Conversation, reason: str) -> None:
+        if not self._closed:
+            await self.post(conversation.guild_id, failed_embed(conversation, reason))
+
+    async def on_ended(self, conversation: Conversation, result: ConversationResult) -> None:
+        """Summarise in the background so `/tutor stop` answers at once."""
+        if self._closed:
+            return
+        task = asyncio.create_task(self._summarize_and_post(conversation, result),
+                                   name=f"summary:{result.session_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _summarize_and_post(self, conversation: Conversation, result: ConversationResult) -> None:
+        try:
+            summary = await self._summarizer.summarize(result.guild_id, result.session_id)
+            await self.post(result.guild_id, summary_embed(conversation, result, summary))
+        except Exception:
+            log.exception("alerts.summary_post_failed", extra={"guild_id": result.guild_id,
+                                                                "session_id": result.session_id})
+
+    async def wait_idle(self) -> None:
+        """Wait for pending summaries (tests, and a graceful unload)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stop reacting to events and cancel summaries still in flight."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,175 @@
+"""`/tutor-settings …`: who moderates, where alerts go, who may start, limits, retention, custom levels.
+
+Ranges are declared twice on purpose: `app_commands.Range` makes Discord's picker refuse bad numbers,
+and the repository re-validates (a client can bypass the picker). A refused value changes nothing and
+is answered with one ephemeral sentence.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import TutorError
+from bot.levels import BUILTIN_LEVELS, custom_level
+from bot.storage.models import GuildSettings
+from bot.storage.repository import SETTINGS_RANGES
+from cogs.utils.checks import MODERATOR_PERMISSIONS, moderator_only
+from cogs.utils.formatting import clean, truncate
+
+if TYPE_CHECKING:
+    from bot.client import TutorBot
+
+ALERT_PERMISSIONS = ("view_channel", "send_messages", "embed_links")
+UNITS = {"daily_minutes": "minutes a day", "max_session_minutes": "minutes per session",
+         "retention_days": "days"}
+
+
+class InvalidSetting(TutorError):
+    """A value the repository refused; the sentence says the allowed range and that nothing changed."""
+
+
+def range_sentence(name: str, value: int) -> str:
+    low, high = SETTINGS_RANGES[name]
+    label = name.replace("_", "-")
+    return f"`{label}` must be between {low} and {high} {UNITS[name]} (got {value}). Nothing was changed."
+
+
+def settings_embed(guild: discord.Guild, settings: GuildSettings, custom_names: list[str]) -> discord.Embed:
+    """Every setting with its current value; unset ones say what that means."""
+
+    def role(role_id: int | None, unset: str) -> str:
+        return f"<@&{role_id}>" if role_id else unset
+
+    embed = discord.Embed(title=f"Tutor settings for {guild.name}", colour=discord.Colour.blurple())
+    embed.add_field(name="Moderator role", value=role(settings.moderator_role_id, "not set (Manage Server only)"))
+    embed.add_field(name="Alerts channel",
+                    value=f"<#{settings.alerts_channel_id}>" if settings.alerts_channel_id else "not set (no alerts)")
+    embed.add_field(name="Starter role", value=role(settings.starter_role_id, "not set (everyone may start)"))
+    embed.add_field(name="Daily minutes", value=str(settings.daily_minutes))
+    embed.add_field(name="Max session minutes", value=str(settings.max_session_minutes))
+    embed.add_field(name="Transcripts kept", value=f"{settings.retention_days} days")
+    levels = ", ".join(clean(name) for name in custom_names) or "none"
+    embed.add_field(name="Custom levels", value=truncate(levels, 1000), inline=False)
+    return embed
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(MODERATOR_PERMISSIONS)
+class TutorSettings(commands.GroupCog, group_name="tutor-settings",
+                    group_description="Family controls for the voice tutor (moderators)"):
+    """Per-server settings, stored by the repository."""
+
+    def __init__(self, bot: TutorBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def _update(self, interaction: discord.Interaction, done: str, **fields: int | None) -> None:
+        try:
+            await self.bot.repository.update_settings(interaction.guild_id, **fields)
+        except ValueError as exc:
+            (name, value), = fields.items()
+            if name in SETTINGS_RANGES and isinstance(value, int):
+                raise InvalidSetting(range_sentence(name, value)) from exc
+            raise InvalidSetting(f"That value was refused. Nothing was changed. ({exc})") from exc
+        await interaction.response.send_message(done, ephemeral=True,
+                                                allowed_mentions=discord.AllowedMentions.none())
+
+    @app_commands.command(name="show", description="Show this server's tutor settings")
+    @moderator_only()
+    async def show(self, interaction: discord.Interaction) -> None:
+        settings = await self.bot.repository.get_settings(interaction.guild_id)
+        levels = [level.name for level in await self.bot.repository.list_custom_levels(interaction.guild_id)]
+        await interaction.response.send_message(embed=settings_embed(interaction.guild, settings, levels),
+                                                ephemeral=True)
+
+    @app_commands.command(name="moderator-role", description="Who besides Manage Server may moderate")
+    @app_commands.describe(role="The moderator role; leave empty to clear it")
+    @moderator_only()
+    async def moderator_role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+        done = f"Moderator role set to {role.mention}." if role else "Moderator role cleared: Manage Server only."
+        await self._update(interaction, done, moderator_role_id=role.id if role else None)
+
+    @app_commands.command(name="alerts-channel", description="Where flagged turns and summaries are posted")
+    @app_commands.describe(channel="A text channel; leave empty to turn alerts off")
+    @moderator_only()
+    async def alerts_channel(self, interaction: discord.Interaction,
+                             channel: discord.TextChannel | None = None) -> None:
+        if channel is not None:
+            allowed = channel.permissions_for(channel.guild.me)
+            missing = [name.replace("_", " ") for name in ALERT_PERMISSIONS if not getattr(allowed, name)]
+            if missing:
+                raise InvalidSetting(f"I can't post in {channel.mention}: I need {', '.join(missing)} there. "
+                                     "Nothing was changed.")
+        done = f"Alerts will be posted in {channel.mention}." if channel else "Alerts turned off."
+        await self._update(interaction, done, alerts_channel_id=channel.id if channel else None)
+
+    @app_commands.command(name="starter-role", description="Only this role (and moderators) may start the tutor")
+    @app_commands.describe(role="The role allowed to start; leave empty so everyone may")
+    @moderator_only()
+    async def starter_role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+        done = (f"Only {role.mention} and moderators can start the tutor now." if role
+                else "Starter role cleared: everyone may start the tutor.")
+        await self._update(interaction, done, starter_role_id=role.id if role else None)
+
+    @app_commands.command(name="daily-minutes", description="Tutor minutes per day for this server")
+    @app_commands.describe(minutes="1–1440")
+    @moderator_only()
+    async def daily_minutes(self, interaction: discord.Interaction,
+                            minutes: app_commands.Range[int, 1, 1440]) -> None:
+        await self._update(interaction, f"Daily limit set to {minutes} minutes.", daily_minutes=minutes)
+
+    @app_commands.command(name="max-session-minutes", description="Longest single conversation")
+    @app_commands.describe(minutes="1–240")
+    @moderator_only()
+    async def max_session_minutes(self, interaction: discord.Interaction,
+                                  minutes: app_commands.Range[int, 1, 240]) -> None:
+        await self._update(interaction, f"Conversations now stop after {minutes} minutes.",
+                           max_session_minutes=minutes)
+
+    @app_commands.command(name="retention-days", description="How long transcripts are kept")
+    @app_commands.describe(days="1–365; older transcripts are deleted within the hour")
+    @moderator_only()
+    async def retention_days(self, interaction: discord.Interaction,
+                             days: app_commands.Range[int, 1, 365]) -> None:
+        await self._update(interaction, f"Transcripts are now kept for {days} days.", retention_days=days)
+
+    @app_commands.command(name="add-level", description="Add a topic of your own")
+    @app_commands.describe(name="Short name (letters, digits, spaces, dashes)",
+                           description="What the tutor should teach (10–1000 characters)")
+    @moderator_only()
+    async def add_level(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 40],
+                        description: app_commands.Range[str, 10, 1000]) -> None:
+        try:
+            level = custom_level(name, description)
+        except ValueError as exc:
+            raise InvalidSetting(f"{exc} Nothing was changed.") from exc
+        if level.name in BUILTIN_LEVELS:
+            raise InvalidSetting(f"“{level.name}” is a built-in level already. Pick another name.")
+        added = await self.bot.repository.add_custom_level(interaction.guild_id, level.name, level.description,
+                                                          interaction.user.id)
+        if not added:
+            raise InvalidSetting(f"This server already has a level called “{clean(level.name)}”.")
+        await interaction.response.send_message(f"Added the level **{clean(level.name)}**.", ephemeral=True)
+
+    async def custom_level_autocomplete(self, interaction: discord.Interaction,
+                                        current: str) -> list[app_commands.Choice[str]]:
+        """This guild's custom levels only."""
+        if interaction.guild_id is None:
+            return []
+        levels = await self.bot.repository.list_custom_levels(interaction.guild_id)
+        needle = current.lower().strip()
+        return [app_commands.Choice(name=lvl.name, value=lvl.name) for lvl in levels if needle in lvl.name][:25]
+
+    @app_commands.command(name="remove-level", description="Remove a topic this server added")
+    @app_commands.describe(name="The custom level to remove")
+    @app_commands.autocomplete(name=custom_level_autocomplete)
+    @moderator_only()
+    async def remove_level(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 40]) -> None:
+        name = name.strip().lower().replace(" ", "-")  # the same slug add-level stored
+        if not await self.bot.repository.remove_custom_level(interaction.guild_id, name):
+            raise InvalidSetting(f"This server has no custom level called “{clean(name)}”.")
+        await interaction.response.send_message(f"Removed the level **{clean(name)}**.", ephemeral=True)

@@ -1,0 +1,237 @@
+"""`/transcripts list|show|export|flagged|summarize|delete …` for moderators.
+
+Every lookup goes through the repository with `interaction.guild_id`, so another server's session id
+answers exactly like a missing one (`bot.errors.NotFound`). The cog also owns the moderation side jobs:
+the alerts observer and the hourly retention purge, started in `cog_load` and stopped in `cog_unload`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import NotFound, TutorError
+from bot.levels import BUILTIN_LEVELS
+from bot.retention import RetentionTask
+from bot.storage.models import SessionRow
+from bot.summary import SessionSummarizer
+from cogs.moderation._alerts import ModerationAlerts
+from cogs.moderation._views import ConfirmView
+from cogs.utils.checks import MODERATOR_PERMISSIONS, moderator_only
+from cogs.utils.formatting import (
+    clean,
+    flagged_pages,
+    format_duration,
+    render_json,
+    render_txt,
+    session_list_pages,
+    transcript_pages,
+)
+from cogs.utils.paginator import Paginator
+
+if TYPE_CHECKING:
+    from bot.client import TutorBot
+
+MAX_SESSION_ID = 2**53 - 1  # Discord's largest integer option
+LIST_LIMIT = 200
+FLAGGED_LIMIT = 200
+SessionId = app_commands.Range[int, 1, MAX_SESSION_ID]
+Days = app_commands.Range[int, 1, 365]
+
+
+class SessionStillRunning(TutorError):
+    def __init__(self, action: str) -> None:
+        super().__init__(f"That session is still running: stop it with `/tutor stop` before you {action} it.")
+
+
+class BadOption(TutorError):
+    """An option value outside what the command accepts (Discord's own limits can be bypassed)."""
+
+
+def check_days(days: int | None) -> int | None:
+    """1–365 or None; anything else is refused before any query runs."""
+    if days is not None and not 1 <= days <= 365:
+        raise BadOption(f"`days` must be between 1 and 365 (got {days}).")
+    return days
+
+
+def since(days: int | None) -> datetime | None:
+    return None if days is None else datetime.now(UTC) - timedelta(days=days)
+
+
+def session_choice(session: SessionRow) -> app_commands.Choice[int]:
+    """`#42 · 2026-11-25 16:00 · space · Alex` (Discord allows 100 characters)."""
+    name = f"#{session.id} · {session.started_at:%Y-%m-%d %H:%M} · {session.level} · {session.starter_name}"
+    return app_commands.Choice(name=name[:100], value=session.id)
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(MODERATOR_PERMISSIONS)
+class Transcripts(commands.GroupCog, group_name="transcripts",
+                  group_description="Read, export and delete tutor transcripts (moderators)"):
+    """Moderator access to what was said."""
+
+    delete = app_commands.Group(name="delete", description="Delete transcripts for good (moderators)")
+
+    def __init__(self, bot: TutorBot) -> None:
+        self.bot = bot
+        self.summarizer = SessionSummarizer(bot.settings, bot.repository)
+        self.alerts = ModerationAlerts(bot, self.summarizer)
+        self.retention = RetentionTask(bot.repository)
+        super().__init__()
+
+    async def cog_load(self) -> None:
+        self.bot.conversations.add_observer(self.alerts)
+        self.retention.start()
+
+    async def cog_unload(self) -> None:
+        # Conversations has no remove_observer: the closed observer stays registered but does nothing.
+        await self.retention.aclose()
+        await self.alerts.aclose()
+
+    # ----- helpers --------------------------------------------------------------------------------
+
+    async def _session(self, interaction: discord.Interaction, session_id: int) -> SessionRow:
+        """This guild's session or NotFound — the same answer for a missing id and another guild's."""
+        assert interaction.guild_id is not None  # guaranteed by moderator_only()
+        session = await self.bot.repository.get_session(interaction.guild_id, session_id)
+        if session is None:
+            raise NotFound("session")
+        return session
+
+    def _is_running_here(self, guild_id: int, session_id: int) -> bool:
+        conversation = self.bot.conversations.get(guild_id)
+        return conversation is not None and conversation.session_id == session_id
+
+    async def session_autocomplete(self, interaction: discord.Interaction,
+                                   current: str) -> list[app_commands.Choice[int]]:
+        """This guild's sessions only, newest first, matching id, starter or level."""
+        if interaction.guild_id is None:
+            return []
+        sessions = await self.bot.repository.search_sessions(interaction.guild_id, current[:50], limit=25)
+        return [session_choice(session) for session in sessions]
+
+    async def level_autocomplete(self, interaction: discord.Interaction,
+                                 current: str) -> list[app_commands.Choice[str]]:
+        """Built-in and this guild's custom levels."""
+        names = list(BUILTIN_LEVELS)
+        if interaction.guild_id is not None:
+            names += [level.name for level in await self.bot.repository.list_custom_levels(interaction.guild_id)]
+        needle = current.lower().strip()
+        return [app_commands.Choice(name=name, value=name) for name in names if needle in name.lower()][:25]
+
+    # ----- reading --------------------------------------------------------------------------------
+
+    @app_commands.command(name="list", description="Recent tutor sessions, newest first")
+    @app_commands.describe(member="Only sessions this member started or spoke in", level="Only this level",
+                           days="Only the last N days (1–365)")
+    @app_commands.autocomplete(level=level_autocomplete)
+    @moderator_only()
+    async def list_sessions(self, interaction: discord.Interaction, member: discord.User | None = None,
+                            level: str | None = None, days: Days | None = None) -> None:
+        check_days(days)
+        rows = await self.bot.repository.list_sessions(
+            interaction.guild_id, member_id=member.id if member else None, level=level or None,
+            since=since(days), limit=LIST_LIMIT)
+        await Paginator(session_list_pages(rows), owner_id=interaction.user.id).send(interaction)
+
+    @app_commands.command(name="show", description="Read one session's transcript")
+    @app_commands.describe(session="The session (type to search by number, starter or level)")
+    @app_commands.autocomplete(session=session_autocomplete)
+    @moderator_only()
+    async def show(self, interaction: discord.Interaction, session: SessionId) -> None:
+        row = await self._session(interaction, session)
+        turns = await self.bot.repository.get_turns(interaction.guild_id, row.id)
+        await Paginator(transcript_pages(row, turns), owner_id=interaction.user.id).send(interaction)
+
+    @app_commands.command(name="export", description="Download one session's transcript as a file")
+    @app_commands.describe(session="The session to export", format="txt to read, json for tools")
+    @app_commands.autocomplete(session=session_autocomplete)
+    @moderator_only()
+    async def export(self, interaction: discord.Interaction, session: SessionId,
+                     format: Literal["txt", "json"] = "txt") -> None:
+        row = await self._session(interaction, session)
+        turns = await self.bot.repository.get_turns(interaction.guild_id, row.id)
+        text = render_json(row, turns) if format == "json" else render_txt(row, turns)
+        file = discord.File(io.BytesIO(text.encode("utf-8")), filename=f"tutor-session-{row.id}.{format}")
+        await interaction.response.send_message(
+            f"Transcript of session #{row.id} ({len(turns)} turns).", file=file, ephemeral=True)
+
+    @app_commands.command(name="flagged", description="Turns the safety filter flagged")
+    @app_commands.describe(days="Only the last N days (1–365)")
+    @moderator_only()
+    async def flagged(self, interaction: discord.Interaction, days: Days | None = None) -> None:
+        check_days(days)
+        turns = await self.bot.repository.flagged_turns(interaction.guild_id, since=since(days),
+                                                        limit=FLAGGED_LIMIT)
+        await Paginator(flagged_pages(turns), owner_id=interaction.user.id).send(interaction)
+
+    @app_commands.command(name="summarize", description="Make (or remake) a finished session's summary")
+    @app_commands.describe(session="The session to summarise")
+    @app_commands.autocomplete(session=session_autocomplete)
+    @moderator_only()
+    async def summarize(self, interaction: discord.Interaction, session: SessionId) -> None:
+        row = await self._session(interaction, session)
+        if row.is_running or self._is_running_here(row.guild_id, row.id):
+            raise SessionStillRunning("summarise")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        summary = await self.summarizer.summarize(row.guild_id, row.id)
+        if summary is None:
+            await interaction.followup.send("I couldn't make a summary right now (the transcript is safe). "
+                                            "Try again in a few minutes.", ephemeral=True)
+            return
+        embed = discord.Embed(title=f"Summary of session #{row.id}", description=clean(summary),
+                              colour=discord.Colour.green())
+        await interaction.followup.send(embed=embed, ephemeral=True)
+
+    # ----- deleting -------------------------------------------------------------------------------
+
+    @delete.command(name="session", description="Delete one session and its whole transcript")
+    @app_commands.describe(session="The session to delete")
+    @app_commands.autocomplete(session=session_autocomplete)
+    @moderator_only()
+    async def delete_session(self, interaction: discord.Interaction, session: SessionId) -> None:
+        row = await self._session(interaction, session)
+        if row.is_running or self._is_running_here(row.guild_id, row.id):
+            raise SessionStillRunning("delete")
+        guild_id, session_id = row.guild_id, row.id
+
+        async def do_delete() -> str:
+            turns = await self.bot.repository.delete_session(guild_id, session_id)
+            return f"Deleted session #{session_id} and its {turns} turn(s)."
+
+        question = (f"Delete session #{row.id} ({row.started_at:%Y-%m-%d %H:%M} UTC, started by "
+                    f"**{clean(row.starter_name)}**, {format_duration(row.duration())}) and its whole transcript? "
+                    "This cannot be undone.")
+        await self._ask(interaction, question, do_delete)
+
+    @delete.command(name="member", description="Delete everything a member said or started")
+    @app_commands.describe(member="The member whose transcripts should be forgotten")
+    @moderator_only()
+    async def delete_member(self, interaction: discord.Interaction, member: discord.User) -> None:
+        guild_id, member_id = interaction.guild_id, member.id
+        conversation = self.bot.conversations.get(guild_id)
+        if conversation is not None and conversation.request.starter_id == member_id:
+            raise SessionStillRunning("delete")
+
+        async def do_delete() -> str:
+            sessions, turns = await self.bot.repository.delete_member_data(guild_id, member_id)
+            return (f"Deleted {sessions} session(s) started by {member.mention} and {turns} turn(s) in total "
+                    "(their own words everywhere, and the whole transcript of sessions they started).")
+
+        question = (f"Delete every session {member.mention} started and every turn they said in this server? "
+                    "This cannot be undone.")
+        await self._ask(interaction, question, do_delete)
+
+    async def _ask(self, interaction: discord.Interaction, question: str,
+                   action: Callable[[], Awaitable[str]]) -> None:
+        view = ConfirmView(owner_id=interaction.user.id, action=action)
+        await interaction.response.send_message(question, view=view, ephemeral=True,
+                                                allowed_mentions=discord.AllowedMentions.none())
+        view.message = await interaction.original_response()
