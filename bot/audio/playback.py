@@ -38,8 +38,8 @@ class PlaybackSource(discord.AudioSource):
         self._offset = 0  # bytes before this index were already read
         self._turn_open = False  # audio arrived and end_of_turn() has not come yet
         self._closed = False
-        self._turn_fed_at: float | None = None  # monotonic time this turn's first audio was fed
-        self._turn_starts_at = 0  # stream position (bytes ever read + queued) of that audio
+        # (stream position of a turn's first byte, monotonic time it was fed) for turns not yet heard
+        self._pending_turns: deque[tuple[int, float]] = deque()
         self._bytes_read = 0
         self._latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
         self.underruns = 0
@@ -55,8 +55,8 @@ class PlaybackSource(discord.AudioSource):
                     return
                 if not self._turn_open:
                     self._turn_open = True
-                    self._turn_fed_at = fed_at
-                    self._turn_starts_at = self._bytes_read + len(self._buffer) - self._offset
+                    queued = len(self._buffer) - self._offset
+                    self._pending_turns.append((self._bytes_read + queued, fed_at))
                 self._buffer += pcm48k
 
     def end_of_turn(self) -> None:
@@ -79,7 +79,7 @@ class PlaybackSource(discord.AudioSource):
                 self._buffer.clear()
                 self._offset = 0
                 self._turn_open = False
-                self._turn_fed_at = None
+                self._pending_turns.clear()
         return round(DISCORD.ms_for_bytes(dropped))
 
     def read(self) -> bytes:
@@ -98,9 +98,8 @@ class PlaybackSource(discord.AudioSource):
             if self._offset >= _COMPACT_BYTES or self._offset == len(self._buffer):
                 del self._buffer[: self._offset]
                 self._offset = 0
-            if self._turn_fed_at is not None and self._bytes_read > self._turn_starts_at:
-                self._latencies.append(time.monotonic() - self._turn_fed_at)
-                self._turn_fed_at = None
+            while self._pending_turns and self._bytes_read > self._pending_turns[0][0]:
+                self._latencies.append(time.monotonic() - self._pending_turns.popleft()[1])
             return frame
 
     @property
@@ -132,6 +131,7 @@ class PlaybackSource(discord.AudioSource):
             self._buffer.clear()
             self._offset = 0
             self._turn_open = False
+            self._pending_turns.clear()
 
     def cleanup(self) -> None:
         """discord.py calls this when the player stops."""

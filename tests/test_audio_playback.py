@@ -1,0 +1,160 @@
+"""PlaybackSource: exact frames, underrun accounting, barge-in flush across threads, close."""
+
+import threading
+
+import numpy as np
+
+from bot.audio.formats import DISCORD_FRAME_BYTES
+from bot.audio.playback import SILENCE_FRAME, PlaybackSource
+from tests.signals import peak_frequency, samples, tone
+
+LIVE_CHUNK_BYTES = 960  # 20 ms of 24 kHz mono
+
+
+def _feed(source: PlaybackSource, pcm24k: bytes, chunk: int = LIVE_CHUNK_BYTES) -> None:
+    for start in range(0, len(pcm24k), chunk):
+        source.feed(pcm24k[start : start + chunk])
+
+
+def test_frames_are_exactly_20ms():
+    """A whole second fed in 20 ms chunks comes out as exactly 50 frames of 3840 bytes."""
+    source = PlaybackSource()
+    _feed(source, tone(440, 24_000, 1.0))
+    source.end_of_turn()
+    frames = [source.read() for _ in range(50)]
+    assert {len(f) for f in frames} == {DISCORD_FRAME_BYTES}
+    assert source.buffered_ms == 0
+    assert source.read() == SILENCE_FRAME
+    assert source.frames_read == 51
+
+
+def test_underrun_counted_only_mid_turn():
+    """Idle silence is not an underrun; running dry before end_of_turn is."""
+    source = PlaybackSource()
+    assert source.read() == SILENCE_FRAME
+    assert source.underruns == 0
+    _feed(source, tone(440, 24_000, 0.1))
+    queued = int(source.buffered_ms // 20)
+    for _ in range(queued):
+        assert source.read() != SILENCE_FRAME
+    assert source.read() == SILENCE_FRAME
+    assert source.underruns == 1
+    source.end_of_turn()
+    while source.buffered_ms:
+        source.read()
+    assert source.read() == SILENCE_FRAME
+    assert source.underruns == 1
+
+
+def test_end_of_turn_drains_the_tail():
+    """Without end_of_turn the filter holds the last few ms; with it, all 100 ms are queued."""
+    source = PlaybackSource()
+    _feed(source, tone(440, 24_000, 0.1))
+    assert source.buffered_ms < 100
+    source.end_of_turn()
+    assert source.buffered_ms == 100
+
+
+def test_end_of_turn_pads_last_frame():
+    """A turn that is not a whole number of frames is padded, so nothing is left stranded."""
+    source = PlaybackSource()
+    source.feed(tone(440, 24_000, 0.03))
+    source.end_of_turn()
+    assert source.buffered_ms == 40
+    assert source.read() != SILENCE_FRAME
+    last = samples(source.read())
+    assert np.any(last[:1000] != 0)
+    assert np.all(last[-900:] == 0)
+
+
+def test_buffered_ms_tracks_reads():
+    """buffered_ms is what was fed minus what was read."""
+    source = PlaybackSource()
+    _feed(source, tone(440, 24_000, 0.2))
+    source.end_of_turn()
+    assert source.buffered_ms == 200
+    for _ in range(3):
+        source.read()
+    assert source.buffered_ms == 140
+
+
+def test_flush_drops_everything_and_reports_ms():
+    """Barge-in drops the queue at once and says how much; the next turn starts clean."""
+    source = PlaybackSource()
+    _feed(source, tone(440, 24_000, 1.0))
+    source.end_of_turn()
+    source.read()
+    assert source.flush() == 980
+    assert source.buffered_ms == 0
+    assert source.read() == SILENCE_FRAME
+    assert source.underruns == 0
+    _feed(source, tone(440, 24_000, 0.2))
+    source.end_of_turn()
+    assert source.buffered_ms == 200
+
+
+def test_flush_while_reading_from_another_thread():
+    """A reader thread keeps getting 3840-byte frames while the loop side feeds and flushes."""
+    source = PlaybackSource()
+    sizes: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                sizes.append(len(source.read()))
+        except BaseException as error:  # the test reports any failure in the thread
+            errors.append(error)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    speech = tone(440, 24_000, 0.5)
+    for _ in range(200):
+        _feed(source, speech, chunk=4800)
+        source.flush()
+    stop.set()
+    thread.join(timeout=10)
+    assert not errors
+    assert len(sizes) > 0
+    assert set(sizes) == {DISCORD_FRAME_BYTES}
+    assert source.buffered_ms == 0
+
+
+def test_close_ends_the_player():
+    """After close (or discord.py's cleanup) read returns b"", which stops the AudioPlayer."""
+    source = PlaybackSource()
+    _feed(source, tone(440, 24_000, 0.2))
+    assert len(source.read()) == DISCORD_FRAME_BYTES
+    source.cleanup()
+    assert source.read() == b""
+    source.feed(tone(440, 24_000, 0.1))
+    assert source.read() == b""
+    assert source.is_opus() is False
+
+
+def test_tone_comes_out_at_48khz_stereo():
+    """A 1 kHz tone fed at 24 kHz reads back as 1 kHz at 48 kHz with identical channels."""
+    source = PlaybackSource()
+    _feed(source, tone(1000, 24_000, 1.0, 0.5))
+    source.end_of_turn()
+    out = samples(b"".join(source.read() for _ in range(50)), channels=2)
+    assert np.array_equal(out[:, 0], out[:, 1])
+    assert peak_frequency(out[:, 0], 48_000) == 1000
+
+
+def test_first_frame_latency_per_turn():
+    """One latency per turn, taken when that turn's own first frame leaves read()."""
+    source = PlaybackSource()
+    _feed(source, tone(440, 24_000, 0.2))
+    source.end_of_turn()
+    _feed(source, tone(440, 24_000, 0.2))  # the next turn queues behind the first
+    source.read()
+    assert len(source.first_frame_latencies) == 1
+    for _ in range(9):
+        source.read()
+    assert len(source.first_frame_latencies) == 1
+    source.read()
+    latencies = source.first_frame_latencies
+    assert len(latencies) == 2
+    assert all(0 <= seconds < 5 for seconds in latencies)
