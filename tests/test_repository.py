@@ -1,0 +1,541 @@
+"""bot.storage.repository: every query round-trips on a real SQLite file, and every one stays inside its guild."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.storage import repository as repository_module
+from bot.storage.db import Database
+from bot.storage.models import GuildSettings
+from bot.storage.repository import CROSS_GUILD_QUERIES, Repository
+
+GUILD, OTHER_GUILD = 100, 200
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "tutor.sqlite3")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def repo(db: Database) -> Repository:
+    return Repository(db)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+async def conversation(
+    repo: Repository, guild_id: int = GUILD, *, starter: int = 10, level: str = "space", start: float = 0,
+    turns: int = 2, ended: bool = True,
+) -> tuple[int, list[int]]:
+    """A session starting `start` minutes after T0 with alternating child/tutor turns one minute each."""
+    session_id = await repo.start_session(guild_id, 5, starter, f"kid{starter}", level, 8, started_at=at(start))
+    turn_ids = []
+    for i in range(turns):
+        child = i % 2 == 0
+        turn_ids.append(await repo.add_turn(
+            guild_id, session_id, "child" if child else "tutor", f"{level} turn {i}", at(start + i), at(start + i + 1),
+            speaker_id=starter if child else None, speaker_name=f"kid{starter}" if child else None))
+    if ended:
+        await repo.end_session(guild_id, session_id, "stopped", ended_at=at(start + max(turns, 1)))
+    return session_id, turn_ids
+
+
+async def count(db: Database, sql: str) -> int:
+    row = await db.fetch_one(sql)
+    assert row is not None
+    return int(row[0])
+
+
+# ------------------------------------------------------------------ sessions
+
+
+async def test_start_and_get_session_round_trip(repo: Repository) -> None:
+    """A started session reads back with every field, aware UTC times and status 'pending'."""
+    session_id = await repo.start_session(GUILD, 5, 10, "Alex", "space", 8, started_at=T0)
+    session = await repo.get_session(GUILD, session_id)
+    assert session is not None
+    assert (session.id, session.guild_id, session.channel_id, session.starter_id) == (session_id, GUILD, 5, 10)
+    assert (session.starter_name, session.level, session.age) == ("Alex", "space", 8)
+    assert session.started_at == T0 and session.started_at.tzinfo is not None
+    assert session.ended_at is None and session.is_running
+    assert session.summary is None and session.summary_status == "pending"
+    assert session.duration(now=at(3)) == timedelta(minutes=3)
+
+
+async def test_end_session_once_and_drops_resumption_handle(repo: Repository) -> None:
+    """end_session records time and reason, clears the handle, and a second end changes nothing."""
+    session_id = await repo.start_session(GUILD, 5, 10, "Alex", "space", 8, started_at=T0)
+    assert await repo.set_resumption_handle(GUILD, session_id, "handle-1")
+    assert (await repo.get_session(GUILD, session_id)).resumption_handle == "handle-1"
+    assert await repo.end_session(GUILD, session_id, "stopped", ended_at=at(7))
+    assert not await repo.end_session(GUILD, session_id, "again", ended_at=at(9))
+    session = await repo.get_session(GUILD, session_id)
+    assert (session.ended_at, session.end_reason, session.resumption_handle) == (at(7), "stopped", None)
+    assert not session.is_running and session.duration() == timedelta(minutes=7)
+    assert not await repo.set_resumption_handle(GUILD, session_id, "late")
+
+
+async def test_end_before_start_is_clamped_to_start(repo: Repository) -> None:
+    """A clock that steps back cannot produce a negative duration."""
+    session_id = await repo.start_session(GUILD, 5, 10, "Alex", "space", 8, started_at=T0)
+    await repo.end_session(GUILD, session_id, "stopped", ended_at=at(-5))
+    assert (await repo.get_session(GUILD, session_id)).ended_at == T0
+
+
+async def test_list_sessions_newest_first_with_counts(repo: Repository) -> None:
+    """Listing gives newest first, with duration, turn count and flagged count."""
+    first, _ = await conversation(repo, start=0, turns=2)
+    second, second_turns = await conversation(repo, start=30, turns=3)
+    await repo.flag_turn(GUILD, second_turns[1], "unsafe topic")
+    rows = await repo.list_sessions(GUILD)
+    assert [r.id for r in rows] == [second, first]
+    assert (rows[0].turn_count, rows[0].flagged_count, rows[0].duration) == (3, 1, timedelta(minutes=3))
+    assert (rows[1].turn_count, rows[1].flagged_count, rows[1].duration) == (2, 0, timedelta(minutes=2))
+
+
+async def test_list_sessions_running_duration_counts_to_now(repo: Repository) -> None:
+    """A running session's listed duration runs up to the query time."""
+    await repo.start_session(GUILD, 5, 10, "Alex", "space", 8, started_at=datetime.now(UTC) - timedelta(minutes=4))
+    (row,) = await repo.list_sessions(GUILD)
+    assert row.is_running and timedelta(minutes=4) <= row.duration < timedelta(minutes=5)
+
+
+async def test_list_sessions_filters_and_pages(repo: Repository) -> None:
+    """member_id matches starters and speakers; level, since, limit and offset narrow the list."""
+    alex_space, _ = await conversation(repo, starter=10, level="space", start=0)
+    sam_math, _ = await conversation(repo, starter=20, level="math", start=10)
+    sam_space, _ = await conversation(repo, starter=20, level="space", start=20)
+    await repo.add_turn(GUILD, sam_math, "child", "me too", at(12), at(12.5), speaker_id=10, speaker_name="kid10")
+    assert [r.id for r in await repo.list_sessions(GUILD, member_id=10)] == [sam_math, alex_space]
+    assert [r.id for r in await repo.list_sessions(GUILD, level="space")] == [sam_space, alex_space]
+    assert [r.id for r in await repo.list_sessions(GUILD, since=at(10))] == [sam_space, sam_math]
+    assert [r.id for r in await repo.list_sessions(GUILD, limit=1, offset=1)] == [sam_math]
+    with pytest.raises(ValueError):
+        await repo.list_sessions(GUILD, limit=0)
+
+
+async def test_search_sessions_by_id_name_and_level(repo: Repository) -> None:
+    """Autocomplete matches an id prefix, or a starter name or level substring, case-insensitively."""
+    space, _ = await conversation(repo, starter=10, level="space", start=0)
+    dinos, _ = await conversation(repo, starter=20, level="dinosaurs", start=10)
+    assert [s.id for s in await repo.search_sessions(GUILD, f"#{dinos}")] == [dinos]
+    assert [s.id for s in await repo.search_sessions(GUILD, "KID1")] == [space]
+    assert [s.id for s in await repo.search_sessions(GUILD, "saur")] == [dinos]
+    assert [s.id for s in await repo.search_sessions(GUILD, "")] == [dinos, space]
+    assert await repo.search_sessions(GUILD, "%") == []
+    assert len(await repo.search_sessions(GUILD, "", limit=1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("spans", "now", "expected_minutes"),
+    [
+        ([("03-10 23:30", "03-11 00:30")], "03-11 01:00", 30.0),  # crosses midnight: only today's half counts
+        ([("03-10 23:30", None)], "03-10 23:50", 20.0),  # running, same day
+        ([("03-10 23:30", None)], "03-11 00:10", 10.0),  # running across midnight: counted from midnight
+        ([("03-10 10:00", "03-10 10:30")], "03-11 01:00", 0.0),  # yesterday only
+        ([("03-11 00:05", "03-11 00:15"), ("03-11 00:20", "03-11 00:50")], "03-11 01:00", 40.0),
+        ([("03-11 00:20", "03-11 00:50")], "03-11 00:30", 10.0),  # counted up to `now`
+    ],
+)
+async def test_minutes_used_today_per_utc_day(
+    repo: Repository, spans: list[tuple[str, str | None]], now: str, expected_minutes: float,
+) -> None:
+    """Daily minutes are the overlap of each session with today's UTC day, up to now."""
+
+    def parse(text: str) -> datetime:
+        return datetime.strptime(f"2026-{text}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+
+    for start, end in spans:
+        session_id = await repo.start_session(GUILD, 5, 10, "Alex", "space", 8, started_at=parse(start))
+        if end is not None:
+            await repo.end_session(GUILD, session_id, "stopped", ended_at=parse(end))
+    assert await repo.minutes_used_today(GUILD, now=parse(now)) == pytest.approx(expected_minutes)
+    assert await repo.minutes_used_today(OTHER_GUILD, now=parse(now)) == 0.0
+
+
+async def test_close_dangling_sessions_ends_at_last_turn(repo: Repository) -> None:
+    """After a crash, unfinished sessions end at their last turn (or their start), ended ones stay as they were."""
+    talked, _ = await conversation(repo, start=0, turns=3, ended=False)
+    silent = await repo.start_session(OTHER_GUILD, 5, 10, "Alex", "space", 8, started_at=at(50))
+    finished, _ = await conversation(repo, start=100, turns=1)
+    assert await repo.close_dangling_sessions() == 2
+    talked_row = await repo.get_session(GUILD, talked)
+    assert (talked_row.ended_at, talked_row.end_reason) == (at(3), "bot restarted")
+    assert (await repo.get_session(OTHER_GUILD, silent)).ended_at == at(50)
+    assert (await repo.get_session(GUILD, finished)).end_reason == "stopped"
+    assert await repo.close_dangling_sessions() == 0
+
+
+async def test_set_summary_round_trip_and_validation(repo: Repository) -> None:
+    """A summary and its status are stored; an unknown status or an empty 'ok' summary is refused."""
+    session_id, _ = await conversation(repo)
+    assert await repo.set_summary(GUILD, session_id, "We talked about Mars.", "ok")
+    session = await repo.get_session(GUILD, session_id)
+    assert (session.summary, session.summary_status) == ("We talked about Mars.", "ok")
+    assert await repo.set_summary(GUILD, session_id, None, "unavailable")
+    with pytest.raises(ValueError):
+        await repo.set_summary(GUILD, session_id, "x", "done")
+    with pytest.raises(ValueError):
+        await repo.set_summary(GUILD, session_id, "  ", "ok")
+    assert (await repo.get_session(GUILD, session_id)).summary_status == "unavailable"
+
+
+# --------------------------------------------------------------------- turns
+
+
+async def test_add_turn_and_get_turns_round_trip(repo: Repository) -> None:
+    """Turns read back in spoken order with every field, whatever the insertion order."""
+    session_id = await repo.start_session(GUILD, 5, 10, "Alex", "space", 8, started_at=T0)
+    late = await repo.add_turn(GUILD, session_id, "tutor", "Mars is red.", at(2), at(3), interrupted=True)
+    early = await repo.add_turn(GUILD, session_id, "child", "Why is Mars red?", at(0), at(1),
+                                speaker_id=10, speaker_name="Alex", flag_reason=None)
+    note = await repo.add_turn(GUILD, session_id, "system", "reconnected", at(4).timestamp(), at(4).timestamp())
+    turns = await repo.get_turns(GUILD, session_id)
+    assert [t.id for t in turns] == [early, late, note]
+    child, tutor, system = turns
+    assert (child.role, child.speaker_id, child.speaker_name, child.text) == ("child", 10, "Alex", "Why is Mars red?")
+    assert (child.started_at, child.ended_at, child.interrupted, child.flagged) == (at(0), at(1), False, False)
+    assert (tutor.role, tutor.speaker_id, tutor.interrupted) == ("tutor", None, True)
+    assert (system.role, system.started_at, system.session_id, system.guild_id) == ("system", at(4), session_id, GUILD)
+
+
+@pytest.mark.parametrize(
+    ("role", "start", "end", "error"),
+    [
+        ("narrator", at(0), at(1), ValueError),
+        ("child", at(2), at(1), ValueError),
+        ("child", datetime(2026, 3, 10, 12, 0), at(1), ValueError),  # noqa: DTZ001 (naive on purpose)
+    ],
+)
+async def test_add_turn_rejects_bad_input(
+    repo: Repository, role: str, start: datetime, end: datetime, error: type[Exception],
+) -> None:
+    """Unknown roles, negative lengths and naive datetimes are refused before touching the file."""
+    session_id = await repo.start_session(GUILD, 5, 10, "Alex", "space", 8, started_at=T0)
+    with pytest.raises(error):
+        await repo.add_turn(GUILD, session_id, role, "hi", start, end)
+    assert await repo.get_turns(GUILD, session_id) == []
+
+
+async def test_add_turn_to_unknown_session_raises_lookup_error(repo: Repository) -> None:
+    """A turn for a session that does not exist (or was deleted) raises LookupError."""
+    with pytest.raises(LookupError):
+        await repo.add_turn(GUILD, 999, "child", "hi", at(0), at(1))
+
+
+async def test_recent_turns_for_level_seeds_history(repo: Repository) -> None:
+    """Last child/tutor turns of earlier sessions on the level, oldest first; flagged, system and current left out."""
+    _, old = await conversation(repo, level="space", start=0, turns=4)
+    await conversation(repo, level="math", start=10, turns=2)
+    previous, previous_turns = await conversation(repo, level="space", start=20, turns=3)
+    await repo.flag_turn(GUILD, previous_turns[1], "unsafe")
+    await repo.add_turn(GUILD, previous, "system", "note", at(23), at(23))
+    current, current_turns = await conversation(repo, level="space", start=40, turns=2, ended=False)
+    history = await repo.recent_turns_for_level(GUILD, "space", limit=4, exclude_session_id=current)
+    assert [t.id for t in history] == [old[2], old[3], previous_turns[0], previous_turns[2]]
+    everything = await repo.recent_turns_for_level(GUILD, "space", limit=50)
+    assert everything[-1].id == current_turns[-1] and len(everything) == 4 + 2 + 2
+
+
+async def test_flag_turn_and_flagged_turns(repo: Repository) -> None:
+    """Flagging marks a turn; flagged_turns lists newest first and honours `since` and `limit`."""
+    _, first = await conversation(repo, start=0, turns=2)
+    _, second = await conversation(repo, start=30, turns=2)
+    assert await repo.flag_turn(GUILD, first[0], "personal information")
+    assert await repo.flag_turn(GUILD, second[1], "blocked by safety filter")
+    assert not await repo.flag_turn(GUILD, 9999, "nothing")
+    with pytest.raises(ValueError):
+        await repo.flag_turn(GUILD, first[1], " ")
+    flagged = await repo.flagged_turns(GUILD)
+    assert [(t.id, t.flag_reason) for t in flagged] == [
+        (second[1], "blocked by safety filter"), (first[0], "personal information")]
+    assert [t.id for t in await repo.flagged_turns(GUILD, since=at(10))] == [second[1]]
+    assert [t.id for t in await repo.flagged_turns(GUILD, limit=1)] == [second[1]]
+
+
+# -------------------------------------------------------------------- delete
+
+
+async def test_delete_session_removes_every_turn(repo: Repository, db: Database) -> None:
+    """Deleting a session returns its turn count and leaves no orphan turn; other sessions are untouched."""
+    doomed, _ = await conversation(repo, start=0, turns=4)
+    kept, kept_turns = await conversation(repo, start=10, turns=2)
+    assert await repo.delete_session(GUILD, doomed) == 4
+    assert await repo.get_session(GUILD, doomed) is None
+    assert await count(db, f"SELECT COUNT(*) FROM turns WHERE session_id = {doomed}") == 0
+    assert await count(db, "SELECT COUNT(*) FROM turns WHERE session_id NOT IN (SELECT id FROM sessions)") == 0
+    assert await db.fetch_all("PRAGMA foreign_key_check") == []
+    assert [t.id for t in await repo.get_turns(GUILD, kept)] == kept_turns
+    assert await repo.delete_session(GUILD, doomed) == 0
+
+
+async def test_delete_member_data_removes_their_sessions_and_words(repo: Repository, db: Database) -> None:
+    """A member's own sessions go whole; in others only their turns go, the tutor's replies stay."""
+    own, _ = await conversation(repo, starter=10, start=0, turns=3)
+    others, other_turns = await conversation(repo, starter=20, start=10, turns=2)
+    said = await repo.add_turn(GUILD, others, "child", "I live at…", at(13), at(14), speaker_id=10,
+                               speaker_name="kid10")
+    assert await repo.delete_member_data(GUILD, 10) == (1, 3 + 1)
+    assert await repo.get_session(GUILD, own) is None
+    remaining = [t.id for t in await repo.get_turns(GUILD, others)]
+    assert said not in remaining and remaining == other_turns
+    assert await count(db, "SELECT COUNT(*) FROM turns WHERE speaker_id = 10") == 0
+    assert await count(db, "SELECT COUNT(*) FROM turns WHERE session_id NOT IN (SELECT id FROM sessions)") == 0
+
+
+async def test_purge_respects_each_guilds_retention(repo: Repository) -> None:
+    """purge_all_expired uses retention_days per guild (30 without settings) and never purges running sessions."""
+    now = T0 + timedelta(days=100)
+    await repo.update_settings(GUILD, retention_days=7)
+    ten_days = 100 * 24 * 60 - 10 * 24 * 60  # minutes after T0 that are ten days before `now`
+    short_gone, _ = await conversation(repo, GUILD, start=ten_days, turns=2)
+    default_kept, _ = await conversation(repo, OTHER_GUILD, start=ten_days, turns=2)
+    default_gone, _ = await conversation(repo, OTHER_GUILD, start=ten_days - 40 * 24 * 60, turns=3)
+    running, _ = await conversation(repo, GUILD, start=0, turns=1, ended=False)
+    assert await repo.purge_all_expired(now=now) == {GUILD: (1, 2), OTHER_GUILD: (1, 3)}
+    assert await repo.get_session(GUILD, short_gone) is None
+    assert await repo.get_session(OTHER_GUILD, default_gone) is None
+    assert await repo.get_session(OTHER_GUILD, default_kept) is not None
+    assert await repo.get_session(GUILD, running) is not None
+    assert await repo.purge_all_expired(now=now) == {}
+
+
+async def test_purge_older_than_only_touches_its_guild(repo: Repository) -> None:
+    """purge_older_than(guild, 0) empties that guild's ended sessions and nothing else."""
+    await conversation(repo, GUILD)
+    other, _ = await conversation(repo, OTHER_GUILD)
+    assert await repo.purge_older_than(GUILD, 0, now=at(60)) == (1, 2)
+    assert await repo.get_session(OTHER_GUILD, other) is not None
+    with pytest.raises(ValueError):
+        await repo.purge_older_than(GUILD, -1)
+
+
+# ------------------------------------------------------------------ settings
+
+
+async def test_settings_default_then_update_round_trip(repo: Repository) -> None:
+    """Without a row the defaults apply; updates persist, ids can be cleared with None."""
+    assert await repo.get_settings(GUILD) == GuildSettings(guild_id=GUILD)
+    updated = await repo.update_settings(GUILD, daily_minutes=90, moderator_role_id=555, alerts_channel_id=666)
+    assert (updated.daily_minutes, updated.moderator_role_id, updated.alerts_channel_id) == (90, 555, 666)
+    assert (updated.max_session_minutes, updated.retention_days) == (30, 30) and updated.updated_at is not None
+    await repo.update_settings(GUILD, alerts_channel_id=None, retention_days=365)
+    settings = await repo.get_settings(GUILD)
+    assert (settings.daily_minutes, settings.alerts_channel_id, settings.retention_days) == (90, None, 365)
+    assert await repo.get_settings(OTHER_GUILD) == GuildSettings(guild_id=OTHER_GUILD)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"updated_at": 5},
+        {"colour": "blue"},
+        {"daily_minutes": 0},
+        {"daily_minutes": 1441},
+        {"max_session_minutes": 241},
+        {"retention_days": 0},
+        {"retention_days": 366},
+        {"retention_days": True},
+        {"daily_minutes": "60"},
+        {"starter_role_id": -1},
+        {"daily_minutes": 30, "retention_days": 400},  # one bad field spoils the whole call
+        {},
+    ],
+)
+async def test_update_settings_rejects_bad_fields_and_changes_nothing(repo: Repository, fields: dict) -> None:
+    """Unknown names, out-of-range or wrongly typed values raise ValueError and leave the row as it was."""
+    before = await repo.update_settings(GUILD, daily_minutes=45)
+    with pytest.raises(ValueError):
+        await repo.update_settings(GUILD, **fields)
+    assert await repo.get_settings(GUILD) == before
+
+
+# ------------------------------------------------------------- custom levels
+
+
+async def test_custom_levels_add_list_remove(repo: Repository) -> None:
+    """Levels are per guild, unique by case-insensitive name, listed by name and removable."""
+    assert await repo.add_custom_level(GUILD, "Volcanoes", "How mountains erupt", 10)
+    assert await repo.add_custom_level(GUILD, " Bees ", "Pollination", 10)
+    assert not await repo.add_custom_level(GUILD, "volcanoes", "again", 11)
+    assert await repo.add_custom_level(OTHER_GUILD, "Volcanoes", "theirs", 12)
+    levels = await repo.list_custom_levels(GUILD)
+    assert [(lv.name, lv.description, lv.created_by) for lv in levels] == [
+        ("Bees", "Pollination", 10), ("Volcanoes", "How mountains erupt", 10)]
+    assert levels[0].created_at.tzinfo is not None
+    assert await repo.remove_custom_level(GUILD, "VOLCANOES")
+    assert not await repo.remove_custom_level(GUILD, "volcanoes")
+    assert [lv.name for lv in await repo.list_custom_levels(OTHER_GUILD)] == ["Volcanoes"]
+    with pytest.raises(ValueError):
+        await repo.add_custom_level(GUILD, "  ", "blank", 10)
+
+
+# ----------------------------------------------------------- guild isolation
+
+
+async def test_other_guild_cannot_read_or_change_a_session(repo: Repository) -> None:
+    """Guild B gets None/empty/False/0 for everything of guild A's, and guild A's data is unchanged."""
+    session_id, turn_ids = await conversation(repo, GUILD, ended=False)
+    assert await repo.get_session(OTHER_GUILD, session_id) is None
+    assert await repo.get_turns(OTHER_GUILD, session_id) == []
+    assert await repo.list_sessions(OTHER_GUILD) == []
+    assert await repo.search_sessions(OTHER_GUILD, str(session_id)) == []
+    assert await repo.search_sessions(OTHER_GUILD, "") == []
+    assert await repo.recent_turns_for_level(OTHER_GUILD, "space") == []
+    assert not await repo.flag_turn(OTHER_GUILD, turn_ids[0], "hijack")
+    assert await repo.flagged_turns(OTHER_GUILD) == []
+    assert not await repo.set_summary(OTHER_GUILD, session_id, "hijacked", "ok")
+    assert not await repo.set_resumption_handle(OTHER_GUILD, session_id, "stolen")
+    assert not await repo.end_session(OTHER_GUILD, session_id, "hijack")
+    assert await repo.delete_session(OTHER_GUILD, session_id) == 0
+    assert await repo.delete_member_data(OTHER_GUILD, 10) == (0, 0)
+    assert await repo.purge_older_than(OTHER_GUILD, 0, now=at(10_000)) == (0, 0)
+    with pytest.raises(LookupError):
+        await repo.add_turn(OTHER_GUILD, session_id, "child", "sneaky", at(5), at(6))
+    session = await repo.get_session(GUILD, session_id)
+    assert session.is_running and session.summary is None and session.resumption_handle is None
+    assert [(t.id, t.flag_reason) for t in await repo.get_turns(GUILD, session_id)] == [(i, None) for i in turn_ids]
+
+
+async def test_schema_refuses_a_turn_in_another_guilds_session(repo: Repository, db: Database) -> None:
+    """Even raw SQL cannot attach a turn to a session of a different guild (composite foreign key)."""
+    session_id, _ = await conversation(repo, GUILD)
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        await db.write(lambda conn: conn.execute(
+            "INSERT INTO turns (session_id, guild_id, role, text, started_at, ended_at) "
+            "VALUES (?, ?, 'child', 'x', 0, 0)", (session_id, OTHER_GUILD)))
+
+
+# ------------------------------------------- structural: no query without guild_id
+
+SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
+TOUCHES_TRANSCRIPTS = re.compile(r"\b(sessions|turns)\b", re.IGNORECASE)
+GUILD_SCOPED = re.compile(
+    r"\bguild_id\s*=\s*:guild_id\b"  # WHERE/ON ... guild_id = :guild_id
+    r"|INSERT\s+INTO\s+\w+\s*\([^)]*\bguild_id\b[^)]*\)\s*VALUES\s*\([^)]*:guild_id\b",  # inserts carry it
+    re.IGNORECASE,
+)
+
+
+def repository_sql(source: str) -> list[tuple[str, str]]:
+    """(method name, SQL text) for every SQL string literal in class Repository (not docstrings); f-string holes: {}."""
+    tree = ast.parse(source)
+    found: list[tuple[str, str]] = []
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Repository"):
+        for method in (n for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
+            nodes = list(ast.walk(method))
+            docstring = method.body[0].value if isinstance(method.body[0], ast.Expr) else None
+            parts_of_fstrings = {id(v) for n in nodes if isinstance(n, ast.JoinedStr) for v in n.values}
+            for node in nodes:
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node is not docstring \
+                        and id(node) not in parts_of_fstrings:
+                    text = node.value
+                elif isinstance(node, ast.JoinedStr):
+                    text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+                else:
+                    continue
+                if SQL_START.match(text):
+                    found.append((method.name, text))
+    return found
+
+
+def unscoped(statements: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name, sql) for name, sql in statements
+            if TOUCHES_TRANSCRIPTS.search(sql) and not GUILD_SCOPED.search(sql) and name not in CROSS_GUILD_QUERIES]
+
+
+def test_every_transcript_statement_is_scoped_by_guild() -> None:
+    """Every SQL literal in Repository that touches sessions or turns binds guild_id (listed exceptions aside)."""
+    statements = repository_sql(Path(repository_module.__file__).read_text())
+    touching = [s for s in statements if TOUCHES_TRANSCRIPTS.search(s[1])]
+    assert len(touching) >= 15, "the scanner should see the repository's SQL; did the code shape change?"
+    assert unscoped(statements) == []
+
+
+def test_cross_guild_exceptions_are_real_and_few() -> None:
+    """Each listed exception exists and really is unscoped, so the list cannot silently go stale."""
+    statements = repository_sql(Path(repository_module.__file__).read_text())
+    for name in CROSS_GUILD_QUERIES:
+        sql = [text for method, text in statements if method == name]
+        assert sql and not all(GUILD_SCOPED.search(text) for text in sql), name
+    assert len(CROSS_GUILD_QUERIES) == 2
+
+
+def test_scope_checker_catches_a_leaky_query() -> None:
+    """The scanner flags queries that filter by something other than the caller's guild."""
+    leaky = '''
+class Repository:
+    async def leak(self, session_id):
+        await self._db.fetch_all("SELECT * FROM turns WHERE session_id = :session_id", {})
+    async def sneaky(self, guild_id):
+        await self._db.fetch_all(f"SELECT * FROM sessions s WHERE s.guild_id IS NOT NULL AND {x}", {})
+    async def fine(self, guild_id):
+        await self._db.fetch_all("SELECT * FROM turns WHERE guild_id = :guild_id", {})
+'''
+    assert [name for name, _ in unscoped(repository_sql(leaky))] == ["leak", "sneaky"]
+
+
+def test_public_methods_take_guild_id_first() -> None:
+    """Every public Repository method except the listed cross-guild ones takes guild_id as its first argument."""
+    cross_guild_public = {"close_dangling_sessions", "purge_all_expired"}
+    for name, method in inspect.getmembers(Repository, inspect.iscoroutinefunction):
+        if name.startswith("_") or name in cross_guild_public:
+            continue
+        first = list(inspect.signature(method).parameters)[1]
+        assert first == "guild_id", name
+
+
+async def test_executed_statements_all_carry_the_guild(repo: Repository, db: Database) -> None:
+    """Tracing SQLite while every guild-scoped method runs: each statement on sessions/turns names the guild."""
+    guild = 777_777
+    executed: list[str] = []
+    await db.set_trace_callback(executed.append)
+    session_id = await repo.start_session(guild, 5, 10, "Alex", "space", 8, started_at=T0)
+    turn_id = await repo.add_turn(guild, session_id, "child", "hi", at(0), at(1), speaker_id=10)
+    calls = {
+        "get_session": repo.get_session(guild, session_id),
+        "list_sessions": repo.list_sessions(guild, member_id=10, level="space", since=T0),
+        "search_sessions": repo.search_sessions(guild, "kid"),
+        "minutes_used_today": repo.minutes_used_today(guild, now=at(5)),
+        "get_turns": repo.get_turns(guild, session_id),
+        "recent_turns_for_level": repo.recent_turns_for_level(guild, "space", exclude_session_id=1),
+        "flag_turn": repo.flag_turn(guild, turn_id, "check"),
+        "flagged_turns": repo.flagged_turns(guild, since=T0),
+        "set_summary": repo.set_summary(guild, session_id, "ok", "ok"),
+        "set_resumption_handle": repo.set_resumption_handle(guild, session_id, "h"),
+        "end_session": repo.end_session(guild, session_id, "stopped", ended_at=at(2)),
+        "get_settings": repo.get_settings(guild),
+        "update_settings": repo.update_settings(guild, daily_minutes=20),
+        "add_custom_level": repo.add_custom_level(guild, "Bees", "d", 10),
+        "list_custom_levels": repo.list_custom_levels(guild),
+        "remove_custom_level": repo.remove_custom_level(guild, "Bees"),
+        "delete_member_data": repo.delete_member_data(guild, 99),
+        "purge_older_than": repo.purge_older_than(guild, 1, now=at(10)),
+        "delete_session": repo.delete_session(guild, session_id),
+    }
+    for call in calls.values():
+        await call
+    await db.set_trace_callback(None)
+    public = {n for n, _ in inspect.getmembers(Repository, inspect.iscoroutinefunction) if not n.startswith("_")}
+    assert public - {"close_dangling_sessions", "purge_all_expired"} == set(calls) | {"start_session", "add_turn"}
+    data_statements = [s for s in executed if SQL_START.match(s) and TOUCHES_TRANSCRIPTS.search(s)]
+    assert len(data_statements) >= 20
+    for statement in data_statements:
+        if statement.lstrip().upper().startswith("INSERT"):
+            assert f"{guild}" in statement, statement
+        else:
+            assert re.search(rf"\bguild_id\s*=\s*{guild}\b", statement), statement
