@@ -28,7 +28,7 @@ Behaviour:
   exactly the bytes the model "heard", with no gaps and no duplicates. An unknown handle → close 1008.
 * Knobs and actions: `interrupt_next()`, `block_next(reason)`, `go_away(time_left, close_after)`,
   `drop()` (TCP reset, no close frame), `close(code, reason)`, `send_raw(obj)`,
-  `send_resumption_update()`, `wait_for(predicate)`.
+  `send_resumption_update()`, `wait_for(predicate)`; `resumption_updates = False` withholds handles.
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ class FakeLiveServer:
         self.report_consumed_index = report_consumed_index
         self.unknown_models = set(unknown_models)
         self.setup_failure: tuple[int, str] | None = None
+        self.resumption_updates = True  # False: replies carry no sessionResumptionUpdate (no handle yet)
         self.connections: list[FakeConnection] = []
         self.sessions: list[FakeSession] = []
         self.replies_sent = 0
@@ -309,8 +310,9 @@ class FakeLiveServer:
         if conn.api_key != self.api_key:
             refusal = (1007, "API key not valid. Please pass a valid API key.")
         elif model in self.unknown_models:
+            # A close reason is at most 123 bytes, so the real service's sentence arrives cut short too.
             refusal = (1008, f"models/{model} is not found for API version v1beta, or is not supported for "
-                             "bidiGenerateContent. Call ListModels to see the list of available models.")
+                             "bidiGenerateContent."[:123])
         elif handle is not None and not any(handle in s.handles for s in self.sessions):
             refusal = (1008, "Invalid session resumption handle.")
         elif self.setup_failure is not None:
@@ -374,7 +376,8 @@ class FakeLiveServer:
         if self._block_next is not None:
             reason, self._block_next = self._block_next, None
             await send(json.dumps({"serverContent": {"turnComplete": True, "turnCompleteReason": reason}}))
-            await self.send_resumption_update(conn)
+            if self.resumption_updates:
+                await self.send_resumption_update(conn)
             return
         interrupt, self._interrupt_next = self._interrupt_next, False
         words = self.reply_text.split(" ")
@@ -398,7 +401,8 @@ class FakeLiveServer:
                                "usageMetadata": {"totalTokenCount": 120, "promptTokenCount": 80,
                                                  "responseTokenCount": 40}}))
         self.replies_sent += 1
-        await self.send_resumption_update(conn)
+        if self.resumption_updates:
+            await self.send_resumption_update(conn)
 
 
 def make_client_settings(server: FakeLiveServer, monkeypatch: Any, **overrides: Any) -> Settings:

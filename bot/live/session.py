@@ -1,0 +1,718 @@
+"""`LiveSession`: one Gemini Live conversation that survives GoAway, dropped sockets and resumption.
+
+Shape (LiveKit's "one supervisor owns the socket"): the public methods never block — `send_audio`,
+`end_audio_stream` and `send_text` append to an outbox. One supervisor task owns the connection: it
+runs a sender (drains the outbox) and a receiver (turns server messages into `bot.live.events`), and
+when either ends it decides, in named methods, whether to reconnect or give up.
+
+No input is lost across a reconnect: audio queued while disconnected is kept (bounded), and every
+message sent is kept in a ring until a `session_resumption_update` confirms the server consumed it
+(`last_consumed_client_message_index`; we count the setup message as index 0, so a server that does
+not count it costs one duplicated frame, never a lost one). Unconfirmed messages are replayed on the
+new connection. Without a handle (a drop before the first update) the new connection starts fresh and
+is re-seeded with the history plus every completed turn.
+
+Consume events with `async for event in session.events()`; it ends after `Failed` or `close()`.
+Call the sync methods from the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+import statistics
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from bot.audio.formats import LIVE_INPUT, LIVE_INPUT_MIME
+from bot.config import Settings
+from bot.errors import TutorError
+from bot.live.events import (
+    AudioChunk,
+    Failed,
+    InputTranscript,
+    Interrupted,
+    LiveEvent,
+    OutputTranscript,
+    Reconnected,
+    Reconnecting,
+    TurnComplete,
+    Usage,
+)
+from bot.live.transcript import TranscriptAssembler
+
+log = logging.getLogger(__name__)
+
+PERMANENT_CLOSE_CODES = frozenset({1007, 1008})  # bad key, model or request: the same setup fails again
+BENIGN_TURN_REASONS = frozenset({"TURN_COMPLETE_REASON_UNSPECIFIED", "NEED_MORE_INPUT", "MALFORMED_FUNCTION_CALL"})
+SAFETY_CATEGORIES = (
+    types.HarmCategory.HARM_CATEGORY_HARASSMENT,
+    types.HarmCategory.HARM_CATEGORY_HATE_SPEECH,
+    types.HarmCategory.HARM_CATEGORY_SEXUALLY_EXPLICIT,
+    types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
+)
+UNCONFIRMED_MARGIN_S = 0.5  # without an index, messages this recent may not be in the handle yet
+MAX_SEED_TURNS = 60
+LATENCY_SAMPLES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTurn:
+    """An earlier turn to seed a new conversation with."""
+
+    role: Literal["child", "tutor"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConnectOptions:
+    """Retry and buffering policy; tests pass small numbers."""
+
+    max_retries: int = 5  # consecutive failed connections before giving up
+    first_retry_delay: float = 0.1
+    max_retry_delay: float = 5.0
+    input_queue_seconds: float = 10.0  # unsent input audio kept while disconnected
+    replay_seconds: float = 30.0  # sent-but-unconfirmed input audio kept for replay
+    stable_after: float = 10.0  # a connection up this long resets the failure count
+    connect_timeout: float = 15.0
+    close_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.first_retry_delay < 0 or self.input_queue_seconds <= 0:
+            raise ValueError("max_retries and first_retry_delay must be >= 0, input_queue_seconds > 0")
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential backoff: first_retry_delay, doubled per attempt, capped."""
+        return min(self.first_retry_delay * 2 ** max(attempt - 1, 0), self.max_retry_delay)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStats:
+    """A snapshot for `/tutor status` and logs."""
+
+    connected: bool
+    reconnects: int
+    resumed_count: int
+    messages_sent: int
+    audio_ms_sent: float
+    audio_ms_received: float
+    audio_ms_dropped: float
+    last_error: str | None
+    response_latency_ms: tuple[float, ...]
+
+    @property
+    def response_latency_p50_ms(self) -> float | None:
+        return statistics.median(self.response_latency_ms) if self.response_latency_ms else None
+
+
+class LiveConnectFailed(TutorError):
+    """`start()` could not open the first connection; the message is the plain-English reason."""
+
+    def __init__(self, failure: Failed) -> None:
+        self.failure = failure
+        super().__init__(failure.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    kind: Literal["audio", "audio_end", "text", "history"]
+    audio: bytes = b""
+    text: str = ""
+    turns: tuple[HistoryTurn, ...] = ()
+
+
+@dataclass(slots=True)
+class _Sent:
+    connection: int
+    index: int
+    sent_at: float
+    message: _Outgoing
+
+
+class _AudioBoundedQueue:
+    """A FIFO of outgoing messages whose audio is capped; the oldest audio goes first when full."""
+
+    def __init__(self, max_audio_bytes: int) -> None:
+        self._items: deque[_Outgoing] = deque()
+        self._max = max_audio_bytes
+        self.audio_bytes = 0
+        self.dropped_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, message: _Outgoing) -> None:
+        self._items.append(message)
+        self.audio_bytes += len(message.audio)
+        self._trim()
+
+    def prepend(self, messages: Sequence[_Outgoing]) -> None:
+        self._items.extendleft(reversed(messages))
+        self.audio_bytes += sum(len(m.audio) for m in messages)
+        self._trim()
+
+    def pop(self) -> _Outgoing | None:
+        if not self._items:
+            return None
+        message = self._items.popleft()
+        self.audio_bytes -= len(message.audio)
+        return message
+
+    def _trim(self) -> None:
+        while self.audio_bytes > self._max:
+            oldest = next(i for i, m in enumerate(self._items) if m.audio)
+            dropped = self._items[oldest]
+            del self._items[oldest]
+            self.audio_bytes -= len(dropped.audio)
+            self.dropped_bytes += len(dropped.audio)
+
+
+class _ReplayRing:
+    """Messages sent but not yet confirmed by a resumption update, oldest first (audio capped)."""
+
+    def __init__(self, max_audio_bytes: int) -> None:
+        self._items: deque[_Sent] = deque()
+        self._max = max_audio_bytes
+        self._audio_bytes = 0
+
+    def add(self, sent: _Sent) -> None:
+        self._items.append(sent)
+        self._audio_bytes += len(sent.message.audio)
+        while self._audio_bytes > self._max and self._items:
+            self._audio_bytes -= len(self._items.popleft().message.audio)
+
+    def confirm(self, connection: int, *, through_index: int | None = None, sent_before: float | None = None) -> None:
+        """Forget what the server has consumed on `connection` (by index, or by time without one)."""
+        while self._items and self._items[0].connection <= connection and (
+            self._items[0].connection < connection
+            or (through_index is not None and self._items[0].index <= through_index)
+            or (sent_before is not None and self._items[0].sent_at < sent_before)
+        ):
+            self._audio_bytes -= len(self._items.popleft().message.audio)
+
+    def take(self, sent_after: float = 0.0) -> list[_Outgoing]:
+        """Empty the ring, returning the messages (sent after `sent_after`) to replay in order."""
+        kept = [s.message for s in self._items if s.sent_at >= sent_after]
+        self._items.clear()
+        self._audio_bytes = 0
+        return kept
+
+
+@dataclass(slots=True)
+class _Connection:
+    number: int
+    session: object  # genai AsyncSession
+    stack: contextlib.AsyncExitStack
+    resumed: bool
+    connected_at: float = field(default_factory=time.monotonic)
+    next_index: int = 1  # the setup message is index 0
+    going_away: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    reason: str
+    permanent: bool
+    code: int | None = None
+
+
+class LiveSession:
+    """One Gemini Live conversation; see the module docstring for the contract."""
+
+    def __init__(self, settings: Settings, *, system_instruction: str, history: Sequence[HistoryTurn] = (),
+                 connect_options: LiveConnectOptions = LiveConnectOptions()) -> None:
+        self._settings = settings
+        self._instruction = system_instruction
+        self._options = connect_options
+        self._history: list[HistoryTurn] = list(history)
+        self._completed: list[HistoryTurn] = []
+        self.id = uuid.uuid4().hex[:8]
+        self._events: asyncio.Queue[LiveEvent | None] = asyncio.Queue()
+        self._outbox = _AudioBoundedQueue(LIVE_INPUT.bytes_for_ms(connect_options.input_queue_seconds * 1000))
+        self._ring = _ReplayRing(LIVE_INPUT.bytes_for_ms(connect_options.replay_seconds * 1000))
+        self._outbox_ready = asyncio.Event()
+        self._restart = asyncio.Event()
+        self._assembler = TranscriptAssembler()
+        self._client: genai.Client | None = None
+        self._connection: _Connection | None = None
+        self._connection_count = 0
+        self._handle: str | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._failures = 0
+        self._closed = False
+        self._failed = False
+        self._last_turn_complete_at = 0.0
+        # stats
+        self._reconnects = self._resumed_count = self._messages_sent = 0
+        self._audio_bytes_sent = self._audio_bytes_received = 0
+        self._last_error: str | None = None
+        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.last_input_sent_at: float | None = None
+        self._reply_reference: float | None = None
+        self._reply_started = False
+
+    # public API -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect (retrying transient failures) and start the supervisor; raises `LiveConnectFailed`."""
+        if self._client is not None:
+            raise RuntimeError("LiveSession.start() called twice")
+        self._client = self._make_client()
+        while True:
+            try:
+                self._connection = await self._open(handle=None)
+                break
+            except Exception as exc:
+                verdict = self._classify(exc)
+                self._failures += 1
+                if verdict.permanent or self._failures > self._options.max_retries:
+                    failure = self._fail(verdict if verdict.permanent else _Verdict(
+                        f"Could not connect to Gemini after {self._failures} tries ({verdict.reason}).", False,
+                        verdict.code))
+                    await self.close()
+                    raise LiveConnectFailed(failure) from None
+                await asyncio.sleep(self._options.retry_delay(self._failures))
+        self._failures = 0
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"live-{self.id}")
+
+    def send_audio(self, pcm16k: bytes) -> None:
+        """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting."""
+        if pcm16k and self._accepting():
+            self._enqueue(_Outgoing("audio", audio=bytes(pcm16k)))
+
+    def end_audio_stream(self) -> None:
+        """Tell Gemini the kids stopped talking (after the silence tail); a reply usually follows."""
+        if self._accepting():
+            self._enqueue(_Outgoing("audio_end"))
+
+    def send_text(self, text: str) -> None:
+        """Queue typed text from a kid (`/tutor say`); the tutor answers it."""
+        if text.strip() and self._accepting():
+            self._enqueue(_Outgoing("text", text=text))
+
+    async def seed_history(self, turns: Sequence[HistoryTurn]) -> None:
+        """Add earlier turns: before `start()` they are sent at connect; after it, as client content."""
+        turns = tuple(t for t in turns if t.text.strip())
+        if not turns:
+            return
+        self._history.extend(turns)
+        if self._client is not None and self._accepting():
+            self._enqueue(_Outgoing("history", turns=turns))
+
+    async def events(self) -> AsyncIterator[LiveEvent]:
+        """Every event in order; ends after `Failed` or when the session is closed. One consumer only."""
+        while True:
+            event = await self._events.get()
+            if event is None:
+                return
+            yield event
+            if isinstance(event, Failed):
+                return
+
+    @property
+    def stats(self) -> LiveStats:
+        """Current figures (a snapshot)."""
+        return LiveStats(
+            connected=self._connection is not None and not self._failed and not self._closed,
+            reconnects=self._reconnects, resumed_count=self._resumed_count, messages_sent=self._messages_sent,
+            audio_ms_sent=LIVE_INPUT.ms_for_bytes(self._audio_bytes_sent),
+            audio_ms_received=self._audio_bytes_received / 2 / 24_000 * 1000,
+            audio_ms_dropped=LIVE_INPUT.ms_for_bytes(self._outbox.dropped_bytes),
+            last_error=self._last_error, response_latency_ms=tuple(self._latencies),
+        )
+
+    async def close(self) -> None:
+        """Stop everything and release the socket and client; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._supervisor is not None and self._supervisor is not asyncio.current_task():
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._supervisor
+        await self._cancel(self._tasks)
+        if self._connection is not None:
+            await self._close_connection(self._connection)
+            self._connection = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aio.aclose()
+        for turn in self._assembler.flush():
+            self._emit(turn)
+        self._events.put_nowait(None)
+        log.info("live.closed", extra={"live_session": self.id})
+
+    # connection -------------------------------------------------------------------------------
+    def _make_client(self) -> genai.Client:
+        # SSL_CERT_FILE (a custom CA, e.g. a proxy or the test server) is read here by the SDK.
+        options = types.HttpOptions(api_version=self._settings.gemini_api_version,
+                                    base_url=self._settings.gemini_base_url)
+        return genai.Client(api_key=self._settings.gemini_api_key.get_secret_value(), http_options=options)
+
+    def _config(self, handle: str | None, seeding: bool) -> types.LiveConnectConfig:
+        prebuilt = types.PrebuiltVoiceConfig(voice_name=self._settings.gemini_voice)
+        voice = types.VoiceConfig(prebuilt_voice_config=prebuilt)
+        return types.LiveConnectConfig(
+            response_modalities=[types.Modality.AUDIO],
+            speech_config=types.SpeechConfig(voice_config=voice),
+            system_instruction=types.Content(role="user", parts=[types.Part(text=self._instruction)]),
+            input_audio_transcription=types.AudioTranscriptionConfig(),
+            output_audio_transcription=types.AudioTranscriptionConfig(),
+            session_resumption=types.SessionResumptionConfig(handle=handle),
+            context_window_compression=types.ContextWindowCompressionConfig(sliding_window=types.SlidingWindow()),
+            safety_settings=[types.SafetySetting(category=c, threshold=types.HarmBlockThreshold.BLOCK_LOW_AND_ABOVE)
+                             for c in SAFETY_CATEGORIES],
+            history_config=types.HistoryConfig(initial_history_in_client_content=True) if seeding else None,
+        )
+
+    def _seed_turns(self) -> list[HistoryTurn]:
+        return (self._history + self._completed)[-MAX_SEED_TURNS:]
+
+    async def _open(self, handle: str | None) -> _Connection:
+        """Dial, send the setup, and on a fresh connection seed the history (ending the initial history)."""
+        assert self._client is not None
+        self._connection_count += 1
+        number = self._connection_count
+        seed = self._seed_turns() if handle is None else []
+        log.info("live.connecting", extra={"live_session": self.id, "connection": number, "resume": handle is not None})
+        stack = contextlib.AsyncExitStack()
+        try:
+            async with asyncio.timeout(self._options.connect_timeout):
+                session = await stack.enter_async_context(self._client.aio.live.connect(
+                    model=self._settings.gemini_model, config=self._config(handle, seeding=bool(seed))))
+                conn = _Connection(number, session, stack, resumed=handle is not None)
+                if seed:
+                    # With initial_history_in_client_content the server reads client content until a
+                    # turn_complete=True, which ends the history without asking for a reply.
+                    await session.send_client_content(turns=_contents(seed), turn_complete=True)
+                    conn.next_index += 1
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+            raise
+        log.info("live.connected", extra={"live_session": self.id, "connection": number,
+                                          "resumed": conn.resumed, "seeded_turns": len(seed)})
+        return conn
+
+    async def _close_connection(self, conn: _Connection) -> None:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            async with asyncio.timeout(self._options.close_timeout):
+                await conn.stack.aclose()
+
+    # supervisor -------------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        """Own the connection: serve it until it ends, then replace it or give up."""
+        try:
+            while not self._closed and self._connection is not None:
+                conn = self._connection
+                verdict = await self._serve(conn)
+                if verdict is None:  # GoAway: already replaced by _serve
+                    continue
+                self._connection = None
+                await self._close_connection(conn)
+                if not await self._handle_connection_error(conn, verdict):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must end the conversation visibly, not hang it
+            log.exception("live.supervisor_crashed", extra={"live_session": self.id})
+            self._fail(_Verdict(f"The Gemini connection stopped unexpectedly ({type(exc).__name__}).", False))
+        finally:
+            await self._cancel(self._tasks)
+
+    async def _serve(self, conn: _Connection) -> _Verdict | None:
+        """Run sender and receiver; return why the connection ended, or None after a GoAway handover."""
+        self._restart.clear()
+        send = self._spawn(self._send_loop(conn), "send")
+        recv = self._spawn(self._receive_loop(conn), "recv")
+        restart = self._spawn(self._restart.wait(), "restart")
+        await asyncio.wait({send, recv, restart}, return_when=asyncio.FIRST_COMPLETED)
+        await self._cancel({send, restart})
+        if restart.done() and not restart.cancelled() and not recv.done():
+            return await self._handle_go_away(conn, recv)
+        if send.done() and not recv.done():  # the receiver usually has the close code: give it a moment
+            await asyncio.wait({recv}, timeout=0.5)
+        await self._cancel({recv})
+        error = next((t.exception() for t in (recv, send) if t.done() and not t.cancelled() and t.exception()), None)
+        return self._classify(error) if error else _Verdict("the connection ended", False)
+
+    async def _handle_go_away(self, old: _Connection, old_recv: asyncio.Task) -> _Verdict | None:
+        """Proactive handover: the old socket keeps delivering the reply while the new one connects."""
+        self._reconnects += 1
+        self._emit(Reconnecting("go_away", 1))
+        log.info("live.reconnecting", extra={"live_session": self.id, "reason": "go_away", "attempt": 1})
+        try:
+            new = await self._open(self._handle)
+        except Exception as exc:
+            await self._cancel({old_recv})
+            return self._classify(exc)  # the normal failure path takes over (and closes the old socket)
+        await self._cancel({old_recv})
+        self._spawn(self._close_connection(old), "close-old")  # the server closes it with 1011 anyway
+        self._connection = new
+        self._after_reconnect(new, attempt=1)
+        return None
+
+    async def _handle_connection_error(self, conn: _Connection | None, verdict: _Verdict) -> bool:
+        """Count the failure and reconnect with backoff; False once the session has failed."""
+        while True:
+            self._last_error = verdict.reason
+            if verdict.permanent and self._handle is not None and not _is_auth_problem(verdict):
+                # A handle can expire or be refused: forget it and start fresh (re-seeded) instead.
+                log.warning("live.resume_refused", extra={"live_session": self.id, "reason": verdict.reason})
+                self._handle = None
+            elif verdict.permanent:
+                self._fail(verdict)
+                return False
+            self._check_and_reset_failure_counter(conn)
+            conn = None
+            self._failures += 1
+            if self._failures > self._options.max_retries:
+                tries = self._failures - 1  # the first failure was the drop itself
+                self._fail(_Verdict(f"Lost the connection to Gemini after {tries} tries (last problem: "
+                                    f"{verdict.reason}).", False, verdict.code))
+                return False
+            self._reconnects += 1
+            self._emit(Reconnecting(verdict.reason, self._failures))
+            log.warning("live.reconnecting", extra={"live_session": self.id, "reason": verdict.reason,
+                                                    "attempt": self._failures})
+            await asyncio.sleep(self._options.retry_delay(self._failures))
+            try:
+                new = await self._open(self._handle)
+            except Exception as exc:
+                verdict = self._classify(exc)
+                continue
+            self._connection = new
+            self._after_reconnect(new, attempt=self._failures)
+            return True
+
+    def _check_and_reset_failure_counter(self, conn: _Connection | None) -> None:
+        if conn is not None and time.monotonic() - conn.connected_at >= self._options.stable_after:
+            self._failures = 0
+
+    def _after_reconnect(self, conn: _Connection, attempt: int) -> None:
+        """Put unconfirmed messages back in front of the queue, then let input flow on `conn`."""
+        if conn.resumed:
+            self._resumed_count += 1
+            replay = self._ring.take()
+        else:  # re-seeded from the transcript: only what came after the last completed turn is new
+            replay = self._ring.take(sent_after=self._last_turn_complete_at - UNCONFIRMED_MARGIN_S)
+            replay = [m for m in replay if m.kind != "history"]
+        self._outbox.prepend(replay)
+        replayed_ms = LIVE_INPUT.ms_for_bytes(self._outbox.audio_bytes)
+        self._emit(Reconnected(resumed=conn.resumed, attempt=attempt, replayed_ms=replayed_ms))
+        log.info("live.reconnected", extra={"live_session": self.id, "connection": conn.number,
+                                            "resumed": conn.resumed, "replayed_ms": round(replayed_ms)})
+        self._outbox_ready.set()
+
+    # sending ----------------------------------------------------------------------------------
+    def _accepting(self) -> bool:
+        return not self._closed and not self._failed
+
+    def _enqueue(self, message: _Outgoing) -> None:
+        self._outbox.push(message)
+        self._outbox_ready.set()
+
+    async def _send_loop(self, conn: _Connection) -> None:
+        session = conn.session
+        while True:
+            message = self._outbox.pop()
+            if message is None:
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
+                continue
+            now = time.monotonic()
+            self._ring.add(_Sent(conn.number, conn.next_index, now, message))  # before sending: replayable
+            conn.next_index += 1
+            await self._send_one(session, message)
+            self._messages_sent += 1
+            if message.kind == "audio":
+                self._audio_bytes_sent += len(message.audio)
+                self.last_input_sent_at = now
+            elif message.kind in ("audio_end", "text"):
+                self._reply_reference = now
+
+    @staticmethod
+    async def _send_one(session: object, message: _Outgoing) -> None:
+        if message.kind == "audio":
+            await session.send_realtime_input(audio=types.Blob(data=message.audio, mime_type=LIVE_INPUT_MIME))
+        elif message.kind == "audio_end":
+            await session.send_realtime_input(audio_stream_end=True)
+        elif message.kind == "text":
+            await session.send_realtime_input(text=message.text)
+        else:  # history added after start: context only, no reply wanted
+            await session.send_client_content(turns=_contents(message.turns), turn_complete=False)
+
+    # receiving --------------------------------------------------------------------------------
+    async def _receive_loop(self, conn: _Connection) -> None:
+        while True:  # receive() ends after every turn_complete
+            async for message in conn.session.receive():
+                self._handle_message(conn, message)
+
+    def _handle_message(self, conn: _Connection, message: types.LiveServerMessage) -> None:
+        """Every field is checked: one message may carry audio, transcripts and turn_complete together."""
+        now = time.monotonic()
+        content = message.server_content
+        if content is not None:
+            if content.input_transcription is not None and content.input_transcription.text:
+                self._publish(InputTranscript(content.input_transcription.text))
+            if content.model_turn is not None:
+                for part in content.model_turn.parts or ():
+                    if part.inline_data is not None and part.inline_data.data:
+                        self._on_reply_audio(part.inline_data, now)
+            if content.output_transcription is not None and content.output_transcription.text:
+                self._publish(OutputTranscript(content.output_transcription.text))
+            if content.interrupted:
+                self._publish(Interrupted())
+            if content.turn_complete:
+                self._on_turn_complete(content, now)
+        if message.usage_metadata is not None:
+            usage = message.usage_metadata
+            self._publish(Usage(usage.total_token_count or 0, usage.prompt_token_count, usage.response_token_count))
+        if message.session_resumption_update is not None:
+            self._on_resumption_update(conn, message.session_resumption_update, now)
+        if message.go_away is not None and not conn.going_away:
+            conn.going_away = True
+            log.info("live.go_away", extra={"live_session": self.id, "connection": conn.number,
+                                            "time_left": message.go_away.time_left, "have_handle": bool(self._handle)})
+            self._restart.set()
+
+    def _on_reply_audio(self, blob: types.Blob, now: float) -> None:
+        if not self._reply_started:
+            self._reply_started = True
+            reference = self._reply_reference or self.last_input_sent_at
+            if reference is not None:
+                self._latencies.append((now - reference) * 1000)
+            self._reply_reference = None
+        self._audio_bytes_received += len(blob.data or b"")
+        self._publish(AudioChunk(blob.data or b"", _rate_from_mime(blob.mime_type), received_at=now))
+
+    def _on_turn_complete(self, content: types.LiveServerContent, now: float) -> None:
+        reason = content.turn_complete_reason
+        name = getattr(reason, "value", None) or (str(reason) if reason is not None else None)
+        self._reply_started = False
+        self._last_turn_complete_at = now
+        self._publish(TurnComplete(name, blocked=name is not None and name not in BENIGN_TURN_REASONS))
+
+    def _on_resumption_update(self, conn: _Connection, update: types.LiveServerSessionResumptionUpdate,
+                              now: float) -> None:
+        if conn.going_away:
+            # Mid-handover the new connection resumes from the handle we already had; confirming
+            # more here would drop messages that handle does not cover.
+            return
+        if update.resumable and update.new_handle:
+            self._handle = update.new_handle
+            index = update.last_consumed_client_message_index
+            if index is not None:
+                self._ring.confirm(conn.number, through_index=int(index))
+            else:
+                self._ring.confirm(conn.number, sent_before=now - UNCONFIRMED_MARGIN_S)
+
+    # events -----------------------------------------------------------------------------------
+    def _publish(self, event: LiveEvent) -> None:
+        """Emit a raw event, then any turns it completed."""
+        self._emit(event)
+        for turn in self._assembler.feed(event):
+            self._completed.append(HistoryTurn(turn.role, turn.text))
+            self._emit(turn)
+
+    def _emit(self, event: LiveEvent) -> None:
+        self._events.put_nowait(event)
+
+    def _fail(self, verdict: _Verdict) -> Failed:
+        failure = Failed(self._scrub(verdict.reason), permanent=verdict.permanent, code=verdict.code)
+        if not self._failed:
+            self._failed = True
+            self._last_error = failure.reason
+            log.error("live.failed", extra={"live_session": self.id, "reason": failure.reason, "code": verdict.code})
+            for turn in self._assembler.flush():
+                self._emit(turn)
+            self._emit(failure)
+        return failure
+
+    # failure policy ---------------------------------------------------------------------------
+    def _classify(self, exc: BaseException) -> _Verdict:
+        """Plain-English reason, and whether trying again could help."""
+        if isinstance(exc, genai_errors.APIError):
+            return self._classify_code(exc.code, f"{exc.status or ''} {exc.message or ''} {exc.details or ''}")
+        if isinstance(exc, InvalidStatus):
+            status = exc.response.status_code
+            if status == 404:
+                return _Verdict("The Gemini Live endpoint was not found (HTTP 404): check GEMINI_BASE_URL and "
+                                "GEMINI_API_VERSION (the Live API is served on v1beta).", True, status)
+            return self._classify_code(status, "")
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return _Verdict("Could not verify the Gemini server's TLS certificate: check SSL_CERT_FILE and "
+                            "GEMINI_BASE_URL.", True)
+        if isinstance(exc, ConnectionClosed):  # raised raw by send_* after the close
+            if exc.rcvd is not None:
+                return self._classify_code(exc.rcvd.code, exc.rcvd.reason)
+            return _Verdict("the connection to Gemini dropped", False, 1006)
+        if isinstance(exc, TypeError):  # the SDK's reaction to a frame with only unknown keys
+            return _Verdict("Gemini sent a message this version of the SDK cannot read", False)
+        if isinstance(exc, TimeoutError):
+            return _Verdict("timed out connecting to Gemini", False)
+        if isinstance(exc, OSError):
+            return _Verdict(f"network problem reaching Gemini ({type(exc).__name__})", False)
+        return _Verdict(f"unexpected problem talking to Gemini ({type(exc).__name__})", False)
+
+    def _classify_code(self, code: int | None, text: str) -> _Verdict:
+        detail = " ".join(self._scrub(text).split())[:200]
+        lowered = detail.lower()
+        if "api key" in lowered or "api_key" in lowered or code in (401, 403):
+            return _Verdict("Gemini rejected the API key: check GEMINI_API_KEY (copy it again from Google AI "
+                            "Studio).", True, code)
+        if "quota" in lowered or "resource_exhausted" in lowered or code == 429:
+            return _Verdict("The Gemini API quota is exceeded for this key: wait a while or check the plan and "
+                            "limits in Google AI Studio.", True, code)
+        if code == 404 or ("model" in lowered and ("not found" in lowered or "not supported" in lowered)):
+            return _Verdict(f"The Gemini model “{self._settings.gemini_model}” was not found or does not support "
+                            "the Live API: check GEMINI_MODEL.", True, code)
+        if code in PERMANENT_CLOSE_CODES or (code is not None and 400 <= code < 500):
+            return _Verdict(f"Gemini refused the session (code {code}: {detail or 'no details'}).", True, code)
+        return _Verdict(f"the connection to Gemini closed (code {code}: {detail or 'no details'})", False, code)
+
+    def _scrub(self, text: str) -> str:
+        key = self._settings.gemini_api_key.get_secret_value()
+        text = text.replace(key, "***") if key else text
+        return re.sub(r"([?&]key=)[^&\s]+", r"\1***", text)
+
+    # tasks ------------------------------------------------------------------------------------
+    def _spawn(self, coro: object, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=f"live-{self.id}-{name}")  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _cancel(tasks: set[asyncio.Task]) -> None:
+        pending = [t for t in tasks if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _contents(turns: Sequence[HistoryTurn]) -> list[types.Content]:
+    return [types.Content(role="user" if t.role == "child" else "model", parts=[types.Part(text=t.text)])
+            for t in turns]
+
+
+def _rate_from_mime(mime: str | None) -> int:
+    match = re.search(r"rate=(\d+)", mime or "")
+    return int(match.group(1)) if match else 24_000
+
+
+def _is_auth_problem(verdict: _Verdict) -> bool:
+    return "API key" in verdict.reason or "quota" in verdict.reason

@@ -1,0 +1,335 @@
+"""LiveSession with the real google-genai SDK against the fake Live server (tests/fake_live.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from bot.live.events import (
+    AudioChunk,
+    Failed,
+    InputTranscript,
+    Interrupted,
+    OutputTranscript,
+    Reconnected,
+    Reconnecting,
+    TurnComplete,
+    TurnTranscribed,
+    Usage,
+)
+from bot.live.session import HistoryTurn, LiveConnectFailed, LiveConnectOptions, LiveSession
+from tests.fake_live import DEADLINE_EXPIRED, FakeLiveServer, make_client_settings
+
+FAST = LiveConnectOptions(max_retries=3, first_retry_delay=0.01, max_retry_delay=0.05, connect_timeout=5.0,
+                          close_timeout=0.5)
+FRAME = 640  # 20 ms at 16 kHz
+
+
+def pattern(nbytes: int, seed: int = 0) -> bytes:
+    """Distinct, recognisable input audio so gaps and duplicates show up."""
+    return bytes((i * 7 + seed) % 251 for i in range(nbytes))
+
+
+@pytest.fixture
+async def server():
+    async with FakeLiveServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(server, monkeypatch):
+    return make_client_settings(server, monkeypatch)
+
+
+class Collector:
+    """Drains a session's events in the background so tests can wait for the ones they need."""
+
+    def __init__(self, session: LiveSession) -> None:
+        self.events: list = []
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._run(session))
+
+    async def _run(self, session: LiveSession) -> None:
+        async for event in session.events():
+            self.events.append(event)
+            self._changed.set()
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def wait(self, kind: type, count: int = 1, within: float = 10.0) -> list:
+        async with asyncio.timeout(within):
+            while len(self.of(kind)) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.of(kind)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+@pytest.fixture
+async def live(settings):
+    sessions: list[tuple[LiveSession, Collector]] = []
+
+    async def make(**kwargs) -> tuple[LiveSession, Collector]:
+        kwargs.setdefault("connect_options", FAST)
+        session = LiveSession(settings, system_instruction="Be a kind tutor.", **kwargs)
+        await session.start()
+        collector = Collector(session)
+        sessions.append((session, collector))
+        return session, collector
+
+    yield make
+    for session, collector in sessions:
+        await session.close()
+        await collector.stop()
+
+
+async def speak(session: LiveSession, audio: bytes, pace: float = 0.0) -> None:
+    for i in range(0, len(audio), FRAME):
+        session.send_audio(audio[i:i + FRAME])
+        await asyncio.sleep(pace)
+
+
+async def test_setup_carries_the_whole_config(server, live):
+    """The setup names the model and voice and turns on transcripts, resumption, compression and strict safety."""
+    await live()
+    setup = server.connections[0].setup
+    assert setup["model"] == "models/gemini-3.8-live"
+    assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
+    assert setup["generationConfig"]["speechConfig"]["voice_config"]["prebuilt_voice_config"]["voice_name"] == "Charon"
+    assert setup["systemInstruction"]["parts"][0]["text"] == "Be a kind tutor."
+    assert setup["inputAudioTranscription"] == {} and setup["outputAudioTranscription"] == {}
+    assert setup["sessionResumption"] == {}
+    assert "sliding_window" in setup["contextWindowCompression"]
+    categories = {s["category"]: s["threshold"] for s in setup["safetySettings"]}
+    strict = ("HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+              "HARM_CATEGORY_DANGEROUS_CONTENT")
+    assert categories == dict.fromkeys(strict, "BLOCK_LOW_AND_ABOVE")
+    assert "historyConfig" not in setup
+
+
+async def test_audio_in_gives_transcripts_audio_and_turns(server, live):
+    """Kid audio + end of stream → input/output transcripts, 24 kHz audio, and a child and a tutor turn."""
+    session, events = await live()
+    audio = pattern(FRAME * 25)
+    await speak(session, audio)
+    session.end_audio_stream()
+    await events.wait(TurnComplete)
+    turns = await events.wait(TurnTranscribed, 2)
+    assert bytes(server.sessions[0].audio) == audio
+    assert [e.text for e in events.of(InputTranscript)] == [server.child_text]
+    assert "".join(e.text for e in events.of(OutputTranscript)) == server.reply_text
+    chunks = events.of(AudioChunk)
+    assert chunks and all(c.sample_rate == 24_000 and c.received_at > 0 for c in chunks)
+    assert sum(len(c.pcm) for c in chunks) == 24_000 * 2 * 600 // 1000
+    assert [(t.role, t.text) for t in turns] == [("child", server.child_text), ("tutor", server.reply_text)]
+    assert turns[0].ended_at <= turns[1].started_at <= turns[1].ended_at
+    assert events.of(Usage)[0].total_tokens == 120
+    assert session.stats.response_latency_ms and session.stats.audio_ms_sent == pytest.approx(500)
+
+
+async def test_one_message_with_everything_is_handled_fully(server, live):
+    """Audio, both transcripts, usage and turn_complete bundled in one message all become events, in order."""
+    _, events = await live()
+    pcm = b"\x01\x00" * 480
+    import base64
+
+    await server.send_raw({"serverContent": {
+        "inputTranscription": {"text": "hi"}, "outputTranscription": {"text": "Hello!"},
+        "modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000",
+                                                "data": base64.b64encode(pcm).decode()}}]},
+        "turnComplete": True}, "usageMetadata": {"totalTokenCount": 7}})
+    await events.wait(TurnTranscribed, 2)
+    kinds = [type(e).__name__ for e in events.events]
+    assert kinds[:4] == ["InputTranscript", "AudioChunk", "TurnTranscribed", "OutputTranscript"]
+    assert "TurnComplete" in kinds and "Usage" in kinds
+    assert events.of(AudioChunk)[0].pcm == pcm
+    assert [t.text for t in events.of(TurnTranscribed)] == ["hi", "Hello!"]
+
+
+async def test_interrupted_reply_marks_the_tutor_turn(server, live):
+    """A reply cut short emits Interrupted and the stored tutor turn says so."""
+    session, events = await live()
+    server.interrupt_next()
+    session.send_text("tell me about whales")
+    await events.wait(Interrupted)
+    tutor = [t for t in await events.wait(TurnTranscribed) if t.role == "tutor"]
+    assert tutor and tutor[0].interrupted
+    assert server.connections[0].texts == ["tell me about whales"]
+
+
+async def test_safety_block_flags_the_turn(server, live):
+    """A turn_complete with a safety reason is `blocked` and the turn carries the flag."""
+    session, events = await live()
+    server.block_next("GENERATED_CONTENT_SAFETY")
+    await speak(session, pattern(FRAME * 5))
+    session.end_audio_stream()
+    complete = (await events.wait(TurnComplete))[0]
+    assert complete.blocked and complete.reason == "GENERATED_CONTENT_SAFETY"
+    turns = await events.wait(TurnTranscribed)
+    assert turns[0].flag_reason == "GENERATED_CONTENT_SAFETY"
+
+
+async def test_go_away_hands_over_proactively_without_losing_audio(server, live):
+    """GoAway → new connection with the newest handle before the 1011; audio sent meanwhile arrives once."""
+    session, events = await live()
+    first = pattern(FRAME * 10, seed=1)
+    await speak(session, first)
+    session.end_audio_stream()
+    await events.wait(TurnComplete)
+    await server.wait_for(lambda: any(c.session and c.session.handles for c in server.connections))
+    await asyncio.sleep(0.05)  # the resumption update follows turn_complete
+    second = pattern(FRAME * 30, seed=2)
+    await server.go_away(time_left=1.0, close_after=0.3)
+    await speak(session, second, pace=0.005)
+    reconnected = (await events.wait(Reconnected))[0]
+    session.end_audio_stream()
+    await events.wait(TurnComplete, 2)
+    assert reconnected.resumed
+    assert server.connections[1].handle_used == "handle-1"
+    assert server.connections[1].session is server.sessions[0]
+    assert bytes(server.sessions[0].audio) == first + second
+    assert not events.of(Failed)
+    assert server.connections[0].closed
+
+
+async def test_unexpected_1011_mid_input_resumes_and_every_byte_arrives(server, live):
+    """A 1011 while a kid is talking: resume with the handle, replay the unconfirmed audio, lose nothing."""
+    session, events = await live()
+    audio = pattern(FRAME * 60, seed=3)
+    await speak(session, audio[:FRAME * 20], pace=0.002)
+    await server.wait_for(lambda: server.audio_received() >= FRAME * 20)
+    await server.send_resumption_update()
+    await speak(session, audio[FRAME * 20:FRAME * 35], pace=0.002)
+    await server.close(1011, "Internal error encountered.")
+    await speak(session, audio[FRAME * 35:], pace=0.002)
+    await events.wait(Reconnected)
+    session.end_audio_stream()
+    await events.wait(TurnComplete)
+    assert events.of(Reconnecting)[0].attempt == 1
+    assert server.connections[1].handle_used is not None
+    assert bytes(server.sessions[0].audio) == audio
+    assert len(server.sessions) == 1 and not events.of(Failed)
+
+
+async def test_drop_before_first_handle_reconnects_fresh_and_reseeds(server, live):
+    """A TCP drop before any handle: fresh session seeded with history and completed turns; input flows again."""
+    server.resumption_updates = False
+    session, events = await live(history=[HistoryTurn("child", "I like sharks"), HistoryTurn("tutor", "Me too!")])
+    assert server.connections[0].wants_initial_history
+    await server.wait_for(lambda: len(server.sessions[0].history) == 2)
+    session.send_text("what do sharks eat?")
+    await events.wait(TurnTranscribed, 1)
+    await server.wait_for(lambda: server.replies_sent == 1)
+    await server.drop()
+    await events.wait(Reconnected)
+    audio = pattern(FRAME * 10, seed=4)
+    await speak(session, audio)
+    session.end_audio_stream()
+    await events.wait(TurnComplete, 2)
+    fresh = server.connections[1]
+    assert fresh.handle_used is None and fresh.wants_initial_history
+    seeded = [(t["role"], t["parts"][0]["text"]) for t in fresh.session.history]
+    assert seeded[:2] == [("user", "I like sharks"), ("model", "Me too!")]
+    assert ("model", server.reply_text) in seeded
+    assert bytes(fresh.session.audio) == audio
+    assert not events.of(Reconnected)[0].resumed
+
+
+async def test_bad_key_fails_once_with_a_plain_sentence(server, settings, monkeypatch, caplog):
+    """A rejected key is permanent: one connection, a plain reason, and the key never appears anywhere."""
+    # websockets' own DEBUG logs print request headers; bot.log pins that logger at WARNING.
+    caplog.set_level(logging.DEBUG, logger="bot")
+    bad_key = "AIzaSy-this-is-the-wrong-key-123"
+    bad = settings.model_copy(update={"gemini_api_key": type(settings.gemini_api_key)(bad_key)})
+    session = LiveSession(bad, system_instruction="x", connect_options=FAST)
+    with pytest.raises(LiveConnectFailed) as caught:
+        await session.start()
+    events = [e async for e in session.events()]
+    assert isinstance(events[-1], Failed) and events[-1].permanent
+    assert "API key" in str(events[-1].reason) and "GEMINI_API_KEY" in events[-1].reason
+    assert len(server.connections) == 1
+    assert bad_key not in str(caught.value) and bad_key not in events[-1].reason
+    assert bad_key not in caplog.text
+    await session.close()
+
+
+async def test_unknown_model_fails(server, settings):
+    """An unknown model is permanent and named in the reason."""
+    session = LiveSession(settings.model_copy(update={"gemini_model": "no-such-model"}), system_instruction="x",
+                          connect_options=FAST)
+    with pytest.raises(LiveConnectFailed) as caught:
+        await session.start()
+    assert "no-such-model" in str(caught.value) and "GEMINI_MODEL" in str(caught.value)
+    assert len(server.connections) == 1
+    await session.close()
+
+
+async def test_repeated_failures_give_up_after_bounded_retries(server, live):
+    """When every reconnect is refused, the session retries max_retries times, then fails (not permanent)."""
+    _, events = await live()
+    server.setup_failure = (1011, "Internal error encountered.")
+    await server.drop()
+    failed = (await events.wait(Failed))[0]
+    assert not failed.permanent and "3 tries" in failed.reason
+    assert len(server.connections) == 1 + FAST.max_retries
+    assert [e.attempt for e in events.of(Reconnecting)] == [1, 2, 3]
+
+
+async def test_unknown_keys_frame_is_transient(server, live):
+    """A frame with only unknown keys (the SDK raises TypeError) leads to a resume, not a crash."""
+    session, events = await live()
+    session.send_text("hello")
+    await events.wait(TurnComplete)
+    await asyncio.sleep(0.05)
+    await server.send_raw({"error": {"code": 500, "message": "boom"}})
+    await events.wait(Reconnected)
+    session.send_text("still there?")
+    await events.wait(TurnComplete, 2)
+    assert server.connections[-1].texts == ["still there?"]
+    assert not events.of(Failed)
+
+
+async def test_seed_history_after_start_sends_context(server, live):
+    """seed_history on a running session sends client content without asking for a reply."""
+    session, _ = await live()
+    await session.seed_history([HistoryTurn("child", "my cat is called Tom")])
+    await server.wait_for(lambda: server.connections[0].client_contents)
+    content = server.connections[0].client_contents[0]
+    assert content["turns"][0]["parts"][0]["text"] == "my cat is called Tom"
+    assert not content.get("turnComplete")
+    await asyncio.sleep(0.1)
+    assert server.replies_sent == 0
+
+
+async def test_close_is_idempotent_and_leaves_no_tasks(server, settings):
+    """close() twice is fine; afterwards no session task is left and sends are ignored."""
+    session = LiveSession(settings, system_instruction="x", connect_options=FAST)
+    await session.start()
+    await session.close()
+    await session.close()
+    session.send_audio(b"\x00" * FRAME)
+    await asyncio.sleep(0)
+    leftover = [t for t in asyncio.all_tasks() if (t.get_name() or "").startswith(f"live-{session.id}")]
+    assert leftover == []
+    assert [e async for e in session.events()] == []
+    await server.wait_for(lambda: server.connections[0].closed)
+
+
+async def test_resumed_connection_gets_deadline_close_without_failure(server, live):
+    """The 1011 "Deadline expired" that follows GoAway is not reported as a failure."""
+    session, events = await live()
+    session.send_text("hi")
+    await events.wait(TurnComplete)
+    await asyncio.sleep(0.05)
+    await server.go_away(time_left=0.5, close_after=0.05)
+    await events.wait(Reconnected)
+    await asyncio.sleep(0.2)
+    assert not events.of(Failed)
+    assert DEADLINE_EXPIRED  # the close reason the fake uses
+    assert len(events.of(Reconnecting)) == 1
