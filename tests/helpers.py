@@ -157,8 +157,9 @@ class MockRepository(_DiscordMock):
         self.list_custom_levels.return_value = []
 
 
-def _bot_instance() -> TutorBot:
-    return TutorBot(settings=make_settings(), db=MagicMock(), conversations=lambda bot: FakeConversations())
+def make_bot(**settings: Any) -> TutorBot:
+    """A real, never-connected `TutorBot` (real `TutorTree`) over a fake conversation registry."""
+    return TutorBot(settings=make_settings(**settings), db=MagicMock(), conversations=lambda bot: FakeConversations())
 
 
 class MockBot(_DiscordMock):
@@ -168,7 +169,7 @@ class MockBot(_DiscordMock):
 
     def __init__(self, **kwargs: Any) -> None:
         if MockBot.spec_set is None:
-            MockBot.spec_set = _bot_instance()
+            MockBot.spec_set = make_bot()
         super().__init__(**kwargs)
         self.repository = MockRepository()
         self.conversations = FakeConversations()

@@ -55,6 +55,12 @@ def _member(interaction: discord.Interaction) -> discord.Member:
     return interaction.user
 
 
+def _manages_guild(member: discord.Member) -> bool:
+    """Manage Server; Administrator is spelt out because it is what implies it."""
+    permissions = member.guild_permissions
+    return permissions.administrator or permissions.manage_guild
+
+
 def _has_role(member: discord.Member, role_id: int | None) -> bool:
     return role_id is not None and any(role.id == role_id for role in member.roles)
 
@@ -66,9 +72,9 @@ async def require_guild(interaction: discord.Interaction) -> bool:
 
 
 async def is_moderator(interaction: discord.Interaction[TutorBot]) -> bool:
-    """Manage Server (administrators have it implicitly) or the guild's configured moderator role."""
+    """Manage Server (or Administrator) or the guild's configured moderator role."""
     member = _member(interaction)
-    if member.guild_permissions.manage_guild:
+    if _manages_guild(member):
         return True
     settings = await interaction.client.repository.get_settings(member.guild.id)
     if _has_role(member, settings.moderator_role_id):
@@ -82,7 +88,7 @@ async def may_start_tutor(interaction: discord.Interaction[TutorBot]) -> bool:
     settings = await interaction.client.repository.get_settings(member.guild.id)
     if settings.starter_role_id is None or _has_role(member, settings.starter_role_id):
         return True
-    if member.guild_permissions.manage_guild or _has_role(member, settings.moderator_role_id):
+    if _manages_guild(member) or _has_role(member, settings.moderator_role_id):
         return True
     role = member.guild.get_role(settings.starter_role_id)
     raise NotAllowedToStart(role.name if role is not None else "tutor starter")

@@ -1,0 +1,380 @@
+"""`/tutor start|stop|status|say`: good paths, every refusal as one ephemeral sentence, and the voice-chat posts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from unittest.mock import MagicMock
+
+import discord
+import pytest
+
+from bot.errors import DailyLimitReached, VoiceConnectFailed
+from bot.levels import BUILTIN_LEVELS
+from bot.storage.models import CustomLevel, GuildSettings
+from bot.tutor import ConversationResult, StartRequest
+from cogs.tutor import TRANSCRIPT_NOTICE, TutorCog, clock, missing_voice_permissions
+from tests.helpers import (
+    FakeConversation,
+    MockBot,
+    MockGuild,
+    MockInteraction,
+    MockMember,
+    MockRole,
+    MockVoiceChannel,
+    invoke,
+    make_bot,
+    make_status,
+)
+
+
+@pytest.fixture
+def bot() -> MockBot:
+    return MockBot()
+
+
+@pytest.fixture
+async def cog(bot: MockBot) -> TutorCog:
+    cog = TutorCog(bot)
+    await cog.cog_load()
+    return cog
+
+
+@pytest.fixture
+def tree():
+    return make_bot().tree
+
+
+def kid_in_voice(bot: MockBot, channel: MockVoiceChannel | None = None) -> MockInteraction:
+    """An interaction from a kid sitting in a voice channel of the same guild."""
+    guild = MockGuild()
+    channel = channel or MockVoiceChannel(guild=guild)
+    kid = MockMember(guild=guild, display_name="Ada", voice_channel=channel)
+    return MockInteraction(user=kid, client=bot)
+
+
+def custom_row(guild_id: int, name: str, description: str = "All about volcanoes and lava.") -> CustomLevel:
+    return CustomLevel(guild_id, name, description, created_by=1, created_at=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+# ----- /tutor start ----------------------------------------------------------------------------------
+
+
+async def test_start_starts_a_conversation_with_what_was_asked(bot, cog, tree) -> None:
+    """A kid in voice gets a conversation on the chosen level and age, in their channel."""
+    interaction = kid_in_voice(bot)
+    reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
+
+    [(request,)] = bot.conversations.called("start")
+    assert isinstance(request, StartRequest)
+    assert request.level is BUILTIN_LEVELS["space"]
+    assert request.age == 8
+    assert request.voice_channel is interaction.user.voice.channel
+    assert (request.guild_id, request.starter_id, request.starter_name) == (
+        interaction.guild.id, interaction.user.id, "Ada")
+    interaction.response.defer.assert_awaited_once_with(ephemeral=True, thinking=True)
+    assert reply.ephemeral and reply.content is None
+    fields = {f.name: f.value for f in reply.embed.fields}
+    assert fields == {"Level": "Space and the planets", "Age": "8", "Channel": request.voice_channel.mention}
+
+
+async def test_start_posts_the_transcription_notice_in_the_voice_chat(bot, cog, tree) -> None:
+    """Everyone in the call is told, in the voice channel's chat, that it is transcribed for moderators."""
+    interaction = kid_in_voice(bot)
+    await invoke(tree, cog.start, cog, interaction, level="dinosaurs", age=6)
+
+    channel = interaction.user.voice.channel
+    channel.send.assert_awaited_once()
+    text = channel.send.await_args.args[0]
+    assert text == TRANSCRIPT_NOTICE.format(channel=channel.mention, level="Dinosaurs",
+                                            starter=interaction.user.mention)
+    assert "transcribed" in text and "moderators" in text
+    assert channel.send.await_args.kwargs["allowed_mentions"].users is False
+
+
+async def test_start_warns_the_starter_when_the_notice_cannot_be_posted(bot, cog, tree) -> None:
+    """If Discord refuses the notice the conversation still runs and the starter is asked to tell everyone."""
+    interaction = kid_in_voice(bot)
+    interaction.user.voice.channel.send.side_effect = discord.Forbidden(MagicMock(status=403, reason="x"), "no")
+    reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
+
+    assert bot.conversations.called("start")
+    assert "transcribed" in reply.content and reply.ephemeral
+
+
+async def test_start_accepts_a_level_typed_as_its_title(bot, cog, tree) -> None:
+    """Typing the full title instead of picking from the list finds the same level."""
+    interaction = kid_in_voice(bot)
+    await invoke(tree, cog.start, cog, interaction, level="oceans AND sea life", age=9)
+    [(request,)] = bot.conversations.called("start")
+    assert request.level.name == "oceans"
+
+
+async def test_start_accepts_this_guilds_custom_level(bot, cog, tree) -> None:
+    """A moderator's custom level can be started like a built-in one."""
+    interaction = kid_in_voice(bot)
+    bot.repository.list_custom_levels.return_value = [custom_row(interaction.guild.id, "Volcanoes")]
+    await invoke(tree, cog.start, cog, interaction, level="volcanoes", age=9)
+    [(request,)] = bot.conversations.called("start")
+    assert (request.level.name, request.level.title, request.level.builtin) == ("volcanoes", "Volcanoes", False)
+
+
+async def test_start_refuses_when_the_caller_is_not_in_voice(bot, cog, tree) -> None:
+    """No voice channel: one sentence, nothing started, nothing deferred."""
+    interaction = MockInteraction(user=MockMember(), client=bot)
+    reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
+    assert reply.content == "Join a voice channel first, then run `/tutor start` again."
+    assert reply.ephemeral
+    assert not bot.conversations.called("start")
+    interaction.response.defer.assert_not_called()
+
+
+async def test_start_names_every_missing_voice_permission(bot, cog, tree) -> None:
+    """The refusal lists exactly the permissions the bot lacks in that channel."""
+    perms = discord.Permissions(view_channel=True, use_voice_activation=True, send_messages=True)
+    interaction = kid_in_voice(bot, MockVoiceChannel(name="Study Room", bot_permissions=perms))
+    reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
+    assert reply.content == "I can't use **Study Room**: I need the Connect, Speak permission(s) there."
+    assert reply.ephemeral
+    assert not bot.conversations.called("start")
+
+
+def test_missing_voice_permissions_reports_none_when_all_are_granted() -> None:
+    """Nothing is missing when every required permission is granted."""
+    assert missing_voice_permissions(discord.Permissions.all()) == []
+    assert missing_voice_permissions(discord.Permissions.none()) == [
+        "View Channel", "Connect", "Speak", "Use Voice Activity", "Send Messages"]
+
+
+async def test_start_refuses_an_unknown_level(bot, cog, tree) -> None:
+    """A level that is neither built in nor this guild's: one sentence, nothing started."""
+    interaction = kid_in_voice(bot)
+    reply = await invoke(tree, cog.start, cog, interaction, level="quantum gravity", age=8)
+    assert reply.content == "There is no level called “quantum gravity”. Pick one from the list as you type."
+    assert not bot.conversations.called("start")
+
+
+async def test_another_guilds_custom_level_is_unknown_here(bot, cog, tree) -> None:
+    """Custom levels are read for the caller's guild only."""
+    interaction = kid_in_voice(bot)
+    await invoke(tree, cog.start, cog, interaction, level="volcanoes", age=8)
+    bot.repository.list_custom_levels.assert_awaited_with(interaction.guild.id)
+    assert not bot.conversations.called("start")
+
+
+def test_start_age_is_a_discord_range_of_4_to_14(cog) -> None:
+    """Discord itself refuses ages outside 4–14 (the Range transformer's min/max are sent with the command)."""
+    age = next(p for p in cog.start.parameters if p.name == "age")
+    assert (age.min_value, age.max_value, age.type) == (4, 14, discord.AppCommandOptionType.integer)
+    option = next(o for o in cog.start.to_dict(None)["options"] if o["name"] == "age")
+    assert (option["min_value"], option["max_value"]) == (4, 14)
+
+
+@pytest.mark.parametrize("age", [3, 15, -1])
+async def test_start_refuses_an_age_that_slipped_past_discord(bot, cog, tree, age: int) -> None:
+    """Defence in depth: an out-of-range age reaching the callback is refused, nothing started."""
+    interaction = kid_in_voice(bot)
+    reply = await invoke(tree, cog.start, cog, interaction, level="space", age=age)
+    assert reply.content == f"The age must be between 4 and 14 (got {age})."
+    assert not bot.conversations.called("start")
+
+
+async def test_start_refuses_a_second_conversation_and_says_where(bot, cog, tree) -> None:
+    """Only one conversation per guild: the refusal names the channel it is running in."""
+    first = kid_in_voice(bot)
+    await invoke(tree, cog.start, cog, first, level="space", age=8)
+    channel = first.user.voice.channel
+    second = MockInteraction(user=MockMember(guild=first.guild, voice_channel=MockVoiceChannel()), client=bot)
+
+    reply = await invoke(tree, cog.start, cog, second, level="space", age=8)
+    assert channel.mention in reply.content and "already running" in reply.content
+    assert reply.ephemeral
+    second.followup.send.assert_awaited_once()  # deferred first, so the error went through the followup
+
+
+@pytest.mark.parametrize("error", [DailyLimitReached(60), VoiceConnectFailed("the channel is full")])
+async def test_start_shows_the_cores_refusal(bot, cog, tree, error) -> None:
+    """Whatever TutorError the core raises reaches the starter as its own sentence."""
+    bot.conversations.fail["start"] = error
+    reply = await invoke(tree, cog.start, cog, kid_in_voice(bot), level="space", age=8)
+    assert reply.content == str(error) and reply.ephemeral
+
+
+async def test_start_is_refused_in_direct_messages(bot, cog, tree) -> None:
+    """A DM gets the guild-only sentence and nothing starts."""
+    interaction = MockInteraction(user=MockMember(), client=bot, guild=None)
+    reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
+    assert reply.content == "The tutor only works inside a server, not in direct messages."
+    assert not bot.conversations.called("start")
+
+
+async def test_start_is_refused_without_the_starter_role(bot, cog, tree) -> None:
+    """With a starter role configured, others are refused by the check before anything happens."""
+    role = MockRole(name="Tutor kids")
+    interaction = kid_in_voice(bot)
+    interaction.guild.roles = [role]
+    bot.repository.get_settings.side_effect = lambda gid: GuildSettings(guild_id=gid, starter_role_id=role.id)
+    reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
+    assert reply.content == "Only members with the **Tutor kids** role (or moderators) can use the tutor here."
+    assert not bot.conversations.called("start")
+
+
+# ----- autocomplete ----------------------------------------------------------------------------------
+
+
+async def test_autocomplete_offers_builtin_and_custom_levels(bot, cog) -> None:
+    """With nothing typed the list holds built-in levels then this guild's custom ones."""
+    interaction = kid_in_voice(bot)
+    bot.repository.list_custom_levels.return_value = [custom_row(interaction.guild.id, "Volcanoes")]
+    choices = await cog.level_autocomplete(interaction, "")
+    values = [c.value for c in choices]
+    assert values == [*BUILTIN_LEVELS, "volcanoes"]
+    assert choices[0].name == "Space and the planets"
+
+
+async def test_autocomplete_filters_by_name_or_title(bot, cog) -> None:
+    """What was typed matches the slug or the title, case-insensitively."""
+    interaction = kid_in_voice(bot)
+    bot.repository.list_custom_levels.return_value = [custom_row(interaction.guild.id, "Sea Monsters")]
+    assert [c.value for c in await cog.level_autocomplete(interaction, "DINO")] == ["dinosaurs"]
+    assert [c.value for c in await cog.level_autocomplete(interaction, "planets")] == ["space"]
+    assert [c.value for c in await cog.level_autocomplete(interaction, "MONSTER")] == ["sea-monsters"]
+    assert await cog.level_autocomplete(interaction, "zzz") == []
+
+
+async def test_autocomplete_returns_at_most_25_choices(bot, cog) -> None:
+    """Discord accepts 25 choices at most, however many levels the guild has."""
+    interaction = kid_in_voice(bot)
+    bot.repository.list_custom_levels.return_value = [
+        custom_row(interaction.guild.id, f"topic {n}") for n in range(40)]
+    assert len(await cog.level_autocomplete(interaction, "")) == 25
+    assert len(await cog.level_autocomplete(interaction, "topic")) == 25
+
+
+# ----- /tutor stop, status, say ------------------------------------------------------------------------
+
+
+async def running_in(bot: MockBot, cog: TutorCog, tree) -> MockInteraction:
+    """Start a conversation and return a fresh interaction from the same kid."""
+    started = kid_in_voice(bot)
+    await invoke(tree, cog.start, cog, started, level="space", age=8)
+    return MockInteraction(user=started.user, client=bot)
+
+
+async def test_stop_reports_duration_and_turns(bot, cog, tree) -> None:
+    """Stopping answers with mm:ss and the turn count."""
+    interaction = await running_in(bot, cog, tree)
+    bot.conversations.duration_s, bot.conversations.turns = 125.4, 9
+    reply = await invoke(tree, cog.stop, cog, interaction)
+    assert bot.conversations.called("stop") == [(interaction.guild.id, "stopped with /tutor stop")]
+    assert reply.content == "Stopped the tutor after 02:05 and 9 turns." and reply.ephemeral
+
+
+async def test_stop_when_nothing_runs(bot, cog, tree) -> None:
+    """Nothing running: the not-running sentence."""
+    reply = await invoke(tree, cog.stop, cog, kid_in_voice(bot))
+    assert reply.content == "No tutor conversation is running in this server. Start one with `/tutor start`."
+    assert reply.ephemeral
+
+
+async def test_status_shows_the_live_figures(bot, cog, tree) -> None:
+    """The status embed carries level, starter, uptime, speakers, turns, packets, latency and minutes."""
+    interaction = await running_in(bot, cog, tree)
+    conversation: FakeConversation = bot.conversations.get(interaction.guild.id)
+    conversation.status_snapshot = make_status(input_latency_ms=None)
+    reply = await invoke(tree, cog.status, cog, interaction)
+
+    assert reply.ephemeral
+    fields = {f.name: f.value for f in reply.embed.fields}
+    assert reply.embed.title == "Tutor: Space and the planets"
+    assert fields["Started by"] == "Kid"
+    assert fields["Uptime"] == "12:34"
+    assert fields["Heard"] == "Kid, Sam"
+    assert fields["Turns"] == "12 (1 flagged)"
+    assert fields["Gemini Live"] == "connected, 2 reconnects"
+    assert fields["Voice packets"] == "15000 received, 3 dropped, 5 concealed"
+    assert fields["Playback"] == "120 ms buffered, 1 underruns"
+    assert fields["Latency"] == "input→Live — (p95), reply 640 ms (p50)"
+    assert fields["Today"] == "18 of 60 minutes"
+
+
+async def test_status_when_nothing_runs(bot, cog, tree) -> None:
+    """No conversation: the not-running sentence, ephemerally."""
+    reply = await invoke(tree, cog.status, cog, kid_in_voice(bot))
+    assert "No tutor conversation is running" in reply.content and reply.ephemeral
+
+
+async def test_say_sends_the_text_with_the_authors_name(bot, cog, tree) -> None:
+    """Typed text goes to the core with the author's display name; the reply is a private confirmation."""
+    interaction = await running_in(bot, cog, tree)
+    reply = await invoke(tree, cog.say, cog, interaction, text="Why is Mars red?")
+    assert bot.conversations.called("say") == [(interaction.guild.id, "Ada", "Why is Mars red?")]
+    assert reply.content == "Sent to the tutor." and reply.ephemeral
+
+
+async def test_say_when_nothing_runs(bot, cog, tree) -> None:
+    """No conversation: the not-running sentence."""
+    reply = await invoke(tree, cog.say, cog, kid_in_voice(bot), text="hello")
+    assert "No tutor conversation is running" in reply.content
+
+
+def test_say_text_is_limited_by_discord_to_500_characters(cog) -> None:
+    """The Range transformer sends min/max length 1–500, so Discord refuses longer text before we see it."""
+    option = next(o for o in cog.say.to_dict(None)["options"] if o["name"] == "text")
+    assert (option["min_length"], option["max_length"]) == (1, 500)
+
+
+async def test_say_too_long_text_is_refused_by_the_core_with_a_sentence(bot, cog, tree) -> None:
+    """Text that slips past Discord is refused with the core's sentence."""
+    interaction = await running_in(bot, cog, tree)
+    reply = await invoke(tree, cog.say, cog, interaction, text="a" * 501)
+    assert reply.content == "That message is too long: keep it under 500 characters."
+
+
+# ----- the voice-chat posts (ConversationObserver) ---------------------------------------------------
+
+
+def test_cog_registers_itself_as_an_observer(bot, cog) -> None:
+    """cog_load hands the cog to the conversation registry."""
+    assert bot.conversations.observers == [cog]
+
+
+def ended(conversation: FakeConversation, reason: str = "everyone left the voice channel") -> ConversationResult:
+    return ConversationResult(conversation.guild_id, conversation.session_id, conversation.voice_channel.id,
+                              65.0, 4, reason)
+
+
+async def test_on_ended_says_goodbye_with_the_duration(bot, cog, tree) -> None:
+    """The goodbye in the voice chat names the reason, the mm:ss duration and the turns."""
+    interaction = await running_in(bot, cog, tree)
+    conversation = bot.conversations.get(interaction.guild.id)
+    channel = conversation.voice_channel
+    channel.send.reset_mock()
+    await cog.on_ended(conversation, ended(conversation))
+    text = channel.send.await_args.args[0]
+    assert "everyone left the voice channel" in text and "01:05" in text and "4 turns" in text
+
+
+async def test_on_failed_explains_and_replaces_the_goodbye(bot, cog, tree) -> None:
+    """A failure posts its plain reason once; the goodbye that follows it is not posted as well."""
+    interaction = await running_in(bot, cog, tree)
+    conversation = bot.conversations.get(interaction.guild.id)
+    channel = conversation.voice_channel
+    channel.send.reset_mock()
+    await cog.on_failed(conversation, "Gemini Live is not reachable right now")
+    await cog.on_ended(conversation, ended(conversation, "Gemini Live failed: not reachable"))
+    channel.send.assert_awaited_once()
+    assert "Gemini Live is not reachable right now" in channel.send.await_args.args[0]
+
+
+async def test_a_refused_post_does_not_raise(bot, cog, tree) -> None:
+    """Missing Send Messages in the voice chat is logged, never raised into the core."""
+    interaction = await running_in(bot, cog, tree)
+    conversation = bot.conversations.get(interaction.guild.id)
+    conversation.voice_channel.send.side_effect = discord.Forbidden(MagicMock(status=403, reason="x"), "no")
+    await cog.on_ended(conversation, ended(conversation))
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "00:00"), (65.9, "01:05"), (3599, "59:59"), (3725, "1:02:05")])
+def test_clock(seconds: float, text: str) -> None:
+    """Durations read as mm:ss, with hours only when needed."""
+    assert clock(seconds) == text
