@@ -130,7 +130,7 @@ def is_lock_error(exc: BaseException) -> bool:
 
 
 class Database:
-    """One aiosqlite connection; every statement goes through `read` or `write`."""
+    """One aiosqlite connection; every statement goes through `fetch_all`/`fetch_one` or `write`."""
 
     def __init__(self, conn: aiosqlite.Connection, path: str, *, retry_for: float) -> None:
         self._conn = conn
