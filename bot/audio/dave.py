@@ -12,9 +12,11 @@ discord.py or voice-recv fails loudly instead of silently deafening the bot (`vr
   Buffered payloads must already be plain Opus because the decoder's FEC path peeks the next one (vr/opus.py:157-168).
   Anything raised here stops the reader (vr/reader.py:183-186), so nothing escapes.
 * `PacketRouter.get_decoder` / `_lock` / `decoders` (vr/router.py:58-64) — re-implemented to build `SafePacketDecoder`.
-* `PacketDecoder._decode_packet` (vr/opus.py:149-172) — wrapped: an `OpusError` (or the `TypeError` that
-  `Decoder.decode(None, fec=True)` raises when a concealed packet follows a gap) would end the router thread
-  (vr/router.py:96-113) and with it listening for everybody.
+  `PacketRouter.run` / `_do_run` / `waiter` (vr/router.py:96-113) — `run` re-implemented so a router thread that ends
+  after `listen()` was called again does not stop the new reader (upstream stops whatever reader is current).
+* `PacketDecoder._decode_packet` (vr/opus.py:149-172) — wrapped: an `OpusError` (a frame that decrypts but is not
+  valid Opus) or any other decoder error would end the router thread (vr/router.py:96-113) and with it listening for
+  everybody.
 * `AudioReader.packet_router`, `.keepalive`, `.decryptor.decrypt_rtp`, `.callback` (vr/reader.py:45-60, 136-186) — the
   router is swapped before `start()`; `UDPKeepAlive.delay` is 5000 *seconds* upstream (vr/reader.py:386,419);
   transport decrypt failures are counted by wrapping the per-instance `decrypt_rtp` (bound at vr/reader.py:200).
@@ -27,6 +29,8 @@ discord.py or voice-recv fails loudly instead of silently deafening the bot (`vr
   ConnectionClosed/Timeout (dpy/voice_state.py:672-674): any other exception silently ends heartbeats and DAVE
   transitions while `is_connected()` stays True. `_remove_ssrc` is fixed: upstream dereferences `_reader` even when not
   listening, so op 13 (a user leaves) before `listen()` raised `AttributeError` (vr/voice_client.py:125-129).
+* The `discord.ext.voice_recv.reader` logger gets a filter: it logs transport garbage at ERROR once per packet
+  (vr/reader.py:149-158, 178); the shim counts those, so one line per interval is enough.
 """
 
 from __future__ import annotations
@@ -203,6 +207,23 @@ class DavePacketRouter(PacketRouter):
             data = data[:-pad]
         return data
 
+    def run(self) -> None:
+        """Upstream `run` (vr/router.py:96-104), except it stops only its own reader.
+
+        Upstream calls `voice_client.stop_listening()` when the thread ends; after `stop_listening()` + `listen()` the
+        old thread ends late and would stop the *new* reader.
+        """
+        try:
+            self._do_run()
+        except Exception as error:
+            log.exception("dave.router_died")
+            self.reader.error = error
+        finally:
+            voice_client = self.reader.voice_client
+            if voice_client._reader is self.reader:
+                voice_client.stop_listening()
+            self.waiter.clear()
+
     def get_decoder(self, ssrc: int) -> PacketDecoder:
         """Same as upstream (vr/router.py:58-64) but builds a SafePacketDecoder."""
         with self._lock:
@@ -262,6 +283,30 @@ class DaveAudioReader(AudioReader):
         super().callback(packet_data)
 
 
+class _PerPacketLogThrottle(logging.Filter):
+    """voice-recv logs some failures once per packet (ERROR for transport garbage); pass each at most once per interval.
+
+    The shim counts these in `ReceiveStats`, so the log only needs to say that they happen.
+    """
+
+    PER_PACKET_MESSAGES = ("CryptoError decoding packet data", "Error unpacking packet",
+                           "Received packet for unknown ssrc %s:\n%s")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._throttles = {message: _Throttle() for message in self.PER_PACKET_MESSAGES}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        throttle = self._throttles.get(record.msg) if isinstance(record.msg, str) else None
+        return throttle is None or throttle.ready()
+
+
+def _throttle_voice_recv_packet_logs() -> None:
+    reader_log = logging.getLogger(AudioReader.__module__)
+    if not any(isinstance(f, _PerPacketLogThrottle) for f in reader_log.filters):
+        reader_log.addFilter(_PerPacketLogThrottle())
+
+
 async def guarded_hook(ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:
     """voice-recv's gateway hook, but an exception is logged instead of ending discord.py's voice websocket task."""
     try:
@@ -276,6 +321,7 @@ class DaveVoiceRecvClient(voice_recv.VoiceRecvClient):
     def __init__(self, client: discord.Client, channel: discord.abc.Connectable) -> None:
         super().__init__(client, channel)
         self.receive_stats = ReceiveStats()
+        _throttle_voice_recv_packet_logs()
 
     def create_connection_state(self) -> VoiceConnectionState:
         """The connection state with the guarded gateway hook."""
@@ -322,8 +368,8 @@ def shim_compatibility_problems() -> list[str]:
     need(list(inspect.signature(PacketRouter.feed_rtp).parameters) == ["self", "packet"],
          "voice_recv PacketRouter.feed_rtp(self, packet)")
     router = PacketRouter(voice_recv.BasicSink(lambda _user, _data: None), None)  # type: ignore[arg-type]
-    need(all(hasattr(router, name) for name in ("_lock", "decoders", "reader", "sink")),
-         "voice_recv PacketRouter attributes _lock/decoders/reader/sink")
+    need(all(hasattr(router, name) for name in ("_lock", "decoders", "reader", "sink", "waiter", "_do_run")),
+         "voice_recv PacketRouter attributes _lock/decoders/reader/sink/waiter/_do_run")
     need(hasattr(PacketDecoder, "_decode_packet") and "self._decoder" in source(PacketDecoder.__init__),
          "voice_recv PacketDecoder._decode_packet and ._decoder")
     reader_init = source(AudioReader.__init__)
