@@ -6,6 +6,7 @@ speaker ≤ 1 % of one core, and soxr streaming ≥ 5× cheaper than per-frame s
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -155,7 +156,9 @@ def main() -> None:
     rows.append(("Receive path per speaker (decode+down+mix/4)", receive,
                  "goal ≤ 1 % " + ("✓" if receive.core_percent <= 1 else "✗")))
 
-    print(f"Audio stages, median of {FRAMES} frames of {FRAME_MS} ms (one core = {FRAME_US} µs per frame)\n")
+    load = os.getloadavg()[0]
+    print(f"Audio stages, median of {FRAMES} frames of {FRAME_MS} ms (one core = {FRAME_US} µs per frame)")
+    print(f"{os.cpu_count()} cores, 1-minute load average {load:.2f} (other work on the machine inflates every row)\n")
     print(f"{'stage':<48}{'µs/frame':>10}{'% core':>9}  note")
     print("-" * 100)
     for name, cost, note in rows:

@@ -166,3 +166,24 @@ def test_jittered_speaker_has_no_gaps():
     assert mixer.stream_ends == 1
     waited = np.array(send_times[: len(push_times)]) - np.array(push_times)
     assert waited.mean() <= 0.045
+
+
+def test_starting_speaker_does_not_hold_others():
+    """A kid whose first chunk is short of a frame joins later; the one already talking keeps flowing."""
+    mixer, speech = Mixer(), _speech(40)
+    mixer.push(1, speech, now=0.0)
+    mixer.push(2, _speech(10, 500), now=0.0)
+    assert mixer.pull(0.0) == speech[:FRAME_BYTES]
+    assert mixer.active_speakers == 1
+
+
+def test_late_talking_speaker_holds_the_mix():
+    """If one of two talking kids is short of a frame with packets still coming, nobody is sent yet."""
+    mixer, a, b = Mixer(), _speech(40, 300), _speech(40, 500)
+    mixer.push(1, a, now=0.0)
+    mixer.push(2, b[:FRAME_BYTES + 100], now=0.0)
+    assert mixer.pull(0.0) is not None
+    assert mixer.pull(0.02) is None
+    mixer.push(2, b[FRAME_BYTES + 100 :], now=0.025)
+    out = mixer.pull(0.04)
+    assert np.array_equal(samples(out), samples(a[FRAME_BYTES:]) + samples(b[FRAME_BYTES:]))
