@@ -146,6 +146,7 @@ class Conversation:
         self._mixer = Mixer()
         self._playback = PlaybackSource()
         self._counters = _Counters()
+        self._unsaved: deque[dict[str, Any]] = deque()
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
         self._ticks = 0
@@ -209,6 +210,7 @@ class Conversation:
                 await self.live.close()
             for event in self.live.drain_pending_turns():
                 await self._store_turn(event)
+        await self._flush_unsaved()  # one last try for turns a locked database refused earlier
         if self.voice is not None:
             with contextlib.suppress(Exception):
                 self.voice.stop_listening()
@@ -289,27 +291,53 @@ class Conversation:
                     log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
 
     async def _store_turn(self, turn: ev.TurnTranscribed, *, speaker_name: str | None = None) -> None:
-        """Commit one completed turn now (a crash loses at most the turn in progress)."""
+        """Commit one completed turn now (a crash loses at most the turn in progress).
+
+        A write that still fails after the repository's own lock retries is kept and retried with the
+        next turn and at stop, so a slow disk never loses a turn.
+        """
+        self._unsaved.append(self._turn_fields(turn, speaker_name))
+        await self._flush_unsaved()
+
+    async def _flush_unsaved(self) -> None:
+        """Write queued turns in order; stop at the first failure and keep the rest for next time."""
+        while self._unsaved:
+            fields = self._unsaved[0]
+            try:
+                row_id = await self._repository.add_turn(self.guild_id, self.session_id, **fields)
+            except LookupError:  # a moderator deleted this session meanwhile: nothing to attach to
+                log.warning("conversation.session_deleted", extra=self._log_tags())
+                self._unsaved.clear()
+                return
+            except Exception:
+                log.exception("conversation.turn_write_failed", extra=self._log_tags(pending=len(self._unsaved)))
+                return
+            self._unsaved.popleft()
+            self._counters.turns += 1
+            if fields["flag_reason"]:
+                await self._report_flagged(row_id, fields["flag_reason"])
+
+    def _turn_fields(self, turn: ev.TurnTranscribed, speaker_name: str | None) -> dict[str, Any]:
+        """Name the speakers of a child turn from the mixer's activity since the previous child turn."""
         speaker_id = None
         if turn.role == "child" and speaker_name is None:
             ids = self._mixer.speakers_between(self._last_child_turn_end, turn.ended_at)
             self._last_child_turn_end = turn.ended_at
-            names = [self._counters.speakers.get(i, str(i)) for i in ids]
-            speaker_id = ids[0] if ids else None
-            speaker_name = ", ".join(names) or None
             self._mixer.forget_before(turn.ended_at - 60)
+            speaker_id = ids[0] if ids else None
+            speaker_name = ", ".join(self._counters.speakers.get(i, str(i)) for i in ids) or None
         elif turn.role == "tutor":
             speaker_name = "Tutor"
-        row_id = await self._repository.add_turn(
-            self.guild_id, self.session_id, turn.role, turn.text, _wall(turn.started_at), _wall(turn.ended_at),
-            speaker_id=speaker_id, speaker_name=speaker_name, interrupted=turn.interrupted,
-            flag_reason=turn.flag_reason)
-        self._counters.turns += 1
-        if turn.flag_reason:
-            self._counters.flagged += 1
-            log.warning("conversation.turn_flagged", extra=self._log_tags(turn_id=row_id, reason=turn.flag_reason))
-            rows = await self._repository.get_turns(self.guild_id, self.session_id)
-            flagged = next((r for r in rows if r.id == row_id), None)
+        return {"role": turn.role, "text": turn.text, "started_at": _wall(turn.started_at),
+                "ended_at": _wall(max(turn.ended_at, turn.started_at)), "speaker_id": speaker_id,
+                "speaker_name": speaker_name, "interrupted": turn.interrupted, "flag_reason": turn.flag_reason}
+
+    async def _report_flagged(self, turn_id: int, reason: str) -> None:
+        self._counters.flagged += 1
+        log.warning("conversation.turn_flagged", extra=self._log_tags(turn_id=turn_id, reason=reason))
+        rows = await self._repository.get_turns(self.guild_id, self.session_id)
+        flagged = next((r for r in rows if r.id == turn_id), None)
+        if flagged is not None:
             await self._notify("on_turn_flagged", flagged)
 
     # ----- watchdog --------------------------------------------------------------------------------
@@ -354,8 +382,7 @@ class Conversation:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(GOODBYE_TIMEOUT_S):
                 await self._turn_waiter
-                while self._playback.buffered_ms > 0:
-                    await asyncio.sleep(0.1)
+                await asyncio.sleep(self._playback.buffered_ms / 1000)  # let the goodbye play out
 
     # ----- reporting -------------------------------------------------------------------------------
 
@@ -371,7 +398,8 @@ class Conversation:
             starter_name=self.request.starter_name, started_at=self.started_at,
             uptime_s=time.monotonic() - self.started_mono, speakers=list(self._counters.speakers.values()),
             turns=self._counters.turns, flagged_turns=self._counters.flagged,
-            reconnects=getattr(live_stats, "reconnects", 0), live_connected=bool(getattr(live_stats, "connected", False)),
+            reconnects=getattr(live_stats, "reconnects", 0),
+            live_connected=bool(getattr(live_stats, "connected", False)),
             packets_received=getattr(stats, "packets_received", 0),
             packets_dropped=getattr(stats, "dropped_unknown_ssrc", 0) + getattr(stats, "dropped_malformed", 0),
             packets_concealed=getattr(stats, "concealed", 0),
