@@ -20,6 +20,7 @@ from bot.live.events import (
     Usage,
 )
 from bot.live.session import HistoryTurn, LiveConnectFailed, LiveConnectOptions, LiveSession
+from bot.live.transcript import TranscriptAssembler
 from tests.fake_live import DEADLINE_EXPIRED, FakeLiveServer, make_client_settings
 
 FAST = LiveConnectOptions(max_retries=3, first_retry_delay=0.01, max_retry_delay=0.05, connect_timeout=5.0,
@@ -333,3 +334,77 @@ async def test_resumed_connection_gets_deadline_close_without_failure(server, li
     assert not events.of(Failed)
     assert DEADLINE_EXPIRED  # the close reason the fake uses
     assert len(events.of(Reconnecting)) == 1
+
+
+async def test_failure_count_resets_after_a_stable_connection(server, settings):
+    """Drops far apart never add up to a failure: the count resets once a connection has been stable."""
+    options = LiveConnectOptions(max_retries=1, first_retry_delay=0.01, stable_after=0.2, close_timeout=0.5)
+    session = LiveSession(settings, system_instruction="x", connect_options=options)
+    await session.start()
+    events = Collector(session)
+    try:
+        for round_number in (1, 2, 3):
+            await server.drop()
+            await events.wait(Reconnected, round_number)
+            await asyncio.sleep(0.3)
+        session.send_text("still here")
+        await events.wait(TurnComplete)
+        assert not events.of(Failed)
+        assert session.stats.reconnects == 3
+    finally:
+        await session.close()
+        await events.stop()
+
+
+async def test_without_consumed_index_no_input_is_lost(server, live):
+    """A server that reports no consumed index: replay errs towards duplicates, every frame still arrives."""
+    server.report_consumed_index = False
+    session, events = await live()
+    audio = pattern(FRAME * 50, seed=5)
+    await speak(session, audio[:FRAME * 20], pace=0.002)
+    await server.wait_for(lambda: server.audio_received() >= FRAME * 20)
+    await server.send_resumption_update()
+    await speak(session, audio[FRAME * 20:FRAME * 30], pace=0.002)
+    await server.close(1011, "Internal error encountered.")
+    await speak(session, audio[FRAME * 30:], pace=0.002)
+    await events.wait(Reconnected)
+    session.end_audio_stream()
+    await events.wait(TurnComplete)
+    heard = bytes(server.sessions[0].audio)
+    assert all(audio[i:i + FRAME] in heard for i in range(0, len(audio), FRAME))
+    assert heard.endswith(audio[FRAME * 30:])
+
+
+def test_assembler_closes_child_turn_when_tutor_answers():
+    """Child fragments form one turn that ends when the tutor starts; the tutor turn ends at turn_complete."""
+    clock = iter([1.0, 1.5, 2.0, 2.5, 3.0]).__next__
+    assembler = TranscriptAssembler(clock)
+    assert assembler.feed(InputTranscript("Why is")) == []
+    assert assembler.feed(InputTranscript(" the sky blue?")) == []
+    child = assembler.feed(AudioChunk(b"\0\0"))
+    assert [(t.role, t.text, t.started_at, t.ended_at) for t in child] == [("child", "Why is the sky blue?", 1.0, 1.5)]
+    assert assembler.feed(OutputTranscript("Because of  light.")) == []
+    tutor = assembler.feed(TurnComplete())
+    assert [(t.role, t.text, t.started_at, t.ended_at) for t in tutor] == [("tutor", "Because of light.", 2.0, 3.0)]
+
+
+def test_assembler_keeps_a_child_who_talks_over_the_tutor():
+    """A child turn begun during an interrupted reply outlives that turn_complete and prompts the next reply."""
+    assembler = TranscriptAssembler(iter(range(10)).__next__)
+    assembler.feed(OutputTranscript("Once upon"))
+    assembler.feed(InputTranscript("wait, wait"))
+    assembler.feed(Interrupted())
+    done = assembler.feed(TurnComplete())
+    assert [(t.role, t.text, t.interrupted) for t in done] == [("tutor", "Once upon", True)]
+    later = assembler.feed(OutputTranscript("Yes?"))
+    assert [(t.role, t.text) for t in later] == [("child", "wait, wait")]
+
+
+def test_assembler_records_a_block_even_without_text():
+    """A blocked turn_complete flags the child's turn and records an empty flagged tutor turn."""
+    assembler = TranscriptAssembler(iter(range(10)).__next__)
+    assembler.feed(InputTranscript("something bad"))
+    done = assembler.feed(TurnComplete("PROHIBITED_INPUT_CONTENT", blocked=True))
+    assert [(t.role, t.text, t.flag_reason) for t in done] == [
+        ("child", "something bad", "PROHIBITED_INPUT_CONTENT"), ("tutor", "", "PROHIBITED_INPUT_CONTENT")]
+    assert assembler.flush() == []
