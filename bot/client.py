@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Loaded in this order by setup_hook; a cog that fails to load stops start-up (see setup_hook).
-INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.tutor",)
+INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.tutor", "cogs.moderation")
 
 UNEXPECTED_ERROR = "Something went wrong (reference {reference}). A moderator can find it in the bot's logs."
 
@@ -147,8 +147,22 @@ class TutorBot(commands.Bot):
         log.info("bot.ready", extra={"guild_count": len(self.guilds), "user_id": self.user.id if self.user else None})
 
     async def close(self) -> None:
-        """Release in reverse order: conversations (voice + Live) first, then the gateway. The db is __main__'s."""
+        """Release in reverse order: conversations (voice + Live), then the cogs' tasks, then the gateway.
+
+        The goodbyes still reach Discord because the gateway closes last; the database is `__main__`'s to close.
+        """
         try:
             await self.conversations.stop_all("bot shutting down")
         finally:
-            await super().close()
+            try:
+                await self.unload_extensions()
+            finally:
+                await super().close()
+
+    async def unload_extensions(self) -> None:
+        """Unload in reverse load order so each cog's `cog_unload` cancels the work its `cog_load` started."""
+        for extension in reversed(list(self.extensions)):
+            try:
+                await self.unload_extension(extension)
+            except Exception:
+                log.exception("bot.unload_failed", extra={"extension": extension})

@@ -232,6 +232,8 @@ async def call_command(command: app_commands.Command, cog: Any, interaction: Moc
 async def handle_error(tree: app_commands.CommandTree, interaction: MockInteraction, error: Exception,
                        command: app_commands.Command | None = None) -> Reply:
     """Route an exception through the tree's on_error as discord.py does (non-AppCommandErrors wrapped)."""
+    if command is not None:
+        interaction.command = command
     if not isinstance(error, app_commands.AppCommandError):
         error = app_commands.CommandInvokeError(command or _PLACEHOLDER_COMMAND, error)
     await tree.on_error(interaction, error)
