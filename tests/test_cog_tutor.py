@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime
 from unittest.mock import MagicMock
 
@@ -11,10 +12,11 @@ import pytest
 from bot.errors import DailyLimitReached, VoiceConnectFailed
 from bot.levels import BUILTIN_LEVELS
 from bot.storage.models import CustomLevel, GuildSettings
-from bot.tutor import ConversationResult, StartRequest
+from bot.tutor import ConversationResult, Conversations, StartRequest
 from cogs.tutor import TRANSCRIPT_NOTICE, TutorCog, clock, missing_voice_permissions
 from tests.helpers import (
     FakeConversation,
+    FakeConversations,
     MockBot,
     MockGuild,
     MockInteraction,
@@ -378,3 +380,24 @@ async def test_a_refused_post_does_not_raise(bot, cog, tree) -> None:
 def test_clock(seconds: float, text: str) -> None:
     """Durations read as mm:ss, with hours only when needed."""
     assert clock(seconds) == text
+
+
+# ----- the test doubles themselves ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["get", "start", "stop", "say", "add_observer", "stop_all"])
+def test_fake_conversations_matches_the_real_signatures(method: str) -> None:
+    """The fake registry cannot drift from bot.tutor.Conversations: same parameters, same async-ness."""
+    real, fake = getattr(Conversations, method), getattr(FakeConversations, method)
+    assert list(inspect.signature(fake).parameters) == list(inspect.signature(real).parameters)
+    assert inspect.iscoroutinefunction(fake) == inspect.iscoroutinefunction(real)
+
+
+def test_discord_mocks_refuse_misspelt_attributes() -> None:
+    """spec_set all the way down to response and followup: a typo raises instead of passing silently."""
+    interaction = MockInteraction()
+    for obj, typo in [(interaction, "gild"), (interaction.response, "send_mesage"), (interaction.followup, "sennd"),
+                      (interaction.user, "voice_chanel"), (interaction.guild, "mee"), (MockVoiceChannel(), "sendd")]:
+        with pytest.raises(AttributeError):
+            getattr(obj, typo)
+    assert isinstance(interaction, discord.Interaction) and isinstance(interaction.user, discord.Member)
