@@ -42,6 +42,7 @@ import json
 import math
 import ssl
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -128,6 +129,8 @@ class FakeConnection:
     texts: list[str] = field(default_factory=list)
     client_contents: list[dict] = field(default_factory=list)
     closed: bool = False
+    opened_at: float = field(default_factory=time.monotonic)
+    closed_at: float | None = None  # when the server saw the socket end
     ws: ServerConnection | None = field(default=None, repr=False)
 
     @property
@@ -299,6 +302,7 @@ class FakeLiveServer:
             pass
         finally:
             conn.closed = True
+            conn.closed_at = time.monotonic()
             self._changed.set()
 
     async def _accept_setup(self, conn: FakeConnection) -> bool:
