@@ -1,0 +1,669 @@
+"""The moderation cogs end to end: spec'd Discord mocks, a real SQLite file, the real tree error handler."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from unittest.mock import AsyncMock, MagicMock
+
+import discord
+import pytest
+from discord import app_commands
+
+from bot.client import TutorTree
+from bot.levels import BUILTIN_LEVELS
+from bot.storage import Database, Repository
+from bot.tutor import ConversationResult, StartRequest
+from cogs.moderation import setup
+from cogs.moderation._settings import TutorSettings
+from cogs.moderation._transcripts import Transcripts
+from cogs.moderation._views import CANCELLED, NOT_YOURS, TIMED_OUT, ConfirmView
+from cogs.utils.checks import is_moderator
+from cogs.utils.paginator import Paginator
+from tests.fake_genai_http import CANNED_SUMMARY, FakeGenAIServer
+from tests.helpers import (
+    FakeConversation,
+    MockBot,
+    MockGuild,
+    MockInteraction,
+    MockMember,
+    MockRole,
+    MockTextChannel,
+    MockVoiceChannel,
+    call_command,
+    invoke,
+    make_bot,
+    make_settings,
+    reply_of,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+MISSING_SESSION = "No session with that id in this server."
+
+
+# ----- fixtures and small helpers ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = await Database.open(tmp_path / "tutor.sqlite3")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def genai_server():
+    async with FakeGenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def bot(db, genai_server):
+    mock = MockBot()
+    mock.repository = Repository(db)
+    mock.settings = make_settings(gemini_base_url=genai_server.base_url)
+    return mock
+
+
+@pytest.fixture
+def guild():
+    return MockGuild()
+
+
+@pytest.fixture
+def other_guild():
+    return MockGuild()
+
+
+@pytest.fixture
+def transcripts(bot):
+    return Transcripts(bot)
+
+
+@pytest.fixture
+def settings_cog(bot):
+    return TutorSettings(bot)
+
+
+@pytest.fixture
+def tree() -> TutorTree:
+    """The real tree of a never-connected TutorBot: its on_error turns exceptions into what users read."""
+    return make_bot().tree
+
+
+def moderator(bot, guild, **kwargs) -> MockInteraction:
+    member = MockMember(guild=guild, permissions=discord.Permissions(manage_guild=True), **kwargs)
+    return MockInteraction(user=member, client=bot)
+
+
+def command(cog, path: str) -> app_commands.Command:
+    """`"show"` or `"delete session"` inside the cog's group."""
+    node = cog.__cog_app_commands_group__
+    for part in path.split():
+        node = node.get_command(part)
+    return node
+
+
+def count_rows(db: Database, table: str, guild_id: int) -> int:
+    """Ask the SQLite file itself, not the repository."""
+    with sqlite3.connect(db.path) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table} WHERE guild_id = ?", (guild_id,)).fetchone()[0]
+
+
+async def add_session(repo: Repository, guild_id: int, *, starter_id: int = 9, starter: str = "Ada",
+                      level: str = "space", minutes_ago: float = 60, turns: int = 3, flagged: int = 0,
+                      running: bool = False, speaker_id: int = 9) -> int:
+    start = NOW - timedelta(minutes=minutes_ago)
+    session_id = await repo.start_session(guild_id, 555, starter_id, starter, level, 8, started_at=start)
+    for n in range(turns):
+        at = start + timedelta(seconds=10 * n)
+        child = n % 2 == 0
+        await repo.add_turn(guild_id, session_id, "child" if child else "tutor", f"turn {n} of {session_id}", at,
+                            at + timedelta(seconds=2), speaker_id=speaker_id if child else None,
+                            speaker_name=starter if child else None,
+                            flag_reason="safety: blocked" if n < flagged else None)
+    if not running:
+        await repo.end_session(guild_id, session_id, "stopped", ended_at=start + timedelta(minutes=5))
+    return session_id
+
+
+def sent_kwargs(interaction: MockInteraction) -> dict:
+    sender = interaction.followup.send if interaction.followup.send.called else interaction.response.send_message
+    return sender.call_args.kwargs
+
+
+async def press(view: discord.ui.View, button: discord.ui.Button, interaction: MockInteraction) -> None:
+    """What discord.py does on a click: the view's interaction_check, then the button's callback."""
+    if await view.interaction_check(interaction):
+        await button.callback(interaction)
+
+
+def fake_conversation(guild_id: int, session_id: int, starter_id: int = 9) -> FakeConversation:
+    request = StartRequest(guild_id=guild_id, voice_channel=MockVoiceChannel(), starter_id=starter_id,
+                           starter_name="Ada", level=BUILTIN_LEVELS["space"], age=8)
+    return FakeConversation(request, session_id=session_id)
+
+
+# ----- registration and permissions ---------------------------------------------------------------------
+
+
+async def test_setup_adds_both_cogs(bot):
+    """The extension's setup adds the transcripts and settings cogs."""
+    await setup(bot)
+    added = [call.args[0] for call in bot.add_cog.await_args_list]
+    assert [type(cog) for cog in added] == [Transcripts, TutorSettings]
+
+
+@pytest.mark.parametrize("cog_fixture", ["transcripts", "settings_cog"])
+def test_every_command_is_moderator_only(request, cog_fixture):
+    """Groups are guild-only and Manage-Server by default; every (sub)command runs the moderator check."""
+    cog = request.getfixturevalue(cog_fixture)
+    group = cog.__cog_app_commands_group__
+    assert group.guild_only and group.default_permissions == discord.Permissions(manage_guild=True)
+    commands = [c for c in group.walk_commands() if isinstance(c, app_commands.Command)]
+    assert len(commands) >= 7
+    for cmd in commands:
+        assert is_moderator in cmd.checks, cmd.qualified_name
+        assert cmd.description and len(cmd.description) <= 100
+
+
+def test_command_names():
+    """The published names moderators type."""
+    bot = MockBot()
+    names = {c.qualified_name for cog in (Transcripts(bot), TutorSettings(bot))
+             for c in cog.__cog_app_commands_group__.walk_commands() if isinstance(c, app_commands.Command)}
+    assert names == {
+        "transcripts list", "transcripts show", "transcripts export", "transcripts flagged", "transcripts summarize",
+        "transcripts delete session", "transcripts delete member",
+        "tutor-settings show", "tutor-settings moderator-role", "tutor-settings alerts-channel",
+        "tutor-settings starter-role", "tutor-settings daily-minutes", "tutor-settings max-session-minutes",
+        "tutor-settings retention-days", "tutor-settings add-level", "tutor-settings remove-level"}
+
+
+async def test_non_moderator_is_refused(bot, guild, transcripts, tree):
+    """A member without Manage Server or the moderator role gets the check's sentence, nothing else."""
+    interaction = MockInteraction(user=MockMember(guild=guild), client=bot)
+    reply = await invoke(tree, command(transcripts, "list"), transcripts, interaction)
+    assert reply.ephemeral and "Only this server's moderators" in reply.content
+
+
+async def test_moderator_role_is_allowed(bot, guild, transcripts, tree):
+    """The configured moderator role passes the check without Manage Server."""
+    role = MockRole(guild=guild)
+    await bot.repository.update_settings(guild.id, moderator_role_id=role.id)
+    interaction = MockInteraction(user=MockMember(guild=guild, roles=[role]), client=bot)
+    reply = await invoke(tree, command(transcripts, "list"), transcripts, interaction)
+    assert reply.embed is not None and reply.embed.title == "Tutor sessions"
+
+
+# ----- /transcripts list, show, flagged -----------------------------------------------------------------
+
+
+async def test_list_is_newest_first_with_counts(bot, guild, transcripts):
+    """Listed newest first, with turn and flag counts, for this guild only."""
+    older = await add_session(bot.repository, guild.id, minutes_ago=120, turns=4, flagged=1)
+    newer = await add_session(bot.repository, guild.id, minutes_ago=30, turns=2)
+    await add_session(bot.repository, 999, minutes_ago=10)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "list"), transcripts, interaction)
+    description = reply_of(interaction).embed.description
+    assert description.index(f"#{newer}") < description.index(f"#{older}")
+    assert "4 turns" in description and "1 flagged" in description and "#3 " not in description
+    assert reply_of(interaction).ephemeral
+
+
+async def test_list_paginates_with_buttons(bot, guild, transcripts):
+    """Many sessions give a Paginator view owned by the invoker."""
+    for n in range(12):
+        await add_session(bot.repository, guild.id, minutes_ago=200 - n, turns=0)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "list"), transcripts, interaction)
+    view = sent_kwargs(interaction)["view"]
+    assert isinstance(view, Paginator) and len(view.pages) == 2 and view.owner_id == interaction.user.id
+
+
+async def test_list_filters_by_member_level_and_days(bot, guild, transcripts):
+    """member, level and days narrow the list."""
+    kid = MockMember(guild=guild)
+    mine = await add_session(bot.repository, guild.id, starter_id=kid.id, level="oceans", minutes_ago=60)
+    await add_session(bot.repository, guild.id, level="oceans", minutes_ago=60 * 24 * 5)
+    await add_session(bot.repository, guild.id, level="space", minutes_ago=60)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "list"), transcripts, interaction, member=kid, level="oceans", days=2)
+    description = reply_of(interaction).embed.description
+    assert f"#{mine}" in description and description.count("**#") == 1
+
+
+@pytest.mark.parametrize("days", [0, -3, 366, 10**9])
+async def test_list_refuses_bad_days(bot, guild, transcripts, tree, days):
+    """Days outside 1–365 get a clear ephemeral sentence."""
+    reply = await invoke(tree, command(transcripts, "list"), transcripts, moderator(bot, guild), days=days)
+    assert reply.ephemeral and "between 1 and 365" in reply.content
+
+
+async def test_show_has_summary_then_marked_turns(bot, guild, transcripts):
+    """The transcript shows the summary on top, then speakers, and marks flagged turns."""
+    session_id = await add_session(bot.repository, guild.id, turns=3, flagged=1)
+    await bot.repository.set_summary(guild.id, session_id, "- Talked about Mars.", "ok")
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "show"), transcripts, interaction, session=session_id)
+    description = reply_of(interaction).embed.description
+    assert description.index("Talked about Mars") < description.index(f"turn 0 of {session_id}")
+    assert "**Ada**" in description and "**Tutor**" in description and "flagged: safety: blocked" in description
+
+
+async def test_show_long_transcript_is_paginated_within_limits(bot, guild, transcripts):
+    """A long transcript becomes several pages, each within Discord's embed limits."""
+    session_id = await add_session(bot.repository, guild.id, turns=0)
+    for n in range(60):
+        at = NOW - timedelta(minutes=50) + timedelta(seconds=n)
+        await bot.repository.add_turn(guild.id, session_id, "tutor", "long sentence " * 20, at, at)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "show"), transcripts, interaction, session=session_id)
+    view = sent_kwargs(interaction)["view"]
+    assert len(view.pages) > 1 and all(len(page) <= 6000 and len(page.description) <= 4096 for page in view.pages)
+
+
+async def test_other_guilds_session_looks_missing(bot, guild, other_guild, transcripts, tree, db):
+    """Guild B's session id answers exactly like an id that does not exist."""
+    theirs = await add_session(bot.repository, other_guild.id)
+    for path, extra in (("show", {}), ("export", {"format": "txt"}), ("delete session", {}), ("summarize", {})):
+        for session_id in (theirs, 987654):
+            interaction = moderator(bot, guild)
+            reply = await invoke(tree, command(transcripts, path), transcripts, interaction, session=session_id,
+                                 **extra)
+            assert (reply.content, reply.ephemeral) == (MISSING_SESSION, True), path
+    assert count_rows(db, "sessions", other_guild.id) == 1
+
+
+async def test_autocomplete_offers_only_this_guild(bot, guild, other_guild, transcripts):
+    """Session suggestions never include another guild's sessions."""
+    mine = await add_session(bot.repository, guild.id, starter="Zed")
+    await add_session(bot.repository, other_guild.id, starter="Zed")
+    choices = await transcripts.session_autocomplete(moderator(bot, guild), "Zed")
+    assert [choice.value for choice in choices] == [mine]
+    assert all(len(choice.name) <= 100 for choice in choices)
+
+
+async def test_flagged_lists_only_flagged_turns_of_this_guild(bot, guild, other_guild, transcripts):
+    """Flagged shows this guild's flagged turns with their session ids."""
+    session_id = await add_session(bot.repository, guild.id, turns=3, flagged=1)
+    await add_session(bot.repository, other_guild.id, turns=3, flagged=3)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "flagged"), transcripts, interaction, days=7)
+    description = reply_of(interaction).embed.description
+    assert f"#{session_id}" in description and description.count("Session **#") == 1
+
+
+async def test_flagged_refuses_bad_days(bot, guild, transcripts, tree):
+    """Negative days are refused."""
+    reply = await invoke(tree, command(transcripts, "flagged"), transcripts, moderator(bot, guild), days=-1)
+    assert "between 1 and 365" in reply.content
+
+
+# ----- export -------------------------------------------------------------------------------------------
+
+
+def attached_text(interaction: MockInteraction) -> tuple[str, str]:
+    file: discord.File = sent_kwargs(interaction)["file"]
+    file.fp.seek(0)
+    return file.filename, file.fp.read().decode("utf-8")
+
+
+async def test_export_txt_contains_every_turn(bot, guild, transcripts):
+    """The txt attachment has every turn's text."""
+    session_id = await add_session(bot.repository, guild.id, turns=5)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "export"), transcripts, interaction, session=session_id, format="txt")
+    filename, text = attached_text(interaction)
+    assert filename == f"tutor-session-{session_id}.txt" and reply_of(interaction).ephemeral
+    assert all(f"turn {n} of {session_id}" in text for n in range(5))
+
+
+async def test_export_json_parses(bot, guild, transcripts):
+    """The json attachment parses and holds every turn."""
+    session_id = await add_session(bot.repository, guild.id, turns=4, flagged=1)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "export"), transcripts, interaction, session=session_id, format="json")
+    filename, text = attached_text(interaction)
+    data = json.loads(text)
+    assert filename.endswith(".json") and data["session"]["id"] == session_id
+    assert [t["text"] for t in data["turns"]] == [f"turn {n} of {session_id}" for n in range(4)]
+    assert data["turns"][0]["flag_reason"] == "safety: blocked"
+
+
+# ----- delete -------------------------------------------------------------------------------------------
+
+
+async def test_delete_session_needs_the_invokers_confirmation(bot, guild, transcripts, db):
+    """Someone else pressing Delete is refused privately and nothing is deleted; the invoker's press deletes."""
+    session_id = await add_session(bot.repository, guild.id, turns=3)
+    keep = await add_session(bot.repository, guild.id, turns=2)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "delete session"), transcripts, interaction, session=session_id)
+    view: ConfirmView = sent_kwargs(interaction)["view"]
+    assert "cannot be undone" in reply_of(interaction).content
+
+    intruder = moderator(bot, guild)
+    await press(view, view.confirm, intruder)
+    intruder.response.send_message.assert_awaited_once_with(NOT_YOURS, ephemeral=True)
+    assert count_rows(db, "sessions", guild.id) == 2
+
+    click = MockInteraction(user=interaction.user, client=bot)
+    await press(view, view.confirm, click)
+    expected = f"Deleted session #{session_id} and its 3 turn(s)."
+    assert click.response.edit_message.call_args.kwargs["content"] == expected
+    assert count_rows(db, "sessions", guild.id) == 1 and count_rows(db, "turns", guild.id) == 2
+    assert await bot.repository.get_session(guild.id, keep) is not None
+
+
+async def test_delete_cancel_and_timeout_delete_nothing(bot, guild, transcripts, db):
+    """Cancel, or no answer before the timeout, leaves everything in place."""
+    session_id = await add_session(bot.repository, guild.id)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "delete session"), transcripts, interaction, session=session_id)
+    view: ConfirmView = sent_kwargs(interaction)["view"]
+    click = MockInteraction(user=interaction.user, client=bot)
+    await press(view, view.cancel, click)
+    assert click.response.edit_message.call_args.kwargs["content"] == CANCELLED
+    await press(view, view.confirm, MockInteraction(user=interaction.user, client=bot))  # too late: ignored
+    assert count_rows(db, "sessions", guild.id) == 1
+
+    waiting = ConfirmView(owner_id=1, action=AsyncMock(), timeout=60)
+    waiting.message = MagicMock(edit=AsyncMock())
+    await waiting.on_timeout()
+    waiting.message.edit.assert_awaited_once_with(content=TIMED_OUT, view=None)
+    waiting.action.assert_not_called()
+
+
+async def test_delete_running_session_is_refused(bot, guild, transcripts, tree, db):
+    """A session still running cannot be deleted (its next turn would have nowhere to go)."""
+    session_id = await add_session(bot.repository, guild.id, running=True)
+    bot.conversations.running[guild.id] = fake_conversation(guild.id, session_id)
+    reply = await invoke(tree, command(transcripts, "delete session"), transcripts, moderator(bot, guild),
+                         session=session_id)
+    assert "still running" in reply.content and count_rows(db, "sessions", guild.id) == 1
+
+
+async def test_delete_member_removes_their_sessions_and_words(bot, guild, other_guild, transcripts, db):
+    """Deleting a member removes sessions they started and their turns elsewhere, in this guild only."""
+    kid = MockMember(guild=guild)
+    await add_session(bot.repository, guild.id, starter_id=kid.id, speaker_id=kid.id, turns=3)
+    other = await add_session(bot.repository, guild.id, starter_id=5, speaker_id=kid.id, turns=3)  # kid: turns 0, 2
+    await add_session(bot.repository, other_guild.id, starter_id=kid.id, speaker_id=kid.id, turns=3)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "delete member"), transcripts, interaction, member=kid)
+    view: ConfirmView = sent_kwargs(interaction)["view"]
+    click = MockInteraction(user=interaction.user, client=bot)
+    await press(view, view.confirm, click)
+    assert "Deleted 1 session(s)" in click.response.edit_message.call_args.kwargs["content"]
+    assert "5 turn(s)" in click.response.edit_message.call_args.kwargs["content"]
+    assert count_rows(db, "sessions", guild.id) == 1 and count_rows(db, "turns", guild.id) == 1
+    assert [t.role for t in await bot.repository.get_turns(guild.id, other)] == ["tutor"]
+    assert count_rows(db, "sessions", other_guild.id) == 1 and count_rows(db, "turns", other_guild.id) == 3
+
+
+async def test_delete_member_running_their_conversation_is_refused(bot, guild, transcripts, tree):
+    """The starter of the running conversation cannot be erased mid-session."""
+    kid = MockMember(guild=guild)
+    session_id = await add_session(bot.repository, guild.id, starter_id=kid.id, running=True)
+    bot.conversations.running[guild.id] = fake_conversation(guild.id, session_id, starter_id=kid.id)
+    reply = await invoke(tree, command(transcripts, "delete member"), transcripts, moderator(bot, guild), member=kid)
+    assert "still running" in reply.content
+
+
+# ----- summarize ----------------------------------------------------------------------------------------
+
+
+async def test_summarize_ok_and_retry_after_failure(bot, guild, transcripts, genai_server):
+    """A failed summary says so (status unavailable); retrying when the model is back stores and shows it."""
+    session_id = await add_session(bot.repository, guild.id)
+    genai_server.mode = "error"
+    failed = moderator(bot, guild)
+    await call_command(command(transcripts, "summarize"), transcripts, failed, session=session_id)
+    assert "couldn't make a summary" in reply_of(failed).content
+    assert (await bot.repository.get_session(guild.id, session_id)).summary_status == "unavailable"
+
+    genai_server.mode = "ok"
+    retried = moderator(bot, guild)
+    await call_command(command(transcripts, "summarize"), transcripts, retried, session=session_id)
+    retried.response.defer.assert_awaited_once_with(ephemeral=True, thinking=True)
+    assert reply_of(retried).embed.description.startswith("\\- Counted to twenty")
+    assert (await bot.repository.get_session(guild.id, session_id)).summary == CANNED_SUMMARY
+
+
+async def test_summarize_running_session_is_refused(bot, guild, transcripts, tree, genai_server):
+    """No summary of a conversation that is still going."""
+    session_id = await add_session(bot.repository, guild.id, running=True)
+    reply = await invoke(tree, command(transcripts, "summarize"), transcripts, moderator(bot, guild),
+                         session=session_id)
+    assert "still running" in reply.content and genai_server.requests == []
+
+
+# ----- alerts -------------------------------------------------------------------------------------------
+
+
+def alerts_channel(bot, guild) -> MockTextChannel:
+    channel = MockTextChannel(guild=guild)
+    bot.get_channel.side_effect = lambda channel_id: channel if channel_id == channel.id else None
+    return channel
+
+
+async def test_flagged_turn_alert_goes_to_the_alerts_channel(bot, guild, transcripts):
+    """With an alerts channel set, a flagged turn posts excerpt, speaker, level, session and the command."""
+    channel = alerts_channel(bot, guild)
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    session_id = await add_session(bot.repository, guild.id, turns=1, flagged=1, running=True)
+    [turn] = await bot.repository.get_turns(guild.id, session_id)
+    await transcripts.alerts.on_turn_flagged(fake_conversation(guild.id, session_id), turn)
+    embed = channel.send.call_args.kwargs["embed"]
+    fields = {field.name: field.value for field in embed.fields}
+    assert turn.text in embed.description and fields["Speaker"] == "Ada"
+    assert fields["Level"] == "Space and the planets" and fields["Session"] == f"#{session_id}"
+    assert fields["View it"] == f"`/transcripts show session:{session_id}`"
+
+
+async def test_no_alert_without_channel_or_for_foreign_channel(bot, guild, other_guild, transcripts):
+    """Nothing is posted when no channel is set, or when the id points at another guild's channel."""
+    foreign = alerts_channel(bot, other_guild)
+    session_id = await add_session(bot.repository, guild.id, turns=1, flagged=1, running=True)
+    [turn] = await bot.repository.get_turns(guild.id, session_id)
+    conversation = fake_conversation(guild.id, session_id)
+    await transcripts.alerts.on_turn_flagged(conversation, turn)
+    await bot.repository.update_settings(guild.id, alerts_channel_id=foreign.id)
+    await transcripts.alerts.on_failed(conversation, "Live went away")
+    foreign.send.assert_not_called()
+
+
+async def test_failed_conversation_alert(bot, guild, transcripts):
+    """on_failed posts the reason and how to view the transcript."""
+    channel = alerts_channel(bot, guild)
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    await transcripts.alerts.on_failed(fake_conversation(guild.id, 77), "The Live connection failed")
+    embed = channel.send.call_args.kwargs["embed"]
+    assert "Live connection failed" in embed.description and "/transcripts show session:77" in embed.fields[-1].value
+
+
+async def test_ended_conversation_is_summarised_and_posted(bot, guild, transcripts):
+    """on_ended returns at once; the summary is stored and posted in the background."""
+    channel = alerts_channel(bot, guild)
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    session_id = await add_session(bot.repository, guild.id)
+    result = ConversationResult(guild.id, session_id, 555, 300.0, 3, "stopped with /tutor stop")
+    await transcripts.alerts.on_ended(fake_conversation(guild.id, session_id), result)
+    await transcripts.alerts.wait_idle()
+    assert (await bot.repository.get_session(guild.id, session_id)).summary == CANNED_SUMMARY
+    embed = channel.send.call_args.kwargs["embed"]
+    assert "Counted to twenty" in embed.description and f"#{session_id}" in embed.title
+
+
+async def test_summary_made_even_without_alerts_channel(bot, guild, transcripts):
+    """No channel: the summary is still stored, nothing is posted."""
+    session_id = await add_session(bot.repository, guild.id)
+    result = ConversationResult(guild.id, session_id, 555, 300.0, 3, "stopped")
+    await transcripts.alerts.on_ended(fake_conversation(guild.id, session_id), result)
+    await transcripts.alerts.wait_idle()
+    assert (await bot.repository.get_session(guild.id, session_id)).summary_status == "ok"
+    bot.get_channel.assert_not_called()
+
+
+async def test_failed_summary_alert_points_to_retry(bot, guild, transcripts, genai_server):
+    """When the model fails, the alert says how to retry and the status is unavailable."""
+    genai_server.mode = "error"
+    channel = alerts_channel(bot, guild)
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    session_id = await add_session(bot.repository, guild.id)
+    result = ConversationResult(guild.id, session_id, 555, 300.0, 3, "stopped")
+    await transcripts.alerts.on_ended(fake_conversation(guild.id, session_id), result)
+    await transcripts.alerts.wait_idle()
+    assert f"/transcripts summarize session:{session_id}" in channel.send.call_args.kwargs["embed"].description
+
+
+async def test_send_failure_is_swallowed(bot, guild, transcripts):
+    """Discord refusing the post is logged, never raised into the conversation."""
+    channel = alerts_channel(bot, guild)
+    channel.send.side_effect = discord.Forbidden(MagicMock(status=403), "no")
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    assert await transcripts.alerts.post(guild.id, discord.Embed(title="x")) is False
+
+
+# ----- lifecycle ----------------------------------------------------------------------------------------
+
+
+async def test_cog_load_registers_alerts_and_runs_retention(bot, guild, transcripts, db):
+    """cog_load adds the observer and starts retention (a first pass purges at once); cog_unload stops both."""
+    old = await add_session(bot.repository, guild.id, minutes_ago=60 * 24 * 40)
+    await transcripts.cog_load()
+    assert bot.conversations.observers == [transcripts.alerts] and transcripts.retention.running
+    for _ in range(100):
+        if transcripts.retention.passes:
+            break
+        await asyncio.sleep(0.02)
+    assert await bot.repository.get_session(guild.id, old) is None
+    await transcripts.cog_unload()
+    assert not transcripts.retention.running
+    channel = alerts_channel(bot, guild)
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    await transcripts.alerts.on_failed(fake_conversation(guild.id, 1), "late event")
+    channel.send.assert_not_called()
+
+
+# ----- paginator ----------------------------------------------------------------------------------------
+
+
+async def test_paginator_only_invoker_pages_and_timeout_disables():
+    """The owner moves between pages; others are refused; timing out disables every button."""
+    pages = [discord.Embed(title=f"p{n}") for n in range(3)]
+    view = Paginator(pages, owner_id=1)
+    owner = MockInteraction(user=MockMember(id=1))
+    await press(view, view.next_page, owner)
+    assert owner.response.edit_message.call_args.kwargs["embed"].title == "p1" and view.counter.label == "2/3"
+    stranger = MockInteraction(user=MockMember(id=2))
+    await press(view, view.last_page, stranger)
+    stranger.response.send_message.assert_awaited_once()
+    assert view.index == 1
+    last = MockInteraction(user=MockMember(id=1))
+    await press(view, view.last_page, last)
+    assert view.index == 2 and view.next_page.disabled and not view.previous_page.disabled
+    view.message = MagicMock(edit=AsyncMock())
+    await view.on_timeout()
+    assert all(item.disabled for item in view.children)
+    view.message.edit.assert_awaited_once_with(view=view)
+
+
+async def test_single_page_is_sent_without_buttons():
+    """One page: no view at all."""
+    interaction = MockInteraction()
+    await Paginator([discord.Embed(title="only")], owner_id=interaction.user.id).send(interaction)
+    assert interaction.response.send_message.call_args.kwargs["view"] is discord.utils.MISSING
+
+
+# ----- /tutor-settings ----------------------------------------------------------------------------------
+
+
+async def test_settings_show(bot, guild, settings_cog):
+    """Show lists every setting, including defaults and custom levels."""
+    await bot.repository.add_custom_level(guild.id, "volcanoes", "Lava, magma and eruptions.", 1)
+    interaction = moderator(bot, guild)
+    await call_command(command(settings_cog, "show"), settings_cog, interaction)
+    fields = {field.name: field.value for field in reply_of(interaction).embed.fields}
+    assert fields["Daily minutes"] == "60" and fields["Transcripts kept"] == "30 days"
+    assert fields["Custom levels"] == "volcanoes" and fields["Alerts channel"].startswith("not set")
+
+
+@pytest.mark.parametrize(("path", "option", "value", "field"), [
+    ("daily-minutes", "minutes", 90, "daily_minutes"),
+    ("max-session-minutes", "minutes", 45, "max_session_minutes"),
+    ("retention-days", "days", 7, "retention_days"),
+])
+async def test_numeric_settings_are_stored(bot, guild, settings_cog, path, option, value, field):
+    """A value in range is saved and confirmed."""
+    interaction = moderator(bot, guild)
+    await call_command(command(settings_cog, path), settings_cog, interaction, **{option: value})
+    assert getattr(await bot.repository.get_settings(guild.id), field) == value
+    assert str(value) in reply_of(interaction).content and reply_of(interaction).ephemeral
+
+
+@pytest.mark.parametrize(("path", "option", "value"), [
+    ("daily-minutes", "minutes", 0), ("daily-minutes", "minutes", 1441),
+    ("max-session-minutes", "minutes", 241), ("retention-days", "days", 0), ("retention-days", "days", 366),
+    ("retention-days", "days", -5),
+])
+async def test_out_of_range_settings_change_nothing(bot, guild, settings_cog, tree, path, option, value):
+    """Out-of-range values get a sentence naming the range; the stored settings stay as they were."""
+    before = await bot.repository.get_settings(guild.id)
+    reply = await invoke(tree, command(settings_cog, path), settings_cog, moderator(bot, guild), **{option: value})
+    assert reply.ephemeral and "must be between" in reply.content and "Nothing was changed" in reply.content
+    assert await bot.repository.get_settings(guild.id) == before
+
+
+async def test_roles_set_and_clear(bot, guild, settings_cog):
+    """Role settings store the id; calling without a role clears it."""
+    role = MockRole(guild=guild)
+    for path, field in (("moderator-role", "moderator_role_id"), ("starter-role", "starter_role_id")):
+        await call_command(command(settings_cog, path), settings_cog, moderator(bot, guild), role=role)
+        assert getattr(await bot.repository.get_settings(guild.id), field) == role.id
+        await call_command(command(settings_cog, path), settings_cog, moderator(bot, guild))
+        assert getattr(await bot.repository.get_settings(guild.id), field) is None
+
+
+async def test_alerts_channel_set_clear_and_refused_without_permissions(bot, guild, settings_cog, tree):
+    """A channel the bot can post in is saved; one it cannot is refused; no argument turns alerts off."""
+    good = MockTextChannel(guild=guild)
+    good.permissions_for.return_value = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
+    await call_command(command(settings_cog, "alerts-channel"), settings_cog, moderator(bot, guild), channel=good)
+    assert (await bot.repository.get_settings(guild.id)).alerts_channel_id == good.id
+
+    mute = MockTextChannel(guild=guild)
+    mute.permissions_for.return_value = discord.Permissions(view_channel=True)
+    reply = await invoke(tree, command(settings_cog, "alerts-channel"), settings_cog, moderator(bot, guild),
+                         channel=mute)
+    assert "send messages, embed links" in reply.content
+    assert (await bot.repository.get_settings(guild.id)).alerts_channel_id == good.id
+
+    await call_command(command(settings_cog, "alerts-channel"), settings_cog, moderator(bot, guild))
+    assert (await bot.repository.get_settings(guild.id)).alerts_channel_id is None
+
+
+async def test_add_and_remove_level(bot, guild, other_guild, settings_cog, tree):
+    """Add stores a slugged custom level; duplicates, built-ins and bad text are refused; remove deletes it."""
+    add, remove = command(settings_cog, "add-level"), command(settings_cog, "remove-level")
+    await call_command(add, settings_cog, moderator(bot, guild), name="Volcano Fun",
+                       description="Lava, magma, eruptions and famous volcanoes.")
+    assert [lvl.name for lvl in await bot.repository.list_custom_levels(guild.id)] == ["volcano-fun"]
+    for name, description, expected in (("volcano fun", "Another description here.", "already has"),
+                                        ("space", "A duplicate of a built-in.", "built-in"),
+                                        ("bad!name", "Fine description text.", "letters, digits"),
+                                        ("short", "tiny", "characters long")):
+        reply = await invoke(tree, add, settings_cog, moderator(bot, guild), name=name, description=description)
+        assert expected in reply.content, name
+    choices = await settings_cog.custom_level_autocomplete(moderator(bot, other_guild), "")
+    assert choices == []
+    await call_command(remove, settings_cog, moderator(bot, guild), name="Volcano Fun")
+    assert await bot.repository.list_custom_levels(guild.id) == []
+    reply = await invoke(tree, remove, settings_cog, moderator(bot, guild), name="volcano-fun")
+    assert "no custom level" in reply.content
