@@ -409,3 +409,20 @@ def test_assembler_records_a_block_even_without_text():
     assert [(t.role, t.text, t.flag_reason) for t in done] == [
         ("child", "something bad", "PROHIBITED_INPUT_CONTENT"), ("tutor", "", "PROHIBITED_INPUT_CONTENT")]
     assert assembler.flush() == []
+
+
+async def test_close_keeps_the_turn_in_progress_for_storage(server, settings):
+    """Closing mid-turn flushes the partial turns, which drain_pending_turns hands back after close."""
+    session = LiveSession(settings, system_instruction="x", connect_options=FAST)
+    await session.start()
+    server.interrupt_next()
+    session.send_text("count to ten")
+    await server.wait_for(lambda: server.replies_sent == 1)
+    await asyncio.sleep(0.05)
+    await server.send_raw({"serverContent": {"inputTranscription": {"text": "and then?"}}})
+    await asyncio.sleep(0.1)
+    await session.close()
+    turns = session.drain_pending_turns()
+    assert [(t.role, t.interrupted) for t in turns] == [("tutor", True), ("child", False)]
+    assert turns[-1].text == "and then?"
+    assert [e async for e in session.events()] == []

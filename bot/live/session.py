@@ -49,6 +49,7 @@ from bot.live.events import (
     Reconnected,
     Reconnecting,
     TurnComplete,
+    TurnTranscribed,
     Usage,
 )
 from bot.live.transcript import TranscriptAssembler
@@ -320,6 +321,17 @@ class LiveSession:
             yield event
             if isinstance(event, Failed):
                 return
+
+    def drain_pending_turns(self) -> list[TurnTranscribed]:
+        """Completed turns still waiting in the event queue (after `close()`, when no one consumes it)."""
+        turns = []
+        while not self._events.empty():
+            event = self._events.get_nowait()
+            if isinstance(event, TurnTranscribed):
+                turns.append(event)
+        if self._closed:
+            self._events.put_nowait(None)  # keep `events()` ending for anyone still iterating
+        return turns
 
     @property
     def stats(self) -> LiveStats:
