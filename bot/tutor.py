@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SAY_LIMIT = 500
 HISTORY_TURNS = 20
 WATCHDOG_INTERVAL_S = 1.0
+CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 GOODBYE_TIMEOUT_S = 10.0
 SAFETY_REDIRECT = (
@@ -236,24 +237,36 @@ class Conversation:
         self._mixer.push(user_id, pcm16k, at)
 
     async def _pump_input(self) -> None:
-        """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal."""
-        assert self.live is not None
+        """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal.
+
+        When the mixer has fallen behind (a held frame, a stalled loop) it is drained at once, so
+        waiting for jitter never turns into lasting delay.
+        """
         period = FRAME_MS / 1000
         next_tick = time.monotonic()
         while True:
             now = time.monotonic()
-            out = self._mixer.pull(now)
-            if isinstance(out, bytes | bytearray):
-                self.live.send_audio(bytes(out))
-                if self._counters.last_kid_audio_at is not None:
-                    self._counters.input_latency_ms.append((time.monotonic() - self._counters.last_kid_audio_at) * 1000)
-                    self._counters.last_kid_audio_at = None
-            elif isinstance(out, StreamEnd):
-                self.live.end_audio_stream()
+            self._send_mixed(self._mixer.pull(now))
+            while self._mixer.queued_ms > CATCH_UP_MS and self._send_mixed(self._mixer.pull(now)):
+                pass
             next_tick += period
             if next_tick < now - 0.1:  # the loop was stalled: resynchronise instead of bursting
                 next_tick = now + period
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+
+    def _send_mixed(self, out: bytes | StreamEnd | None) -> bool:
+        """Hand one mixer output to Live; False when there was nothing to send."""
+        assert self.live is not None
+        if isinstance(out, StreamEnd):
+            self.live.end_audio_stream()
+            return True
+        if not out:
+            return False
+        self.live.send_audio(out)
+        if self._counters.last_kid_audio_at is not None:
+            self._counters.input_latency_ms.append((time.monotonic() - self._counters.last_kid_audio_at) * 1000)
+            self._counters.last_kid_audio_at = None
+        return True
 
     async def say(self, author_name: str, text: str) -> None:
         """Typed input from `/tutor say`, stored as the child's turn and sent to the tutor."""
