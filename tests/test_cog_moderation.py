@@ -12,7 +12,7 @@ import discord
 import pytest
 from discord import app_commands
 
-from bot.client import TutorTree
+from bot.client import TutorBot, TutorTree
 from bot.levels import BUILTIN_LEVELS
 from bot.storage import Database, Repository
 from bot.tutor import ConversationResult, StartRequest
@@ -25,6 +25,7 @@ from cogs.utils.paginator import Paginator
 from tests.fake_genai_http import CANNED_SUMMARY, FakeGenAIServer
 from tests.helpers import (
     FakeConversation,
+    FakeConversations,
     MockBot,
     MockGuild,
     MockInteraction,
@@ -158,6 +159,17 @@ async def test_setup_adds_both_cogs(bot):
     assert [type(cog) for cog in added] == [Transcripts, TutorSettings]
 
 
+async def test_extension_loads_into_a_real_bot_and_unloads_cleanly(db):
+    """`cogs.moderation` loads into a real TutorBot (both groups on the tree), starts retention, unloads cleanly."""
+    real = TutorBot(settings=make_settings(), db=db, conversations=lambda bot: FakeConversations())
+    await real.load_extension("cogs.moderation")
+    assert {c.name for c in real.tree.get_commands()} >= {"transcripts", "tutor-settings"}
+    cog = real.get_cog("Transcripts")
+    assert cog.retention.running and real.conversations.observers == [cog.alerts]
+    await real.unload_extension("cogs.moderation")
+    assert not cog.retention.running and real.tree.get_command("transcripts") is None
+
+
 @pytest.mark.parametrize("cog_fixture", ["transcripts", "settings_cog"])
 def test_every_command_is_moderator_only(request, cog_fixture):
     """Groups are guild-only and Manage-Server by default; every (sub)command runs the moderator check."""
@@ -287,6 +299,12 @@ async def test_autocomplete_offers_only_this_guild(bot, guild, other_guild, tran
     choices = await transcripts.session_autocomplete(moderator(bot, guild), "Zed")
     assert [choice.value for choice in choices] == [mine]
     assert all(len(choice.name) <= 100 for choice in choices)
+
+
+async def test_autocomplete_offers_nothing_to_non_moderators(bot, guild, transcripts):
+    """Autocomplete skips command checks, so it applies the moderator check itself."""
+    await add_session(bot.repository, guild.id, starter="Zed")
+    assert await transcripts.session_autocomplete(MockInteraction(user=MockMember(guild=guild), client=bot), "") == []
 
 
 async def test_flagged_lists_only_flagged_turns_of_this_guild(bot, guild, other_guild, transcripts):

@@ -23,7 +23,7 @@ from bot.storage.models import SessionRow
 from bot.summary import SessionSummarizer
 from cogs.moderation._alerts import ModerationAlerts
 from cogs.moderation._views import ConfirmView
-from cogs.utils.checks import MODERATOR_PERMISSIONS, moderator_only
+from cogs.utils.checks import MODERATOR_PERMISSIONS, is_moderator, moderator_only
 from cogs.utils.formatting import (
     clean,
     flagged_pages,
@@ -63,6 +63,14 @@ def check_days(days: int | None) -> int | None:
 
 def since(days: int | None) -> datetime | None:
     return None if days is None else datetime.now(UTC) - timedelta(days=days)
+
+
+async def may_autocomplete(interaction: discord.Interaction) -> bool:
+    """Autocomplete runs without the command's checks, so suggestions (starter names) are gated here."""
+    try:
+        return await is_moderator(interaction)
+    except app_commands.CheckFailure:
+        return False
 
 
 def session_choice(session: SessionRow) -> app_commands.Choice[int]:
@@ -111,8 +119,8 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
 
     async def session_autocomplete(self, interaction: discord.Interaction,
                                    current: str) -> list[app_commands.Choice[int]]:
-        """This guild's sessions only, newest first, matching id, starter or level."""
-        if interaction.guild_id is None:
+        """This guild's sessions only, newest first, matching id, starter or level; nothing for non-moderators."""
+        if not await may_autocomplete(interaction):
             return []
         sessions = await self.bot.repository.search_sessions(interaction.guild_id, current[:50], limit=25)
         return [session_choice(session) for session in sessions]
