@@ -86,7 +86,7 @@ async def test_tampered_frame_is_concealed_and_reader_survives(harness):
     assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 11)
 
     got = recorder.of(SPEAKER_SSRC)
-    assert [f.sequence - 100 for f in got] == list(range(11))
+    assert [f.sequence - 100 for f in got] == list(range(len(got)))
     assert got[5].opus is None and len(got[5].pcm) == 3840
     assert got[4].pcm == reference_decode(opus[:5])[4]
     stats = harness.vc.receive_stats
@@ -127,7 +127,8 @@ async def test_padded_payload_decrypts(harness):
     harness.vc.listen(recorder.sink())
     await harness.send_paced(harness.speaker.frame(f, padding=1 + i) for i, f in enumerate(opus))
     assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 7)
-    assert [f.pcm for f in recorder.of(SPEAKER_SSRC)] == reference_decode(opus)[:7]
+    got = recorder.of(SPEAKER_SSRC)
+    assert [f.pcm for f in got] == reference_decode(opus)[: len(got)]
     assert harness.vc.receive_stats.decrypted == 8
 
 
@@ -169,7 +170,8 @@ async def test_downgraded_call_passes_plain_opus(harness):
     harness.vc.listen(recorder.sink())
     await harness.send_paced(harness.speaker.frame(f) for f in opus)
     assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 4)
-    assert [f.pcm for f in recorder.of(SPEAKER_SSRC)] == reference_decode(opus)[:4]
+    got = recorder.of(SPEAKER_SSRC)
+    assert [f.pcm for f in got] == reference_decode(opus)[: len(got)]
     assert harness.vc.receive_stats.passed_plain == 5
 
 

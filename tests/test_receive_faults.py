@@ -91,9 +91,10 @@ async def test_ten_thousand_malformed_packets_leave_good_audio_intact(harness):
         ), f"receive stalled after {sent} datagrams: {stats.snapshot()}"
 
     assert vc.listener_alive()
-    good = recorder.of(SPEAKER_SSRC)
-    assert [f.sequence - 100 for f in good] == list(range(ROUNDS - 1))
-    assert [f.pcm for f in good] == reference_decode(good_opus)[: ROUNDS - 1]
+    good = recorder.of(SPEAKER_SSRC)  # the last frame usually waits in the jitter buffer for a successor
+    assert len(good) in (ROUNDS - 1, ROUNDS)
+    assert [f.sequence - 100 for f in good] == list(range(len(good)))
+    assert [f.pcm for f in good] == reference_decode(good_opus)[: len(good)]
 
     halves = ROUNDS // 2
     assert stats.packets_received == sent == ROUNDS * len(ROUND_SLOTS)
