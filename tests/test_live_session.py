@@ -426,3 +426,24 @@ async def test_close_keeps_the_turn_in_progress_for_storage(server, settings):
     assert [(t.role, t.interrupted) for t in turns] == [("tutor", True), ("child", False)]
     assert turns[-1].text == "and then?"
     assert [e async for e in session.events()] == []
+
+
+async def test_refused_handle_falls_back_to_a_fresh_reseeded_session(server, live):
+    """If the server no longer knows the handle (expired), reconnect fresh and re-seed instead of failing."""
+    session, events = await live()
+    session.send_text("what is a comet?")
+    await events.wait(TurnTranscribed)
+    await server.wait_for(lambda: bool(server.sessions[0].handles))
+    await asyncio.sleep(0.05)
+    server.sessions[0].handles.clear()
+    await server.drop()
+    reconnected = (await events.wait(Reconnected))[0]
+    assert not reconnected.resumed and not events.of(Failed)
+    refused, fresh = server.connections[1], server.connections[2]
+    assert refused.handle_used is None and refused.session is None  # closed with 1008 at setup
+    assert fresh.session is not server.sessions[0]
+    await server.wait_for(lambda: len(fresh.session.history) >= 1)
+    assert ("model", server.reply_text) in [(t["role"], t["parts"][0]["text"]) for t in fresh.session.history]
+    session.send_text("and a meteor?")
+    await events.wait(TurnComplete, 2)
+    assert fresh.texts == ["and a meteor?"]
