@@ -478,6 +478,7 @@ async def test_flagged_turn_alert_goes_to_the_alerts_channel(bot, guild, transcr
     session_id = await add_session(bot.repository, guild.id, turns=1, flagged=1, running=True)
     [turn] = await bot.repository.get_turns(guild.id, session_id)
     await transcripts.alerts.on_turn_flagged(fake_conversation(guild.id, session_id), turn)
+    await transcripts.alerts.wait_idle()
     embed = channel.send.call_args.kwargs["embed"]
     fields = {field.name: field.value for field in embed.fields}
     assert turn.text in embed.description and fields["Speaker"] == "Ada"
@@ -492,8 +493,10 @@ async def test_no_alert_without_channel_or_for_foreign_channel(bot, guild, other
     [turn] = await bot.repository.get_turns(guild.id, session_id)
     conversation = fake_conversation(guild.id, session_id)
     await transcripts.alerts.on_turn_flagged(conversation, turn)
+    await transcripts.alerts.wait_idle()
     await bot.repository.update_settings(guild.id, alerts_channel_id=foreign.id)
     await transcripts.alerts.on_failed(conversation, "Live went away")
+    await transcripts.alerts.wait_idle()
     foreign.send.assert_not_called()
 
 
@@ -502,6 +505,7 @@ async def test_failed_conversation_alert(bot, guild, transcripts):
     channel = alerts_channel(bot, guild)
     await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
     await transcripts.alerts.on_failed(fake_conversation(guild.id, 77), "The Live connection failed")
+    await transcripts.alerts.wait_idle()
     embed = channel.send.call_args.kwargs["embed"]
     assert "Live connection failed" in embed.description and "/transcripts show session:77" in embed.fields[-1].value
 
@@ -541,6 +545,24 @@ async def test_failed_summary_alert_points_to_retry(bot, guild, transcripts, gen
     assert f"/transcripts summarize session:{session_id}" in channel.send.call_args.kwargs["embed"].description
 
 
+async def test_flagged_hook_returns_before_discord_answers(bot, guild, transcripts):
+    """The hook only schedules the post: a Discord call that hangs never blocks the conversation."""
+    channel = alerts_channel(bot, guild)
+    never = asyncio.Event()
+
+    async def hang(**kwargs):
+        await never.wait()
+
+    channel.send.side_effect = hang
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    session_id = await add_session(bot.repository, guild.id, turns=1, flagged=1, running=True)
+    [turn] = await bot.repository.get_turns(guild.id, session_id)
+    await asyncio.wait_for(transcripts.alerts.on_turn_flagged(fake_conversation(guild.id, session_id), turn), 1)
+    await asyncio.sleep(0.05)
+    channel.send.assert_awaited_once()  # the post did start, in the background
+    await transcripts.alerts.aclose()  # and closing cancels it
+
+
 async def test_send_failure_is_swallowed(bot, guild, transcripts):
     """Discord refusing the post is logged, never raised into the conversation."""
     channel = alerts_channel(bot, guild)
@@ -567,6 +589,7 @@ async def test_cog_load_registers_alerts_and_runs_retention(bot, guild, transcri
     channel = alerts_channel(bot, guild)
     await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
     await transcripts.alerts.on_failed(fake_conversation(guild.id, 1), "late event")
+    await transcripts.alerts.wait_idle()
     channel.send.assert_not_called()
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -97,31 +98,40 @@ class ModerationAlerts:
         return channel
 
     async def post(self, guild_id: int, embed: discord.Embed) -> bool:
-        """Send to the alerts channel; False (and a log line) when unset or Discord refuses."""
-        channel = await self.alerts_channel(guild_id)
-        if channel is None:
-            return False
+        """Send to the alerts channel; False (and a log line) when unset or Discord refuses. Never raises."""
         try:
+            channel = await self.alerts_channel(guild_id)
+            if channel is None:
+                return False
             await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
         except discord.HTTPException as exc:
             log.warning("alerts.send_failed", extra={"guild_id": guild_id, "status": exc.status})
             return False
+        except Exception:
+            log.exception("alerts.post_failed", extra={"guild_id": guild_id})
+            return False
         return True
 
+    # The hooks run inside the conversation's own tasks (the flagged hook sits in the turn-writing path), so
+    # each one only schedules its work: a slow or rate-limited Discord must never stall the audio loop.
+
     async def on_turn_flagged(self, conversation: Conversation, turn: TurnRow) -> None:
-        if not self._closed:
-            await self.post(conversation.guild_id, flagged_embed(conversation, turn))
+        self._spawn(self.post(conversation.guild_id, flagged_embed(conversation, turn)), f"alert:{turn.id}")
 
     async def on_failed(self, conversation: Conversation, reason: str) -> None:
-        if not self._closed:
-            await self.post(conversation.guild_id, failed_embed(conversation, reason))
+        self._spawn(self.post(conversation.guild_id, failed_embed(conversation, reason)),
+                    f"alert-failed:{conversation.session_id}")
 
     async def on_ended(self, conversation: Conversation, result: ConversationResult) -> None:
         """Summarise in the background so `/tutor stop` answers at once."""
+        self._spawn(self._summarize_and_post(conversation, result), f"summary:{result.session_id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        """Run `work` as a task this object owns (kept until done, cancelled by `aclose`)."""
         if self._closed:
+            work.close()
             return
-        task = asyncio.create_task(self._summarize_and_post(conversation, result),
-                                   name=f"summary:{result.session_id}")
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
