@@ -447,3 +447,15 @@ async def test_refused_handle_falls_back_to_a_fresh_reseeded_session(server, liv
     session.send_text("and a meteor?")
     await events.wait(TurnComplete, 2)
     assert fresh.texts == ["and a meteor?"]
+
+
+async def test_a_close_reason_echoing_the_key_is_scrubbed(server, settings, caplog):
+    """Even when the server's close reason contains the API key, Failed.reason and our logs do not."""
+    caplog.set_level(logging.DEBUG, logger="bot")
+    server.setup_failure = (1008, f"Request for key={server.api_key} is malformed.")
+    session = LiveSession(settings, system_instruction="x", connect_options=FAST)
+    with pytest.raises(LiveConnectFailed) as caught:
+        await session.start()
+    assert "***" in caught.value.failure.reason and caught.value.failure.permanent
+    assert server.api_key not in caught.value.failure.reason and server.api_key not in caplog.text
+    await session.close()

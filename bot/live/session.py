@@ -450,11 +450,11 @@ class LiveSession:
         send = self._spawn(self._send_loop(conn), "send")
         recv = self._spawn(self._receive_loop(conn), "recv")
         restart = self._spawn(self._restart.wait(), "restart")
-        await asyncio.wait({send, recv, restart}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({send, recv, restart}, return_when=asyncio.FIRST_COMPLETED)
         await self._cancel({send, restart})
-        if restart.done() and not restart.cancelled() and not recv.done():
+        if restart in done and not recv.done():
             return await self._handle_go_away(conn, recv)
-        if send.done() and not recv.done():  # the receiver usually has the close code: give it a moment
+        if send in done and not recv.done():  # the receiver usually has the close code: give it a moment
             await asyncio.wait({recv}, timeout=0.5)
         await self._cancel({recv})
         error = next((t.exception() for t in (recv, send) if t.done() and not t.cancelled() and t.exception()), None)
