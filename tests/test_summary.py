@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from google import genai
+from google.genai import types
 
 from bot.config import Settings
 from bot.storage import Database, Repository
@@ -167,3 +169,17 @@ def test_anonymised_lines_name_children_in_order():
     lines = anonymised_lines([turn("child", 7, "Zoe"), turn("tutor", None, None), turn("child", 9, "Max"),
                               turn("child", 7, "Zoe")])
     assert [line.split(":")[0] for line in lines] == ["Child 1", "Tutor", "Child 2", "Child 1"]
+
+
+async def test_sdk_httpx_transport_also_honours_http_base_url(server):
+    """Without aiohttp the SDK falls back to httpx(2); that client reaches a plain-http base URL too."""
+    import httpx2
+
+    options = types.HttpOptions(base_url=server.base_url, api_version="v1beta",
+                                async_client_args={"transport": httpx2.AsyncHTTPTransport()})  # forces httpx
+    client = genai.Client(api_key="gemini-key-for-tests", http_options=options)
+    try:
+        response = await client.aio.models.generate_content(model="m", contents="hi")
+    finally:
+        await client.aio.aclose()
+    assert response.text == CANNED_SUMMARY and server.requests[0].model == "m"
