@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 SAY_LIMIT = 500
 HISTORY_TURNS = 20
 WATCHDOG_INTERVAL_S = 1.0
+DEAF_RECONNECT_S = 5.0  # every DAVE decrypt failing this long → join the voice channel again
+MAX_VOICE_RECONNECTS = 3
 CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 GOODBYE_TIMEOUT_S = 10.0
@@ -130,7 +132,8 @@ class Conversation:
     """One guild's running tutor: owns the voice client, the Live session and their tasks."""
 
     def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
-                 observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int) -> None:
+                 observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int,
+                 on_closed: Callable[[Conversation], None] = lambda _: None) -> None:
         self.request = request
         self.guild_id = request.guild_id
         self.session_id = session_id
@@ -144,6 +147,7 @@ class Conversation:
         self._settings = settings
         self._repository = repository
         self._observers = observers
+        self._on_closed = on_closed
         self._mixer = Mixer()
         self._playback = PlaybackSource()
         self._counters = _Counters()
@@ -151,6 +155,8 @@ class Conversation:
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
         self._ticks = 0
+        self._voice_reconnects = 0
+        self._connect: VoiceConnector = connect_voice
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = asyncio.Event()
         self._stop_lock = asyncio.Lock()
@@ -166,6 +172,7 @@ class Conversation:
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
         instruction = build_system_instruction(self.level, self.age)
+        self._connect = connect
         self.live = live_factory(self._settings, system_instruction=instruction, history=history)
         try:
             await self.live.start()
@@ -194,6 +201,7 @@ class Conversation:
             self._result = ConversationResult(self.guild_id, self.session_id, self.voice_channel.id,
                                               time.monotonic() - self.started_mono, self._counters.turns, reason)
             self._ended.set()
+            self._on_closed(self)
         log.info("conversation.ended", extra=self._log_tags(reason=reason, turns=self._counters.turns))
         await self._notify("on_ended", self._result)
         return self._result
@@ -377,7 +385,10 @@ class Conversation:
         connected = bool(self.voice.is_connected())
         channel = getattr(self.voice, "channel", None)
         members = getattr(channel, "members", []) if channel is not None else []
-        if connected and not self.voice.listener_alive():
+        if connected and self._voice_needs_reconnect():
+            await self._reconnect_voice()
+            connected = bool(self.voice.is_connected())
+        elif connected and not self.voice.listener_alive():
             log.warning("conversation.listener_restarted", extra=self._log_tags())
             self._listen()
         return self._rules.check(WatchdogReading(
@@ -386,6 +397,29 @@ class Conversation:
             humans_in_channel=sum(1 for m in members if not m.bot),
             max_session_minutes=self.max_session_minutes, minutes_used_today=self._minutes_used_today,
             daily_minutes=self.daily_minutes))
+
+    def _voice_needs_reconnect(self) -> bool:
+        """Deaf (every DAVE decrypt failing) or a dead voice websocket task: only a new connection helps."""
+        stats = getattr(self.voice, "receive_stats", None)
+        deaf = stats is not None and stats.all_failing_for(DEAF_RECONNECT_S)
+        return deaf or not self.voice.voice_gateway_alive()
+
+    async def _reconnect_voice(self) -> None:
+        """Leave and join again (bounded); playback and the Live session carry on untouched."""
+        self._voice_reconnects += 1
+        log.warning("conversation.voice_reconnect", extra=self._log_tags(attempt=self._voice_reconnects))
+        if self._voice_reconnects > MAX_VOICE_RECONNECTS:
+            return  # the disconnect rule ends the conversation if voice stays broken
+        with contextlib.suppress(Exception):
+            self.voice.stop_listening()
+        with contextlib.suppress(Exception):
+            await self.voice.disconnect(force=True)
+        try:
+            self.voice = await self._connect(self.voice_channel)
+            self._listen()
+            self.voice.play(self._playback)
+        except Exception:
+            log.exception("conversation.voice_reconnect_failed", extra=self._log_tags())
 
     async def _say_goodbye(self, reason: str) -> None:
         """Let the tutor say bye out loud, waiting for its turn to finish and play out (bounded)."""
@@ -450,6 +484,10 @@ class Conversations:
     def add_observer(self, observer: ConversationObserver) -> None:
         self._observers.append(observer)
 
+    def remove_observer(self, observer: ConversationObserver) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
     def get(self, guild_id: int) -> Conversation | None:
         return self._running.get(guild_id)
 
@@ -474,14 +512,14 @@ class Conversations:
             conversation = Conversation(request, session_id=session_id, settings=self._settings,
                                         repository=self._repository, observers=self._observers,
                                         daily_minutes=settings.daily_minutes,
-                                        max_session_minutes=settings.max_session_minutes)
+                                        max_session_minutes=settings.max_session_minutes,
+                                        on_closed=self._forget)
             try:
                 await conversation.start(self._connect, self._live_factory, history)
             except BaseException:
                 await self._repository.end_session(guild_id, session_id, "failed to start")
                 raise
             self._running[guild_id] = conversation
-            asyncio.create_task(self._forget_when_ended(conversation))  # noqa: RUF006 (ends with the conversation)
         finally:
             self._starting.discard(guild_id)
         await conversation._notify("on_started")
@@ -505,8 +543,7 @@ class Conversations:
     async def stop_all(self, reason: str) -> None:
         await asyncio.gather(*(c.stop(reason) for c in list(self._running.values())), return_exceptions=True)
 
-    async def _forget_when_ended(self, conversation: Conversation) -> None:
-        await conversation.wait_ended()
+    def _forget(self, conversation: Conversation) -> None:
         if self._running.get(conversation.guild_id) is conversation:
             del self._running[conversation.guild_id]
 

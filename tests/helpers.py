@@ -10,14 +10,18 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 from unittest.mock import AsyncMock, MagicMock
 
 import discord
 from discord import app_commands
 
+from bot.audio.dave import ReceiveStats
 from bot.client import TutorBot
 from bot.config import Settings
 from bot.errors import AlreadyRunning, NotRunning, TextTooLong
@@ -353,3 +357,86 @@ class FakeConversations:
     async def stop_all(self, reason: str) -> None:
         self._enter("stop_all", reason)
         self.running.clear()
+
+
+class FakeVoiceClient:
+    """Stands in for `DaveVoiceRecvClient` once connected: the gateway/UDP side is what we fake.
+
+    The sink, playback source and everything behind them are the real ones. `speak()` pushes decoded
+    48 kHz stereo frames into the sink from a reader-like thread at real-time pace, and `read_playback()`
+    pulls frames the way discord.py's player thread does.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.sink: Any = None
+        self.source: Any = None
+        self.connected = True
+        self.listen_calls = 0
+        self.reader_alive = False
+        self.receive_stats = ReceiveStats()
+        self.gateway_alive = True
+
+    # the part of the voice client the conversation uses
+    def listen(self, sink: Any, *, after: Any = None) -> None:
+        self.sink, self.reader_alive = sink, True
+        self.listen_calls += 1
+
+    def listener_alive(self) -> bool:
+        return self.reader_alive
+
+    def voice_gateway_alive(self) -> bool:
+        return self.gateway_alive
+
+    def stop_listening(self) -> None:
+        self.reader_alive = False
+
+    def play(self, source: Any) -> None:
+        self.source = source
+
+    def stop(self) -> None:
+        self.source = None
+
+    def is_connected(self) -> bool:
+        return self.connected
+
+    async def disconnect(self, *, force: bool = False) -> None:
+        self.connected = False
+
+    # test drivers
+    def speak(self, member: Any, pcm48k_stereo: bytes, *, frame_bytes: int = 3840,
+              pace: float = 0.02) -> threading.Thread:
+        """Deliver `pcm48k_stereo` to the sink in 20 ms frames from another thread, like voice-recv's router."""
+        def run() -> None:
+            for i in range(0, len(pcm48k_stereo), frame_bytes):
+                if self.sink is not None and self.reader_alive:
+                    self.sink.write(member, SimpleNamespace(pcm=pcm48k_stereo[i:i + frame_bytes]))
+                    self.receive_stats.count("packets_received")
+                time.sleep(pace)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def read_playback(self, frames: int) -> list[bytes]:
+        """Read `frames` frames from the playback source as discord.py's player would (without pacing)."""
+        return [self.source.read() for _ in range(frames)]
+
+
+class FakeVoiceConnector:
+    """`connect` for `Conversations`: hands out `FakeVoiceClient`s and remembers them; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.clients: list[FakeVoiceClient] = []
+        self.error: Exception | None = None
+
+    async def __call__(self, channel: Any) -> FakeVoiceClient:
+        if self.error is not None:
+            raise self.error
+        client = FakeVoiceClient(channel)
+        self.clients.append(client)
+        return client
+
+    @property
+    def last(self) -> FakeVoiceClient:
+        return self.clients[-1]

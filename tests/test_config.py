@@ -115,10 +115,16 @@ def test_log_lines_are_key_value_and_scrubbed():
 
 def test_setup_logging_is_idempotent():
     """Calling setup twice leaves one handler of ours on the root logger."""
-    setup_logging("INFO")
-    setup_logging("DEBUG", "json")
-    ours = [h for h in logging.getLogger().handlers if getattr(h, "_tutor_handler", False)]
-    assert len(ours) == 1
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        setup_logging("INFO")
+        setup_logging("DEBUG", "json")
+        ours = [h for h in root.handlers if getattr(h, "_tutor_handler", False)]
+        assert len(ours) == 1
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
 
 
 def test_settings_class_never_built_at_import():

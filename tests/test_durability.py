@@ -66,7 +66,8 @@ async def run_writer_until_killed(path: Path, turns_before_kill: int) -> tuple[i
         if process.returncode is None:
             process.kill()
         await process.wait()
-    assert process.returncode == -signal.SIGKILL
+    # 255 is asyncio's code when another child watcher in the test process reaped the pid first
+    assert process.returncode in (-signal.SIGKILL, 255)
     return session_id, confirmed
 
 

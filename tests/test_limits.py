@@ -4,8 +4,8 @@ from bot.limits import EMPTY_CHANNEL_GRACE_S, VOICE_LOST_GRACE_S, LimitRules, Wa
 
 
 def reading(**overrides) -> WatchdogReading:
-    values = dict(now=100.0, started_at=0.0, voice_connected=True, in_original_channel=True, humans_in_channel=2,
-                  max_session_minutes=30, minutes_used_today=1.0, daily_minutes=60)
+    values = {"now": 100.0, "started_at": 0.0, "voice_connected": True, "in_original_channel": True,
+              "humans_in_channel": 2, "max_session_minutes": 30, "minutes_used_today": 1.0, "daily_minutes": 60}
     values.update(overrides)
     return WatchdogReading(**values)
 

@@ -343,6 +343,16 @@ class DaveVoiceRecvClient(voice_recv.VoiceRecvClient):
         reader = self._reader
         return bool(reader) and reader.is_listening() and reader.packet_router.is_alive()
 
+    def voice_gateway_alive(self) -> bool:
+        """False when discord.py's voice websocket task has ended while we still look connected.
+
+        Its op 27 handler is unguarded (dpy/gateway.py:1046-1056): an exception there ends the poller task
+        (`_connection._runner`, dpy/voice_state.py:229, 505), stopping heartbeats and DAVE transitions while
+        `is_connected()` stays True. The cure is a fresh voice connection.
+        """
+        runner = getattr(self._connection, "_runner", None)
+        return runner is None or not runner.done()
+
     def _remove_ssrc(self, *, user_id: int) -> None:
         ssrc = self._id_to_ssrc.pop(user_id, None)
         if ssrc:
@@ -390,6 +400,7 @@ def shim_compatibility_problems() -> list[str]:
     state_init = source(VoiceConnectionState.__init__)
     need("self.dave_session" in state_init and "self.dave_protocol_version" in state_init,
          "discord.py vc._connection.dave_session / dave_protocol_version")
+    need("self._runner" in state_init, "discord.py vc._connection._runner (voice websocket poller task)")
     need("self._hook(self, msg)" in source(DiscordVoiceWebSocket.received_message),
          "discord.py awaits the hook in DiscordVoiceWebSocket.received_message")
     need(hasattr(davey.DaveSession, "decrypt") and hasattr(davey.MediaType, "audio"),

@@ -66,9 +66,8 @@ class TutorSink(voice_recv.AudioSink):
             downsampler = self._downsamplers.get(user_id)
             if downsampler is None:
                 downsampler = self._downsamplers[user_id] = Downsampler()
-            pcm16k = downsampler.process(pcm)
-            if pcm16k:
-                self._schedule(user_id, str(user.display_name), pcm16k)
+            # Delivered even when soxr returned nothing yet: to the mixer it means "still talking".
+            self._schedule(user_id, str(user.display_name), downsampler.process(pcm))
         except Exception as error:
             self._count_error(error)
 

@@ -1,0 +1,293 @@
+"""A whole conversation without Discord's gateway: real sink → mixer → LiveSession (fake Live server) →
+playback, real SQLite, a fake voice client standing in for the UDP/gateway side."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+import numpy as np
+import pytest
+
+import bot.limits
+import bot.tutor
+from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong
+from bot.levels import BUILTIN_LEVELS
+from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
+from bot.storage import Database, Repository
+from bot.tutor import Conversations, StartRequest
+from tests.fake_live import FakeLiveServer, make_client_settings
+from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
+from tests.signals import peak_frequency, tone
+
+GUILD = 4242
+FAST = LiveConnectOptions(max_retries=2, first_retry_delay=0.01, max_retry_delay=0.05)
+
+
+class RecordingObserver:
+    """Collects what the cogs would be told."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.flagged: list = []
+        self.ended: list = []
+        self.failed: list[str] = []
+
+    async def on_started(self, conversation):
+        self.started.append(conversation.session_id)
+
+    async def on_turn_flagged(self, conversation, turn):
+        self.flagged.append(turn)
+
+    async def on_ended(self, conversation, result):
+        self.ended.append(result)
+
+    async def on_failed(self, conversation, reason):
+        self.failed.append(reason)
+
+
+@pytest.fixture
+async def live_server():
+    async with FakeLiveServer(think_time=0.05, reply_audio_ms=400) as server:
+        yield server
+
+
+@pytest.fixture
+async def repository(tmp_path):
+    db = await Database.open(tmp_path / "tutor.sqlite3")
+    yield Repository(db)
+    await db.close()
+
+
+@pytest.fixture
+def world(live_server, repository, monkeypatch):
+    """Conversations wired to the fake Live server, a fake voice connector and a real database."""
+    settings = make_client_settings(live_server, monkeypatch)
+    connector = FakeVoiceConnector()
+    observer = RecordingObserver()
+    conversations = Conversations(settings=settings, repository=repository, connect=connector,
+                                  live_factory=functools.partial(LiveSession, connect_options=FAST))
+    conversations.add_observer(observer)
+    kids = [MockMember(display_name="Ana"), MockMember(display_name="Ben")]
+    channel = MockVoiceChannel(name="Homework Corner")
+    channel.members = [*kids, MockMember(display_name="TutorBot", bot=True)]
+    return conversations, connector, observer, channel, kids
+
+
+def request(channel, level="space", age=8) -> StartRequest:
+    return StartRequest(guild_id=GUILD, voice_channel=channel, starter_id=1, starter_name="Ana",
+                        level=BUILTIN_LEVELS[level], age=age)
+
+
+def speech(seconds: float = 0.6, freq: float = 300.0) -> bytes:
+    return tone(freq, 48_000, seconds, amplitude=0.3, channels=2)
+
+
+async def wait_until(predicate, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_kid_speaks_tutor_answers_and_every_turn_is_stored(world, live_server, repository):
+    """Speech through the sink reaches Live, the reply plays as 3840-byte frames, both turns are stored."""
+    conversations, connector, observer, channel, kids = world
+    conversation = await conversations.start(request(channel))
+    voice = connector.last
+    assert voice.sink is not None and voice.source is not None and observer.started == [conversation.session_id]
+
+    voice.speak(kids[0], speech()).join()
+    await live_server.wait_for(lambda: live_server.current.audio_stream_ends >= 1)
+    assert len(live_server.current.audio) >= 16_000 * 2 * 0.5  # most of 0.6 s of speech reached Live
+    await wait_until(lambda: conversation.status().turns >= 2)
+
+    frames = voice.read_playback(25)
+    assert {len(f) for f in frames} == {3840}
+    left = np.frombuffer(b"".join(frames), "<i2")[0::2]
+    assert np.abs(left).max() > 1000 and abs(peak_frequency(left, 48_000) - 440) < 20
+
+    result = await conversations.stop(GUILD)
+    turns = await repository.get_turns(GUILD, conversation.session_id)
+    assert [t.role for t in turns] == ["child", "tutor"]
+    assert turns[0].speaker_name == "Ana" and turns[0].speaker_id == kids[0].id
+    assert turns[0].text == live_server.child_text and turns[1].text == live_server.reply_text
+    session = await repository.get_session(GUILD, conversation.session_id)
+    assert session.end_reason == "stopped with /tutor stop" and result.turns == 2
+    assert observer.ended == [result] and conversations.get(GUILD) is None
+    assert not voice.connected and voice.source is None
+
+
+async def test_two_kids_are_both_named(world, live_server, repository):
+    """When two kids talk in one turn, the stored child turn names both, the louder talker first."""
+    conversations, connector, _, channel, kids = world
+    conversation = await conversations.start(request(channel))
+    first = connector.last.speak(kids[0], speech(0.8, 300))
+    second = connector.last.speak(kids[1], speech(0.3, 500))
+    first.join()
+    second.join()
+    await wait_until(lambda: conversation.status().turns >= 2)
+    await conversations.stop(GUILD)
+    child = (await repository.get_turns(GUILD, conversation.session_id))[0]
+    assert child.speaker_name == "Ana, Ben"
+    assert set(conversation.status().speakers) == {"Ana", "Ben"}
+
+
+async def test_barge_in_flushes_playback_and_marks_turn(world, live_server, repository):
+    """`interrupted` drops queued reply audio at once; the tutor turn is kept and marked interrupted."""
+    conversations, connector, _, channel, kids = world
+    live_server.reply_audio_ms = 2000
+    live_server.interrupt_next()
+    conversation = await conversations.start(request(channel))
+    connector.last.speak(kids[0], speech()).join()
+    await wait_until(lambda: conversation.status().turns >= 2)
+    assert conversation.status().playback_buffered_ms == 0
+    await conversations.stop(GUILD)
+    tutor = (await repository.get_turns(GUILD, conversation.session_id))[1]
+    assert tutor.role == "tutor" and tutor.interrupted
+
+
+async def test_typed_text_is_stored_and_answered(world, live_server, repository):
+    """/tutor say stores the child's words under their name and the tutor answers them."""
+    conversations, _, _, channel, _ = world
+    conversation = await conversations.start(request(channel))
+    await conversations.say(GUILD, "Ben", "What is a comet?")
+    await live_server.wait_for(lambda: live_server.current.texts)
+    assert "What is a comet?" in live_server.current.texts[0]
+    await wait_until(lambda: conversation.status().turns >= 2)
+    with pytest.raises(TextTooLong):
+        await conversations.say(GUILD, "Ben", "x" * 501)
+    await conversations.stop(GUILD)
+    turns = await repository.get_turns(GUILD, conversation.session_id)
+    assert (turns[0].role, turns[0].speaker_name, turns[0].text) == ("child", "Ben", "What is a comet?")
+    assert turns[1].role == "tutor"
+
+
+async def test_one_conversation_per_guild_and_stop_when_none(world):
+    """A second start in the same guild names where it runs; stop/say without one say so."""
+    conversations, _, _, channel, _ = world
+    with pytest.raises(NotRunning):
+        await conversations.stop(GUILD)
+    with pytest.raises(NotRunning):
+        await conversations.say(GUILD, "Ana", "hi")
+    await conversations.start(request(channel))
+    with pytest.raises(AlreadyRunning) as caught:
+        await conversations.start(request(MockVoiceChannel()))
+    assert channel.mention in str(caught.value)
+    await conversations.stop(GUILD)
+
+
+async def test_history_is_seeded_on_the_next_start(world, live_server, repository):
+    """Turns of an earlier session on the same level are sent as initial history next time."""
+    conversations, connector, _, channel, kids = world
+    first = await conversations.start(request(channel))
+    connector.last.speak(kids[0], speech()).join()
+    await wait_until(lambda: first.status().turns >= 2)
+    await conversations.stop(GUILD)
+
+    await conversations.start(request(channel))
+    connection = live_server.current
+    assert connection.wants_initial_history
+    await live_server.wait_for(lambda: connection.session.history)
+    texts = str(connection.session.history)
+    assert live_server.child_text in texts and live_server.reply_text in texts
+    await conversations.stop(GUILD)
+
+
+async def test_daily_cap_refuses_to_start(world, repository):
+    """With the day's minutes used up, start refuses politely and opens nothing."""
+    conversations, connector, _, channel, _ = world
+    await repository.update_settings(GUILD, daily_minutes=1)
+    session_id = await repository.start_session(GUILD, 1, 1, "Ana", "space", 8, started_at=time.time() - 90)
+    await repository.end_session(GUILD, session_id, "done", ended_at=time.time())
+    with pytest.raises(DailyLimitReached):
+        await conversations.start(request(channel))
+    assert connector.clients == []
+
+
+async def test_live_failure_at_start_leaves_nothing_running(world, live_server, repository):
+    """A rejected API key fails the start with a plain reason; no voice join, the session row is closed."""
+    conversations, connector, _, channel, _ = world
+    live_server.api_key = "a-different-key"
+    with pytest.raises(LiveConnectFailed):
+        await conversations.start(request(channel))
+    assert connector.clients == [] and conversations.get(GUILD) is None
+    sessions = await repository.list_sessions(GUILD)
+    assert sessions[0].end_reason == "failed to start"
+
+
+async def test_live_failure_mid_conversation_ends_with_reason(world, live_server, repository):
+    """When Live fails for good mid-conversation, observers hear why and the session ends with it."""
+    conversations, _, observer, channel, _ = world
+    conversation = await conversations.start(request(channel))
+    live_server.api_key = "revoked"
+    await live_server.close(1011, "Internal error encountered.")  # reconnects are then refused (bad key)
+    result = await asyncio.wait_for(conversation.wait_ended(), 10)
+    assert observer.failed and "Gemini Live failed" in result.reason
+    assert (await repository.get_session(GUILD, conversation.session_id)).end_reason == result.reason
+
+
+async def test_everyone_leaving_ends_the_conversation(world, monkeypatch):
+    """With no human left in the channel past the grace period, the conversation stops by itself."""
+    monkeypatch.setattr(bot.limits, "EMPTY_CHANNEL_GRACE_S", 0.0)
+    monkeypatch.setattr(bot.tutor, "WATCHDOG_INTERVAL_S", 0.05)
+    conversations, _, observer, channel, _ = world
+    conversation = await conversations.start(request(channel))
+    channel.members = [m for m in channel.members if m.bot]
+    result = await asyncio.wait_for(conversation.wait_ended(), 5)
+    assert "everyone left" in result.reason and observer.ended == [result]
+
+
+async def test_dead_listener_is_restarted(world, monkeypatch):
+    """If voice receive stops while the conversation runs, the watchdog listens again with a fresh sink."""
+    monkeypatch.setattr(bot.tutor, "WATCHDOG_INTERVAL_S", 0.05)
+    conversations, connector, _, channel, _ = world
+    await conversations.start(request(channel))
+    voice = connector.last
+    old_sink = voice.sink
+    voice.stop_listening()
+    await wait_until(lambda: voice.listen_calls == 2)
+    assert voice.listener_alive() and voice.sink is not old_sink
+    await conversations.stop(GUILD)
+
+
+async def test_safety_block_is_flagged_reported_and_redirected(world, live_server, repository):
+    """A blocked reply flags the turn, tells the moderators, and asks the tutor to steer kindly away."""
+    conversations, connector, observer, channel, kids = world
+    live_server.block_next("GENERATED_CONTENT_SAFETY")
+    conversation = await conversations.start(request(channel))
+    connector.last.speak(kids[0], speech()).join()
+    await wait_until(lambda: observer.flagged)
+    assert observer.flagged[0].flag_reason
+    await live_server.wait_for(lambda: any("safety filter" in t for t in live_server.current.texts))
+    await conversations.stop(GUILD)
+    turns = await repository.get_turns(GUILD, conversation.session_id)
+    assert any(t.flag_reason for t in turns)
+
+
+async def test_dead_voice_websocket_means_a_fresh_voice_connection(world, monkeypatch):
+    """When discord.py's voice websocket task died, the watchdog joins again and listens and plays there."""
+    monkeypatch.setattr(bot.tutor, "WATCHDOG_INTERVAL_S", 0.05)
+    conversations, connector, _, channel, _ = world
+    conversation = await conversations.start(request(channel))
+    first = connector.last
+    first.gateway_alive = False
+    await wait_until(lambda: len(connector.clients) == 2)
+    second = connector.last
+    assert not first.connected and second.sink is not None and second.source is not None
+    assert conversations.get(GUILD) is conversation
+    await conversations.stop(GUILD)
+
+
+async def test_deaf_receive_means_a_fresh_voice_connection(world, monkeypatch):
+    """Every DAVE decrypt failing for seconds while the session is ready → reconnect voice."""
+    monkeypatch.setattr(bot.tutor, "WATCHDOG_INTERVAL_S", 0.05)
+    monkeypatch.setattr(bot.tutor, "DEAF_RECONNECT_S", 0.2)
+    conversations, connector, _, channel, _ = world
+    await conversations.start(request(channel))
+    stats = connector.last.receive_stats
+    start = time.monotonic()
+    for step in range(10):
+        stats.record_decrypt(False, session_ready=True, now=start + step * 0.05)
+    await wait_until(lambda: len(connector.clients) == 2)
+    await conversations.stop(GUILD)
