@@ -171,6 +171,7 @@ class FakeLiveServer:
         self._server: Server | None = None
         self._changed = asyncio.Event()
         self.ca_file, self.cert_pem, self.port = Path(), "", 0
+        self.port_wanted = 0  # 0: any free port
 
     # lifecycle ---------------------------------------------------------------------------------
     async def __aenter__(self) -> FakeLiveServer:
@@ -178,7 +179,7 @@ class FakeLiveServer:
         self.ca_file = cert_file
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_file, key_file)
-        self._server = await serve(self._handle, "127.0.0.1", 0, ssl=context, process_request=self._check_path,
+        self._server = await serve(self._handle, "127.0.0.1", self.port_wanted, ssl=context, process_request=self._check_path,
                                    max_size=None, compression=None)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -421,3 +422,24 @@ def make_client_settings(server: FakeLiveServer, monkeypatch: Any, **overrides: 
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+async def _serve_forever(port: int) -> None:
+    """Run the fake on its own, for trying `python -m bot live-check` by hand (see README, Testing)."""
+    server = FakeLiveServer()
+    server.port_wanted = port
+    async with server:
+        print("Fake Gemini Live is listening. In another shell:")
+        print(f"  export GEMINI_BASE_URL={server.url} SSL_CERT_FILE={server.ca_file} "
+              f"GEMINI_API_KEY={server.api_key} DISCORD_TOKEN=unused")
+        print("  python -m bot live-check --text hi")
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the fake Gemini Live server until Ctrl-C.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(parser.parse_args().port))
