@@ -13,7 +13,8 @@ new connection. Without a handle (a drop before the first update) the new connec
 is re-seeded with the history plus every completed turn.
 
 Consume events with `async for event in session.events()`; it ends after `Failed` or `close()`.
-Call the sync methods from the event loop's thread.
+Call the sync methods from the event loop's thread. The outbox and replay ring are in
+`bot.live.buffers` (`HistoryTurn` is re-exported here), the failure verdicts in `bot.live.failures`.
 """
 
 from __future__ import annotations
@@ -22,23 +23,28 @@ import asyncio
 import contextlib
 import logging
 import re
-import ssl
 import statistics
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from google import genai
-from google.genai import errors as genai_errors
 from google.genai import types
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bot.audio.formats import LIVE_INPUT, LIVE_INPUT_MIME
+from bot.audio.formats import LIVE_INPUT
 from bot.config import Settings
 from bot.errors import TutorError
+from bot.live.buffers import (
+    AudioBoundedQueue,
+    HistoryTurn,
+    Outgoing,
+    ReplayRing,
+    SentMessage,
+    history_contents,
+    send_outgoing,
+)
 from bot.live.events import (
     AudioChunk,
     Failed,
@@ -52,11 +58,11 @@ from bot.live.events import (
     TurnTranscribed,
     Usage,
 )
+from bot.live.failures import Verdict, classify, is_auth_problem, scrub
 from bot.live.transcript import TranscriptAssembler
 
 log = logging.getLogger(__name__)
 
-PERMANENT_CLOSE_CODES = frozenset({1007, 1008})  # bad key, model or request: the same setup fails again
 BENIGN_TURN_REASONS = frozenset({"TURN_COMPLETE_REASON_UNSPECIFIED", "NEED_MORE_INPUT", "MALFORMED_FUNCTION_CALL"})
 SAFETY_CATEGORIES = (
     types.HarmCategory.HARM_CATEGORY_HARASSMENT,
@@ -67,14 +73,6 @@ SAFETY_CATEGORIES = (
 UNCONFIRMED_MARGIN_S = 0.5  # without an index, messages this recent may not be in the handle yet
 MAX_SEED_TURNS = 60
 LATENCY_SAMPLES = 50
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryTurn:
-    """An earlier turn to seed a new conversation with."""
-
-    role: Literal["child", "tutor"]
-    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,91 +124,6 @@ class LiveConnectFailed(TutorError):
         super().__init__(failure.reason)
 
 
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
-    kind: Literal["audio", "audio_end", "text", "history"]
-    audio: bytes = b""
-    text: str = ""
-    turns: tuple[HistoryTurn, ...] = ()
-
-
-@dataclass(slots=True)
-class _Sent:
-    connection: int
-    index: int
-    sent_at: float
-    message: _Outgoing
-
-
-class _AudioBoundedQueue:
-    """A FIFO of outgoing messages whose audio is capped; the oldest audio goes first when full."""
-
-    def __init__(self, max_audio_bytes: int) -> None:
-        self._items: deque[_Outgoing] = deque()
-        self._max = max_audio_bytes
-        self.audio_bytes = 0
-        self.dropped_bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def push(self, message: _Outgoing) -> None:
-        self._items.append(message)
-        self.audio_bytes += len(message.audio)
-        self._trim()
-
-    def prepend(self, messages: Sequence[_Outgoing]) -> None:
-        self._items.extendleft(reversed(messages))
-        self.audio_bytes += sum(len(m.audio) for m in messages)
-        self._trim()
-
-    def pop(self) -> _Outgoing | None:
-        if not self._items:
-            return None
-        message = self._items.popleft()
-        self.audio_bytes -= len(message.audio)
-        return message
-
-    def _trim(self) -> None:
-        while self.audio_bytes > self._max:
-            oldest = next(i for i, m in enumerate(self._items) if m.audio)
-            dropped = self._items[oldest]
-            del self._items[oldest]
-            self.audio_bytes -= len(dropped.audio)
-            self.dropped_bytes += len(dropped.audio)
-
-
-class _ReplayRing:
-    """Messages sent but not yet confirmed by a resumption update, oldest first (audio capped)."""
-
-    def __init__(self, max_audio_bytes: int) -> None:
-        self._items: deque[_Sent] = deque()
-        self._max = max_audio_bytes
-        self._audio_bytes = 0
-
-    def add(self, sent: _Sent) -> None:
-        self._items.append(sent)
-        self._audio_bytes += len(sent.message.audio)
-        while self._audio_bytes > self._max and self._items:
-            self._audio_bytes -= len(self._items.popleft().message.audio)
-
-    def confirm(self, connection: int, *, through_index: int | None = None, sent_before: float | None = None) -> None:
-        """Forget what the server has consumed on `connection` (by index, or by time without one)."""
-        while self._items and self._items[0].connection <= connection and (
-            self._items[0].connection < connection
-            or (through_index is not None and self._items[0].index <= through_index)
-            or (sent_before is not None and self._items[0].sent_at < sent_before)
-        ):
-            self._audio_bytes -= len(self._items.popleft().message.audio)
-
-    def take(self, sent_after: float = 0.0) -> list[_Outgoing]:
-        """Empty the ring, returning the messages (sent after `sent_after`) to replay in order."""
-        kept = [s.message for s in self._items if s.sent_at >= sent_after]
-        self._items.clear()
-        self._audio_bytes = 0
-        return kept
-
-
 @dataclass(slots=True)
 class _Connection:
     number: int
@@ -220,13 +133,6 @@ class _Connection:
     connected_at: float = field(default_factory=time.monotonic)
     next_index: int = 1  # the setup message is index 0
     going_away: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    reason: str
-    permanent: bool
-    code: int | None = None
 
 
 class LiveSession:
@@ -241,8 +147,8 @@ class LiveSession:
         self._completed: list[HistoryTurn] = []
         self.id = uuid.uuid4().hex[:8]
         self._events: asyncio.Queue[LiveEvent | None] = asyncio.Queue()
-        self._outbox = _AudioBoundedQueue(LIVE_INPUT.bytes_for_ms(connect_options.input_queue_seconds * 1000))
-        self._ring = _ReplayRing(LIVE_INPUT.bytes_for_ms(connect_options.replay_seconds * 1000))
+        self._outbox = AudioBoundedQueue(LIVE_INPUT.bytes_for_ms(connect_options.input_queue_seconds * 1000))
+        self._ring = ReplayRing(LIVE_INPUT.bytes_for_ms(connect_options.replay_seconds * 1000))
         self._outbox_ready = asyncio.Event()
         self._restart = asyncio.Event()
         self._assembler = TranscriptAssembler()
@@ -279,7 +185,7 @@ class LiveSession:
                 verdict = self._classify(exc)
                 self._failures += 1
                 if verdict.permanent or self._failures > self._options.max_retries:
-                    failure = self._fail(verdict if verdict.permanent else _Verdict(
+                    failure = self._fail(verdict if verdict.permanent else Verdict(
                         f"Could not connect to Gemini after {self._failures} tries ({verdict.reason}).", False,
                         verdict.code))
                     await self.close()
@@ -291,17 +197,17 @@ class LiveSession:
     def send_audio(self, pcm16k: bytes) -> None:
         """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting."""
         if pcm16k and self._accepting():
-            self._enqueue(_Outgoing("audio", audio=bytes(pcm16k)))
+            self._enqueue(Outgoing("audio", audio=bytes(pcm16k)))
 
     def end_audio_stream(self) -> None:
         """Tell Gemini the kids stopped talking (after the silence tail); a reply usually follows."""
         if self._accepting():
-            self._enqueue(_Outgoing("audio_end"))
+            self._enqueue(Outgoing("audio_end"))
 
     def send_text(self, text: str) -> None:
         """Queue typed text from a kid (`/tutor say`); the tutor answers it."""
         if text.strip() and self._accepting():
-            self._enqueue(_Outgoing("text", text=text))
+            self._enqueue(Outgoing("text", text=text))
 
     async def seed_history(self, turns: Sequence[HistoryTurn]) -> None:
         """Add earlier turns: before `start()` they are sent at connect; after it, as client content."""
@@ -310,7 +216,7 @@ class LiveSession:
             return
         self._history.extend(turns)
         if self._client is not None and self._accepting():
-            self._enqueue(_Outgoing("history", turns=turns))
+            self._enqueue(Outgoing("history", turns=turns))
 
     async def events(self) -> AsyncIterator[LiveEvent]:
         """Every event in order; ends after `Failed` or when the session is closed. One consumer only."""
@@ -408,7 +314,7 @@ class LiveSession:
                 if seed:
                     # With initial_history_in_client_content the server reads client content until a
                     # turn_complete=True, which ends the history without asking for a reply.
-                    await session.send_client_content(turns=_contents(seed), turn_complete=True)
+                    await session.send_client_content(turns=history_contents(seed), turn_complete=True)
                     conn.next_index += 1
         except BaseException:
             with contextlib.suppress(Exception):
@@ -440,11 +346,11 @@ class LiveSession:
             raise
         except Exception as exc:  # a bug here must end the conversation visibly, not hang it
             log.exception("live.supervisor_crashed", extra={"live_session": self.id})
-            self._fail(_Verdict(f"The Gemini connection stopped unexpectedly ({type(exc).__name__}).", False))
+            self._fail(Verdict(f"The Gemini connection stopped unexpectedly ({type(exc).__name__}).", False))
         finally:
             await self._cancel(self._tasks)
 
-    async def _serve(self, conn: _Connection) -> _Verdict | None:
+    async def _serve(self, conn: _Connection) -> Verdict | None:
         """Run sender and receiver; return why the connection ended, or None after a GoAway handover."""
         self._restart.clear()
         send = self._spawn(self._send_loop(conn), "send")
@@ -458,9 +364,9 @@ class LiveSession:
             await asyncio.wait({recv}, timeout=0.5)
         await self._cancel({recv})
         error = next((t.exception() for t in (recv, send) if t.done() and not t.cancelled() and t.exception()), None)
-        return self._classify(error) if error else _Verdict("the connection ended", False)
+        return self._classify(error) if error else Verdict("the connection ended", False)
 
-    async def _handle_go_away(self, old: _Connection, old_recv: asyncio.Task) -> _Verdict | None:
+    async def _handle_go_away(self, old: _Connection, old_recv: asyncio.Task) -> Verdict | None:
         """Proactive handover: the old socket keeps delivering the reply while the new one connects."""
         self._reconnects += 1
         self._emit(Reconnecting("go_away", 1))
@@ -476,11 +382,11 @@ class LiveSession:
         self._after_reconnect(new, attempt=1)
         return None
 
-    async def _handle_connection_error(self, conn: _Connection | None, verdict: _Verdict) -> bool:
+    async def _handle_connection_error(self, conn: _Connection | None, verdict: Verdict) -> bool:
         """Count the failure and reconnect with backoff; False once the session has failed."""
         while True:
             self._last_error = verdict.reason
-            if verdict.permanent and self._handle is not None and not _is_auth_problem(verdict):
+            if verdict.permanent and self._handle is not None and not is_auth_problem(verdict):
                 # A handle can expire or be refused: forget it and start fresh (re-seeded) instead.
                 log.warning("live.resume_refused", extra={"live_session": self.id, "reason": verdict.reason})
                 self._handle = None
@@ -492,8 +398,8 @@ class LiveSession:
             self._failures += 1
             if self._failures > self._options.max_retries:
                 tries = self._failures - 1  # the first failure was the drop itself
-                self._fail(_Verdict(f"Lost the connection to Gemini after {tries} tries (last problem: "
-                                    f"{verdict.reason}).", False, verdict.code))
+                self._fail(Verdict(f"Lost the connection to Gemini after {tries} tries (last problem: "
+                                   f"{verdict.reason}).", False, verdict.code))
                 return False
             self._reconnects += 1
             self._emit(Reconnecting(verdict.reason, self._failures))
@@ -532,7 +438,7 @@ class LiveSession:
     def _accepting(self) -> bool:
         return not self._closed and not self._failed
 
-    def _enqueue(self, message: _Outgoing) -> None:
+    def _enqueue(self, message: Outgoing) -> None:
         self._outbox.push(message)
         self._outbox_ready.set()
 
@@ -545,26 +451,15 @@ class LiveSession:
                 await self._outbox_ready.wait()
                 continue
             now = time.monotonic()
-            self._ring.add(_Sent(conn.number, conn.next_index, now, message))  # before sending: replayable
+            self._ring.add(SentMessage(conn.number, conn.next_index, now, message))  # before sending: replayable
             conn.next_index += 1
-            await self._send_one(session, message)
+            await send_outgoing(session, message)
             self._messages_sent += 1
             if message.kind == "audio":
                 self._audio_bytes_sent += len(message.audio)
                 self.last_input_sent_at = now
             elif message.kind in ("audio_end", "text"):
                 self._reply_reference = now
-
-    @staticmethod
-    async def _send_one(session: object, message: _Outgoing) -> None:
-        if message.kind == "audio":
-            await session.send_realtime_input(audio=types.Blob(data=message.audio, mime_type=LIVE_INPUT_MIME))
-        elif message.kind == "audio_end":
-            await session.send_realtime_input(audio_stream_end=True)
-        elif message.kind == "text":
-            await session.send_realtime_input(text=message.text)
-        else:  # history added after start: context only, no reply wanted
-            await session.send_client_content(turns=_contents(message.turns), turn_complete=False)
 
     # receiving --------------------------------------------------------------------------------
     async def _receive_loop(self, conn: _Connection) -> None:
@@ -642,8 +537,9 @@ class LiveSession:
     def _emit(self, event: LiveEvent) -> None:
         self._events.put_nowait(event)
 
-    def _fail(self, verdict: _Verdict) -> Failed:
-        failure = Failed(self._scrub(verdict.reason), permanent=verdict.permanent, code=verdict.code)
+    def _fail(self, verdict: Verdict) -> Failed:
+        key = self._settings.gemini_api_key.get_secret_value()
+        failure = Failed(scrub(verdict.reason, key), permanent=verdict.permanent, code=verdict.code)
         if not self._failed:
             self._failed = True
             self._last_error = failure.reason
@@ -654,51 +550,10 @@ class LiveSession:
         return failure
 
     # failure policy ---------------------------------------------------------------------------
-    def _classify(self, exc: BaseException) -> _Verdict:
-        """Plain-English reason, and whether trying again could help."""
-        if isinstance(exc, genai_errors.APIError):
-            return self._classify_code(exc.code, f"{exc.status or ''} {exc.message or ''} {exc.details or ''}")
-        if isinstance(exc, InvalidStatus):
-            status = exc.response.status_code
-            if status == 404:
-                return _Verdict("The Gemini Live endpoint was not found (HTTP 404): check GEMINI_BASE_URL and "
-                                "GEMINI_API_VERSION (the Live API is served on v1beta).", True, status)
-            return self._classify_code(status, "")
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return _Verdict("Could not verify the Gemini server's TLS certificate: check SSL_CERT_FILE and "
-                            "GEMINI_BASE_URL.", True)
-        if isinstance(exc, ConnectionClosed):  # raised raw by send_* after the close
-            if exc.rcvd is not None:
-                return self._classify_code(exc.rcvd.code, exc.rcvd.reason)
-            return _Verdict("the connection to Gemini dropped", False, 1006)
-        if isinstance(exc, TypeError):  # the SDK's reaction to a frame with only unknown keys
-            return _Verdict("Gemini sent a message this version of the SDK cannot read", False)
-        if isinstance(exc, TimeoutError):
-            return _Verdict("timed out connecting to Gemini", False)
-        if isinstance(exc, OSError):
-            return _Verdict(f"network problem reaching Gemini ({type(exc).__name__})", False)
-        return _Verdict(f"unexpected problem talking to Gemini ({type(exc).__name__})", False)
-
-    def _classify_code(self, code: int | None, text: str) -> _Verdict:
-        detail = " ".join(self._scrub(text).split())[:200]
-        lowered = detail.lower()
-        if "api key" in lowered or "api_key" in lowered or code in (401, 403):
-            return _Verdict("Gemini rejected the API key: check GEMINI_API_KEY (copy it again from Google AI "
-                            "Studio).", True, code)
-        if "quota" in lowered or "resource_exhausted" in lowered or code == 429:
-            return _Verdict("The Gemini API quota is exceeded for this key: wait a while or check the plan and "
-                            "limits in Google AI Studio.", True, code)
-        if code == 404 or ("model" in lowered and ("not found" in lowered or "not supported" in lowered)):
-            return _Verdict(f"The Gemini model “{self._settings.gemini_model}” was not found or does not support "
-                            "the Live API: check GEMINI_MODEL.", True, code)
-        if code in PERMANENT_CLOSE_CODES or (code is not None and 400 <= code < 500):
-            return _Verdict(f"Gemini refused the session (code {code}: {detail or 'no details'}).", True, code)
-        return _Verdict(f"the connection to Gemini closed (code {code}: {detail or 'no details'})", False, code)
-
-    def _scrub(self, text: str) -> str:
-        key = self._settings.gemini_api_key.get_secret_value()
-        text = text.replace(key, "***") if key else text
-        return re.sub(r"([?&]key=)[^&\s]+", r"\1***", text)
+    def _classify(self, exc: BaseException) -> Verdict:
+        """`bot.live.failures.classify` with this session's key (to scrub) and model (to name)."""
+        return classify(exc, api_key=self._settings.gemini_api_key.get_secret_value(),
+                        model=self._settings.gemini_model)
 
     # tasks ------------------------------------------------------------------------------------
     def _spawn(self, coro: object, name: str) -> asyncio.Task:
@@ -716,15 +571,7 @@ class LiveSession:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _contents(turns: Sequence[HistoryTurn]) -> list[types.Content]:
-    return [types.Content(role="user" if t.role == "child" else "model", parts=[types.Part(text=t.text)])
-            for t in turns]
-
-
 def _rate_from_mime(mime: str | None) -> int:
     match = re.search(r"rate=(\d+)", mime or "")
     return int(match.group(1)) if match else 24_000
 
-
-def _is_auth_problem(verdict: _Verdict) -> bool:
-    return "API key" in verdict.reason or "quota" in verdict.reason
