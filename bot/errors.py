@@ -55,16 +55,26 @@ class DailyLimitReached(TutorError):
         super().__init__(f"This server has used its {minutes} tutor minutes for today. See you tomorrow!")
 
 
-class NotAllowedToStart(TutorError):
-    def __init__(self, role_name: str) -> None:
-        super().__init__(f"Only members with the **{role_name}** role can start the tutor here.")
-
-
 class NotFound(TutorError):
     """Same sentence whether the row is missing or belongs to another server (no existence leak)."""
 
     def __init__(self, what: str = "session") -> None:
         super().__init__(f"No {what} with that id in this server.")
+
+
+class SessionStillRunning(TutorError):
+    """A moderator action on a session that is still being recorded."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(f"That session is still running: stop it with `/tutor stop` before you {action} it.")
+
+
+class BadOption(TutorError):
+    """An option value outside what the command accepts (Discord's own limits can be bypassed)."""
+
+
+class InvalidSetting(TutorError):
+    """A value the repository refused; the sentence says the allowed range and that nothing changed."""
 
 
 class VoiceConnectFailed(TutorError):

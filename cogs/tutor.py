@@ -134,6 +134,9 @@ class TutorCog(commands.Cog, name="Tutor"):
     async def cog_load(self) -> None:
         self.bot.conversations.add_observer(self)
 
+    async def cog_unload(self) -> None:
+        self.bot.conversations.remove_observer(self)
+
     async def levels_for(self, guild_id: int) -> list[Level]:
         """Built-in levels first, then this guild's own (a custom level never shadows a built-in name)."""
         custom = [level_from_custom(row) for row in await self.bot.repository.list_custom_levels(guild_id)]

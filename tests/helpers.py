@@ -331,6 +331,10 @@ class FakeConversations:
     def add_observer(self, observer: Any) -> None:
         self.observers.append(observer)
 
+    def remove_observer(self, observer: Any) -> None:
+        if observer in self.observers:
+            self.observers.remove(observer)
+
     async def start(self, request: StartRequest) -> FakeConversation:
         self._enter("start", request)
         if (running := self.running.get(request.guild_id)) is not None:

@@ -576,7 +576,7 @@ async def test_send_failure_is_swallowed(bot, guild, transcripts):
 
 
 async def test_cog_load_registers_alerts_and_runs_retention(bot, guild, transcripts, db):
-    """cog_load adds the observer and starts retention (a first pass purges at once); cog_unload stops both."""
+    """cog_load adds the observer and starts retention (a first pass purges at once); cog_unload undoes both."""
     old = await add_session(bot.repository, guild.id, minutes_ago=60 * 24 * 40)
     await transcripts.cog_load()
     assert bot.conversations.observers == [transcripts.alerts] and transcripts.retention.running
@@ -586,7 +586,7 @@ async def test_cog_load_registers_alerts_and_runs_retention(bot, guild, transcri
         await asyncio.sleep(0.02)
     assert await bot.repository.get_session(guild.id, old) is None
     await transcripts.cog_unload()
-    assert not transcripts.retention.running
+    assert not transcripts.retention.running and bot.conversations.observers == []
     channel = alerts_channel(bot, guild)
     await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
     await transcripts.alerts.on_failed(fake_conversation(guild.id, 1), "late event")

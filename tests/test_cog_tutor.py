@@ -340,6 +340,12 @@ def test_cog_registers_itself_as_an_observer(bot, cog) -> None:
     assert bot.conversations.observers == [cog]
 
 
+async def test_cog_unload_unregisters_the_observer(bot, cog) -> None:
+    """cog_unload takes the cog back out of the registry, so a reloaded cog is not notified twice."""
+    await cog.cog_unload()
+    assert bot.conversations.observers == []
+
+
 def ended(conversation: FakeConversation, reason: str = "everyone left the voice channel") -> ConversationResult:
     return ConversationResult(conversation.guild_id, conversation.session_id, conversation.voice_channel.id,
                               65.0, 4, reason)
@@ -385,7 +391,7 @@ def test_clock(seconds: float, text: str) -> None:
 # ----- the test doubles themselves ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["get", "start", "stop", "say", "add_observer", "stop_all"])
+@pytest.mark.parametrize("method", ["get", "start", "stop", "say", "add_observer", "remove_observer", "stop_all"])
 def test_fake_conversations_matches_the_real_signatures(method: str) -> None:
     """The fake registry cannot drift from bot.tutor.Conversations: same parameters, same async-ness."""
     real, fake = getattr(Conversations, method), getattr(FakeConversations, method)

@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import TutorError
+from bot.errors import InvalidSetting
 from bot.levels import BUILTIN_LEVELS, custom_level
 from bot.storage.models import GuildSettings
 from bot.storage.repository import SETTINGS_RANGES
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 ALERT_PERMISSIONS = ("view_channel", "send_messages", "embed_links")
 UNITS = {"daily_minutes": "minutes a day", "max_session_minutes": "minutes per session",
          "retention_days": "days"}
-
-
-class InvalidSetting(TutorError):
-    """A value the repository refused; the sentence says the allowed range and that nothing changed."""
 
 
 def range_sentence(name: str, value: int) -> str:

@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import NotFound, TutorError
+from bot.errors import BadOption, NotFound, SessionStillRunning
 from bot.levels import BUILTIN_LEVELS
 from bot.retention import RetentionTask
 from bot.storage.models import SessionRow
@@ -43,15 +43,6 @@ LIST_LIMIT = 200
 FLAGGED_LIMIT = 200
 SessionId = app_commands.Range[int, 1, MAX_SESSION_ID]
 Days = app_commands.Range[int, 1, 365]
-
-
-class SessionStillRunning(TutorError):
-    def __init__(self, action: str) -> None:
-        super().__init__(f"That session is still running: stop it with `/tutor stop` before you {action} it.")
-
-
-class BadOption(TutorError):
-    """An option value outside what the command accepts (Discord's own limits can be bypassed)."""
 
 
 def check_days(days: int | None) -> int | None:
@@ -99,7 +90,7 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
         self.retention.start()
 
     async def cog_unload(self) -> None:
-        # Conversations has no remove_observer: the closed observer stays registered but does nothing.
+        self.bot.conversations.remove_observer(self.alerts)
         await self.retention.aclose()
         await self.alerts.aclose()
 
