@@ -179,7 +179,8 @@ class FakeLiveServer:
         self.ca_file = cert_file
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_file, key_file)
-        self._server = await serve(self._handle, "127.0.0.1", self.port_wanted, ssl=context, process_request=self._check_path,
+        self._server = await serve(self._handle, "127.0.0.1", self.port_wanted, ssl=context,
+                                   process_request=self._check_path,
                                    max_size=None, compression=None)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
