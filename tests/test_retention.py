@@ -6,19 +6,10 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from bot.retention import PURGE_INTERVAL_S, RetentionTask, purge_expired
 from bot.storage import Database, Repository
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def repository(tmp_path):
-    db = await Database.open(tmp_path / "tutor.sqlite3")
-    yield Repository(db)
-    await db.close()
 
 
 async def ended_session(repository: Repository, guild_id: int, days_ago: float, turns: int = 2) -> int:

@@ -9,7 +9,7 @@ from google import genai
 from google.genai import types
 
 from bot.config import Settings
-from bot.storage import Database, Repository
+from bot.storage import Repository
 from bot.summary import NOTHING_SAID, SessionSummarizer, anonymised_lines, build_prompt, tidy_summary
 from tests.fake_genai_http import CANNED_SUMMARY, FakeGenAIServer
 
@@ -18,13 +18,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientS
 GUILD = 111
 OTHER_GUILD = 222
 T0 = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def repository(tmp_path):
-    db = await Database.open(tmp_path / "tutor.sqlite3")
-    yield Repository(db)
-    await db.close()
 
 
 @pytest.fixture

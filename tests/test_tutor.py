@@ -15,7 +15,6 @@ import bot.tutor
 from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong
 from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
-from bot.storage import Database, Repository
 from bot.tutor import Conversations, StartRequest
 from tests.fake_live import FakeLiveServer, make_client_settings
 from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
@@ -51,13 +50,6 @@ class RecordingObserver:
 async def live_server():
     async with FakeLiveServer(think_time=0.05, reply_audio_ms=400) as server:
         yield server
-
-
-@pytest.fixture
-async def repository(tmp_path):
-    db = await Database.open(tmp_path / "tutor.sqlite3")
-    yield Repository(db)
-    await db.close()
 
 
 @pytest.fixture
