@@ -197,7 +197,10 @@ class Conversation:
                     task.cancel()
             await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
             await self._teardown()
-            await self._repository.end_session(self.guild_id, self.session_id, reason)
+            try:
+                await self._repository.end_session(self.guild_id, self.session_id, reason)
+            except Exception:  # the row is closed at the next start-up ("bot restarted"); end cleanly anyway
+                log.exception("conversation.end_write_failed", extra=self._log_tags())
             self._result = ConversationResult(self.guild_id, self.session_id, self.voice_channel.id,
                                               time.monotonic() - self.started_mono, self._counters.turns, reason)
             self._ended.set()
