@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as exc:  # aiohttp's connection errors are OSErrors too
+        print(f"Cannot start: could not reach Discord or open the database ({exc.__class__.__name__}: {exc}).",
+              file=sys.stderr)
+        return EXIT_STARTUP
     except KeyboardInterrupt:
         log.info("bot.stopped", extra={"reason": "keyboard interrupt"})
     return 0
