@@ -142,6 +142,7 @@ class Conversation:
         self.age = request.age
         self.started_at = datetime.now(UTC)
         self.started_mono = time.monotonic()
+        self._wall_offset = time.time() - self.started_mono
         self.daily_minutes = daily_minutes
         self.max_session_minutes = max_session_minutes
         self._settings = settings
@@ -333,6 +334,10 @@ class Conversation:
                 log.warning("conversation.session_deleted", extra=self._log_tags())
                 self._unsaved.clear()
                 return
+            except ValueError:  # the turn itself is invalid: retrying can never succeed, so don't block the rest
+                log.exception("conversation.turn_rejected", extra=self._log_tags(role=fields["role"]))
+                self._unsaved.popleft()
+                continue
             except Exception:
                 log.exception("conversation.turn_write_failed", extra=self._log_tags(pending=len(self._unsaved)))
                 return
@@ -352,9 +357,13 @@ class Conversation:
             speaker_name = ", ".join(self._counters.speakers.get(i, str(i)) for i in ids) or None
         elif turn.role == "tutor":
             speaker_name = "Tutor"
-        return {"role": turn.role, "text": turn.text, "started_at": _wall(turn.started_at),
-                "ended_at": _wall(max(turn.ended_at, turn.started_at)), "speaker_id": speaker_id,
+        return {"role": turn.role, "text": turn.text, "started_at": self._wall(turn.started_at),
+                "ended_at": self._wall(max(turn.ended_at, turn.started_at)), "speaker_id": speaker_id,
                 "speaker_name": speaker_name, "interrupted": turn.interrupted, "flag_reason": turn.flag_reason}
+
+    def _wall(self, mono: float) -> datetime:
+        """A monotonic timestamp as UTC wall time, with one fixed offset so order is preserved."""
+        return datetime.fromtimestamp(mono + self._wall_offset, UTC)
 
     async def _report_flagged(self, turn_id: int, reason: str) -> None:
         self._counters.flagged += 1
@@ -549,11 +558,6 @@ class Conversations:
     def _forget(self, conversation: Conversation) -> None:
         if self._running.get(conversation.guild_id) is conversation:
             del self._running[conversation.guild_id]
-
-
-def _wall(mono: float) -> datetime:
-    """Turn a monotonic timestamp into UTC wall time for storage."""
-    return datetime.fromtimestamp(time.time() - (time.monotonic() - mono), UTC)
 
 
 def _percentile(values: list[float], pct: float) -> float | None:
