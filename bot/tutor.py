@@ -40,6 +40,7 @@ MAX_VOICE_RECONNECTS = 3
 CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 GOODBYE_TIMEOUT_S = 10.0
+WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
 SAFETY_REDIRECT = (
     "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
     "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
@@ -152,7 +153,8 @@ class Conversation:
         self._mixer = Mixer()
         self._playback = PlaybackSource()
         self._counters = _Counters()
-        self._unsaved: deque[dict[str, Any]] = deque()
+        self._unsaved: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
         self._ticks = 0
@@ -183,6 +185,7 @@ class Conversation:
         except BaseException:
             await self._teardown()
             raise
+        self._writer = asyncio.create_task(self._write_turns(), name=f"turn-writer:{self.guild_id}")
         self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
             ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
@@ -222,8 +225,8 @@ class Conversation:
             with contextlib.suppress(Exception):
                 await self.live.close()
             for event in self.live.drain_pending_turns():
-                await self._store_turn(event)
-        await self._flush_unsaved()  # one last try for turns a locked database refused earlier
+                self._queue_turn(event)
+        await self._finish_writing()
         if self.voice is not None:
             with contextlib.suppress(Exception):
                 self.voice.stop_listening()
@@ -284,7 +287,7 @@ class Conversation:
         """Typed input from `/tutor say`, stored as the child's turn and sent to the tutor."""
         assert self.live is not None
         now = time.monotonic()
-        await self._store_turn(ev.TurnTranscribed("child", text, now, now), speaker_name=author_name)
+        self._queue_turn(ev.TurnTranscribed("child", text, now, now), speaker_name=author_name)
         self.live.send_text(f"{author_name} typed: {text}")
 
     # ----- output: Live → kids and storage ---------------------------------------------------------
@@ -307,7 +310,7 @@ class Conversation:
                         self._playback.flush()
                         self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
                 case ev.TurnTranscribed():
-                    await self._store_turn(event)
+                    self._queue_turn(event)
                 case ev.Failed(reason=reason):
                     await self._notify("on_failed", reason)
                     asyncio.create_task(self.stop(f"Gemini Live failed: {reason}"))  # noqa: RUF006 (stop owns it)
@@ -315,36 +318,49 @@ class Conversation:
                 case ev.Reconnecting() | ev.Reconnected():
                     log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
 
-    async def _store_turn(self, turn: ev.TurnTranscribed, *, speaker_name: str | None = None) -> None:
-        """Commit one completed turn now (a crash loses at most the turn in progress).
+    def _queue_turn(self, turn: ev.TurnTranscribed, *, speaker_name: str | None = None) -> None:
+        """Hand a completed turn to the writer; the audio path never waits for the database."""
+        self._unsaved.put_nowait(self._turn_fields(turn, speaker_name))
 
-        A write that still fails after the repository's own lock retries is kept and retried with the
-        next turn and at stop, so a slow disk never loses a turn.
-        """
-        self._unsaved.append(self._turn_fields(turn, speaker_name))
-        await self._flush_unsaved()
+    async def _write_turns(self) -> None:
+        """Commit each turn as it completes, in order (a crash loses at most the turn in progress)."""
+        while True:
+            fields = await self._unsaved.get()
+            await self._write_turn(fields)
+            self._unsaved.task_done()
 
-    async def _flush_unsaved(self) -> None:
-        """Write queued turns in order; stop at the first failure and keep the rest for next time."""
-        while self._unsaved:
-            fields = self._unsaved[0]
+    async def _write_turn(self, fields: dict[str, Any]) -> None:
+        """One turn, retried with backoff beyond the repository's own lock retries: never dropped for a slow disk."""
+        delay = 0.5
+        while True:
             try:
                 row_id = await self._repository.add_turn(self.guild_id, self.session_id, **fields)
-            except LookupError:  # a moderator deleted this session meanwhile: nothing to attach to
+            except LookupError:  # a moderator deleted this session meanwhile: nothing to attach it to
                 log.warning("conversation.session_deleted", extra=self._log_tags())
-                self._unsaved.clear()
                 return
-            except ValueError:  # the turn itself is invalid: retrying can never succeed, so don't block the rest
+            except ValueError:  # the turn itself is invalid: retrying can never succeed
                 log.exception("conversation.turn_rejected", extra=self._log_tags(role=fields["role"]))
-                self._unsaved.popleft()
-                continue
-            except Exception:
-                log.exception("conversation.turn_write_failed", extra=self._log_tags(pending=len(self._unsaved)))
                 return
-            self._unsaved.popleft()
+            except Exception:
+                log.exception("conversation.turn_write_failed", extra=self._log_tags(retry_in_s=delay))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
             self._counters.turns += 1
             if fields["flag_reason"]:
                 await self._report_flagged(row_id, fields["flag_reason"])
+            return
+
+    async def _finish_writing(self) -> None:
+        """At stop: let the writer store what is queued (bounded), then end it."""
+        if self._writer is None:
+            return
+        try:
+            await asyncio.wait_for(self._unsaved.join(), WRITE_DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.error("conversation.turns_unsaved", extra=self._log_tags(count=self._unsaved.qsize()))
+        self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
 
     def _turn_fields(self, turn: ev.TurnTranscribed, speaker_name: str | None) -> dict[str, Any]:
         """Name the speakers of a child turn from the mixer's activity since the previous child turn."""

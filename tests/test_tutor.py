@@ -283,3 +283,29 @@ async def test_deaf_receive_means_a_fresh_voice_connection(world, monkeypatch):
         stats.record_decrypt(False, session_ready=True, now=start + step * 0.05)
     await wait_until(lambda: len(connector.clients) == 2)
     await conversations.stop(GUILD)
+
+
+async def test_failed_turn_writes_are_retried_in_order_off_the_audio_path(world, live_server, repository,
+                                                                         monkeypatch):
+    """A database that refuses writes for a while delays storage, never loses or reorders turns."""
+    import sqlite3
+
+    monkeypatch.setattr(bot.tutor, "WRITE_DRAIN_TIMEOUT_S", 10.0)
+    conversations, connector, _, channel, kids = world
+    real_add_turn = repository.add_turn
+    refusals = {"left": 2}
+
+    async def flaky_add_turn(*args, **kwargs):
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return await real_add_turn(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "add_turn", flaky_add_turn)
+    conversation = await conversations.start(request(channel))
+    connector.last.speak(kids[0], speech()).join()
+    await live_server.wait_for(lambda: live_server.replies_sent >= 1)
+    await wait_until(lambda: conversation.status().playback_buffered_ms > 0)  # reply audio flowed meanwhile
+    await conversations.stop(GUILD)
+    turns = await repository.get_turns(GUILD, conversation.session_id)
+    assert [t.role for t in turns] == ["child", "tutor"] and refusals["left"] == 0
