@@ -29,6 +29,7 @@ from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
 from bot.live.session import HistoryTurn, LiveSession
 from bot.storage.repository import Repository
+from bot.turns import PendingTurn, TurnWriter
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,6 @@ async def connect_voice(channel: Any) -> Any:
 
 @dataclass
 class _Counters:
-    turns: int = 0
-    flagged: int = 0
     speakers: dict[int, str] = field(default_factory=dict)
     input_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
     last_kid_audio_at: float | None = None
@@ -153,8 +152,8 @@ class Conversation:
         self._mixer = Mixer()
         self._playback = PlaybackSource()
         self._counters = _Counters()
-        self._unsaved: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._turns = TurnWriter(repository, self.guild_id, session_id,
+                                 on_flagged=lambda row: self._notify("on_turn_flagged", row))
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
         self._ticks = 0
@@ -185,7 +184,7 @@ class Conversation:
         except BaseException:
             await self._teardown()
             raise
-        self._writer = asyncio.create_task(self._write_turns(), name=f"turn-writer:{self.guild_id}")
+        self._turns.start()
         self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
             ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
@@ -206,10 +205,10 @@ class Conversation:
             except Exception:  # the row is closed at the next start-up ("bot restarted"); end cleanly anyway
                 log.exception("conversation.end_write_failed", extra=self._log_tags())
             self._result = ConversationResult(self.guild_id, self.session_id, self.voice_channel.id,
-                                              time.monotonic() - self.started_mono, self._counters.turns, reason)
+                                              time.monotonic() - self.started_mono, self._turns.stored, reason)
             self._ended.set()
             self._on_closed(self)
-        log.info("conversation.ended", extra=self._log_tags(reason=reason, turns=self._counters.turns))
+        log.info("conversation.ended", extra=self._log_tags(reason=reason, turns=self._turns.stored))
         await self._notify("on_ended", self._result)
         return self._result
 
@@ -226,7 +225,7 @@ class Conversation:
                 await self.live.close()
             for event in self.live.drain_pending_turns():
                 self._queue_turn(event)
-        await self._finish_writing()
+        await self._turns.close(WRITE_DRAIN_TIMEOUT_S)
         if self.voice is not None:
             with contextlib.suppress(Exception):
                 self.voice.stop_listening()
@@ -320,49 +319,9 @@ class Conversation:
 
     def _queue_turn(self, turn: ev.TurnTranscribed, *, speaker_name: str | None = None) -> None:
         """Hand a completed turn to the writer; the audio path never waits for the database."""
-        self._unsaved.put_nowait(self._turn_fields(turn, speaker_name))
+        self._turns.put(self._pending(turn, speaker_name))
 
-    async def _write_turns(self) -> None:
-        """Commit each turn as it completes, in order (a crash loses at most the turn in progress)."""
-        while True:
-            fields = await self._unsaved.get()
-            await self._write_turn(fields)
-            self._unsaved.task_done()
-
-    async def _write_turn(self, fields: dict[str, Any]) -> None:
-        """One turn, retried with backoff beyond the repository's own lock retries: never dropped for a slow disk."""
-        delay = 0.5
-        while True:
-            try:
-                row_id = await self._repository.add_turn(self.guild_id, self.session_id, **fields)
-            except LookupError:  # a moderator deleted this session meanwhile: nothing to attach it to
-                log.warning("conversation.session_deleted", extra=self._log_tags())
-                return
-            except ValueError:  # the turn itself is invalid: retrying can never succeed
-                log.exception("conversation.turn_rejected", extra=self._log_tags(role=fields["role"]))
-                return
-            except Exception:
-                log.exception("conversation.turn_write_failed", extra=self._log_tags(retry_in_s=delay))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            self._counters.turns += 1
-            if fields["flag_reason"]:
-                await self._report_flagged(row_id, fields["flag_reason"])
-            return
-
-    async def _finish_writing(self) -> None:
-        """At stop: let the writer store what is queued (bounded), then end it."""
-        if self._writer is None:
-            return
-        try:
-            await asyncio.wait_for(self._unsaved.join(), WRITE_DRAIN_TIMEOUT_S)
-        except TimeoutError:
-            log.error("conversation.turns_unsaved", extra=self._log_tags(count=self._unsaved.qsize()))
-        self._writer.cancel()
-        await asyncio.gather(self._writer, return_exceptions=True)
-
-    def _turn_fields(self, turn: ev.TurnTranscribed, speaker_name: str | None) -> dict[str, Any]:
+    def _pending(self, turn: ev.TurnTranscribed, speaker_name: str | None) -> PendingTurn:
         """Name the speakers of a child turn from the mixer's activity since the previous child turn."""
         speaker_id = None
         if turn.role == "child" and speaker_name is None:
@@ -373,21 +332,13 @@ class Conversation:
             speaker_name = ", ".join(self._counters.speakers.get(i, str(i)) for i in ids) or None
         elif turn.role == "tutor":
             speaker_name = "Tutor"
-        return {"role": turn.role, "text": turn.text, "started_at": self._wall(turn.started_at),
-                "ended_at": self._wall(max(turn.ended_at, turn.started_at)), "speaker_id": speaker_id,
-                "speaker_name": speaker_name, "interrupted": turn.interrupted, "flag_reason": turn.flag_reason}
+        return PendingTurn(turn.role, turn.text, self._wall(turn.started_at),
+                           self._wall(max(turn.ended_at, turn.started_at)), speaker_id, speaker_name,
+                           turn.interrupted, turn.flag_reason)
 
     def _wall(self, mono: float) -> datetime:
         """A monotonic timestamp as UTC wall time, with one fixed offset so order is preserved."""
         return datetime.fromtimestamp(mono + self._wall_offset, UTC)
-
-    async def _report_flagged(self, turn_id: int, reason: str) -> None:
-        self._counters.flagged += 1
-        log.warning("conversation.turn_flagged", extra=self._log_tags(turn_id=turn_id, reason=reason))
-        rows = await self._repository.get_turns(self.guild_id, self.session_id)
-        flagged = next((r for r in rows if r.id == turn_id), None)
-        if flagged is not None:
-            await self._notify("on_turn_flagged", flagged)
 
     # ----- watchdog --------------------------------------------------------------------------------
 
@@ -472,7 +423,7 @@ class Conversation:
             channel_name=self.voice_channel.name, level_title=self.level.title, age=self.age,
             starter_name=self.request.starter_name, started_at=self.started_at,
             uptime_s=time.monotonic() - self.started_mono, speakers=list(self._counters.speakers.values()),
-            turns=self._counters.turns, flagged_turns=self._counters.flagged,
+            turns=self._turns.stored, flagged_turns=self._turns.flagged,
             reconnects=getattr(live_stats, "reconnects", 0),
             live_connected=bool(getattr(live_stats, "connected", False)),
             packets_received=getattr(stats, "packets_received", 0),

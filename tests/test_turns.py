@@ -1,0 +1,100 @@
+"""The turn writer: in order, retried, never blocked by one bad turn, flags reported."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import bot.turns
+from bot.turns import PendingTurn, TurnWriter
+
+GUILD = 77
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def turn(i: int, **overrides) -> PendingTurn:
+    values = {"role": "child" if i % 2 == 0 else "tutor", "text": f"turn {i}",
+              "started_at": T0 + timedelta(seconds=i), "ended_at": T0 + timedelta(seconds=i + 1)}
+    values.update(overrides)
+    return PendingTurn(**values)
+
+
+async def new_session(repository) -> int:
+    return await repository.start_session(GUILD, 1, 2, "Ana", "space", 8, started_at=T0)
+
+
+async def test_turns_are_stored_in_order_and_counted(repository):
+    """Queued turns land in the order they completed."""
+    session_id = await new_session(repository)
+    flagged = []
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=lambda row: _append(flagged, row))
+    writer.start()
+    for i in range(6):
+        writer.put(turn(i))
+    await writer.close(5)
+    assert [t.text for t in await repository.get_turns(GUILD, session_id)] == [f"turn {i}" for i in range(6)]
+    assert writer.stored == 6 and flagged == []
+
+
+async def test_refused_writes_are_retried_not_dropped(repository, monkeypatch):
+    """An OperationalError is retried with backoff until the turn is stored; order is kept."""
+    monkeypatch.setattr(bot.turns, "FIRST_RETRY_S", 0.01)
+    session_id = await new_session(repository)
+    real = repository.add_turn
+    failures = {"left": 3}
+
+    async def flaky(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "add_turn", flaky)
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=_ignore)
+    writer.start()
+    writer.put(turn(0))
+    writer.put(turn(1))
+    await writer.close(5)
+    assert [t.text for t in await repository.get_turns(GUILD, session_id)] == ["turn 0", "turn 1"]
+
+
+async def test_an_invalid_turn_does_not_block_the_next(repository):
+    """A turn the repository rejects as invalid is logged and skipped; later turns are stored."""
+    session_id = await new_session(repository)
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=_ignore)
+    writer.start()
+    writer.put(turn(0, role="narrator"))
+    writer.put(turn(1))
+    await writer.close(5)
+    assert [t.text for t in await repository.get_turns(GUILD, session_id)] == ["turn 1"]
+
+
+async def test_flagged_turn_is_reported_with_its_row(repository):
+    """A turn with a flag reason reaches the observer callback as the stored row."""
+    session_id = await new_session(repository)
+    flagged = []
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=lambda row: _append(flagged, row))
+    writer.start()
+    writer.put(turn(1, flag_reason="GENERATED_CONTENT_SAFETY"))
+    await writer.close(5)
+    assert writer.flagged == 1 and flagged[0].flag_reason == "GENERATED_CONTENT_SAFETY"
+    assert flagged[0].session_id == session_id and flagged[0].guild_id == GUILD
+
+
+async def test_deleted_session_is_not_fatal(repository):
+    """If moderators delete the running session, the writer logs it and keeps going."""
+    session_id = await new_session(repository)
+    await repository.delete_session(GUILD, session_id)
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=_ignore)
+    writer.start()
+    writer.put(turn(0))
+    await writer.close(5)
+    assert writer.stored == 0
+
+
+async def _append(items: list, row) -> None:
+    items.append(row)
+
+
+async def _ignore(row) -> None:
+    return None
