@@ -41,6 +41,7 @@ MAX_VOICE_RECONNECTS = 3
 CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 GOODBYE_TIMEOUT_S = 10.0
+VOICE_DISCONNECT_TIMEOUT_S = 5.0
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
 SAFETY_REDIRECT = (
     "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
@@ -231,11 +232,22 @@ class Conversation:
                 self.voice.stop_listening()
             with contextlib.suppress(Exception):
                 self.voice.stop()
-            with contextlib.suppress(Exception):
-                await self.voice.disconnect(force=True)
+            await self._leave_voice()
         self._playback.cleanup()
         if self.sink is not None:
             self.sink.cleanup()
+
+    async def _leave_voice(self) -> None:
+        """Disconnect, bounded: discord.py waits for the gateway's acknowledgement, which may never come."""
+        try:
+            async with asyncio.timeout(VOICE_DISCONNECT_TIMEOUT_S):
+                await self.voice.disconnect(force=True)
+        except TimeoutError:
+            log.warning("conversation.voice_disconnect_slow", extra=self._log_tags())
+            with contextlib.suppress(Exception):
+                self.voice.cleanup()  # unregister the client so the next /tutor start can join
+        except Exception:
+            log.exception("conversation.voice_disconnect_failed", extra=self._log_tags())
 
     # ----- input: kids → Live ----------------------------------------------------------------------
 
@@ -391,8 +403,7 @@ class Conversation:
             return  # the disconnect rule ends the conversation if voice stays broken
         with contextlib.suppress(Exception):
             self.voice.stop_listening()
-        with contextlib.suppress(Exception):
-            await self.voice.disconnect(force=True)
+        await self._leave_voice()
         try:
             self.voice = await self._connect(self.voice_channel)
             self._listen()

@@ -407,6 +407,9 @@ class FakeVoiceClient:
     async def disconnect(self, *, force: bool = False) -> None:
         self.connected = False
 
+    def cleanup(self) -> None:
+        self.connected = False
+
     # test drivers
     def speak(self, member: Any, pcm48k_stereo: bytes, *, frame_bytes: int = 3840,
               pace: float = 0.02) -> threading.Thread:

@@ -1,0 +1,96 @@
+"""The whole path with nothing faked but Discord's servers and Google's:
+
+DAVE-encrypted RTP over loopback UDP → voice-recv + the DAVE shim → Opus decode → TutorSink → mixer →
+LiveSession (real google-genai SDK) → fake Live server → reply → PlaybackSource → discord.py's own
+AudioPlayer thread → Opus encode → DAVE encrypt → UDP back out, where the remote kid's own DAVE session
+decrypts what the bot said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import davey
+import discord.opus
+import numpy as np
+import pytest
+from discord.ext.voice_recv import rtp as vr_rtp
+from discord.ext.voice_recv.reader import PacketDecryptor
+
+import bot.tutor
+from bot.levels import BUILTIN_LEVELS
+from bot.live.session import LiveConnectOptions, LiveSession
+from bot.tutor import Conversations, StartRequest
+from tests.dave_harness import BOT_ID, GUILD_ID, MODE, SPEAKER_ID, VoiceServerHarness, encode_opus, sine_frames
+from tests.fake_live import FakeLiveServer, make_client_settings
+from tests.signals import peak_frequency
+
+FAST = LiveConnectOptions(max_retries=2, first_retry_delay=0.01, max_retry_delay=0.05)
+
+
+@pytest.fixture
+async def harness():
+    h = await VoiceServerHarness.start()
+    # discord.py's send path uses sendall(): in production the socket is connected during the handshake.
+    h.vc._connection.socket.connect(h.server_socket.getsockname())
+    h.server_socket.setblocking(False)
+    yield h
+    await h.close()
+
+
+def bot_said(harness: VoiceServerHarness) -> list[bytes]:
+    """Every voice packet the bot sent, decrypted as the remote kid's client would, decoded to PCM."""
+    decryptor = PacketDecryptor(MODE, harness.transport_key)
+    decoder = discord.opus.Decoder()
+    frames = []
+    while True:
+        try:
+            datagram = harness.server_socket.recv(4096)
+        except (OSError, BlockingIOError):
+            return frames
+        if len(datagram) < 13 or datagram[1] != 0x78:  # keepalives and anything that is not our voice RTP
+            continue
+        packet = vr_rtp.decode_rtp(datagram)
+        opus = harness.speaker.session.decrypt(BOT_ID, davey.MediaType.audio, bytes(decryptor.decrypt_rtp(packet)))
+        frames.append(decoder.decode(opus, fec=False))
+
+
+async def test_a_kid_speaks_through_dave_and_hears_the_tutor(harness, repository, monkeypatch):
+    """Real DAVE in, real DAVE out: the Live server hears the kid, the kid's client decodes the tutor's tone."""
+    # No gateway here acknowledges the voice disconnect; don't wait the production bound for it.
+    monkeypatch.setattr(bot.tutor, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)
+    async with FakeLiveServer(think_time=0.05, reply_audio_ms=600) as live_server:
+        settings = make_client_settings(live_server, monkeypatch)
+
+        async def connect(channel):
+            return harness.vc
+
+        conversations = Conversations(settings=settings, repository=repository, connect=connect,
+                                      live_factory=functools.partial(LiveSession, connect_options=FAST))
+        conversation = await conversations.start(StartRequest(
+            guild_id=GUILD_ID, voice_channel=harness.channel, starter_id=SPEAKER_ID, starter_name="Kid",
+            level=BUILTIN_LEVELS["space"], age=8))
+
+        opus = encode_opus(sine_frames(50, freq=300.0, amplitude=8000))  # one second of a kid's "voice"
+        await harness.send_paced((harness.speaker.frame(f) for f in opus), pace=0.02)
+        await live_server.wait_for(lambda: live_server.current.audio_stream_ends >= 1, within=10)
+        heard = np.frombuffer(bytes(live_server.current.audio), "<i2")
+        assert len(heard) >= 16_000 * 0.8  # most of the second reached Live as 16 kHz mono
+        assert abs(peak_frequency(heard[: 16_000], 16_000) - 300) < 10
+
+        async with asyncio.timeout(10):
+            while conversation.status().turns < 2:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # the player thread plays the 0.6 s reply in real time
+        status = conversation.status()
+        assert status.packets_received >= 45 and status.packets_dropped == 0
+        await conversations.stop(GUILD_ID)
+
+        pcm = b"".join(bot_said(harness))
+        left = np.frombuffer(pcm, "<i2")[0::2]
+        loud = left[np.abs(left) > 2000]
+        assert len(loud) > 48_000 * 0.3, "the tutor's reply never reached the kid"
+        assert abs(peak_frequency(left, 48_000) - 440) < 15  # the fake model speaks a 440 Hz tone
+        turns = await repository.get_turns(GUILD_ID, conversation.session_id)
+        assert [t.role for t in turns] == ["child", "tutor"] and turns[0].speaker_id == SPEAKER_ID
