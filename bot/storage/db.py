@@ -230,8 +230,7 @@ class Database:
         while True:
             tries += 1
             try:
-                async with self._lock:
-                    return await attempt()
+                return await self._run_uncancellable(attempt)
             except sqlite3.OperationalError as exc:
                 if not is_lock_error(exc) or time.monotonic() + backoff > deadline:
                     raise
@@ -239,6 +238,22 @@ class Database:
                                                            "backoff_s": round(backoff, 3)})
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+
+    async def _run_uncancellable(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """One attempt under the lock, shielded: a caller cancelled mid-transaction (stop() cancelling a task)
+        must not leave the connection inside BEGIN … with no COMMIT or ROLLBACK, which would fail every later
+        write. The attempt finishes on its own; the caller still sees its cancellation."""
+
+        async def locked() -> T:
+            async with self._lock:
+                return await attempt()
+
+        task = asyncio.ensure_future(locked())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_orphaned_failure)
+            raise
 
     async def _migrate(self) -> None:
         """Apply each missing migration in its own transaction; the version is re-read under the write lock."""
@@ -271,3 +286,9 @@ class Database:
         async with self._lock:
             await self._conn.close()
         log.info("storage.closed", extra={"path": self._path})
+
+
+def _log_orphaned_failure(task: asyncio.Task) -> None:
+    """A shielded attempt whose caller was cancelled: nobody awaits it, so report its failure here."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("storage.orphaned_attempt_failed", exc_info=task.exception())
