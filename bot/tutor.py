@@ -164,6 +164,7 @@ class Conversation:
         self._ended = asyncio.Event()
         self._stop_lock = asyncio.Lock()
         self._result: ConversationResult | None = None
+        self._stopper: asyncio.Task[ConversationResult] | None = None  # owned here; stop() is idempotent
         self._turn_waiter: asyncio.Future[None] | None = None
         self._last_child_turn_end = self.started_mono
         self.voice: Any = None
@@ -212,6 +213,11 @@ class Conversation:
         log.info("conversation.ended", extra=self._log_tags(reason=reason, turns=self._turns.stored))
         await self._notify("on_ended", self._result)
         return self._result
+
+    def _stop_soon(self, reason: str) -> None:
+        """Stop from inside one of our own tasks: stop() cancels those, so it runs in a task of its own."""
+        if self._stopper is None:
+            self._stopper = asyncio.create_task(self.stop(reason), name=f"stop:{self.guild_id}")
 
     async def wait_ended(self) -> ConversationResult:
         """Block until the conversation has ended (by command, watchdog or failure)."""
@@ -324,7 +330,7 @@ class Conversation:
                     self._queue_turn(event)
                 case ev.Failed(reason=reason):
                     await self._notify("on_failed", reason)
-                    asyncio.create_task(self.stop(f"Gemini Live failed: {reason}"))  # noqa: RUF006 (stop owns it)
+                    self._stop_soon(f"Gemini Live failed: {reason}")
                     return
                 case ev.Reconnecting() | ev.Reconnected():
                     log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
@@ -366,7 +372,7 @@ class Conversation:
             if reason is not None:
                 if reason.goodbye:
                     await self._say_goodbye(reason.text)
-                asyncio.create_task(self.stop(reason.text))  # noqa: RUF006 (stop cancels this task)
+                self._stop_soon(reason.text)
                 return
 
     async def _check_once(self) -> StopReason | None:
