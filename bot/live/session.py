@@ -13,8 +13,10 @@ new connection. Without a handle (a drop before the first update) the new connec
 is re-seeded with the history plus every completed turn.
 
 Consume events with `async for event in session.events()`; it ends after `Failed` or `close()`.
-Call the sync methods from the event loop's thread. The outbox and replay ring are in
-`bot.live.buffers` (`HistoryTurn` is re-exported here), the failure verdicts in `bot.live.failures`.
+Call the sync methods from the event loop's thread. The lifecycle is one `LiveState` (`state`), moved
+only by `_set_state`, which checks `ALLOWED_TRANSITIONS`. The outbox and replay ring are in
+`bot.live.buffers` (`HistoryTurn` is re-exported here), the failure verdicts in `bot.live.failures`, the
+options, states and stats in `bot.live.options` (`LiveConnectOptions`, `LiveStats` re-exported here).
 """
 
 from __future__ import annotations
@@ -23,10 +25,8 @@ import asyncio
 import contextlib
 import logging
 import re
-import statistics
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -59,61 +59,24 @@ from bot.live.events import (
     Usage,
 )
 from bot.live.failures import Verdict, classify, is_auth_problem, scrub
+from bot.live.options import (
+    LiveConnectOptions,
+    LiveCounters,
+    LiveState,
+    LiveStats,
+    check_transition,
+    live_connect_config,
+)
 from bot.live.transcript import TranscriptAssembler
 
 log = logging.getLogger(__name__)
 
 BENIGN_TURN_REASONS = frozenset({"TURN_COMPLETE_REASON_UNSPECIFIED", "NEED_MORE_INPUT", "MALFORMED_FUNCTION_CALL"})
-SAFETY_CATEGORIES = (
-    types.HarmCategory.HARM_CATEGORY_HARASSMENT,
-    types.HarmCategory.HARM_CATEGORY_HATE_SPEECH,
-    types.HarmCategory.HARM_CATEGORY_SEXUALLY_EXPLICIT,
-    types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
-)
 UNCONFIRMED_MARGIN_S = 0.5  # without an index, messages this recent may not be in the handle yet
 MAX_SEED_TURNS = 60
-LATENCY_SAMPLES = 50
+DEFAULT_CONNECT_OPTIONS = LiveConnectOptions()
 
-
-@dataclass(frozen=True, slots=True)
-class LiveConnectOptions:
-    """Retry and buffering policy; tests pass small numbers."""
-
-    max_retries: int = 5  # consecutive failed connections before giving up
-    first_retry_delay: float = 0.1
-    max_retry_delay: float = 5.0
-    input_queue_seconds: float = 10.0  # unsent input audio kept while disconnected
-    replay_seconds: float = 30.0  # sent-but-unconfirmed input audio kept for replay
-    stable_after: float = 10.0  # a connection up this long resets the failure count
-    connect_timeout: float = 15.0
-    close_timeout: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.max_retries < 0 or self.first_retry_delay < 0 or self.input_queue_seconds <= 0:
-            raise ValueError("max_retries and first_retry_delay must be >= 0, input_queue_seconds > 0")
-
-    def retry_delay(self, attempt: int) -> float:
-        """Exponential backoff: first_retry_delay, doubled per attempt, capped."""
-        return min(self.first_retry_delay * 2 ** max(attempt - 1, 0), self.max_retry_delay)
-
-
-@dataclass(frozen=True, slots=True)
-class LiveStats:
-    """A snapshot for `/tutor status` and logs."""
-
-    connected: bool
-    reconnects: int
-    resumed_count: int
-    messages_sent: int
-    audio_ms_sent: float
-    audio_ms_received: float
-    audio_ms_dropped: float
-    last_error: str | None
-    response_latency_ms: tuple[float, ...]
-
-    @property
-    def response_latency_p50_ms(self) -> float | None:
-        return statistics.median(self.response_latency_ms) if self.response_latency_ms else None
+__all__ = ["HistoryTurn", "LiveConnectFailed", "LiveConnectOptions", "LiveSession", "LiveState", "LiveStats"]
 
 
 class LiveConnectFailed(TutorError):
@@ -139,7 +102,7 @@ class LiveSession:
     """One Gemini Live conversation; see the module docstring for the contract."""
 
     def __init__(self, settings: Settings, *, system_instruction: str, history: Sequence[HistoryTurn] = (),
-                 connect_options: LiveConnectOptions = LiveConnectOptions()) -> None:
+                 connect_options: LiveConnectOptions = DEFAULT_CONNECT_OPTIONS) -> None:
         self._settings = settings
         self._instruction = system_instruction
         self._options = connect_options
@@ -159,27 +122,20 @@ class LiveSession:
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task] = set()
         self._failures = 0
-        self._closed = False
-        self._failed = False
+        self._state = LiveState.IDLE
         self._last_turn_complete_at = 0.0
-        # stats
-        self._reconnects = self._resumed_count = self._messages_sent = 0
-        self._audio_bytes_sent = self._audio_bytes_received = 0
-        self._last_error: str | None = None
-        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self.last_input_sent_at: float | None = None
-        self._reply_reference: float | None = None
-        self._reply_started = False
+        self._counters = LiveCounters()
 
     # public API -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect (retrying transient failures) and start the supervisor; raises `LiveConnectFailed`."""
-        if self._client is not None:
-            raise RuntimeError("LiveSession.start() called twice")
+        if self._state is not LiveState.IDLE:
+            raise RuntimeError(f"LiveSession.start() called while {self._state.name}")
+        self._set_state(LiveState.CONNECTING, "start")
         self._client = self._make_client()
         while True:
             try:
-                self._connection = await self._open(handle=None)
+                connection = await self._open(handle=None)
                 break
             except Exception as exc:
                 verdict = self._classify(exc)
@@ -191,7 +147,12 @@ class LiveSession:
                     await self.close()
                     raise LiveConnectFailed(failure) from None
                 await asyncio.sleep(self._options.retry_delay(self._failures))
+        if self._state is not LiveState.CONNECTING:  # closed while connecting: nobody will serve it
+            await self._close_connection(connection)
+            return
         self._failures = 0
+        self._connection = connection
+        self._set_state(LiveState.READY, "connected")
         self._supervisor = asyncio.create_task(self._supervise(), name=f"live-{self.id}")
 
     def send_audio(self, pcm16k: bytes) -> None:
@@ -215,7 +176,7 @@ class LiveSession:
         if not turns:
             return
         self._history.extend(turns)
-        if self._client is not None and self._accepting():
+        if self._state is not LiveState.IDLE and self._accepting():
             self._enqueue(Outgoing("history", turns=turns))
 
     async def events(self) -> AsyncIterator[LiveEvent]:
@@ -235,27 +196,30 @@ class LiveSession:
             event = self._events.get_nowait()
             if isinstance(event, TurnTranscribed):
                 turns.append(event)
-        if self._closed:
+        if self._state is LiveState.CLOSED:
             self._events.put_nowait(None)  # keep `events()` ending for anyone still iterating
         return turns
 
     @property
+    def state(self) -> LiveState:
+        """Where the session is in its life (read-only; see `bot.live.options.ALLOWED_TRANSITIONS`)."""
+        return self._state
+
+    @property
     def stats(self) -> LiveStats:
         """Current figures (a snapshot)."""
-        return LiveStats(
-            connected=self._connection is not None and not self._failed and not self._closed,
-            reconnects=self._reconnects, resumed_count=self._resumed_count, messages_sent=self._messages_sent,
-            audio_ms_sent=LIVE_INPUT.ms_for_bytes(self._audio_bytes_sent),
-            audio_ms_received=self._audio_bytes_received / 2 / 24_000 * 1000,
-            audio_ms_dropped=LIVE_INPUT.ms_for_bytes(self._outbox.dropped_bytes),
-            last_error=self._last_error, response_latency_ms=tuple(self._latencies),
-        )
+        return self._counters.snapshot(connected=self._state.connected, dropped_bytes=self._outbox.dropped_bytes)
+
+    @property
+    def last_input_sent_at(self) -> float | None:
+        """When input audio last went out (monotonic), or None before any."""
+        return self._counters.last_input_sent_at
 
     async def close(self) -> None:
         """Stop everything and release the socket and client; safe to call more than once."""
-        if self._closed:
+        if self._state is LiveState.CLOSED:
             return
-        self._closed = True
+        self._set_state(LiveState.CLOSED, "close")
         if self._supervisor is not None and self._supervisor is not asyncio.current_task():
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -279,22 +243,6 @@ class LiveSession:
                                     base_url=self._settings.gemini_base_url)
         return genai.Client(api_key=self._settings.gemini_api_key.get_secret_value(), http_options=options)
 
-    def _config(self, handle: str | None, seeding: bool) -> types.LiveConnectConfig:
-        prebuilt = types.PrebuiltVoiceConfig(voice_name=self._settings.gemini_voice)
-        voice = types.VoiceConfig(prebuilt_voice_config=prebuilt)
-        return types.LiveConnectConfig(
-            response_modalities=[types.Modality.AUDIO],
-            speech_config=types.SpeechConfig(voice_config=voice),
-            system_instruction=types.Content(role="user", parts=[types.Part(text=self._instruction)]),
-            input_audio_transcription=types.AudioTranscriptionConfig(),
-            output_audio_transcription=types.AudioTranscriptionConfig(),
-            session_resumption=types.SessionResumptionConfig(handle=handle),
-            context_window_compression=types.ContextWindowCompressionConfig(sliding_window=types.SlidingWindow()),
-            safety_settings=[types.SafetySetting(category=c, threshold=types.HarmBlockThreshold.BLOCK_LOW_AND_ABOVE)
-                             for c in SAFETY_CATEGORIES],
-            history_config=types.HistoryConfig(initial_history_in_client_content=True) if seeding else None,
-        )
-
     def _seed_turns(self) -> list[HistoryTurn]:
         return (self._history + self._completed)[-MAX_SEED_TURNS:]
 
@@ -309,7 +257,8 @@ class LiveSession:
         try:
             async with asyncio.timeout(self._options.connect_timeout):
                 session = await stack.enter_async_context(self._client.aio.live.connect(
-                    model=self._settings.gemini_model, config=self._config(handle, seeding=bool(seed))))
+                    model=self._settings.gemini_model, config=live_connect_config(
+                        self._settings, self._instruction, handle=handle, seeding=bool(seed))))
                 conn = _Connection(number, session, stack, resumed=handle is not None)
                 if seed:
                     # With initial_history_in_client_content the server reads client content until a
@@ -333,12 +282,14 @@ class LiveSession:
     async def _supervise(self) -> None:
         """Own the connection: serve it until it ends, then replace it or give up."""
         try:
-            while not self._closed and self._connection is not None:
+            while self._state is LiveState.READY:
                 conn = self._connection
+                assert conn is not None  # READY always has one
                 verdict = await self._serve(conn)
                 if verdict is None:  # GoAway: already replaced by _serve
                     continue
                 self._connection = None
+                self._set_state(LiveState.RECONNECTING, verdict.reason)
                 await self._close_connection(conn)
                 if not await self._handle_connection_error(conn, verdict):
                     return
@@ -368,7 +319,8 @@ class LiveSession:
 
     async def _handle_go_away(self, old: _Connection, old_recv: asyncio.Task) -> Verdict | None:
         """Proactive handover: the old socket keeps delivering the reply while the new one connects."""
-        self._reconnects += 1
+        self._set_state(LiveState.HANDING_OVER, "go_away")
+        self._counters.reconnects += 1
         self._emit(Reconnecting("go_away", 1))
         log.info("live.reconnecting", extra={"live_session": self.id, "reason": "go_away", "attempt": 1})
         try:
@@ -379,13 +331,14 @@ class LiveSession:
         await self._cancel({old_recv})
         self._spawn(self._close_connection(old), "close-old")  # the server closes it with 1011 anyway
         self._connection = new
+        self._set_state(LiveState.READY, "handed over")
         self._after_reconnect(new, attempt=1)
         return None
 
     async def _handle_connection_error(self, conn: _Connection | None, verdict: Verdict) -> bool:
         """Count the failure and reconnect with backoff; False once the session has failed."""
         while True:
-            self._last_error = verdict.reason
+            self._counters.last_error = verdict.reason
             if verdict.permanent and self._handle is not None and not is_auth_problem(verdict):
                 # A handle can expire or be refused: forget it and start fresh (re-seeded) instead.
                 log.warning("live.resume_refused", extra={"live_session": self.id, "reason": verdict.reason})
@@ -401,7 +354,7 @@ class LiveSession:
                 self._fail(Verdict(f"Lost the connection to Gemini after {tries} tries (last problem: "
                                    f"{verdict.reason}).", False, verdict.code))
                 return False
-            self._reconnects += 1
+            self._counters.reconnects += 1
             self._emit(Reconnecting(verdict.reason, self._failures))
             log.warning("live.reconnecting", extra={"live_session": self.id, "reason": verdict.reason,
                                                     "attempt": self._failures})
@@ -412,6 +365,7 @@ class LiveSession:
                 verdict = self._classify(exc)
                 continue
             self._connection = new
+            self._set_state(LiveState.READY, "reconnected")
             self._after_reconnect(new, attempt=self._failures)
             return True
 
@@ -422,7 +376,7 @@ class LiveSession:
     def _after_reconnect(self, conn: _Connection, attempt: int) -> None:
         """Put unconfirmed messages back in front of the queue, then let input flow on `conn`."""
         if conn.resumed:
-            self._resumed_count += 1
+            self._counters.resumed_count += 1
             replay = self._ring.take()
         else:  # re-seeded from the transcript: only what came after the last completed turn is new
             replay = self._ring.take(sent_after=self._last_turn_complete_at - UNCONFIRMED_MARGIN_S)
@@ -436,7 +390,7 @@ class LiveSession:
 
     # sending ----------------------------------------------------------------------------------
     def _accepting(self) -> bool:
-        return not self._closed and not self._failed
+        return self._state.accepting_input
 
     def _enqueue(self, message: Outgoing) -> None:
         self._outbox.push(message)
@@ -454,12 +408,7 @@ class LiveSession:
             self._ring.add(SentMessage(conn.number, conn.next_index, now, message))  # before sending: replayable
             conn.next_index += 1
             await send_outgoing(session, message)
-            self._messages_sent += 1
-            if message.kind == "audio":
-                self._audio_bytes_sent += len(message.audio)
-                self.last_input_sent_at = now
-            elif message.kind in ("audio_end", "text"):
-                self._reply_reference = now
+            self._counters.sent(message.kind, len(message.audio), now)
 
     # receiving --------------------------------------------------------------------------------
     async def _receive_loop(self, conn: _Connection) -> None:
@@ -496,19 +445,13 @@ class LiveSession:
             self._restart.set()
 
     def _on_reply_audio(self, blob: types.Blob, now: float) -> None:
-        if not self._reply_started:
-            self._reply_started = True
-            reference = self._reply_reference or self.last_input_sent_at
-            if reference is not None:
-                self._latencies.append((now - reference) * 1000)
-            self._reply_reference = None
-        self._audio_bytes_received += len(blob.data or b"")
+        self._counters.reply_audio(len(blob.data or b""), now)
         self._publish(AudioChunk(blob.data or b"", _rate_from_mime(blob.mime_type), received_at=now))
 
     def _on_turn_complete(self, content: types.LiveServerContent, now: float) -> None:
         reason = content.turn_complete_reason
         name = getattr(reason, "value", None) or (str(reason) if reason is not None else None)
-        self._reply_started = False
+        self._counters.turn_complete()
         self._last_turn_complete_at = now
         self._publish(TurnComplete(name, blocked=name is not None and name not in BENIGN_TURN_REASONS))
 
@@ -540,14 +483,21 @@ class LiveSession:
     def _fail(self, verdict: Verdict) -> Failed:
         key = self._settings.gemini_api_key.get_secret_value()
         failure = Failed(scrub(verdict.reason, key), permanent=verdict.permanent, code=verdict.code)
-        if not self._failed:
-            self._failed = True
-            self._last_error = failure.reason
+        if self._state.accepting_input:  # once only, and not after close()
+            self._set_state(LiveState.FAILED, failure.reason)
+            self._counters.last_error = failure.reason
             log.error("live.failed", extra={"live_session": self.id, "reason": failure.reason, "code": verdict.code})
             for turn in self._assembler.flush():
                 self._emit(turn)
             self._emit(failure)
         return failure
+
+    def _set_state(self, new: LiveState, reason: str) -> None:
+        """The only writer of `_state`: refuses moves `ALLOWED_TRANSITIONS` lacks, logs the rest."""
+        check_transition(self._state, new)
+        log.info("live.state", extra={"live_session": self.id, "from_state": self._state.value,
+                                      "to_state": new.value, "reason": reason})
+        self._state = new
 
     # failure policy ---------------------------------------------------------------------------
     def _classify(self, exc: BaseException) -> Verdict:

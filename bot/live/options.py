@@ -1,0 +1,179 @@
+"""What a `LiveSession` is given and what it reports: its retry policy, the Live setup it sends, its
+lifecycle states and its figures.
+
+These are values with no I/O, kept out of `bot.live.session` so the session module holds only the
+behaviour (and stays readable); `bot.live.session` re-exports `LiveConnectOptions` and `LiveStats`.
+"""
+
+from __future__ import annotations
+
+import enum
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+from google.genai import types
+
+from bot.audio.formats import LIVE_INPUT, LIVE_OUTPUT
+from bot.config import Settings
+
+SAFETY_CATEGORIES = (
+    types.HarmCategory.HARM_CATEGORY_HARASSMENT,
+    types.HarmCategory.HARM_CATEGORY_HATE_SPEECH,
+    types.HarmCategory.HARM_CATEGORY_SEXUALLY_EXPLICIT,
+    types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
+)
+LATENCY_SAMPLES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConnectOptions:
+    """Retry and buffering policy; tests pass small numbers."""
+
+    max_retries: int = 5  # consecutive failed connections before giving up
+    first_retry_delay: float = 0.1
+    max_retry_delay: float = 5.0
+    input_queue_seconds: float = 10.0  # unsent input audio kept while disconnected
+    replay_seconds: float = 30.0  # sent-but-unconfirmed input audio kept for replay
+    stable_after: float = 10.0  # a connection up this long resets the failure count
+    connect_timeout: float = 15.0
+    close_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.first_retry_delay < 0 or self.input_queue_seconds <= 0:
+            raise ValueError("max_retries and first_retry_delay must be >= 0, input_queue_seconds > 0")
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential backoff: first_retry_delay, doubled per attempt, capped."""
+        return min(self.first_retry_delay * 2 ** max(attempt - 1, 0), self.max_retry_delay)
+
+
+def live_connect_config(settings: Settings, instruction: str, *, handle: str | None,
+                        seeding: bool) -> types.LiveConnectConfig:
+    """The setup every connection sends: audio out, both transcripts, resumption, compression, strict safety."""
+    prebuilt = types.PrebuiltVoiceConfig(voice_name=settings.gemini_voice)
+    return types.LiveConnectConfig(
+        response_modalities=[types.Modality.AUDIO],
+        speech_config=types.SpeechConfig(voice_config=types.VoiceConfig(prebuilt_voice_config=prebuilt)),
+        system_instruction=types.Content(role="user", parts=[types.Part(text=instruction)]),
+        input_audio_transcription=types.AudioTranscriptionConfig(),
+        output_audio_transcription=types.AudioTranscriptionConfig(),
+        session_resumption=types.SessionResumptionConfig(handle=handle),
+        context_window_compression=types.ContextWindowCompressionConfig(sliding_window=types.SlidingWindow()),
+        safety_settings=[types.SafetySetting(category=c, threshold=types.HarmBlockThreshold.BLOCK_LOW_AND_ABOVE)
+                         for c in SAFETY_CATEGORIES],
+        history_config=types.HistoryConfig(initial_history_in_client_content=True) if seeding else None,
+    )
+
+
+class LiveState(enum.Enum):
+    """Where a `LiveSession` is in its life; `LiveSession._set_state` is the only writer."""
+
+    IDLE = "idle"  # built, start() not called yet; input is queued
+    CONNECTING = "connecting"  # start() is opening the first connection
+    READY = "ready"  # one connection is up and input flows
+    HANDING_OVER = "handing_over"  # GoAway: the old socket still delivers while the new one opens
+    RECONNECTING = "reconnecting"  # the connection dropped: backing off and redialling, input is kept
+    FAILED = "failed"  # gave up (`Failed` was emitted); the client stays open until close()
+    CLOSED = "closed"  # close() released everything; final
+
+    @property
+    def connected(self) -> bool:
+        """A socket is up and serving (during a handover, the old one)."""
+        return self in (LiveState.READY, LiveState.HANDING_OVER)
+
+    @property
+    def accepting_input(self) -> bool:
+        """Input is still queued for sending (before start and across reconnects)."""
+        return self not in (LiveState.FAILED, LiveState.CLOSED)
+
+
+ALLOWED_TRANSITIONS: dict[LiveState, frozenset[LiveState]] = {
+    LiveState.IDLE: frozenset({LiveState.CONNECTING, LiveState.CLOSED}),
+    LiveState.CONNECTING: frozenset({LiveState.READY, LiveState.FAILED, LiveState.CLOSED}),
+    LiveState.READY: frozenset({LiveState.HANDING_OVER, LiveState.RECONNECTING, LiveState.FAILED, LiveState.CLOSED}),
+    LiveState.HANDING_OVER: frozenset({LiveState.READY, LiveState.RECONNECTING, LiveState.FAILED, LiveState.CLOSED}),
+    LiveState.RECONNECTING: frozenset({LiveState.READY, LiveState.FAILED, LiveState.CLOSED}),
+    LiveState.FAILED: frozenset({LiveState.CLOSED}),
+    LiveState.CLOSED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A move the table does not allow: a bug in the session, never a network condition."""
+
+    def __init__(self, current: LiveState, new: LiveState) -> None:
+        self.current, self.new = current, new
+        super().__init__(f"LiveSession cannot go from {current.name} to {new.name}")
+
+
+def check_transition(current: LiveState, new: LiveState) -> None:
+    """Raise `IllegalTransition` unless `ALLOWED_TRANSITIONS` lets `current` become `new`."""
+    if new not in ALLOWED_TRANSITIONS[current]:
+        raise IllegalTransition(current, new)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStats:
+    """A snapshot for `/tutor status` and logs."""
+
+    connected: bool
+    reconnects: int
+    resumed_count: int
+    messages_sent: int
+    audio_ms_sent: float
+    audio_ms_received: float
+    audio_ms_dropped: float
+    last_error: str | None
+    response_latency_ms: tuple[float, ...]
+
+    @property
+    def response_latency_p50_ms(self) -> float | None:
+        return statistics.median(self.response_latency_ms) if self.response_latency_ms else None
+
+
+@dataclass(slots=True)
+class LiveCounters:
+    """The running figures behind `LiveStats`, including the reply latency (input end → first reply audio)."""
+
+    reconnects: int = 0
+    resumed_count: int = 0
+    messages_sent: int = 0
+    audio_bytes_sent: int = 0
+    audio_bytes_received: int = 0
+    last_error: str | None = None
+    last_input_sent_at: float | None = None
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    _reply_reference: float | None = None
+    _reply_started: bool = False
+
+    def sent(self, kind: str, audio_bytes: int, now: float) -> None:
+        """One message went out; the end of a kid's input (or typed text) is what a reply answers."""
+        self.messages_sent += 1
+        if kind == "audio":
+            self.audio_bytes_sent += audio_bytes
+            self.last_input_sent_at = now
+        elif kind in ("audio_end", "text"):
+            self._reply_reference = now
+
+    def reply_audio(self, nbytes: int, now: float) -> None:
+        """Reply audio arrived; the first chunk of a turn gives one latency sample."""
+        if not self._reply_started:
+            self._reply_started = True
+            reference = self._reply_reference or self.last_input_sent_at
+            if reference is not None:
+                self.latencies.append((now - reference) * 1000)
+            self._reply_reference = None
+        self.audio_bytes_received += nbytes
+
+    def turn_complete(self) -> None:
+        self._reply_started = False
+
+    def snapshot(self, *, connected: bool, dropped_bytes: int) -> LiveStats:
+        return LiveStats(
+            connected=connected, reconnects=self.reconnects, resumed_count=self.resumed_count,
+            messages_sent=self.messages_sent, audio_ms_sent=LIVE_INPUT.ms_for_bytes(self.audio_bytes_sent),
+            audio_ms_received=LIVE_OUTPUT.ms_for_bytes(self.audio_bytes_received),
+            audio_ms_dropped=LIVE_INPUT.ms_for_bytes(dropped_bytes), last_error=self.last_error,
+            response_latency_ms=tuple(self.latencies),
+        )
