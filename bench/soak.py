@@ -7,7 +7,9 @@ What is not accelerated, and why: kids' audio enters at real-time pace and the p
 because the pump, the mixer's jitter policy and playback are clocked by wall time; pushing audio faster
 would measure a different pipeline. What is compressed is the GoAway rhythm (default every 30 s instead of
 every 10 minutes), so a short run crosses as many reconnects as an hour would. RSS growth is measured from
-the end of the first minute (after warm-up) and extrapolated linearly to 60 minutes.
+the end of the first minute (after warm-up) and extrapolated linearly to 60 minutes; the fake server runs in
+this process (GoAway and its session accounting are driven from here), so the audio it must keep is
+subtracted and its per-message recordings are dropped (`LeanFakeLiveServer`).
 
 Checks: every reply the fake server finished has its tutor turn in SQLite; every byte handed to
 `LiveSession.send_audio` is in the fake model's session audio exactly once (resumption rolls the server's
@@ -34,10 +36,27 @@ from tests.fake_live import FakeLiveServer
 from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
 
 GOAL_RSS_GROWTH_MB = 5.0
+MB = 1024 * 1024
+
+
+class LeanFakeLiveServer(FakeLiveServer):
+    """The fake, minus the per-message recordings tests need (they would grow ~100 MB an hour in our RSS).
+
+    `conn.messages` keeps its length (resumption indexes count it) but not the payloads; per-connection
+    audio copies are dropped. `session.audio` must stay (handles roll it back); its size is subtracted.
+    """
+
+    def _on_client_message(self, conn, message) -> None:
+        super()._on_client_message(conn, message)
+        conn.messages[-1] = {}
+        conn.audio.clear()
+
+    def held_mb(self) -> float:
+        return sum(len(s.audio) for s in self.sessions) / MB
 
 
 async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
-    async with FakeLiveServer(think_time=0.2, reply_audio_ms=1500) as server:
+    async with LeanFakeLiveServer(think_time=0.2, reply_audio_ms=1500) as server:
         with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
             db = await Database.open(Path(tmp) / "tutor.sqlite3")
             repository = Repository(db)
@@ -59,7 +78,7 @@ async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
             for thread in threads:
                 thread.start()
             started = time.monotonic()
-            rss_at: dict[int, float] = {0: rss_mb()}
+            rss_at: dict[int, float] = {0: rss_mb() - server.held_mb()}
             goaways = 0
             next_goaway = started + goaway_every
             while (now := time.monotonic()) < started + minutes * 60:
@@ -68,7 +87,8 @@ async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
                     goaways += 1
                     next_goaway += goaway_every
                 minute = int((now - started) // 60)
-                rss_at.setdefault(minute, rss_mb())
+                if minute not in rss_at:
+                    rss_at[minute] = rss_mb() - server.held_mb()
                 await asyncio.sleep(0.5)
             stop.set()
             for thread in threads:
@@ -80,7 +100,7 @@ async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
             await conversations.stop_all("soak finished")
             turns = await repository.get_turns(77, conversation.session_id)
             await db.close()
-            rss_end = rss_mb()
+            rss_end = rss_mb() - server.held_mb()
     heard = sum(len(s.audio) for s in server.sessions)
     tutor_turns = sum(1 for t in turns if t.role == "tutor")
     warm = rss_at.get(1, rss_at[0])
@@ -95,7 +115,7 @@ async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
         ("input bytes handed to LiveSession / heard by the model", f"{handed} / {heard} (Δ {heard - handed})"),
         ("Live sessions on the server (1 = every reconnect resumed)", str(len(server.sessions))),
         ("playback underruns", str(status.underruns)),
-        ("RSS MB start / after 1st minute / end", f"{rss_at[0]:.1f} / {warm:.1f} / {rss_end:.1f}"),
+        ("RSS MB − fake's audio: start / 1st minute / end", f"{rss_at[0]:.1f} / {warm:.1f} / {rss_end:.1f}"),
         ("RSS growth after warm-up, extrapolated to 60 min", f"{per_hour:+.1f} MB"),
     ]
     for name, value in rows:
