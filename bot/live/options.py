@@ -83,9 +83,9 @@ class LiveState(enum.Enum):
         return self in (LiveState.READY, LiveState.HANDING_OVER)
 
     @property
-    def accepting_input(self) -> bool:
-        """Input is still queued for sending (before start and across reconnects)."""
-        return self not in (LiveState.FAILED, LiveState.CLOSED)
+    def ended(self) -> bool:
+        """Failed or closed: input is ignored from now on (before start and across reconnects it is queued)."""
+        return self in (LiveState.FAILED, LiveState.CLOSED)
 
 
 ALLOWED_TRANSITIONS: dict[LiveState, frozenset[LiveState]] = {

@@ -157,17 +157,17 @@ class LiveSession:
 
     def send_audio(self, pcm16k: bytes) -> None:
         """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting."""
-        if pcm16k and self._accepting():
+        if pcm16k and not self._state.ended:
             self._enqueue(Outgoing("audio", audio=bytes(pcm16k)))
 
     def end_audio_stream(self) -> None:
         """Tell Gemini the kids stopped talking (after the silence tail); a reply usually follows."""
-        if self._accepting():
+        if not self._state.ended:
             self._enqueue(Outgoing("audio_end"))
 
     def send_text(self, text: str) -> None:
         """Queue typed text from a kid (`/tutor say`); the tutor answers it."""
-        if text.strip() and self._accepting():
+        if text.strip() and not self._state.ended:
             self._enqueue(Outgoing("text", text=text))
 
     async def seed_history(self, turns: Sequence[HistoryTurn]) -> None:
@@ -176,7 +176,7 @@ class LiveSession:
         if not turns:
             return
         self._history.extend(turns)
-        if self._state is not LiveState.IDLE and self._accepting():
+        if self._state is not LiveState.IDLE and not self._state.ended:
             self._enqueue(Outgoing("history", turns=turns))
 
     async def events(self) -> AsyncIterator[LiveEvent]:
@@ -346,7 +346,8 @@ class LiveSession:
             elif verdict.permanent:
                 self._fail(verdict)
                 return False
-            self._check_and_reset_failure_counter(conn)
+            if conn is not None and time.monotonic() - conn.connected_at >= self._options.stable_after:
+                self._failures = 0  # a stable connection earns a fresh retry budget
             conn = None
             self._failures += 1
             if self._failures > self._options.max_retries:
@@ -369,10 +370,6 @@ class LiveSession:
             self._after_reconnect(new, attempt=self._failures)
             return True
 
-    def _check_and_reset_failure_counter(self, conn: _Connection | None) -> None:
-        if conn is not None and time.monotonic() - conn.connected_at >= self._options.stable_after:
-            self._failures = 0
-
     def _after_reconnect(self, conn: _Connection, attempt: int) -> None:
         """Put unconfirmed messages back in front of the queue, then let input flow on `conn`."""
         if conn.resumed:
@@ -389,9 +386,6 @@ class LiveSession:
         self._outbox_ready.set()
 
     # sending ----------------------------------------------------------------------------------
-    def _accepting(self) -> bool:
-        return self._state.accepting_input
-
     def _enqueue(self, message: Outgoing) -> None:
         self._outbox.push(message)
         self._outbox_ready.set()
@@ -483,7 +477,7 @@ class LiveSession:
     def _fail(self, verdict: Verdict) -> Failed:
         key = self._settings.gemini_api_key.get_secret_value()
         failure = Failed(scrub(verdict.reason, key), permanent=verdict.permanent, code=verdict.code)
-        if self._state.accepting_input:  # once only, and not after close()
+        if not self._state.ended:  # once only, and not after close()
             self._set_state(LiveState.FAILED, failure.reason)
             self._counters.last_error = failure.reason
             log.error("live.failed", extra={"live_session": self.id, "reason": failure.reason, "code": verdict.code})
@@ -492,6 +486,7 @@ class LiveSession:
             self._emit(failure)
         return failure
 
+    # state ------------------------------------------------------------------------------------
     def _set_state(self, new: LiveState, reason: str) -> None:
         """The only writer of `_state`: refuses moves `ALLOWED_TRANSITIONS` lacks, logs the rest."""
         check_transition(self._state, new)
