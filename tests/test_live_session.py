@@ -411,6 +411,26 @@ def test_assembler_records_a_block_even_without_text():
     assert assembler.flush() == []
 
 
+def test_assembler_ends_a_reply_cut_by_a_reconnect_as_interrupted():
+    """A replaced connection closes the reply it was streaming, marked interrupted, even before any words."""
+    assembler = TranscriptAssembler(iter(range(10)).__next__)
+    assembler.feed(AudioChunk(b"\0\0"))
+    done = assembler.cut_by_reconnect(input_replayed=False)
+    assert [(t.role, t.text, t.interrupted) for t in done] == [("tutor", "", True)]
+    later = assembler.feed(OutputTranscript("Hello again"))
+    assert later == [] and [t.text for t in assembler.feed(TurnComplete())] == ["Hello again"]
+
+
+def test_assembler_drops_a_child_turn_whose_audio_is_replayed():
+    """On a fresh connection the kid's audio is replayed and transcribed again: the old fragments go."""
+    assembler = TranscriptAssembler(iter(range(10)).__next__)
+    assembler.feed(InputTranscript("Why is the sky blue?"))
+    assert assembler.cut_by_reconnect(input_replayed=True) == []
+    assembler.feed(InputTranscript("Why is the sky blue?"))
+    done = assembler.feed(OutputTranscript("Because"))
+    assert [(t.role, t.text) for t in done] == [("child", "Why is the sky blue?")]
+
+
 async def test_close_keeps_the_turn_in_progress_for_storage(server, settings):
     """Closing mid-turn flushes the partial turns, which drain_pending_turns hands back after close."""
     session = LiveSession(settings, system_instruction="x", connect_options=FAST)

@@ -371,7 +371,10 @@ class LiveSession:
             return True
 
     def _after_reconnect(self, conn: _Connection, attempt: int) -> None:
-        """Put unconfirmed messages back in front of the queue, then let input flow on `conn`."""
+        """Close the turn the old connection cut, put unconfirmed messages back in front, let input flow."""
+        for turn in self._assembler.cut_by_reconnect(input_replayed=not conn.resumed):
+            self._completed.append(HistoryTurn(turn.role, turn.text))
+            self._emit(turn)
         if conn.resumed:
             self._counters.resumed_count += 1
             replay = self._ring.take()

@@ -79,6 +79,21 @@ class TranscriptAssembler:
         self._child = self._tutor = None
         return done
 
+    def cut_by_reconnect(self, *, input_replayed: bool) -> list[TurnTranscribed]:
+        """The connection was replaced: a reply it was streaming ends here, interrupted.
+
+        On a fresh (not resumed) connection the kids' unanswered audio is replayed and transcribed again, so
+        the open child turn is dropped rather than stored twice.
+        """
+        done = []
+        if self._tutor is not None:  # kept even without words yet: the kids heard part of a reply
+            self._tutor.interrupted = True
+            done.append(self._tutor.close())
+            self._tutor = None
+        if input_replayed:
+            self._child = None
+        return done
+
     def _on_child_fragment(self, text: str, now: float) -> None:
         if self._child is None:
             self._child = _OpenTurn("child", now, now)
