@@ -180,3 +180,19 @@ def test_scrub_removes_verbatim_and_query_keys():
     """scrub() hides the key itself and any key= query value, even one that is not ours."""
     assert scrub(f"a {KEY} b ?key=other&y=2", KEY) == "a *** b ?key=***&y=2"
     assert scrub("nothing here", "") == "nothing here"
+
+
+def test_pop_coalesced_joins_queued_audio_up_to_the_cap_and_stops_at_other_kinds():
+    """Consecutive audio comes out as one message (≤ cap, bytes in order); text and audio_end stay separate."""
+    queue = AudioBoundedQueue(10_000)
+    for chunk in (b"\x01" * 640, b"\x02" * 640, b"\x03" * 640):
+        queue.push(Outgoing("audio", audio=chunk))
+    queue.push(Outgoing("audio_end"))
+    queue.push(Outgoing("audio", audio=b"\x04" * 640))
+    first = queue.pop_coalesced(1280)
+    assert first == Outgoing("audio", audio=b"\x01" * 640 + b"\x02" * 640)
+    assert queue.pop_coalesced(1280) == Outgoing("audio", audio=b"\x03" * 640)
+    assert queue.pop_coalesced(1280) == Outgoing("audio_end")
+    assert queue.pop_coalesced(1280) == Outgoing("audio", audio=b"\x04" * 640)
+    assert queue.pop_coalesced(1280) is None
+    assert queue.audio_bytes == 0

@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 BENIGN_TURN_REASONS = frozenset({"TURN_COMPLETE_REASON_UNSPECIFIED", "NEED_MORE_INPUT", "MALFORMED_FUNCTION_CALL"})
 UNCONFIRMED_MARGIN_S = 0.5  # without an index, messages this recent may not be in the handle yet
 MAX_SEED_TURNS = 60
+MAX_COALESCED_AUDIO_BYTES = LIVE_INPUT.bytes_for_ms(100)  # frames queued behind each other go as one message
 DEFAULT_CONNECT_OPTIONS = LiveConnectOptions()
 
 __all__ = ["HistoryTurn", "LiveConnectFailed", "LiveConnectOptions", "LiveSession", "LiveState", "LiveStats"]
@@ -396,7 +397,7 @@ class LiveSession:
     async def _send_loop(self, conn: _Connection) -> None:
         session = conn.session
         while True:
-            message = self._outbox.pop()
+            message = self._outbox.pop_coalesced(MAX_COALESCED_AUDIO_BYTES)
             if message is None:
                 self._outbox_ready.clear()
                 await self._outbox_ready.wait()
