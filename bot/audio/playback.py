@@ -5,10 +5,15 @@ returns b"", so `read()` returns exactly `DISCORD_FRAME_BYTES` (3840) while open
 silence when nothing is queued — and b"" only after `close()`. `feed`, `end_of_turn` and `flush`
 come from the event loop; every method is safe from any thread.
 
+`feed()` only queues the 24 kHz chunk; it is upsampled by the next `read()` on the player thread
+(or by `end_of_turn`/`buffered_ms`). soxr releases the GIL while it works, and when the voice
+threads are busy the event loop then waits up to a switch interval to get it back (~6 ms a chunk
+measured with 60 voice threads), which delayed every conversation's sends and events.
+
 Two locks, always taken in this order: `_resample_lock` keeps the one `Upsampler` (not thread-safe)
-serial, `_lock` guards the byte queue. `read()` takes only `_lock`, so the player never waits
-behind resampling; a `flush()` waits for a `feed()` in progress, so no pre-barge-in audio slips in
-after it.
+serial, `_lock` guards the queues. `read()` converts only when `_resample_lock` is free, so the
+player never waits behind resampling; a `flush()` waits for a conversion in progress, so no
+pre-barge-in audio slips in after it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class PlaybackSource(discord.AudioSource):
         self._resample_lock = threading.Lock()
         self._lock = threading.Lock()
         self._buffer = bytearray()
+        self._unconverted: deque[tuple[bytes, float | None]] = deque()  # (24 kHz chunk, fed_at if it opens a turn)
         self._offset = 0  # bytes before this index were already read
         self._turn_open = False  # audio arrived and end_of_turn() has not come yet
         self._closed = False
@@ -46,22 +52,34 @@ class PlaybackSource(discord.AudioSource):
         self.frames_read = 0
 
     def feed(self, pcm24k: bytes) -> None:
-        """Queue a chunk of Live's 24 kHz mono s16le speech."""
-        fed_at = time.monotonic()
-        with self._resample_lock:
+        """Queue a chunk of Live's 24 kHz mono s16le speech (converted later, off the event loop)."""
+        if len(pcm24k) % 2:
+            raise ValueError(f"24 kHz mono s16le needs whole 2-byte samples; got {len(pcm24k)} bytes")
+        with self._lock:
+            if self._closed:
+                return
+            opens_turn = not self._turn_open
+            self._turn_open = True
+            self._unconverted.append((pcm24k, time.monotonic() if opens_turn else None))
+
+    def _convert_unconverted(self) -> None:
+        """Upsample every queued chunk into the frame buffer; call with `_resample_lock` held."""
+        with self._lock:
+            chunks = list(self._unconverted)
+            self._unconverted.clear()
+        for pcm24k, opened_at in chunks:
             pcm48k = self._upsampler.process(pcm24k)
             with self._lock:
                 if self._closed:
                     return
-                if not self._turn_open:
-                    self._turn_open = True
-                    queued = len(self._buffer) - self._offset
-                    self._pending_turns.append((self._bytes_read + queued, fed_at))
+                if opened_at is not None:
+                    self._pending_turns.append((self._bytes_read + len(self._buffer) - self._offset, opened_at))
                 self._buffer += pcm48k
 
     def end_of_turn(self) -> None:
         """Live finished the turn: push the resampler's tail out and pad the last frame."""
         with self._resample_lock:
+            self._convert_unconverted()
             tail = self._upsampler.flush()
             with self._lock:
                 self._buffer += tail
@@ -75,7 +93,8 @@ class PlaybackSource(discord.AudioSource):
         with self._resample_lock:
             self._upsampler.reset()
             with self._lock:
-                dropped = len(self._buffer) - self._offset
+                dropped = len(self._buffer) - self._offset + 4 * sum(len(c) for c, _ in self._unconverted)
+                self._unconverted.clear()
                 self._buffer.clear()
                 self._offset = 0
                 self._turn_open = False
@@ -84,6 +103,11 @@ class PlaybackSource(discord.AudioSource):
 
     def read(self) -> bytes:
         """Next 20 ms of 48 kHz stereo s16le for discord.py's player thread."""
+        if self._unconverted and self._resample_lock.acquire(blocking=False):
+            try:
+                self._convert_unconverted()
+            finally:
+                self._resample_lock.release()
         with self._lock:
             if self._closed:
                 return b""
@@ -105,6 +129,8 @@ class PlaybackSource(discord.AudioSource):
     @property
     def buffered_ms(self) -> float:
         """Audio queued and not yet read, in milliseconds."""
+        with self._resample_lock:
+            self._convert_unconverted()
         with self._lock:
             return DISCORD.ms_for_bytes(len(self._buffer) - self._offset)
 
@@ -112,7 +138,7 @@ class PlaybackSource(discord.AudioSource):
     def is_playing(self) -> bool:
         """True while a turn is arriving or its audio is still queued."""
         with self._lock:
-            return self._turn_open or len(self._buffer) > self._offset
+            return self._turn_open or len(self._buffer) > self._offset or bool(self._unconverted)
 
     @property
     def first_frame_latencies(self) -> list[float]:
@@ -128,6 +154,7 @@ class PlaybackSource(discord.AudioSource):
         """Stop for good: read() returns b"" from now on, which ends discord.py's player."""
         with self._lock:
             self._closed = True
+            self._unconverted.clear()
             self._buffer.clear()
             self._offset = 0
             self._turn_open = False
