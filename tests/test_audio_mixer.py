@@ -187,3 +187,22 @@ def test_late_talking_speaker_holds_the_mix():
     mixer.push(2, b[FRAME_BYTES + 100 :], now=0.025)
     out = mixer.pull(0.04)
     assert np.array_equal(samples(out), samples(a[FRAME_BYTES:]) + samples(b[FRAME_BYTES:]))
+
+
+def test_steady_speaker_spurt_end_waits_less_than_jitter_ms():
+    """After steady 20 ms packets, the spurt's last partial frame waits ~30 ms, not the full 40 ms."""
+    mixer, speech = Mixer(jitter_ms=40), _speech(220)
+    chunk = 600  # a bit short of a frame per packet, so a remainder is left when the spurt ends
+    pushed = 0
+    for k in range(10):
+        mixer.push(1, speech[pushed : pushed + chunk], now=k * FRAME_S)
+        pushed += chunk
+        mixer.pull(k * FRAME_S + 0.001)
+    last_push = 9 * FRAME_S
+    while mixer.queued_ms >= 20:
+        mixer.pull(last_push + 0.002)
+    assert 0 < mixer.queued_ms < 20
+    assert mixer.pull(last_push + 0.025) is None  # still within the steady hold: the rest may come
+    last = mixer.pull(last_push + 0.031)
+    assert isinstance(last, bytes) and last != SILENCE_FRAME and last.endswith(b"\0\0")
+    assert mixer.queued_ms == 0

@@ -4,7 +4,7 @@ Runs on the event loop only (the sink thread hands chunks over with `call_soon_t
 has no locks. Input and output are `LIVE_INPUT` PCM: 16 kHz mono s16le; output frames are 20 ms.
 
 Jitter policy (the choice the pump relies on). Discord packets arrive 20 ms apart give or take
-network jitter, and soxr's HQ stream emits ~30 ms bursts every other packet, so at any tick a
+network jitter, and soxr emits uneven chunks (HQ: ~30 ms bursts every other packet), so at any tick a
 steadily-speaking kid may hold less than a frame. A *playing* speaker (one that contributed to the
 previous frame) with a partial frame whose last push is younger than `jitter_ms` (40 ms) holds the
 whole mix: `pull` returns None and the audio waits for the rest. Waiting delays delivery but never
@@ -14,6 +14,9 @@ arriving 10–30 ms apart, audio waits 27–40 ms on average in the mixer (max ~
 sample of a soxr burst); soxr's ~30 ms bursts account for about half of that. Only when
 the last push is older than `jitter_ms` is the remainder padded with zeros (the talk spurt ended).
 A speaker who has not started yet simply joins once a whole frame is queued; it never holds others.
+Once a speaker's last `STEADY_MIN_GAPS` push intervals are known, the hold shrinks to the worst of
+the last `STEADY_WINDOW` plus `STEADY_MARGIN_S` (~30 ms for packets 20 ± 1 ms apart), which is what
+the end of every talk spurt waits before Live gets its last samples.
 
 End of speech: Discord sends nothing during silence, but Live's voice activity detection must hear
 the speech end. After the last voiced frame the mixer emits `tail_ms` of silence (counted in audio
@@ -26,6 +29,7 @@ once while `queued_ms` exceeds ~40 ms, which is how the queue sheds latency adde
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +44,9 @@ DEFAULT_QUEUE_CAP_MS = 500
 ACTIVITY_GAP_S = 0.3  # pushes closer than this extend one activity interval
 ACTIVITY_MIN_RMS = 30.0  # about -61 dBFS: decoded comfort noise does not count as speech
 INT16_MAX = 32767
+STEADY_WINDOW = 16  # push intervals remembered per speaker
+STEADY_MIN_GAPS = 8  # until this many were seen, a partial frame waits the full jitter_ms
+STEADY_MARGIN_S = 0.010  # a steady speaker's partial frame waits its worst recent interval plus this
 MAX_CONSECUTIVE_HOLDS = 3  # a speaker whose packets come but whose audio does not is not waited for forever
 LIMITER_KNEE = 24_576  # 0.75 of full scale; above it the mix bends smoothly towards full scale
 
@@ -63,11 +70,26 @@ STREAM_END = StreamEnd()
 
 @dataclass(slots=True)
 class _Speaker:
-    """One speaker's FIFO of 16 kHz mono bytes and when it last received a packet."""
+    """One speaker's FIFO of 16 kHz mono bytes, when it last received a packet, and how steadily."""
 
     queue: bytearray = field(default_factory=bytearray)
     last_push: float = float("-inf")
     playing: bool = False  # contributed to the previous frame: mid talk spurt
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=STEADY_WINDOW))  # push intervals this spurt
+
+    def note_push(self, now: float, jitter_s: float) -> None:
+        gap = now - self.last_push
+        if gap < jitter_s:
+            self.gaps.append(gap)
+        else:
+            self.gaps.clear()  # a new spurt (or a lost packet): start judging steadiness again
+        self.last_push = now
+
+    def hold_s(self, jitter_s: float) -> float:
+        """How long a partial frame waits: `jitter_s`, or less once the packets have come steadily."""
+        if len(self.gaps) < STEADY_MIN_GAPS:
+            return jitter_s
+        return min(jitter_s, max(self.gaps) + STEADY_MARGIN_S)
 
 
 class Mixer:
@@ -101,7 +123,7 @@ class Mixer:
         speaker = self._speakers.get(user_id)
         if speaker is None:
             speaker = self._speakers[user_id] = _Speaker()
-        speaker.last_push = now
+        speaker.note_push(now, self.jitter_s)
         if not pcm16k:
             return
         speaker.queue += pcm16k
@@ -125,7 +147,7 @@ class Mixer:
             if speaker.playing:
                 frames.append(bytes(speaker.queue[:FRAME_BYTES]))
                 del speaker.queue[:FRAME_BYTES]
-            elif queued and now - speaker.last_push >= self.jitter_s:
+            elif queued and now - speaker.last_push >= speaker.hold_s(self.jitter_s):
                 frames.append(bytes(speaker.queue) + bytes(FRAME_BYTES - queued))  # the spurt ended
                 speaker.queue.clear()
         if frames:
@@ -137,7 +159,8 @@ class Mixer:
         if self._holds >= MAX_CONSECUTIVE_HOLDS:
             return False
         return any(
-            speaker.playing and len(speaker.queue) < FRAME_BYTES and now - speaker.last_push < self.jitter_s
+            speaker.playing and len(speaker.queue) < FRAME_BYTES
+            and now - speaker.last_push < speaker.hold_s(self.jitter_s)
             for speaker in self._speakers.values()
         )
 
