@@ -159,8 +159,10 @@ async def close_while_reply_streams(conversation, voice, kid, server) -> None:
     voice.speak(kid, speech(0.6)).join()
     # the second reply is streaming (the first one's audio is still buffered: nobody reads playback here)
     await wait_until(lambda: conversation.live.stats.audio_ms_received > received_before + 200)
+    stored_before_cut = conversation.status().turns  # the first exchange and the second question
     await server.close(*INTERNAL_ERROR)
     await wait_until(lambda: conversation.status().reconnects == 1 and conversation.status().live_connected)
+    await wait_until(lambda: conversation.status().turns > stored_before_cut)  # the cut reply is stored
     assert voice.source.frames_read == playing_before  # nothing consumed it yet: the buffer is intact
     assert {len(frame) for frame in voice.read_playback(10)} == {3840}  # what arrived still plays
     server.reply_audio_ms, server.chunk_ms = 400, 100
@@ -193,7 +195,7 @@ async def test_a_reply_cut_by_a_close_is_stored_as_its_own_interrupted_turn(worl
     voice = connector.last
     await close_while_reply_streams(conversation, voice, kids[0], server)
     await one_spoken_turn(conversation, voice, kids[1], server)
+    await conversations.stop(GUILD)  # every queued turn is written before stop returns
     turns = await repository.get_turns(GUILD, conversation.session_id)
     tutor_turns = [t for t in turns if t.role == "tutor"]
     assert tutor_turns[1].interrupted and tutor_turns[-1].text == server.reply_text
-    await conversations.stop(GUILD)
