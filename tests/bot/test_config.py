@@ -12,7 +12,7 @@ from bot.config import ConfigError, PartialSettings, Settings, load_settings
 from bot.doctor import CheckResult, run_doctor
 from bot.log import KeyValueFormatter, SecretScrubber, setup_logging
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-test-SECRET-value-1234567890"
 
 

@@ -22,7 +22,7 @@ from bot.live.check import (
 )
 from tests.fake_live import FakeLiveServer, make_client_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from bot.storage.db import Database
 from bot.storage.repository import Repository
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # Runs in a child process: one session, then turns forever; a turn's id is printed only after add_turn returned.
 WRITER = r"""
