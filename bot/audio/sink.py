@@ -8,9 +8,11 @@ UDP reading, so this sink only downsamples (tens of µs) and hands the result to
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
+import weakref
 from asyncio import AbstractEventLoop
 from collections import Counter
 from collections.abc import Callable
@@ -38,7 +40,10 @@ class TutorSink(voice_recv.AudioSink):
                  error_log_interval: float = ERROR_LOG_INTERVAL_SECONDS) -> None:
         super().__init__()
         self._loop = loop
-        self._on_audio = on_audio
+        # A bound method is held weakly: voice-recv's threads (its keepalive sleeps for seconds) can outlive
+        # the conversation, and must not keep it — with its Live session and soxr streams — alive.
+        self._on_audio: Callable[[], AudioCallback | None] = (
+            weakref.WeakMethod(on_audio) if inspect.ismethod(on_audio) else lambda: on_audio)
         self._downsamplers: dict[int, Downsampler] = {}  # touched only by write() on the router thread
         self._error_log_interval = error_log_interval
         self._next_error_log_at = 0.0
@@ -79,7 +84,9 @@ class TutorSink(voice_recv.AudioSink):
 
     def _deliver(self, user_id: int, name: str, pcm16k: bytes, received_at: float) -> None:
         try:
-            self._on_audio(user_id, name, pcm16k, received_at)
+            callback = self._on_audio()
+            if callback is not None:
+                callback(user_id, name, pcm16k, received_at)
         except Exception as error:
             self._count_error(error)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
+import threading
 
 import davey
 import discord.opus
@@ -18,6 +20,7 @@ import pytest
 from discord.ext.voice_recv import rtp as vr_rtp
 from discord.ext.voice_recv.reader import PacketDecryptor
 
+import bot.audio.dave
 import bot.tutor
 from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectOptions, LiveSession
@@ -30,13 +33,20 @@ FAST = LiveConnectOptions(max_retries=2, first_retry_delay=0.01, max_retry_delay
 
 
 @pytest.fixture
-async def harness():
+async def harness(monkeypatch):
+    monkeypatch.setattr(bot.audio.dave, "KEEPALIVE_SECONDS", 0.05)  # so its thread notices the stop quickly
     h = await VoiceServerHarness.start()
     # discord.py's send path uses sendall(): in production the socket is connected during the handshake.
     h.vc._connection.socket.connect(h.server_socket.getsockname())
     h.server_socket.setblocking(False)
     yield h
     await h.close()
+    # voice-recv's keepalive thread holds the reader → sink → conversation → soxr streams; let it end now,
+    # or nanobind reports the streams as leaked at interpreter exit.
+    for thread in threading.enumerate():
+        if thread.name.startswith("voice-udp-keepalive"):
+            await asyncio.to_thread(thread.join, 2.0)
+    gc.collect()
 
 
 def bot_said(harness: VoiceServerHarness) -> list[bytes]:

@@ -159,3 +159,23 @@ async def test_released_resampler_starts_over(release):
 async def test_sink_wants_pcm():
     """voice-recv must decode Opus for this sink."""
     assert TutorSink(asyncio.get_running_loop(), Collector()).wants_opus() is False
+
+
+async def test_sink_does_not_keep_its_conversation_alive():
+    """A bound-method callback is held weakly: voice-recv threads outliving a conversation don't pin it."""
+    import gc
+    import weakref
+
+    class Owner:
+        def on_audio(self, *args):
+            pass
+
+    owner = Owner()
+    sink = TutorSink(asyncio.get_running_loop(), owner.on_audio)
+    ref = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert ref() is None
+    sink.write(make_user(1, "Ada"), voice_data(sine_frames(1)[0]))  # and delivering afterwards is harmless
+    await asyncio.sleep(0.05)
+    assert sink.errors == 0
