@@ -19,20 +19,12 @@ from tests.dave_harness import (
     SPEAKER_ID,
     SPEAKER_SSRC,
     Recorder,
-    VoiceServerHarness,
     encode_opus,
     garbage_datagram,
     reference_decode,
     sine_frames,
     truncated_datagram,
 )
-
-
-@pytest.fixture
-async def harness():
-    h = await VoiceServerHarness.start()
-    yield h
-    await h.close()
 
 
 def dominant_hz(pcm: bytes) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
-import pytest
 from discord.ext import voice_recv
 
 from tests.dave_harness import (
@@ -29,13 +28,6 @@ NOISY_SSRC, OUTSIDER_ID, OUTSIDER_SSRC, STRANGER_SSRC = 2003, 444, 4004, 5005
 # what one round sends, by kind; shuffled per round, each stream keeps its own order
 ROUND_SLOTS = (["good", "noisy"] + ["outsider"] * 3 + ["truncated"] * 4 + ["transport_garbage"] * 4
                + ["bad_padding"] * 4 + ["unknown_ssrc"] * 4)
-
-
-@pytest.fixture
-async def harness():
-    h = await VoiceServerHarness.start()
-    yield h
-    await h.close()
 
 
 def datagram_makers(h: VoiceServerHarness, good_opus: Iterator[bytes], filler: bytes) -> dict[str, Callable[[], bytes]]:

@@ -21,7 +21,7 @@ from bot.live.events import (
 )
 from bot.live.session import HistoryTurn, LiveConnectFailed, LiveConnectOptions, LiveSession
 from bot.live.transcript import TranscriptAssembler
-from tests.fake_live import DEADLINE_EXPIRED, FakeLiveServer, make_client_settings
+from tests.fake_live import DEADLINE_EXPIRED
 
 FAST = LiveConnectOptions(max_retries=3, first_retry_delay=0.01, max_retry_delay=0.05, connect_timeout=5.0,
                           close_timeout=0.5)
@@ -31,17 +31,6 @@ FRAME = 640  # 20 ms at 16 kHz
 def pattern(nbytes: int, seed: int = 0) -> bytes:
     """Distinct, recognisable input audio so gaps and duplicates show up."""
     return bytes((i * 7 + seed) % 251 for i in range(nbytes))
-
-
-@pytest.fixture
-async def server():
-    async with FakeLiveServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-def settings(server, monkeypatch):
-    return make_client_settings(server, monkeypatch)
 
 
 class Collector:

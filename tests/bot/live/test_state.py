@@ -10,22 +10,10 @@ import pytest
 from bot.live.events import Failed, LiveEvent, Reconnected, TurnComplete
 from bot.live.options import ALLOWED_TRANSITIONS, IllegalTransition, LiveState, check_transition
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
-from tests.fake_live import FakeLiveServer, make_client_settings
 
 FAST = LiveConnectOptions(max_retries=3, first_retry_delay=0.01, max_retry_delay=0.05, connect_timeout=5.0,
                           close_timeout=0.5)
 S = LiveState
-
-
-@pytest.fixture
-async def server():
-    async with FakeLiveServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-def settings(server, monkeypatch):
-    return make_client_settings(server, monkeypatch)
 
 
 @pytest.fixture
