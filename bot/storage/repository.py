@@ -1,8 +1,8 @@
 """Every query the bot runs. Each one that reads, changes or deletes sessions or turns is scoped by `guild_id`.
 
-Two deliberate exceptions run across guilds and are listed in `CROSS_GUILD_QUERIES` (tests hold them to it):
-start-up clean-up after a crash and finding which guilds have something to purge. Both only touch rows by
-their own guild's rules; neither returns transcript text.
+Three deliberate exceptions run across guilds and are listed in `CROSS_GUILD_QUERIES` (tests hold them to
+it): start-up clean-up after a crash, finding which guilds have something to purge, and finding summaries a
+restart cut off. They only touch rows by their own guild's rules; none returns transcript text.
 
 Times: parameters accept an aware `datetime` or UTC unix seconds; results carry aware UTC datetimes; the
 file stores UTC unix seconds. Daily minutes are counted per UTC day.
@@ -41,6 +41,7 @@ Timestamp = datetime | float
 CROSS_GUILD_QUERIES: dict[str, str] = {
     "close_dangling_sessions": "start-up repair: every guild's unfinished sessions are ended the same way",
     "_guilds_with_ended_sessions": "finds which guilds to purge; each purge then runs scoped to its guild",
+    "pending_summaries": "start-up retry of summaries a restart cut off; returns ids only, no transcript text",
 }
 
 SETTINGS_RANGES: dict[str, tuple[int, int]] = {
@@ -218,6 +219,13 @@ class Repository:
         if count:
             log.warning("storage.dangling_sessions_closed", extra={"count": count})
         return count
+
+    async def pending_summaries(self, limit: int = 50) -> list[tuple[int, int]]:
+        """(guild_id, session_id) of ended sessions whose summary was never made (the bot stopped first)."""
+        rows = await self._db.fetch_all(
+            "SELECT guild_id, id FROM sessions WHERE summary_status = 'pending' AND ended_at IS NOT NULL "
+            "ORDER BY ended_at DESC LIMIT :limit", {"limit": max(1, min(limit, MAX_PAGE))})
+        return [(row["guild_id"], row["id"]) for row in rows]
 
     async def set_summary(self, guild_id: int, session_id: int, summary: str | None, status: SummaryStatus) -> bool:
         """Store the after-session summary (or why there is none); False if the session is not in this guild."""

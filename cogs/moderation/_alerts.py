@@ -126,6 +126,14 @@ class ModerationAlerts:
         """Summarise in the background so `/tutor stop` answers at once."""
         self._spawn(self._summarize_and_post(conversation, result), f"summary:{result.session_id}")
 
+    def retry_pending_summaries(self) -> None:
+        """At start-up: make the summaries a restart cut off (stored only; nobody is waiting for a post)."""
+        self._spawn(self._retry_pending(), "summaries:pending")
+
+    async def _retry_pending(self) -> None:
+        for guild_id, session_id in await self._bot.repository.pending_summaries():
+            await self._summarizer.summarize(guild_id, session_id)  # never raises; stores ok/unavailable
+
     def _spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
         """Run `work` as a task this object owns (kept until done, cancelled by `aclose`)."""
         if self._closed:

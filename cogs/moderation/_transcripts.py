@@ -87,6 +87,7 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
 
     async def cog_load(self) -> None:
         self.bot.conversations.add_observer(self.alerts)
+        self.alerts.retry_pending_summaries()
         self.retention.start()
 
     async def cog_unload(self) -> None:

@@ -176,3 +176,20 @@ async def test_sdk_httpx_transport_also_honours_http_base_url(server):
     finally:
         await client.aio.aclose()
     assert response.text == CANNED_SUMMARY and server.requests[0].model == "m"
+
+
+async def test_summaries_a_restart_cut_off_are_made_at_start_up(repository, server):
+    """The moderation alerts observer makes every 'pending' summary when the cog loads."""
+    from unittest.mock import MagicMock
+
+    from cogs.moderation._alerts import ModerationAlerts
+
+    first, second = await make_session(repository), await make_session(repository, OTHER_GUILD)
+    bot = MagicMock()
+    bot.repository = repository
+    alerts = ModerationAlerts(bot, SessionSummarizer(settings_for(server.base_url), repository))
+    alerts.retry_pending_summaries()
+    await alerts.wait_idle()
+    assert (await repository.get_session(GUILD, first)).summary_status == "ok"
+    assert (await repository.get_session(OTHER_GUILD, second)).summary == CANNED_SUMMARY
+    assert await repository.pending_summaries() == []

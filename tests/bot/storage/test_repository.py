@@ -167,6 +167,19 @@ async def test_minutes_used_today_per_utc_day(
     assert await repo.minutes_used_today(OTHER_GUILD, now=parse(now)) == 0.0
 
 
+async def test_pending_summaries_lists_only_ended_sessions_without_one(repo: Repository) -> None:
+    """Ended sessions still 'pending' are listed across guilds (ids only); running or summarised ones are not."""
+    pending_a, _ = await conversation(repo, start=0, turns=1)
+    running, _ = await conversation(repo, start=10, turns=1, ended=False)
+    done, _ = await conversation(repo, start=20, turns=1)
+    await repo.set_summary(GUILD, done, "They talked about Mars.", "ok")
+    pending_b = await repo.start_session(OTHER_GUILD, 5, 10, "Alex", "space", 8, started_at=at(30))
+    await repo.end_session(OTHER_GUILD, pending_b, "stopped", ended_at=at(31))
+    found = await repo.pending_summaries()
+    assert set(found) == {(GUILD, pending_a), (OTHER_GUILD, pending_b)}
+    assert (GUILD, running) not in found
+
+
 async def test_close_dangling_sessions_ends_at_last_turn(repo: Repository) -> None:
     """After a crash, unfinished sessions end at their last turn (or their start), ended ones stay as they were."""
     talked, _ = await conversation(repo, start=0, turns=3, ended=False)
@@ -472,7 +485,7 @@ def test_cross_guild_exceptions_are_real_and_few() -> None:
     for name in CROSS_GUILD_QUERIES:
         sql = [text for method, text in statements if method == name]
         assert sql and not all(GUILD_SCOPED.search(text) for text in sql), name
-    assert len(CROSS_GUILD_QUERIES) == 2
+    assert len(CROSS_GUILD_QUERIES) == 3  # adding one is a deliberate, reviewed change
 
 
 def test_scope_checker_catches_a_leaky_query() -> None:
@@ -491,7 +504,7 @@ class Repository:
 
 def test_public_methods_take_guild_id_first() -> None:
     """Every public Repository method except the listed cross-guild ones takes guild_id as its first argument."""
-    cross_guild_public = {"close_dangling_sessions", "purge_all_expired"}
+    cross_guild_public = {"close_dangling_sessions", "purge_all_expired", "pending_summaries"}
     for name, method in inspect.getmembers(Repository, inspect.iscoroutinefunction):
         if name.startswith("_") or name in cross_guild_public:
             continue
@@ -531,7 +544,8 @@ async def test_executed_statements_all_carry_the_guild(repo: Repository, db: Dat
         await call
     await db.set_trace_callback(None)
     public = {n for n, _ in inspect.getmembers(Repository, inspect.iscoroutinefunction) if not n.startswith("_")}
-    assert public - {"close_dangling_sessions", "purge_all_expired"} == set(calls) | {"start_session", "add_turn"}
+    cross_guild = {"close_dangling_sessions", "purge_all_expired", "pending_summaries"}
+    assert public - cross_guild == set(calls) | {"start_session", "add_turn"}
     data_statements = [s for s in executed if SQL_START.match(s) and TOUCHES_TRANSCRIPTS.search(s)]
     assert len(data_statements) >= 20
     for statement in data_statements:
