@@ -23,7 +23,7 @@ from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import PlaybackSource
 from bot.audio.sink import TutorSink
 from bot.config import Settings
-from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong
+from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong, VoiceConnectFailed
 from bot.levels import Level, build_system_instruction
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
@@ -41,6 +41,7 @@ MAX_VOICE_RECONNECTS = 3
 CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 GOODBYE_TIMEOUT_S = 10.0
+VOICE_CONNECT_TIMEOUT_S = 20.0
 VOICE_DISCONNECT_TIMEOUT_S = 5.0
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
 SAFETY_REDIRECT = (
@@ -117,9 +118,18 @@ class ConversationObserver(Protocol):
 
 async def connect_voice(channel: Any) -> Any:
     """Join with the DAVE-capable receive client, undeafened so we can hear the kids."""
+    import discord
+
     from bot.audio.dave import DaveVoiceRecvClient
 
-    return await channel.connect(cls=DaveVoiceRecvClient, self_deaf=False, timeout=20.0)
+    try:
+        return await channel.connect(cls=DaveVoiceRecvClient, self_deaf=False, timeout=VOICE_CONNECT_TIMEOUT_S)
+    except TimeoutError:
+        raise VoiceConnectFailed("Discord's voice server didn't answer in time. Try again in a minute.") from None
+    except discord.ClientException as exc:  # e.g. already connected in this server
+        raise VoiceConnectFailed(str(exc)) from None
+    except discord.ConnectionClosed as exc:
+        raise VoiceConnectFailed(f"the voice connection closed (code {exc.code}).") from None
 
 
 @dataclass

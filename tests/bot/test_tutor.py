@@ -7,12 +7,13 @@ import asyncio
 import functools
 import time
 
+import discord
 import numpy as np
 import pytest
 
 import bot.limits
 import bot.tutor
-from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong
+from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong, VoiceConnectFailed
 from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 from bot.tutor import Conversations, StartRequest
@@ -309,3 +310,24 @@ async def test_failed_turn_writes_are_retried_in_order_off_the_audio_path(world,
     await conversations.stop(GUILD)
     turns = await repository.get_turns(GUILD, conversation.session_id)
     assert [t.role for t in turns] == ["child", "tutor"] and refusals["left"] == 0
+
+
+@pytest.mark.parametrize("error", [TimeoutError(), discord.ClientException("Already connected to a voice channel.")])
+async def test_voice_join_failures_are_a_plain_sentence(error):
+    """A join that times out or is refused becomes VoiceConnectFailed, which the cogs show as it is."""
+    channel = MockVoiceChannel()
+    channel.connect.side_effect = error
+    with pytest.raises(VoiceConnectFailed) as caught:
+        await bot.tutor.connect_voice(channel)
+    assert str(caught.value).startswith("I couldn't join the voice channel:")
+
+
+async def test_voice_join_failure_closes_live_and_the_session_row(world, live_server, repository):
+    """If joining voice fails after Live connected, Live is closed and the session row says why."""
+    conversations, connector, _, channel, _ = world
+    connector.error = VoiceConnectFailed("Discord's voice server didn't answer in time.")
+    with pytest.raises(VoiceConnectFailed):
+        await conversations.start(request(channel))
+    await live_server.wait_for(lambda: all(c.closed for c in live_server.connections))
+    assert conversations.get(GUILD) is None
+    assert (await repository.list_sessions(GUILD))[0].end_reason == "failed to start"
