@@ -288,9 +288,12 @@ class Conversation:
         next_tick = time.monotonic()
         while True:
             now = time.monotonic()
-            self._send_mixed(self._mixer.pull(now))
-            while self._mixer.queued_ms > CATCH_UP_MS and self._send_mixed(self._mixer.pull(now)):
-                pass
+            try:
+                self._send_mixed(self._mixer.pull(now))
+                while self._mixer.queued_ms > CATCH_UP_MS and self._send_mixed(self._mixer.pull(now)):
+                    pass
+            except Exception:  # one bad frame must not stop the kids being heard
+                log.exception("conversation.pump_failed", extra=self._log_tags())
             next_tick += period
             if next_tick < now - 0.1:  # the loop was stalled: resynchronise instead of bursting
                 next_tick = now + period
@@ -320,30 +323,44 @@ class Conversation:
     # ----- output: Live → kids and storage ---------------------------------------------------------
 
     async def _consume_live_events(self) -> None:
-        """Route every Live event; a `Failed` ends the conversation with its reason."""
+        """Route every Live event; a `Failed` ends the conversation with its reason.
+
+        One event that cannot be handled is logged and skipped: a dead consumer would leave the kids
+        talking to a tutor that never answers.
+        """
         assert self.live is not None
         async for event in self.live.events():
-            match event:
-                case ev.AudioChunk(pcm=pcm):
-                    self._playback.feed(pcm)
-                case ev.Interrupted():
-                    dropped = self._playback.flush()
-                    log.debug("conversation.barge_in", extra=self._log_tags(dropped_ms=round(dropped)))
-                case ev.TurnComplete(blocked=blocked):
-                    self._playback.end_of_turn()
-                    if self._turn_waiter is not None and not self._turn_waiter.done():
-                        self._turn_waiter.set_result(None)
-                    if blocked:
-                        self._playback.flush()
-                        self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
-                case ev.TurnTranscribed():
-                    self._queue_turn(event)
-                case ev.Failed(reason=reason):
-                    await self._notify("on_failed", reason)
-                    self._stop_soon(f"Gemini Live failed: {reason}")
+            try:
+                if await self._on_live_event(event):
                     return
-                case ev.Reconnecting() | ev.Reconnected():
-                    log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
+            except Exception:
+                log.exception("conversation.event_failed", extra=self._log_tags(event=type(event).__name__))
+
+    async def _on_live_event(self, event: ev.LiveEvent) -> bool:
+        """Handle one event; True once the session has failed and nothing more will come."""
+        assert self.live is not None
+        match event:
+            case ev.AudioChunk(pcm=pcm):
+                self._playback.feed(pcm)
+            case ev.Interrupted():
+                dropped = self._playback.flush()
+                log.debug("conversation.barge_in", extra=self._log_tags(dropped_ms=round(dropped)))
+            case ev.TurnComplete(blocked=blocked):
+                self._playback.end_of_turn()
+                if self._turn_waiter is not None and not self._turn_waiter.done():
+                    self._turn_waiter.set_result(None)
+                if blocked:
+                    self._playback.flush()
+                    self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
+            case ev.TurnTranscribed():
+                self._queue_turn(event)
+            case ev.Failed(reason=reason):
+                await self._notify("on_failed", reason)
+                self._stop_soon(f"Gemini Live failed: {reason}")
+                return True
+            case ev.Reconnecting() | ev.Reconnected():
+                log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
+        return False
 
     def _queue_turn(self, turn: ev.TurnTranscribed, *, speaker_name: str | None = None) -> None:
         """Hand a completed turn to the writer; the audio path never waits for the database."""

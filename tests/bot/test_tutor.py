@@ -331,3 +331,21 @@ async def test_voice_join_failure_closes_live_and_the_session_row(world, live_se
     await live_server.wait_for(lambda: all(c.closed for c in live_server.connections))
     assert conversations.get(GUILD) is None
     assert (await repository.list_sessions(GUILD))[0].end_reason == "failed to start"
+
+
+async def test_a_bad_reply_chunk_is_skipped_and_the_conversation_goes_on(world, live_server, repository):
+    """An event the conversation cannot handle (odd-length audio) is logged; later replies still play and store."""
+    import base64
+
+    conversations, connector, _, channel, kids = world
+    conversation = await conversations.start(request(channel))
+    await live_server.send_raw({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+        "mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(b"\x01\x02\x03").decode()}}]}}})
+    await live_server.send_raw({"serverContent": {"turnComplete": True}})
+    await wait_until(lambda: conversation.status().turns >= 1)  # that broken turn, stored empty
+    connector.last.speak(kids[0], speech()).join()
+    await wait_until(lambda: conversation.status().turns >= 3)
+    assert conversation.status().playback_buffered_ms > 0
+    await conversations.stop(GUILD)
+    turns = await repository.get_turns(GUILD, conversation.session_id)
+    assert turns[-1].text == live_server.reply_text
