@@ -8,7 +8,8 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 EXTRA="${1:-}"
 
-have_libopus() { ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0'; }
+# ctypes asks /sbin/ldconfig itself, so this works for users whose PATH lacks /sbin too.
+have_libopus() { "$PYTHON" -c 'import ctypes.util, sys; sys.exit(not ctypes.util.find_library("opus"))'; }
 
 if ! have_libopus; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
