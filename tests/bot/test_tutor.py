@@ -11,6 +11,7 @@ import discord
 import numpy as np
 import pytest
 
+import bot.conversation
 import bot.limits
 import bot.tutor
 from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong, VoiceConnectFailed
@@ -223,7 +224,7 @@ async def test_live_failure_mid_conversation_ends_with_reason(world, live_server
 async def test_everyone_leaving_ends_the_conversation(world, monkeypatch):
     """With no human left in the channel past the grace period, the conversation stops by itself."""
     monkeypatch.setattr(bot.limits, "EMPTY_CHANNEL_GRACE_S", 0.0)
-    monkeypatch.setattr(bot.tutor, "WATCHDOG_INTERVAL_S", 0.05)
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
     conversations, _, observer, channel, _ = world
     conversation = await conversations.start(request(channel))
     channel.members = [m for m in channel.members if m.bot]
@@ -233,7 +234,7 @@ async def test_everyone_leaving_ends_the_conversation(world, monkeypatch):
 
 async def test_dead_listener_is_restarted(world, monkeypatch):
     """If voice receive stops while the conversation runs, the watchdog listens again with a fresh sink."""
-    monkeypatch.setattr(bot.tutor, "WATCHDOG_INTERVAL_S", 0.05)
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
     conversations, connector, _, channel, _ = world
     await conversations.start(request(channel))
     voice = connector.last
@@ -260,7 +261,7 @@ async def test_safety_block_is_flagged_reported_and_redirected(world, live_serve
 
 async def test_dead_voice_websocket_means_a_fresh_voice_connection(world, monkeypatch):
     """When discord.py's voice websocket task died, the watchdog joins again and listens and plays there."""
-    monkeypatch.setattr(bot.tutor, "WATCHDOG_INTERVAL_S", 0.05)
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
     conversations, connector, _, channel, _ = world
     conversation = await conversations.start(request(channel))
     first = connector.last
@@ -274,8 +275,8 @@ async def test_dead_voice_websocket_means_a_fresh_voice_connection(world, monkey
 
 async def test_deaf_receive_means_a_fresh_voice_connection(world, monkeypatch):
     """Every DAVE decrypt failing for seconds while the session is ready → reconnect voice."""
-    monkeypatch.setattr(bot.tutor, "WATCHDOG_INTERVAL_S", 0.05)
-    monkeypatch.setattr(bot.tutor, "DEAF_RECONNECT_S", 0.2)
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
+    monkeypatch.setattr(bot.conversation, "DEAF_RECONNECT_S", 0.2)
     conversations, connector, _, channel, _ = world
     await conversations.start(request(channel))
     stats = connector.last.receive_stats
@@ -291,7 +292,7 @@ async def test_failed_turn_writes_are_retried_in_order_off_the_audio_path(world,
     """A database that refuses writes for a while delays storage, never loses or reorders turns."""
     import sqlite3
 
-    monkeypatch.setattr(bot.tutor, "WRITE_DRAIN_TIMEOUT_S", 10.0)
+    monkeypatch.setattr(bot.conversation, "WRITE_DRAIN_TIMEOUT_S", 10.0)
     conversations, connector, _, channel, kids = world
     real_add_turn = repository.add_turn
     refusals = {"left": 2}

@@ -1,0 +1,423 @@
+"""One guild's running tutor: voice in → Gemini Live → voice out, every turn stored.
+
+`Conversation` wires the stages (DESIGN.md §1) and owns their lifecycle: the 20 ms input pump, the Live
+event consumer, the watchdog (rules in `bot.limits`) and the turn writer (`bot.turns`). It knows nothing of
+slash commands; cogs hear about it through `ConversationObserver`. Runs in tests with a fake voice client
+and a fake Live server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.audio.formats import FRAME_MS
+from bot.audio.mixer import Mixer, StreamEnd
+from bot.audio.playback import PlaybackSource
+from bot.audio.sink import TutorSink
+from bot.config import Settings
+from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
+from bot.levels import build_system_instruction
+from bot.limits import LimitRules, StopReason, WatchdogReading
+from bot.live import events as ev
+from bot.live.session import HistoryTurn, LiveSession
+from bot.storage.repository import Repository
+from bot.turns import PendingTurn, TurnWriter
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_INTERVAL_S = 1.0
+DEAF_RECONNECT_S = 5.0  # every DAVE decrypt failing this long → join the voice channel again
+MAX_VOICE_RECONNECTS = 3
+CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
+MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
+GOODBYE_TIMEOUT_S = 10.0
+VOICE_DISCONNECT_TIMEOUT_S = 5.0
+WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
+SAFETY_REDIRECT = (
+    "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
+    "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
+)
+GOODBYE_PROMPT = "(Note from the app: time is up because {reason}. Say a warm goodbye in one short sentence.)"
+
+VoiceConnector = Callable[[Any], Awaitable[Any]]
+LiveFactory = Callable[..., LiveSession]
+
+
+@dataclass
+class _Counters:
+    speakers: dict[int, str] = field(default_factory=dict)
+    input_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    last_kid_audio_at: float | None = None
+
+
+class Conversation:
+    """One guild's running tutor: owns the voice client, the Live session and their tasks."""
+
+    def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
+                 observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int,
+                 on_closed: Callable[[Conversation], None] = lambda _: None) -> None:
+        self.request = request
+        self.guild_id = request.guild_id
+        self.session_id = session_id
+        self.voice_channel = request.voice_channel
+        self.level = request.level
+        self.age = request.age
+        self.started_at = datetime.now(UTC)
+        self.started_mono = time.monotonic()
+        self._wall_offset = time.time() - self.started_mono
+        self.daily_minutes = daily_minutes
+        self.max_session_minutes = max_session_minutes
+        self._settings = settings
+        self._repository = repository
+        self._observers = observers
+        self._on_closed = on_closed
+        self._mixer = Mixer()
+        self._playback = PlaybackSource()
+        self._counters = _Counters()
+        self._turns = TurnWriter(repository, self.guild_id, session_id,
+                                 on_flagged=lambda row: self._notify("on_turn_flagged", row))
+        self._rules = LimitRules()
+        self._minutes_used_today = 0.0
+        self._ticks = 0
+        self._voice_reconnects = 0
+        self._connect: VoiceConnector | None = None  # set by start(); reused to rejoin voice
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ended = asyncio.Event()
+        self._stop_lock = asyncio.Lock()
+        self._result: ConversationResult | None = None
+        self._stopper: asyncio.Task[ConversationResult] | None = None  # owned here; stop() is idempotent
+        self._turn_waiter: asyncio.Future[None] | None = None
+        self._last_child_turn_end = self.started_mono
+        self.voice: Any = None
+        self.sink: TutorSink | None = None
+        self.live: LiveSession | None = None
+
+    # ----- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
+        """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
+        instruction = build_system_instruction(self.level, self.age)
+        self._connect = connect
+        self.live = live_factory(self._settings, system_instruction=instruction, history=history)
+        try:
+            await self.live.start()
+            self.voice = await connect(self.voice_channel)
+            self._listen()
+            self.voice.play(self._playback)
+        except BaseException:
+            await self._teardown()
+            raise
+        self._turns.start()
+        self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
+            ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
+        log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
+
+    async def stop(self, reason: str) -> ConversationResult:
+        """End once: store what is pending, close everything in reverse order, tell the observers."""
+        async with self._stop_lock:
+            if self._result is not None:
+                return self._result
+            current = asyncio.current_task()
+            for task in self._tasks:
+                if task is not current:
+                    task.cancel()
+            await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+            await self._teardown()
+            try:
+                await self._repository.end_session(self.guild_id, self.session_id, reason)
+            except Exception:  # the row is closed at the next start-up ("bot restarted"); end cleanly anyway
+                log.exception("conversation.end_write_failed", extra=self._log_tags())
+            self._result = ConversationResult(self.guild_id, self.session_id, self.voice_channel.id,
+                                              time.monotonic() - self.started_mono, self._turns.stored, reason)
+            self._ended.set()
+            self._on_closed(self)
+        log.info("conversation.ended", extra=self._log_tags(reason=reason, turns=self._turns.stored))
+        await self._notify("on_ended", self._result)
+        return self._result
+
+    def _stop_soon(self, reason: str) -> None:
+        """Stop from inside one of our own tasks: stop() cancels those, so it runs in a task of its own."""
+        if self._stopper is None:
+            self._stopper = asyncio.create_task(self.stop(reason), name=f"stop:{self.guild_id}")
+
+    async def notify_started(self) -> None:
+        """Tell the observers (called by the registry once the conversation is registered)."""
+        await self._notify("on_started")
+
+    async def wait_ended(self) -> ConversationResult:
+        """Block until the conversation has ended (by command, watchdog or failure)."""
+        await self._ended.wait()
+        assert self._result is not None
+        return self._result
+
+    async def _teardown(self) -> None:
+        """Close Live (storing its last partial turns), then the voice side; each step may fail alone."""
+        if self.live is not None:
+            with contextlib.suppress(Exception):
+                await self.live.close()
+            for event in self.live.drain_pending_turns():
+                self._queue_turn(event)
+        await self._turns.close(WRITE_DRAIN_TIMEOUT_S)
+        if self.voice is not None:
+            with contextlib.suppress(Exception):
+                self.voice.stop_listening()
+            with contextlib.suppress(Exception):
+                self.voice.stop()
+            await self._leave_voice()
+        self._playback.cleanup()
+        if self.sink is not None:
+            self.sink.cleanup()
+
+    async def _leave_voice(self) -> None:
+        """Disconnect, bounded: discord.py waits for the gateway's acknowledgement, which may never come."""
+        try:
+            async with asyncio.timeout(VOICE_DISCONNECT_TIMEOUT_S):
+                await self.voice.disconnect(force=True)
+        except TimeoutError:
+            log.warning("conversation.voice_disconnect_slow", extra=self._log_tags())
+            with contextlib.suppress(Exception):
+                self.voice.cleanup()  # unregister the client so the next /tutor start can join
+        except Exception:
+            log.exception("conversation.voice_disconnect_failed", extra=self._log_tags())
+
+    # ----- input: kids → Live ----------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        """(Re)start voice receive; a dead listener is restarted by the watchdog."""
+        self.sink = TutorSink(asyncio.get_running_loop(), self._on_kid_audio)
+        self.voice.listen(self.sink)
+
+    def _on_kid_audio(self, user_id: int, display_name: str, pcm16k: bytes, at: float) -> None:
+        """Runs on the event loop (the sink hands over with call_soon_threadsafe)."""
+        self._counters.speakers.setdefault(user_id, display_name)
+        self._counters.last_kid_audio_at = at
+        self._mixer.push(user_id, pcm16k, at)
+
+    async def _pump_input(self) -> None:
+        """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal.
+
+        When the mixer has fallen behind (a held frame, a stalled loop) it is drained at once, so
+        waiting for jitter never turns into lasting delay.
+        """
+        period = FRAME_MS / 1000
+        next_tick = time.monotonic()
+        while True:
+            now = time.monotonic()
+            try:
+                self._send_mixed(self._mixer.pull(now))
+                while self._mixer.queued_ms > CATCH_UP_MS and self._send_mixed(self._mixer.pull(now)):
+                    pass
+            except Exception:  # one bad frame must not stop the kids being heard
+                log.exception("conversation.pump_failed", extra=self._log_tags())
+            next_tick += period
+            if next_tick < now - 0.1:  # the loop was stalled: resynchronise instead of bursting
+                next_tick = now + period
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+
+    def _send_mixed(self, out: bytes | StreamEnd | None) -> bool:
+        """Hand one mixer output to Live; False when there was nothing to send."""
+        assert self.live is not None
+        if isinstance(out, StreamEnd):
+            self.live.end_audio_stream()
+            return True
+        if not out:
+            return False
+        self.live.send_audio(out)
+        if self._counters.last_kid_audio_at is not None:
+            self._counters.input_latency_ms.append((time.monotonic() - self._counters.last_kid_audio_at) * 1000)
+            self._counters.last_kid_audio_at = None
+        return True
+
+    async def say(self, author_name: str, text: str) -> None:
+        """Typed input from `/tutor say`, stored as the child's turn and sent to the tutor."""
+        assert self.live is not None
+        now = time.monotonic()
+        self._queue_turn(ev.TurnTranscribed("child", text, now, now), speaker_name=author_name)
+        self.live.send_text(f"{author_name} typed: {text}")
+
+    # ----- output: Live → kids and storage ---------------------------------------------------------
+
+    async def _consume_live_events(self) -> None:
+        """Route every Live event; a `Failed` ends the conversation with its reason.
+
+        One event that cannot be handled is logged and skipped: a dead consumer would leave the kids
+        talking to a tutor that never answers.
+        """
+        assert self.live is not None
+        async for event in self.live.events():
+            try:
+                if await self._on_live_event(event):
+                    return
+            except Exception:
+                log.exception("conversation.event_failed", extra=self._log_tags(event=type(event).__name__))
+
+    async def _on_live_event(self, event: ev.LiveEvent) -> bool:
+        """Handle one event; True once the session has failed and nothing more will come."""
+        assert self.live is not None
+        match event:
+            case ev.AudioChunk(pcm=pcm):
+                self._playback.feed(pcm)
+            case ev.Interrupted():
+                dropped = self._playback.flush()
+                log.debug("conversation.barge_in", extra=self._log_tags(dropped_ms=round(dropped)))
+            case ev.TurnComplete(blocked=blocked):
+                self._playback.end_of_turn()
+                if self._turn_waiter is not None and not self._turn_waiter.done():
+                    self._turn_waiter.set_result(None)
+                if blocked:
+                    self._playback.flush()
+                    self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
+            case ev.TurnTranscribed():
+                self._queue_turn(event)
+            case ev.Failed(reason=reason):
+                await self._notify("on_failed", reason)
+                self._stop_soon(f"Gemini Live failed: {reason}")
+                return True
+            case ev.Reconnecting() | ev.Reconnected():
+                log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
+        return False
+
+    def _queue_turn(self, turn: ev.TurnTranscribed, *, speaker_name: str | None = None) -> None:
+        """Hand a completed turn to the writer; the audio path never waits for the database."""
+        self._turns.put(self._pending(turn, speaker_name))
+
+    def _pending(self, turn: ev.TurnTranscribed, speaker_name: str | None) -> PendingTurn:
+        """Name the speakers of a child turn from the mixer's activity since the previous child turn."""
+        speaker_id = None
+        if turn.role == "child" and speaker_name is None:
+            ids = self._mixer.speakers_between(self._last_child_turn_end, turn.ended_at)
+            self._last_child_turn_end = turn.ended_at
+            self._mixer.forget_before(turn.ended_at - 60)
+            speaker_id = ids[0] if ids else None
+            speaker_name = ", ".join(self._counters.speakers.get(i, str(i)) for i in ids) or None
+        elif turn.role == "tutor":
+            speaker_name = "Tutor"
+        return PendingTurn(turn.role, turn.text, self._wall(turn.started_at),
+                           self._wall(max(turn.ended_at, turn.started_at)), speaker_id, speaker_name,
+                           turn.interrupted, turn.flag_reason)
+
+    def _wall(self, mono: float) -> datetime:
+        """A monotonic timestamp as UTC wall time, with one fixed offset so order is preserved."""
+        return datetime.fromtimestamp(mono + self._wall_offset, UTC)
+
+    # ----- watchdog --------------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        """Once a second: limits, people in the channel, voice still there, listener still alive."""
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            try:
+                reason = await self._check_once()
+            except Exception:
+                log.exception("conversation.watchdog_error", extra=self._log_tags())
+                continue
+            if reason is not None:
+                if reason.goodbye:
+                    await self._say_goodbye(reason.text)
+                self._stop_soon(reason.text)
+                return
+
+    async def _check_once(self) -> StopReason | None:
+        self._ticks += 1
+        if self._ticks % MINUTES_REFRESH_TICKS == 1:
+            self._minutes_used_today = await self._repository.minutes_used_today(self.guild_id)
+        connected = bool(self.voice.is_connected())
+        channel = getattr(self.voice, "channel", None)
+        members = getattr(channel, "members", []) if channel is not None else []
+        if connected and self._voice_needs_reconnect():
+            await self._reconnect_voice()
+            connected = bool(self.voice.is_connected())
+        elif connected and not self.voice.listener_alive():
+            log.warning("conversation.listener_restarted", extra=self._log_tags())
+            self._listen()
+        return self._rules.check(WatchdogReading(
+            now=time.monotonic(), started_at=self.started_mono, voice_connected=connected,
+            in_original_channel=channel is None or channel.id == self.voice_channel.id,
+            humans_in_channel=sum(1 for m in members if not m.bot),
+            max_session_minutes=self.max_session_minutes, minutes_used_today=self._minutes_used_today,
+            daily_minutes=self.daily_minutes))
+
+    def _voice_needs_reconnect(self) -> bool:
+        """Deaf (every DAVE decrypt failing) or a dead voice websocket task: only a new connection helps."""
+        stats = getattr(self.voice, "receive_stats", None)
+        deaf = stats is not None and stats.all_failing_for(DEAF_RECONNECT_S)
+        return deaf or not self.voice.voice_gateway_alive()
+
+    async def _reconnect_voice(self) -> None:
+        """Leave and join again (bounded); playback and the Live session carry on untouched."""
+        self._voice_reconnects += 1
+        log.warning("conversation.voice_reconnect", extra=self._log_tags(attempt=self._voice_reconnects))
+        if self._voice_reconnects > MAX_VOICE_RECONNECTS:
+            return  # the disconnect rule ends the conversation if voice stays broken
+        with contextlib.suppress(Exception):
+            self.voice.stop_listening()
+        await self._leave_voice()
+        assert self._connect is not None
+        try:
+            self.voice = await self._connect(self.voice_channel)
+            self._listen()
+            self.voice.play(self._playback)
+        except Exception:
+            log.exception("conversation.voice_reconnect_failed", extra=self._log_tags())
+
+    async def _say_goodbye(self, reason: str) -> None:
+        """Let the tutor say bye out loud, waiting for its turn to finish and play out (bounded)."""
+        assert self.live is not None
+        self._turn_waiter = asyncio.get_running_loop().create_future()
+        self.live.send_text(GOODBYE_PROMPT.format(reason=reason))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                await self._turn_waiter
+                await asyncio.sleep(self._playback.buffered_ms / 1000)  # let the goodbye play out
+
+    # ----- reporting -------------------------------------------------------------------------------
+
+    def status(self) -> ConversationStatus:
+        """A snapshot of the live figures; cheap, no I/O."""
+        stats = getattr(self.voice, "receive_stats", None)
+        live_stats = self.live.stats if self.live is not None else None
+        latencies = list(self._counters.input_latency_ms)
+        reply = list(getattr(live_stats, "response_latency_ms", []) or [])
+        return ConversationStatus(
+            guild_id=self.guild_id, session_id=self.session_id, channel_id=self.voice_channel.id,
+            channel_name=self.voice_channel.name, level_title=self.level.title, age=self.age,
+            starter_name=self.request.starter_name, started_at=self.started_at,
+            uptime_s=time.monotonic() - self.started_mono, speakers=list(self._counters.speakers.values()),
+            turns=self._turns.stored, flagged_turns=self._turns.flagged,
+            reconnects=getattr(live_stats, "reconnects", 0),
+            live_connected=bool(getattr(live_stats, "connected", False)),
+            packets_received=getattr(stats, "packets_received", 0),
+            packets_dropped=getattr(stats, "dropped_unknown_ssrc", 0) + getattr(stats, "dropped_malformed", 0),
+            packets_concealed=getattr(stats, "concealed", 0),
+            playback_buffered_ms=self._playback.buffered_ms, underruns=self._playback.underruns,
+            input_latency_ms=_percentile(latencies, 95), reply_latency_ms=statistics.median(reply) if reply else None,
+            minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes)
+
+    async def _notify(self, hook: str, *args: Any) -> None:
+        for observer in self._observers:
+            method = getattr(observer, hook, None)
+            if method is None:
+                continue
+            try:
+                await method(self, *args)
+            except Exception:
+                log.exception("conversation.observer_error", extra=self._log_tags(hook=hook))
+
+    def _log_tags(self, **extra: Any) -> dict[str, Any]:
+        return {"guild_id": self.guild_id, "session_id": self.session_id, **extra}
+
+
+def _percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
