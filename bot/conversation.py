@@ -126,11 +126,9 @@ class Conversation:
         async with self._stop_lock:
             if self._result is not None:
                 return self._result
-            current = asyncio.current_task()
-            for task in self._tasks:
-                if task is not current:
-                    task.cancel()
-            await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+            for task in self._tasks:  # never our own: self-stops run in `_stopper`
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._teardown()
             try:
                 await self._repository.end_session(self.guild_id, self.session_id, reason)

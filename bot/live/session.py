@@ -27,6 +27,7 @@ import logging
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -108,7 +109,7 @@ class LiveSession:
         self._instruction = system_instruction
         self._options = connect_options
         self._history: list[HistoryTurn] = list(history)
-        self._completed: list[HistoryTurn] = []
+        self._completed: deque[HistoryTurn] = deque(maxlen=MAX_SEED_TURNS)  # only the newest can be re-seeded
         self.id = uuid.uuid4().hex[:8]
         self._events: asyncio.Queue[LiveEvent | None] = asyncio.Queue()
         self._outbox = AudioBoundedQueue(LIVE_INPUT.bytes_for_ms(connect_options.input_queue_seconds * 1000))
@@ -245,7 +246,7 @@ class LiveSession:
         return genai.Client(api_key=self._settings.gemini_api_key.get_secret_value(), http_options=options)
 
     def _seed_turns(self) -> list[HistoryTurn]:
-        return (self._history + self._completed)[-MAX_SEED_TURNS:]
+        return (self._history + list(self._completed))[-MAX_SEED_TURNS:]
 
     async def _open(self, handle: str | None) -> _Connection:
         """Dial, send the setup, and on a fresh connection seed the history (ending the initial history)."""
@@ -374,8 +375,7 @@ class LiveSession:
     def _after_reconnect(self, conn: _Connection, attempt: int) -> None:
         """Close the turn the old connection cut, put unconfirmed messages back in front, let input flow."""
         for turn in self._assembler.cut_by_reconnect(input_replayed=not conn.resumed):
-            self._completed.append(HistoryTurn(turn.role, turn.text))
-            self._emit(turn)
+            self._emit_turn(turn)
         if conn.resumed:
             self._counters.resumed_count += 1
             replay = self._ring.take()
@@ -472,8 +472,13 @@ class LiveSession:
         """Emit a raw event, then any turns it completed."""
         self._emit(event)
         for turn in self._assembler.feed(event):
+            self._emit_turn(turn)
+
+    def _emit_turn(self, turn: TurnTranscribed) -> None:
+        """A completed turn: remembered for re-seeding a fresh connection, then emitted."""
+        if turn.text:
             self._completed.append(HistoryTurn(turn.role, turn.text))
-            self._emit(turn)
+        self._emit(turn)
 
     def _emit(self, event: LiveEvent) -> None:
         self._events.put_nowait(event)
