@@ -32,8 +32,9 @@ class Plan:
 class Reply:
     """One model turn on one connection, sent frame by frame as 3.8 would."""
 
-    def __init__(self, server: FakeLiveServer, conn: FakeConnection, heard: str | None, plan: Plan) -> None:
-        self.server, self.conn, self.heard, self.plan = server, conn, heard, plan
+    def __init__(self, server: FakeLiveServer, conn: FakeConnection, heard: str | None, reply_text: str,
+                 plan: Plan) -> None:
+        self.server, self.conn, self.heard, self.reply_text, self.plan = server, conn, heard, reply_text, plan
         self.input_sent = heard is None
         self.timing = server.input_transcript_at
 
@@ -108,7 +109,7 @@ class Reply:
     async def stream_audio(self) -> bool:
         """Send the reply's chunks (audio + transcript bundled); True if it was interrupted."""
         server = self.server
-        words = server.reply_text.split(" ")
+        words = self.reply_text.split(" ")
         rate = server.output_rate
         chunk_bytes = int(rate * server.chunk_ms / 1000) * 2
         endless = self.plan.kind == "endless"
