@@ -23,7 +23,7 @@ async def run_bot(settings: Settings) -> None:
     from bot.client import TutorBot
     from bot.storage.db import Database
 
-    db = await Database.open(settings.database_path)
+    db = await Database.open(settings.database_location)
     try:
         async with TutorBot(settings=settings, db=db) as client:
             try:

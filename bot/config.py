@@ -7,6 +7,7 @@ Built once in `bot.__main__` and passed down; nothing here runs at import time. 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,8 @@ class Settings(BaseSettings):
     gemini_api_version: str = "v1beta"
     gemini_summary_model: str = "gemini-2.5-flash"
     database_path: Path = Path("data/tutor.sqlite3")
+    # postgresql://user:password@host/db for several machines; unset: the SQLite file at DATABASE_PATH.
+    database_url: SecretStr | None = None
     dev_guild_id: int | None = None
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
@@ -41,6 +44,24 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("is empty")
         return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_database_url_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+                ("postgresql://", "postgres://", "sqlite://")):
+            raise ValueError("must start with postgresql:// (or sqlite:///path)")
+        return value
+
+    @property
+    def database_location(self) -> str:
+        """What `Database.open` gets: DATABASE_URL when set, else the SQLite file at DATABASE_PATH."""
+        return self.database_url.get_secret_value() if self.database_url else str(self.database_path)
 
     @field_validator("gemini_base_url", mode="before")
     @classmethod
@@ -58,7 +79,11 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """The raw secrets, for the log filter that scrubs them (and for nothing else)."""
         values = [getattr(self, name) for name in SECRET_FIELDS]
-        return [v.get_secret_value() for v in values if v is not None]
+        secrets = [v.get_secret_value() for v in values if v is not None]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            secrets += [self.database_url.get_secret_value(), *([password] if password else [])]
+        return secrets
 
 
 class PartialSettings(Settings):

@@ -68,25 +68,33 @@ async def check_secrets(settings: Settings) -> CheckResult:
 
 
 async def check_database(settings: Settings) -> CheckResult:
-    """The database file must be writable and migrated to the current schema."""
+    """The database must be reachable and writable and migrated to the current schema."""
     from bot.storage.db import SCHEMA_VERSION, Database
 
-    path = Path(settings.database_path)
+    if settings.database_url is not None:
+        where, hint = "DATABASE_URL", "check DATABASE_URL, the server and the user's rights"
+    else:
+        where, hint = str(settings.database_path), "check DATABASE_PATH and folder permissions"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent):
-            pass
-        db = await Database.open(path)
+        if settings.database_url is None:
+            path = Path(settings.database_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent):
+                pass
+        db = await Database.open(settings.database_location)
         try:
             version = await db.schema_version()
+            where = db.location  # a PostgreSQL URL without its password
         finally:
             await db.close()
     except Exception as exc:
-        return CheckResult("database", False, f"{path}: {exc.__class__.__name__}: {exc} "
-                           "(check DATABASE_PATH and folder permissions)")
+        detail = f"{exc.__class__.__name__}: {exc}"
+        for secret in settings.secret_values():  # a driver may echo the URL, password and all
+            detail = detail.replace(secret, "***")
+        return CheckResult("database", False, f"{where}: {detail} ({hint})")
     if version != SCHEMA_VERSION:
-        return CheckResult("database", False, f"{path}: schema {version}, expected {SCHEMA_VERSION}")
-    return CheckResult("database", True, f"{path} writable, schema {version}")
+        return CheckResult("database", False, f"{where}: schema {version}, expected {SCHEMA_VERSION}")
+    return CheckResult("database", True, f"{where} ({db.dialect}) writable, schema {version}")
 
 
 async def check_live(settings: Settings) -> CheckResult:

@@ -11,14 +11,11 @@ file stores UTC unix seconds. Daily minutes are counted per UTC day.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiosqlite
-
-from bot.storage.db import Database
+from bot.storage.db import Database, IntegrityError, Row, Transaction
 from bot.storage.models import (
     DEFAULT_RETENTION_DAYS,
     ROLES,
@@ -63,7 +60,7 @@ def _page_size(limit: int) -> int:
     return limit
 
 
-def _session(row: sqlite3.Row) -> SessionRow:
+def _session(row: Row) -> SessionRow:
     return SessionRow(
         id=row["id"], guild_id=row["guild_id"], channel_id=row["channel_id"], starter_id=row["starter_id"],
         starter_name=row["starter_name"], level=row["level"], age=row["age"],
@@ -74,7 +71,7 @@ def _session(row: sqlite3.Row) -> SessionRow:
     )
 
 
-def _turn(row: sqlite3.Row) -> TurnRow:
+def _turn(row: Row) -> TurnRow:
     return TurnRow(
         id=row["id"], session_id=row["session_id"], guild_id=row["guild_id"], role=row["role"],
         speaker_id=row["speaker_id"], speaker_name=row["speaker_name"], text=row["text"],
@@ -83,7 +80,7 @@ def _turn(row: sqlite3.Row) -> TurnRow:
     )
 
 
-def _summary(row: sqlite3.Row, now: float) -> SessionSummaryRow:
+def _summary(row: Row, now: float) -> SessionSummaryRow:
     end = row["ended_at"] if row["ended_at"] is not None else max(now, row["started_at"])
     return SessionSummaryRow(
         id=row["id"], guild_id=row["guild_id"], channel_id=row["channel_id"], starter_id=row["starter_id"],
@@ -106,14 +103,9 @@ class Repository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def _execute(self, sql: str, params: dict[str, Any]) -> tuple[int, int]:
-        """One write statement in its own transaction; returns (rowcount, lastrowid)."""
-
-        async def work(conn: aiosqlite.Connection) -> tuple[int, int]:
-            async with conn.execute(sql, params) as cursor:
-                return cursor.rowcount, cursor.lastrowid or 0
-
-        return await self._db.write(work)
+    async def _execute(self, sql: str, params: dict[str, Any]) -> int:
+        """One write statement in its own transaction; returns the number of rows it changed."""
+        return await self._db.execute(sql, params)
 
     # ---------------------------------------------------------------- sessions
 
@@ -124,13 +116,14 @@ class Repository:
         """Record a new conversation and return its id."""
         if not level.strip():
             raise ValueError("level must not be empty")
-        _, session_id = await self._execute(
+        row = await self._db.write(lambda tx: tx.fetch_one(
             "INSERT INTO sessions (guild_id, channel_id, starter_id, starter_name, level, age, started_at) "
-            "VALUES (:guild_id, :channel_id, :starter_id, :starter_name, :level, :age, :started_at)",
+            "VALUES (:guild_id, :channel_id, :starter_id, :starter_name, :level, :age, :started_at) RETURNING id",
             {"guild_id": guild_id, "channel_id": channel_id, "starter_id": starter_id,
              "starter_name": starter_name, "level": level, "age": age,
              "started_at": _now() if started_at is None else to_epoch(started_at)},
-        )
+        ))
+        session_id = int(row["id"])
         log.info("storage.session_started", extra={"guild_id": guild_id, "session_id": session_id})
         return session_id
 
@@ -138,8 +131,8 @@ class Repository:
         self, guild_id: int, session_id: int, reason: str, *, ended_at: Timestamp | None = None,
     ) -> bool:
         """Close a running session; False if it is unknown here or already ended. The resume handle is dropped."""
-        count, _ = await self._execute(
-            "UPDATE sessions SET ended_at = MAX(started_at, :ended_at), end_reason = :reason, "
+        count = await self._execute(
+            "UPDATE sessions SET ended_at = GREATEST(started_at, :ended_at), end_reason = :reason, "
             "resumption_handle = NULL WHERE guild_id = :guild_id AND id = :session_id AND ended_at IS NULL",
             {"guild_id": guild_id, "session_id": session_id, "reason": reason,
              "ended_at": _now() if ended_at is None else to_epoch(ended_at)},
@@ -148,7 +141,7 @@ class Repository:
 
     async def set_resumption_handle(self, guild_id: int, session_id: int, handle: str | None) -> bool:
         """Keep the newest Live resumption handle of a running session."""
-        count, _ = await self._execute(
+        count = await self._execute(
             "UPDATE sessions SET resumption_handle = :handle "
             "WHERE guild_id = :guild_id AND id = :session_id AND ended_at IS NULL",
             {"guild_id": guild_id, "session_id": session_id, "handle": handle},
@@ -175,9 +168,9 @@ class Repository:
             "(SELECT COUNT(*) FROM turns t WHERE t.guild_id = s.guild_id AND t.session_id = s.id "
             " AND t.flag_reason IS NOT NULL) AS flagged_count "
             "FROM sessions s WHERE s.guild_id = :guild_id "
-            "AND (:member_id IS NULL OR s.starter_id = :member_id OR EXISTS (SELECT 1 FROM turns m "
+            "AND (s.starter_id = :member_id OR :member_id IS NULL OR EXISTS (SELECT 1 FROM turns m "
             " WHERE m.guild_id = s.guild_id AND m.session_id = s.id AND m.speaker_id = :member_id)) "
-            "AND (:level IS NULL OR s.level = :level) AND (:since IS NULL OR s.started_at >= :since) "
+            "AND (s.level = :level OR :level IS NULL) AND (s.started_at >= :since OR :since IS NULL) "
             "ORDER BY s.started_at DESC, s.id DESC LIMIT :limit OFFSET :offset",
             {"guild_id": guild_id, "member_id": member_id, "level": level,
              "since": None if since is None else to_epoch(since), "limit": _page_size(limit),
@@ -190,8 +183,8 @@ class Repository:
         text = _like_escape(query.strip().lstrip("#"))
         rows = await self._db.fetch_all(
             "SELECT s.* FROM sessions s WHERE s.guild_id = :guild_id AND ("
-            "CAST(s.id AS TEXT) LIKE :prefix ESCAPE '\\' OR s.starter_name LIKE :infix ESCAPE '\\' "
-            "OR s.level LIKE :infix ESCAPE '\\') ORDER BY s.started_at DESC, s.id DESC LIMIT :limit",
+            "CAST(s.id AS TEXT) LIKE :prefix ESCAPE '\\' OR LOWER(s.starter_name) LIKE LOWER(:infix) ESCAPE '\\' "
+            "OR LOWER(s.level) LIKE LOWER(:infix) ESCAPE '\\') ORDER BY s.started_at DESC, s.id DESC LIMIT :limit",
             {"guild_id": guild_id, "prefix": f"{text}%", "infix": f"%{text}%", "limit": _page_size(limit)},
         )
         return [_session(row) for row in rows]
@@ -201,7 +194,8 @@ class Repository:
         at = _now() if now is None else to_epoch(now)
         day_start = from_epoch(at).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         row = await self._db.fetch_one(
-            "SELECT COALESCE(SUM(MAX(0, MIN(COALESCE(ended_at, :now), :now) - MAX(started_at, :day_start))), 0) "
+            "SELECT COALESCE(SUM(GREATEST(0, LEAST(COALESCE(ended_at, :now), :now) "
+            "- GREATEST(started_at, :day_start))), 0) "
             "FROM sessions WHERE guild_id = :guild_id AND started_at < :now "
             "AND (ended_at IS NULL OR ended_at > :day_start)",
             {"guild_id": guild_id, "now": at, "day_start": day_start},
@@ -210,8 +204,8 @@ class Repository:
 
     async def close_dangling_sessions(self, reason: str = "bot restarted") -> int:
         """Start-up after a crash: end every unfinished session at its last turn (or its start)."""
-        count, _ = await self._execute(
-            "UPDATE sessions SET end_reason = :reason, resumption_handle = NULL, ended_at = MAX(started_at, "
+        count = await self._execute(
+            "UPDATE sessions SET end_reason = :reason, resumption_handle = NULL, ended_at = GREATEST(started_at, "
             "COALESCE((SELECT MAX(t.ended_at) FROM turns t WHERE t.guild_id = sessions.guild_id "
             "AND t.session_id = sessions.id), started_at)) WHERE ended_at IS NULL",
             {"reason": reason},
@@ -233,7 +227,7 @@ class Repository:
             raise ValueError(f"summary status must be one of {sorted(SUMMARY_STATUSES)}, got {status!r}")
         if status == "ok" and not (summary and summary.strip()):
             raise ValueError("status 'ok' needs a non-empty summary")
-        count, _ = await self._execute(
+        count = await self._execute(
             "UPDATE sessions SET summary = :summary, summary_status = :status "
             "WHERE guild_id = :guild_id AND id = :session_id",
             {"guild_id": guild_id, "session_id": session_id, "summary": summary, "status": status},
@@ -260,18 +254,17 @@ class Repository:
                   "speaker_name": speaker_name, "text": text, "started_at": start, "ended_at": end,
                   "interrupted": int(interrupted), "flag_reason": flag_reason}
 
-        async def work(conn: aiosqlite.Connection) -> int:
-            async with conn.execute(
+        async def work(tx: Transaction) -> int:
+            if await tx.fetch_one(
                 "SELECT 1 FROM sessions WHERE guild_id = :guild_id AND id = :session_id", params,
-            ) as cursor:
-                if await cursor.fetchone() is None:
-                    raise LookupError(f"no session {session_id} in guild {guild_id}")
-            async with conn.execute(
+            ) is None:
+                raise LookupError(f"no session {session_id} in guild {guild_id}")
+            row = await tx.fetch_one(
                 "INSERT INTO turns (session_id, guild_id, role, speaker_id, speaker_name, text, started_at, "
                 "ended_at, interrupted, flag_reason) VALUES (:session_id, :guild_id, :role, :speaker_id, "
-                ":speaker_name, :text, :started_at, :ended_at, :interrupted, :flag_reason)", params,
-            ) as cursor:
-                return cursor.lastrowid or 0
+                ":speaker_name, :text, :started_at, :ended_at, :interrupted, :flag_reason) RETURNING id", params,
+            )
+            return int(row["id"])
 
         return await self._db.write(work)
 
@@ -294,7 +287,7 @@ class Repository:
         rows = await self._db.fetch_all(
             "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id AND s.guild_id = t.guild_id "
             "WHERE t.guild_id = :guild_id AND s.level = :level AND t.role IN ('child', 'tutor') "
-            "AND t.flag_reason IS NULL AND (:exclude IS NULL OR t.session_id != :exclude) "
+            "AND t.flag_reason IS NULL AND (t.session_id != :exclude OR :exclude IS NULL) "
             "ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
             {"guild_id": guild_id, "level": level, "exclude": exclude_session_id, "limit": _page_size(limit)},
         )
@@ -304,7 +297,7 @@ class Repository:
         """Flagged turns of this guild, newest first."""
         rows = await self._db.fetch_all(
             "SELECT t.* FROM turns t WHERE t.guild_id = :guild_id AND t.flag_reason IS NOT NULL "
-            "AND (:since IS NULL OR t.started_at >= :since) ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
+            "AND (t.started_at >= :since OR :since IS NULL) ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
             {"guild_id": guild_id, "since": None if since is None else to_epoch(since), "limit": _page_size(limit)},
         )
         return [_turn(row) for row in rows]
@@ -313,7 +306,7 @@ class Repository:
         """Mark a turn for moderators; False if the turn is not in this guild."""
         if not reason.strip():
             raise ValueError("a flag needs a reason")
-        count, _ = await self._execute(
+        count = await self._execute(
             "UPDATE turns SET flag_reason = :reason WHERE guild_id = :guild_id AND id = :turn_id",
             {"guild_id": guild_id, "turn_id": turn_id, "reason": reason},
         )
@@ -324,7 +317,7 @@ class Repository:
     async def delete_session(self, guild_id: int, session_id: int) -> int:
         """Delete a session and its transcript; returns the number of turns deleted (0 if not in this guild)."""
         sessions, turns = await self._delete_where(
-            guild_id, "s.id = :session_id", {"session_id": session_id}, extra_turns="0")
+            guild_id, "s.id = :session_id", {"session_id": session_id}, extra_turns="FALSE")
         if sessions:
             log.info("storage.session_deleted", extra={"guild_id": guild_id, "session_id": session_id,
                                                        "turns": turns})
@@ -346,7 +339,7 @@ class Repository:
             raise ValueError("days must not be negative")
         cutoff = (_now() if now is None else to_epoch(now)) - days * 86400
         return await self._delete_where(
-            guild_id, "s.ended_at IS NOT NULL AND s.ended_at < :cutoff", {"cutoff": cutoff}, extra_turns="0")
+            guild_id, "s.ended_at IS NOT NULL AND s.ended_at < :cutoff", {"cutoff": cutoff}, extra_turns="FALSE")
 
     async def purge_all_expired(self, now: Timestamp | None = None) -> dict[int, tuple[int, int]]:
         """Apply each guild's `retention_days` (30 without settings); returns only guilds that lost something."""
@@ -379,16 +372,15 @@ class Repository:
         bound = {**params, "guild_id": guild_id}
         sessions_sql = f"SELECT s.id FROM sessions s WHERE s.guild_id = :guild_id AND {session_filter}"  # noqa: S608
 
-        async def work(conn: aiosqlite.Connection) -> tuple[int, int]:
-            async with conn.execute(
+        async def work(tx: Transaction) -> tuple[int, int]:
+            turns = await tx.execute(
                 f"DELETE FROM turns AS t WHERE t.guild_id = :guild_id "  # noqa: S608
                 f"AND (t.session_id IN ({sessions_sql}) OR {extra_turns})", bound,
-            ) as cursor:
-                turns = cursor.rowcount
-            async with conn.execute(
+            )
+            sessions = await tx.execute(
                 f"DELETE FROM sessions WHERE guild_id = :guild_id AND id IN ({sessions_sql})", bound,  # noqa: S608
-            ) as cursor:
-                return cursor.rowcount, turns
+            )
+            return sessions, turns
 
         return await self._db.write(work)
 
@@ -436,13 +428,13 @@ class Repository:
                 {"guild_id": guild_id, "name": name.strip(), "description": description.strip(),
                  "created_by": created_by, "created_at": _now()},
             )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             return False
         return True
 
     async def remove_custom_level(self, guild_id: int, name: str) -> bool:
         """Remove a level by name (case-insensitive); False if there was none."""
-        count, _ = await self._execute(
+        count = await self._execute(
             "DELETE FROM custom_levels WHERE guild_id = :guild_id AND name = :name",
             {"guild_id": guild_id, "name": name.strip()},
         )
