@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"problem  settings: {exc}")
             return 1
+        settings.export_to_process()
         setup_logging("WARNING", settings.log_format, settings.secret_values())
         return asyncio.run(run_doctor(settings))
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    settings.export_to_process()
 
     if args.command == "live-check":
         from bot.live.check import run_from_args

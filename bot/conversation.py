@@ -1,7 +1,8 @@
 """One guild's running tutor: voice in → Gemini Live → voice out, every turn stored.
 
 `Conversation` wires the stages (DESIGN.md §1) and owns their lifecycle: the 20 ms input pump, the Live
-event consumer, the watchdog (rules in `bot.limits`) and the turn writer (`bot.turns`). It knows nothing of
+event consumer and the watchdog (rules in `bot.limits`). The voice connection and its repairs are
+`bot.voice_link`; naming and storing turns is `bot.turn_log` (writer: `bot.turns`). It knows nothing of
 slash commands; cogs hear about it through `ConversationObserver`. Runs in tests with a fake voice client
 and a fake Live server.
 """
@@ -14,15 +15,13 @@ import logging
 import statistics
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.audio.formats import FRAME_MS
 from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import PlaybackSource
-from bot.audio.sink import TutorSink
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.levels import build_system_instruction
@@ -30,17 +29,15 @@ from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
 from bot.live.session import HistoryTurn, LiveSession
 from bot.storage.repository import Repository
-from bot.turns import PendingTurn, TurnWriter
+from bot.turn_log import TurnLog
+from bot.voice_link import VoiceConnector, VoiceLink
 
 log = logging.getLogger(__name__)
 
 WATCHDOG_INTERVAL_S = 1.0
-DEAF_RECONNECT_S = 5.0  # every DAVE decrypt failing this long → join the voice channel again
-MAX_VOICE_RECONNECTS = 3
 CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 GOODBYE_TIMEOUT_S = 10.0
-VOICE_DISCONNECT_TIMEOUT_S = 5.0
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
 SAFETY_REDIRECT = (
     "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
@@ -48,15 +45,9 @@ SAFETY_REDIRECT = (
 )
 GOODBYE_PROMPT = "(Note from the app: time is up because {reason}. Say a warm goodbye in one short sentence.)"
 
-VoiceConnector = Callable[[Any], Awaitable[Any]]
 LiveFactory = Callable[..., LiveSession]
 
-
-@dataclass
-class _Counters:
-    speakers: dict[int, str] = field(default_factory=dict)
-    input_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
-    last_kid_audio_at: float | None = None
+__all__ = ["Conversation", "LiveFactory", "VoiceConnector"]
 
 
 class Conversation:
@@ -73,7 +64,6 @@ class Conversation:
         self.age = request.age
         self.started_at = datetime.now(UTC)
         self.started_mono = time.monotonic()
-        self._wall_offset = time.time() - self.started_mono
         self.daily_minutes = daily_minutes
         self.max_session_minutes = max_session_minutes
         self._settings = settings
@@ -82,23 +72,20 @@ class Conversation:
         self._on_closed = on_closed
         self._mixer = Mixer()
         self._playback = PlaybackSource()
-        self._counters = _Counters()
-        self._turns = TurnWriter(repository, self.guild_id, session_id,
-                                 on_flagged=lambda row: self._notify("on_turn_flagged", row))
+        self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
+                              on_flagged=lambda row: self._notify("on_turn_flagged", row))
+        self._input_latency_ms: deque[float] = deque(maxlen=500)
+        self._last_kid_audio_at: float | None = None
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
         self._ticks = 0
-        self._voice_reconnects = 0
-        self._connect: VoiceConnector | None = None  # set by start(); reused to rejoin voice
+        self._voice: VoiceLink | None = None  # set by start()
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = asyncio.Event()
         self._stop_lock = asyncio.Lock()
         self._result: ConversationResult | None = None
         self._stopper: asyncio.Task[ConversationResult] | None = None  # owned here; stop() is idempotent
         self._turn_waiter: asyncio.Future[None] | None = None
-        self._last_child_turn_end = self.started_mono
-        self.voice: Any = None
-        self.sink: TutorSink | None = None
         self.live: LiveSession | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------------
@@ -106,13 +93,12 @@ class Conversation:
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
         instruction = build_system_instruction(self.level, self.age)
-        self._connect = connect
+        self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
+                                tags=self._log_tags())
         self.live = live_factory(self._settings, system_instruction=instruction, history=history)
         try:
             await self.live.start()
-            self.voice = await connect(self.voice_channel)
-            self._listen()
-            self.voice.play(self._playback)
+            await self._voice.open()
         except BaseException:
             await self._teardown()
             raise
@@ -163,41 +149,18 @@ class Conversation:
             with contextlib.suppress(Exception):
                 await self.live.close()
             for event in self.live.drain_pending_turns():
-                self._queue_turn(event)
+                self._turns.record(event)
         await self._turns.close(WRITE_DRAIN_TIMEOUT_S)
-        if self.voice is not None:
-            with contextlib.suppress(Exception):
-                self.voice.stop_listening()
-            with contextlib.suppress(Exception):
-                self.voice.stop()
-            await self._leave_voice()
+        if self._voice is not None:
+            await self._voice.close()
         self._playback.cleanup()
-        if self.sink is not None:
-            self.sink.cleanup()
-
-    async def _leave_voice(self) -> None:
-        """Disconnect, bounded: discord.py waits for the gateway's acknowledgement, which may never come."""
-        try:
-            async with asyncio.timeout(VOICE_DISCONNECT_TIMEOUT_S):
-                await self.voice.disconnect(force=True)
-        except TimeoutError:
-            log.warning("conversation.voice_disconnect_slow", extra=self._log_tags())
-            with contextlib.suppress(Exception):
-                self.voice.cleanup()  # unregister the client so the next /tutor start can join
-        except Exception:
-            log.exception("conversation.voice_disconnect_failed", extra=self._log_tags())
 
     # ----- input: kids → Live ----------------------------------------------------------------------
 
-    def _listen(self) -> None:
-        """(Re)start voice receive; a dead listener is restarted by the watchdog."""
-        self.sink = TutorSink(asyncio.get_running_loop(), self._on_kid_audio)
-        self.voice.listen(self.sink)
-
     def _on_kid_audio(self, user_id: int, display_name: str, pcm16k: bytes, at: float) -> None:
         """Runs on the event loop (the sink hands over with call_soon_threadsafe)."""
-        self._counters.speakers.setdefault(user_id, display_name)
-        self._counters.last_kid_audio_at = at
+        self._turns.heard(user_id, display_name)
+        self._last_kid_audio_at = at
         self._mixer.push(user_id, pcm16k, at)
 
     async def _pump_input(self) -> None:
@@ -230,16 +193,15 @@ class Conversation:
         if not out:
             return False
         self.live.send_audio(out)
-        if self._counters.last_kid_audio_at is not None:
-            self._counters.input_latency_ms.append((time.monotonic() - self._counters.last_kid_audio_at) * 1000)
-            self._counters.last_kid_audio_at = None
+        if self._last_kid_audio_at is not None:
+            self._input_latency_ms.append((time.monotonic() - self._last_kid_audio_at) * 1000)
+            self._last_kid_audio_at = None
         return True
 
     async def say(self, author_name: str, text: str) -> None:
         """Typed input from `/tutor say`, stored as the child's turn and sent to the tutor."""
         assert self.live is not None
-        now = time.monotonic()
-        self._queue_turn(ev.TurnTranscribed("child", text, now, now), speaker_name=author_name)
+        self._turns.typed(author_name, text)
         self.live.send_text(f"{author_name} typed: {text}")
 
     # ----- output: Live → kids and storage ---------------------------------------------------------
@@ -275,7 +237,7 @@ class Conversation:
                     self._playback.flush()
                     self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
             case ev.TurnTranscribed():
-                self._queue_turn(event)
+                self._turns.record(event)
             case ev.Failed(reason=reason):
                 await self._notify("on_failed", reason)
                 self._stop_soon(f"Gemini Live failed: {reason}")
@@ -283,29 +245,6 @@ class Conversation:
             case ev.Reconnecting() | ev.Reconnected():
                 log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
         return False
-
-    def _queue_turn(self, turn: ev.TurnTranscribed, *, speaker_name: str | None = None) -> None:
-        """Hand a completed turn to the writer; the audio path never waits for the database."""
-        self._turns.put(self._pending(turn, speaker_name))
-
-    def _pending(self, turn: ev.TurnTranscribed, speaker_name: str | None) -> PendingTurn:
-        """Name the speakers of a child turn from the mixer's activity since the previous child turn."""
-        speaker_id = None
-        if turn.role == "child" and speaker_name is None:
-            ids = self._mixer.speakers_between(self._last_child_turn_end, turn.ended_at)
-            self._last_child_turn_end = turn.ended_at
-            self._mixer.forget_before(turn.ended_at - 60)
-            speaker_id = ids[0] if ids else None
-            speaker_name = ", ".join(self._counters.speakers.get(i, str(i)) for i in ids) or None
-        elif turn.role == "tutor":
-            speaker_name = "Tutor"
-        return PendingTurn(turn.role, turn.text, self._wall(turn.started_at),
-                           self._wall(max(turn.ended_at, turn.started_at)), speaker_id, speaker_name,
-                           turn.interrupted, turn.flag_reason)
-
-    def _wall(self, mono: float) -> datetime:
-        """A monotonic timestamp as UTC wall time, with one fixed offset so order is preserved."""
-        return datetime.fromtimestamp(mono + self._wall_offset, UTC)
 
     # ----- watchdog --------------------------------------------------------------------------------
 
@@ -328,44 +267,16 @@ class Conversation:
         self._ticks += 1
         if self._ticks % MINUTES_REFRESH_TICKS == 1:
             self._minutes_used_today = await self._repository.minutes_used_today(self.guild_id)
-        connected = bool(self.voice.is_connected())
-        channel = getattr(self.voice, "channel", None)
+        assert self._voice is not None
+        connected = await self._voice.check()
+        channel = getattr(self._voice.client, "channel", None)
         members = getattr(channel, "members", []) if channel is not None else []
-        if connected and self._voice_needs_reconnect():
-            await self._reconnect_voice()
-            connected = bool(self.voice.is_connected())
-        elif connected and not self.voice.listener_alive():
-            log.warning("conversation.listener_restarted", extra=self._log_tags())
-            self._listen()
         return self._rules.check(WatchdogReading(
             now=time.monotonic(), started_at=self.started_mono, voice_connected=connected,
             in_original_channel=channel is None or channel.id == self.voice_channel.id,
             humans_in_channel=sum(1 for m in members if not m.bot),
             max_session_minutes=self.max_session_minutes, minutes_used_today=self._minutes_used_today,
             daily_minutes=self.daily_minutes))
-
-    def _voice_needs_reconnect(self) -> bool:
-        """Deaf (every DAVE decrypt failing) or a dead voice websocket task: only a new connection helps."""
-        stats = getattr(self.voice, "receive_stats", None)
-        deaf = stats is not None and stats.all_failing_for(DEAF_RECONNECT_S)
-        return deaf or not self.voice.voice_gateway_alive()
-
-    async def _reconnect_voice(self) -> None:
-        """Leave and join again (bounded); playback and the Live session carry on untouched."""
-        self._voice_reconnects += 1
-        log.warning("conversation.voice_reconnect", extra=self._log_tags(attempt=self._voice_reconnects))
-        if self._voice_reconnects > MAX_VOICE_RECONNECTS:
-            return  # the disconnect rule ends the conversation if voice stays broken
-        with contextlib.suppress(Exception):
-            self.voice.stop_listening()
-        await self._leave_voice()
-        assert self._connect is not None
-        try:
-            self.voice = await self._connect(self.voice_channel)
-            self._listen()
-            self.voice.play(self._playback)
-        except Exception:
-            log.exception("conversation.voice_reconnect_failed", extra=self._log_tags())
 
     async def _say_goodbye(self, reason: str) -> None:
         """Let the tutor say bye out loud, waiting for its turn to finish and play out (bounded)."""
@@ -381,15 +292,15 @@ class Conversation:
 
     def status(self) -> ConversationStatus:
         """A snapshot of the live figures; cheap, no I/O."""
-        stats = getattr(self.voice, "receive_stats", None)
+        stats = self._voice.receive_stats if self._voice is not None else None
         live_stats = self.live.stats if self.live is not None else None
-        latencies = list(self._counters.input_latency_ms)
+        latencies = list(self._input_latency_ms)
         reply = list(getattr(live_stats, "response_latency_ms", []) or [])
         return ConversationStatus(
             guild_id=self.guild_id, session_id=self.session_id, channel_id=self.voice_channel.id,
             channel_name=self.voice_channel.name, level_title=self.level.title, age=self.age,
             starter_name=self.request.starter_name, started_at=self.started_at,
-            uptime_s=time.monotonic() - self.started_mono, speakers=list(self._counters.speakers.values()),
+            uptime_s=time.monotonic() - self.started_mono, speakers=list(self._turns.names.values()),
             turns=self._turns.stored, flagged_turns=self._turns.flagged,
             reconnects=getattr(live_stats, "reconnects", 0),
             live_connected=bool(getattr(live_stats, "connected", False)),

@@ -14,6 +14,7 @@ import pytest
 import bot.conversation
 import bot.limits
 import bot.tutor
+import bot.voice_link
 from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong, VoiceConnectFailed
 from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
@@ -276,7 +277,7 @@ async def test_dead_voice_websocket_means_a_fresh_voice_connection(world, monkey
 async def test_deaf_receive_means_a_fresh_voice_connection(world, monkeypatch):
     """Every DAVE decrypt failing for seconds while the session is ready → reconnect voice."""
     monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
-    monkeypatch.setattr(bot.conversation, "DEAF_RECONNECT_S", 0.2)
+    monkeypatch.setattr(bot.voice_link, "DEAF_RECONNECT_S", 0.2)
     conversations, connector, _, channel, _ = world
     await conversations.start(request(channel))
     stats = connector.last.receive_stats

@@ -22,6 +22,7 @@ from discord.ext.voice_recv.reader import PacketDecryptor
 
 import bot.audio.dave
 import bot.conversation
+import bot.voice_link
 from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectOptions, LiveSession
 from bot.tutor import Conversations, StartRequest
@@ -69,7 +70,7 @@ def bot_said(harness: VoiceServerHarness) -> list[bytes]:
 async def test_a_kid_speaks_through_dave_and_hears_the_tutor(harness, repository, monkeypatch):
     """Real DAVE in, real DAVE out: the Live server hears the kid, the kid's client decodes the tutor's tone."""
     # No gateway here acknowledges the voice disconnect; don't wait the production bound for it.
-    monkeypatch.setattr(bot.conversation, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)
     async with FakeLiveServer(think_time=0.05, reply_audio_ms=600) as live_server:
         settings = make_client_settings(live_server, monkeypatch)
 

@@ -1,0 +1,66 @@
+"""Turns: committing each finished turn, reading a transcript, and the turns that may seed Live history."""
+
+from __future__ import annotations
+
+from bot.storage.db import Transaction
+from bot.storage.models import ROLES, TurnRow, to_epoch
+from bot.storage.queries.base import Queries, Timestamp, page_size, turn_row
+
+
+class TurnQueries(Queries):
+    async def add_turn(
+        self, guild_id: int, session_id: int, role: str, text: str, started_at: Timestamp, ended_at: Timestamp,
+        *, speaker_id: int | None = None, speaker_name: str | None = None, interrupted: bool = False,
+        flag_reason: str | None = None,
+    ) -> int:
+        """Commit one finished turn now (a crash loses at most the turn in progress); returns its id.
+
+        Raises LookupError if the session is not in this guild (e.g. deleted by a moderator meanwhile).
+        """
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {sorted(ROLES)}, got {role!r}")
+        start, end = to_epoch(started_at), to_epoch(ended_at)
+        if end < start:
+            raise ValueError("a turn cannot end before it starts")
+        params = {"guild_id": guild_id, "session_id": session_id, "role": role, "speaker_id": speaker_id,
+                  "speaker_name": speaker_name, "text": text, "started_at": start, "ended_at": end,
+                  "interrupted": int(interrupted), "flag_reason": flag_reason}
+
+        async def work(tx: Transaction) -> int:
+            if await tx.fetch_one(
+                "SELECT 1 FROM sessions WHERE guild_id = :guild_id AND id = :session_id", params,
+            ) is None:
+                raise LookupError(f"no session {session_id} in guild {guild_id}")
+            row = await tx.fetch_one(
+                "INSERT INTO turns (session_id, guild_id, role, speaker_id, speaker_name, text, started_at, "
+                "ended_at, interrupted, flag_reason) VALUES (:session_id, :guild_id, :role, :speaker_id, "
+                ":speaker_name, :text, :started_at, :ended_at, :interrupted, :flag_reason) RETURNING id", params,
+            )
+            return int(row["id"])
+
+        return await self._db.write(work)
+
+    async def get_turns(self, guild_id: int, session_id: int) -> list[TurnRow]:
+        """A session's transcript in spoken order; empty if the session is not in this guild."""
+        rows = await self._db.fetch_all(
+            "SELECT t.* FROM turns t WHERE t.guild_id = :guild_id AND t.session_id = :session_id "
+            "ORDER BY t.started_at, t.id",
+            {"guild_id": guild_id, "session_id": session_id},
+        )
+        return [turn_row(row) for row in rows]
+
+    async def recent_turns_for_level(
+        self, guild_id: int, level: str, limit: int = 20, *, exclude_session_id: int | None = None,
+    ) -> list[TurnRow]:
+        """The last child/tutor turns of this guild's sessions on `level`, oldest first, to seed Live history.
+
+        Flagged turns and system notes are left out: an unsafe exchange must never be replayed to the model.
+        """
+        rows = await self._db.fetch_all(
+            "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id AND s.guild_id = t.guild_id "
+            "WHERE t.guild_id = :guild_id AND s.level = :level AND t.role IN ('child', 'tutor') "
+            "AND t.flag_reason IS NULL AND (t.session_id != :exclude OR :exclude IS NULL) "
+            "ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
+            {"guild_id": guild_id, "level": level, "exclude": exclude_session_id, "limit": page_size(limit)},
+        )
+        return [turn_row(row) for row in reversed(rows)]

@@ -1,0 +1,77 @@
+"""What goes into one conversation's transcript: each finished turn, named by who spoke or typed it.
+
+Live's input transcription does not say who spoke, so a child turn is credited to the kids the mixer heard
+since the previous child turn ended. Turns are handed to the `TurnWriter`, so the audio path never waits
+for the database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from bot.audio.mixer import Mixer
+from bot.live import events as ev
+from bot.storage.models import TurnRow
+from bot.storage.repository import Repository
+from bot.turns import PendingTurn, TurnWriter
+
+SPEAKER_MEMORY_S = 60  # mixer activity older than this before a turn's end is forgotten
+
+
+class TurnLog:
+    """Names each turn's speakers and queues it for storage; `stored`/`flagged` count what was written."""
+
+    def __init__(self, repository: Repository, guild_id: int, session_id: int, mixer: Mixer, *,
+                 started_mono: float, on_flagged: Callable[[TurnRow], Awaitable[None]]) -> None:
+        self._mixer = mixer
+        self._writer = TurnWriter(repository, guild_id, session_id, on_flagged=on_flagged)
+        self._wall_offset = time.time() - time.monotonic()
+        self._last_child_turn_end = started_mono
+        self.names: dict[int, str] = {}  # display names of the kids heard so far, by member id
+
+    @property
+    def stored(self) -> int:
+        return self._writer.stored
+
+    @property
+    def flagged(self) -> int:
+        return self._writer.flagged
+
+    def start(self) -> None:
+        self._writer.start()
+
+    async def close(self, drain_seconds: float) -> None:
+        await self._writer.close(drain_seconds)
+
+    def heard(self, user_id: int, display_name: str) -> None:
+        """A kid's audio arrived (their name is kept for the transcript and `/tutor status`)."""
+        self.names.setdefault(user_id, display_name)
+
+    def record(self, turn: ev.TurnTranscribed) -> None:
+        """A turn Live transcribed: child turns are credited to whoever the mixer heard."""
+        speaker_id, speaker_name = None, None
+        if turn.role == "child":
+            ids = self._mixer.speakers_between(self._last_child_turn_end, turn.ended_at)
+            self._last_child_turn_end = turn.ended_at
+            self._mixer.forget_before(turn.ended_at - SPEAKER_MEMORY_S)
+            speaker_id = ids[0] if ids else None
+            speaker_name = ", ".join(self.names.get(i, str(i)) for i in ids) or None
+        elif turn.role == "tutor":
+            speaker_name = "Tutor"
+        self._put(turn, speaker_id, speaker_name)
+
+    def typed(self, author_name: str, text: str) -> None:
+        """A turn typed with `/tutor say`."""
+        now = time.monotonic()
+        self._put(ev.TurnTranscribed("child", text, now, now), None, author_name)
+
+    def _put(self, turn: ev.TurnTranscribed, speaker_id: int | None, speaker_name: str | None) -> None:
+        self._writer.put(PendingTurn(turn.role, turn.text, self._wall(turn.started_at),
+                                     self._wall(max(turn.ended_at, turn.started_at)), speaker_id, speaker_name,
+                                     turn.interrupted, turn.flag_reason))
+
+    def _wall(self, mono: float) -> datetime:
+        """A monotonic timestamp as UTC wall time, with one fixed offset so order is preserved."""
+        return datetime.fromtimestamp(mono + self._wall_offset, UTC)
