@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from bot.config import ConfigError, PartialSettings, Settings, load_settings
 from bot.log import setup_logging
@@ -35,11 +36,34 @@ async def run_bot(settings: Settings) -> None:
         await db.close()
 
 
+def run_processes(settings: Settings, processes: int, log_dir: Path) -> int:
+    """`--processes N`: a supervisor starting N copies of `run`, each with its own SHARD_IDS (bot.launcher)."""
+    from bot.launcher import run_processes as supervise
+    from bot.shards import split_shards
+
+    if settings.shard_ids is not None:
+        print("Cannot start: SHARD_IDS is set, but --processes gives each process its shards itself; "
+              "leave SHARD_IDS empty (SHARD_COUNT may stay).", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        split_shards(settings.shard_count or processes, processes)
+    except ValueError as exc:
+        print(f"Cannot start: {exc}.", file=sys.stderr)
+        return EXIT_CONFIG
+    return supervise(processes, settings.shard_count, log_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen command; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    scale = argparse.ArgumentParser(add_help=False)
+    scale.add_argument("--processes", type=int, default=None, metavar="N",
+                       help="run N bot processes (one per core), each with its own shards and log file")
+    scale.add_argument("--log-dir", type=Path, default=Path("logs"), help="where --processes writes each log")
+    parser.add_argument("--processes", type=int, default=None, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--log-dir", type=Path, default=Path("logs"), help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="run the bot (the default)")
+    sub.add_parser("run", help="run the bot (the default)", parents=[scale])
     sub.add_parser("doctor", help="check this machine, the settings, the database and Gemini Live")
     live = sub.add_parser("live-check", help="one round trip to Gemini Live, with timings")
     from bot.live.check import add_arguments
@@ -71,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
         setup_logging("WARNING", settings.log_format, settings.secret_values())
         return asyncio.run(run_from_args(settings, args))
+
+    if args.processes is not None:
+        return run_processes(settings, args.processes, args.log_dir)
 
     setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     try:

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.shards import ShardScope, parse_shard_ids
 
 SECRET_FIELDS = ("discord_token", "gemini_api_key")
 WHERE_TO_FIX = "in .env (see .env.example) or the environment"
@@ -48,6 +50,11 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None, description="a PostgreSQL address such as postgresql://user:password@host:5432/tutor (or left empty "
         "for the SQLite file at DATABASE_PATH)")
+    shard_count: int | None = Field(
+        None, gt=0, description="the total number of shards, a whole number such as 2 (or left empty: Discord picks)")
+    shard_ids: str | None = Field(
+        None, description="the shards this process runs, a range such as 0-1 or a list such as 0,2 (each below "
+        "SHARD_COUNT, which must be set too; or left empty for all of them)")
     dev_guild_id: int | None = Field(
         None, gt=0, description="a server id, a long number such as 123456789012345678 (or left empty)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
@@ -89,6 +96,19 @@ class Settings(BaseSettings):
                 ("postgresql://", "postgres://", "sqlite://")):
             raise ValueError("not a postgresql:// address")
         return value
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shard_range(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:  # SHARD_COUNT is validated first (it is declared first)
+            ShardScope(info.data.get("shard_count"), parse_shard_ids(value))
+        return value
+
+    @property
+    def shard_scope(self) -> ShardScope:
+        """The shards this process runs (all of them unless SHARD_IDS says otherwise)."""
+        ids = parse_shard_ids(self.shard_ids) if self.shard_ids else None
+        return ShardScope(self.shard_count, ids)
 
     @property
     def database_location(self) -> str:

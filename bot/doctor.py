@@ -97,6 +97,15 @@ async def check_database(settings: Settings) -> CheckResult:
     return CheckResult("database", True, f"{where} ({db.dialect}) writable, schema {version}")
 
 
+async def check_shards(settings: Settings) -> CheckResult:
+    """Which shards this process would run (SHARD_COUNT/SHARD_IDS; `--processes N` sets them per process)."""
+    scope = settings.shard_scope
+    detail = scope.describe()
+    if scope.count is not None and not scope.everything:
+        detail += "; the other shards need processes of their own with the same SHARD_COUNT"
+    return CheckResult("shards", True, detail)
+
+
 async def check_live(settings: Settings) -> CheckResult:
     """A real round trip to Gemini Live: connect, say hello, time the first audio byte."""
     if settings.gemini_api_key is None:
@@ -110,7 +119,8 @@ async def check_live(settings: Settings) -> CheckResult:
                        f"{report.first_audio_ms:.0f} ms, {report.reply_seconds:.1f} s of reply")
 
 
-CHECKS: tuple[Check, ...] = (check_python, check_libopus, check_davey, check_secrets, check_database, check_live)
+CHECKS: tuple[Check, ...] = (check_python, check_libopus, check_davey, check_secrets, check_database, check_shards,
+                             check_live)
 
 
 async def run_doctor(settings: Settings, checks: tuple[Check, ...] = CHECKS) -> int:

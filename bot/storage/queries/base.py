@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.shards import ALL_SHARDS, ShardScope
 from bot.storage.db import Database, Row
 from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow, from_epoch
 
@@ -61,10 +62,15 @@ def summary_row(row: Row, at: float) -> SessionSummaryRow:
 
 
 class Queries:
-    """Base of each query area: holds the `Database` and runs single-statement writes."""
+    """Base of each query area: holds the `Database` and runs single-statement writes.
 
-    def __init__(self, db: Database) -> None:
+    `shards`: the guilds this process looks after (`bot.shards`); the cross-guild queries touch only those,
+    so several processes sharing one database never do the same guild's start-up repair or purge twice.
+    """
+
+    def __init__(self, db: Database, *, shards: ShardScope = ALL_SHARDS) -> None:
         self._db = db
+        self._shards = shards
 
     async def _execute(self, sql: str, params: dict[str, Any]) -> int:
         """One write statement in its own transaction; returns the number of rows it changed."""

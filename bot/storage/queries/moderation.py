@@ -71,11 +71,13 @@ class ModerationQueries(Queries):
         return purged
 
     async def _guilds_with_ended_sessions(self) -> list[tuple[int, int]]:
+        """This process's shards' guilds that have ended sessions, with their retention (each purged once)."""
+        mine, shard_params = self._shards.sql_filter("guild_id")
         rows = await self._db.fetch_all(
-            "SELECT g.guild_id, COALESCE(gs.retention_days, :default_days) AS retention_days "
-            "FROM (SELECT DISTINCT guild_id FROM sessions WHERE ended_at IS NOT NULL) g "
+            "SELECT g.guild_id, COALESCE(gs.retention_days, :default_days) AS retention_days "  # noqa: S608
+            f"FROM (SELECT DISTINCT guild_id FROM sessions WHERE ended_at IS NOT NULL AND {mine}) g "
             "LEFT JOIN guild_settings gs ON gs.guild_id = g.guild_id ORDER BY g.guild_id",
-            {"default_days": DEFAULT_RETENTION_DAYS},
+            {"default_days": DEFAULT_RETENTION_DAYS, **shard_params},
         )
         return [(row["guild_id"], row["retention_days"]) for row in rows]
 

@@ -114,22 +114,27 @@ class SessionQueries(Queries):
         return float(row[0]) / 60.0 if row else 0.0
 
     async def close_dangling_sessions(self, reason: str = "bot restarted") -> int:
-        """Start-up after a crash: end every unfinished session at its last turn (or its start)."""
+        """Start-up after a crash: end every unfinished session of this process's shards at its last turn (or
+        its start). Sessions of other shards belong to other processes, which may be running them right now."""
+        mine, shard_params = self._shards.sql_filter("guild_id")
         count = await self._execute(
-            "UPDATE sessions SET end_reason = :reason, resumption_handle = NULL, ended_at = GREATEST(started_at, "
-            "COALESCE((SELECT MAX(t.ended_at) FROM turns t WHERE t.guild_id = sessions.guild_id "
-            "AND t.session_id = sessions.id), started_at)) WHERE ended_at IS NULL",
-            {"reason": reason},
+            "UPDATE sessions SET end_reason = :reason, resumption_handle = NULL, "  # noqa: S608
+            "ended_at = GREATEST(started_at, COALESCE((SELECT MAX(t.ended_at) FROM turns t "
+            "WHERE t.guild_id = sessions.guild_id AND t.session_id = sessions.id), started_at)) "
+            f"WHERE ended_at IS NULL AND {mine}",
+            {"reason": reason, **shard_params},
         )
         if count:
             log.warning("storage.dangling_sessions_closed", extra={"count": count})
         return count
 
     async def pending_summaries(self, limit: int = 50) -> list[tuple[int, int]]:
-        """(guild_id, session_id) of ended sessions whose summary was never made (the bot stopped first)."""
+        """(guild_id, session_id) of ended sessions of this process's shards whose summary was never made."""
+        mine, shard_params = self._shards.sql_filter("guild_id")
         rows = await self._db.fetch_all(
-            "SELECT guild_id, id FROM sessions WHERE summary_status = 'pending' AND ended_at IS NOT NULL "
-            "ORDER BY ended_at DESC LIMIT :limit", {"limit": max(1, min(limit, MAX_PAGE))})
+            "SELECT guild_id, id FROM sessions WHERE summary_status = 'pending' "  # noqa: S608
+            f"AND ended_at IS NOT NULL AND {mine} ORDER BY ended_at DESC LIMIT :limit",
+            {"limit": max(1, min(limit, MAX_PAGE)), **shard_params})
         return [(row["guild_id"], row["id"]) for row in rows]
 
     async def set_summary(self, guild_id: int, session_id: int, summary: str | None, status: SummaryStatus) -> bool:
