@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, load_settings
-from bot.doctor import check_database
+from bot.doctor import Doctor
 from bot.storage import Database
 from bot.storage.postgres import PostgresDatabase, redact
 from bot.storage.sqlite import SQLiteDatabase
@@ -62,9 +62,9 @@ async def test_doctor_checks_postgres_without_printing_the_password(postgres_ser
     """`doctor`'s database line for a PostgreSQL URL: ok with the schema, the password never shown."""
     url = with_password(await postgres_server.new_database_url())
     settings = load_settings(discord_token="t", gemini_api_key="k", database_url=url, _env_file=None)
-    result = await check_database(settings)
+    result = await Doctor(settings).database()
     assert result.ok and "postgres" in result.detail and PASSWORD not in result.detail
     broken = load_settings(discord_token="t", gemini_api_key="k", _env_file=None,
                            database_url=url.replace(str(postgres_server.socket_dir), "/nonexistent"))
-    result = await check_database(broken)
+    result = await Doctor(broken).database()
     assert not result.ok and "DATABASE_URL" in result.detail and PASSWORD not in result.detail
