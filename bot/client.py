@@ -7,6 +7,7 @@ knows the gateway and the command tree. Dependencies are constructor arguments s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import secrets
@@ -174,6 +175,10 @@ class TutorBot(commands.AutoShardedBot):
             try:
                 await self.unload_extensions()
             finally:
+                if not isinstance(self.loop, asyncio.AbstractEventLoop):
+                    # Never logged in (tests, a start that failed first): AutoShardedClient.close() needs the
+                    # event queue that login's set-up creates; there are no shards to close yet.
+                    await self._async_setup_hook()
                 await super().close()
 
     async def unload_extensions(self) -> None:

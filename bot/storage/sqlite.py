@@ -89,13 +89,19 @@ class SQLiteDatabase(Database):
         conn = await aiosqlite.connect(location, isolation_level=None)
         conn.row_factory = sqlite3.Row
         db = cls(conn, location, retry_for=retry_for)
-        try:
+
+        async def configure() -> None:
             for name, arity, function in SQLITE_FUNCTIONS:
                 await conn.create_function(name, arity, function, deterministic=True)
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            # Switching a new file to WAL takes the write lock: another process opening it at the same moment
+            # (shard processes starting together) makes this fail with "locked", so it is retried like a write.
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
+
+        try:
+            await db._with_retry(configure, "open")
             await db._migrate()
         except BaseException:
             await db.close()

@@ -61,6 +61,10 @@ async def test_two_processes_writing_turns_concurrently_lose_nothing(tmp_path: P
     sessions: dict[int, int] = {}
     for guild_id, process in writers.items():  # both are connected and migrated before either writes
         line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode().split()
+        if not line:
+            process.kill()
+            _, stderr = await process.communicate()
+            raise AssertionError(f"writer died while opening the database: {stderr.decode()[-2000:]}")
         assert line[0] == "session", line
         sessions[guild_id] = int(line[1])
     (tmp_path / "tutor.sqlite3.go").touch()
