@@ -14,7 +14,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from bot.config import ConfigError, PartialSettings, Settings, load_settings
+from bot.config import ConfigError, LiveCheckSettings, PartialSettings, Settings, load_settings
 from bot.log import setup_logging
 
 EXIT_CONFIG = 78  # EX_CONFIG: a setting is missing or wrong
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_doctor(settings))
 
     try:
-        settings = load_settings()
+        settings = load_settings(LiveCheckSettings if args.command == "live-check" else Settings)
     except ConfigError as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
