@@ -43,7 +43,7 @@ class VoiceLink:
         """Join, listen and play; on failure the caller's teardown calls `close()`."""
         self.client = await self._connect(self.channel)
         self.listen()
-        self.client.play(self._playback)
+        self.client.play(self._playback.tap())  # a tap per player: its end must not close the shared audio
 
     def listen(self) -> None:
         """(Re)start voice receive with a fresh sink (voice-recv cleans up the old one when its reader ends)."""

@@ -10,6 +10,12 @@ come from the event loop; every method is safe from any thread.
 threads are busy the event loop then waits up to a switch interval to get it back (~6 ms a chunk
 measured with 60 voice threads), which delayed every conversation's sends and events.
 
+One `PlaybackSource` lives as long as the conversation, but a voice client is replaced on every rejoin, and
+discord.py's player calls `cleanup()` on its source when its thread ends. So each `play()` gets its own
+`PlaybackTap` (`tap()`): the old player's cleanup only detaches its tap, the new player keeps reading the
+same queued audio, and a new tap detaches the previous one so two players never share the buffer. Only the
+conversation's `close()` ends the source.
+
 Two locks, always taken in this order: `_resample_lock` keeps the one `Upsampler` (not thread-safe)
 serial, `_lock` guards the queues. `read()` converts only when `_resample_lock` is free, so the
 player never waits behind resampling; a `flush()` waits for a conversion in progress, so no
@@ -44,6 +50,7 @@ class PlaybackSource(discord.AudioSource):
         self._offset = 0  # bytes before this index were already read
         self._turn_open = False  # audio arrived and end_of_turn() has not come yet
         self._closed = False
+        self._tap: PlaybackTap | None = None
         # (stream position of a turn's first byte, monotonic time it was fed) for turns not yet heard
         self._pending_turns: deque[tuple[int, float]] = deque()
         self._bytes_read = 0
@@ -161,5 +168,45 @@ class PlaybackSource(discord.AudioSource):
             self._pending_turns.clear()
 
     def cleanup(self) -> None:
-        """discord.py calls this when the player stops."""
+        """discord.py calls this when a player playing the source itself stops; players should get a `tap()`."""
         self.close()
+
+    def tap(self) -> PlaybackTap:
+        """A fresh source for one voice client's player; the previous tap stops feeding its player."""
+        with self._lock:
+            if self._tap is not None:
+                self._tap.detach()
+            self._tap = PlaybackTap(self)
+            return self._tap
+
+
+class PlaybackTap(discord.AudioSource):
+    """What one discord.py player reads: the shared `PlaybackSource`'s frames until detached.
+
+    Its `cleanup()` (called by that player's thread as it ends) detaches only this tap: the conversation's
+    audio, and the player of the next voice connection, are untouched.
+    """
+
+    def __init__(self, playback: PlaybackSource) -> None:
+        self.playback = playback
+        self._detached = threading.Event()
+
+    def read(self) -> bytes:
+        """The shared source's next frame; b"" once detached, which ends this tap's player."""
+        if self._detached.is_set():
+            return b""
+        return self.playback.read()
+
+    def is_opus(self) -> bool:
+        return False
+
+    def detach(self) -> None:
+        self._detached.set()
+
+    @property
+    def detached(self) -> bool:
+        return self._detached.is_set()
+
+    def cleanup(self) -> None:
+        """discord.py calls this when this tap's player stops: detach, leave the shared audio alone."""
+        self.detach()

@@ -97,7 +97,8 @@ async def test_kid_speaks_tutor_answers_and_every_turn_is_stored(world, live_ser
     assert len(live_server.current.audio) >= 16_000 * 2 * 0.5  # most of 0.6 s of speech reached Live
     await wait_until(lambda: conversation.status().turns >= 2)
 
-    frames = voice.read_playback(25)
+    await wait_until(lambda: len(voice.audible()) >= 15)  # discord.py's own player sent the reply
+    frames = voice.audible()
     assert {len(f) for f in frames} == {3840}
     left = np.frombuffer(b"".join(frames), "<i2")[0::2]
     assert np.abs(left).max() > 1000 and abs(peak_frequency(left, 48_000) - 440) < 20
@@ -285,6 +286,39 @@ async def test_deaf_receive_means_a_fresh_voice_connection(world, monkeypatch):
     for step in range(10):
         stats.record_decrypt(False, session_ready=True, now=start + step * 0.05)
     await wait_until(lambda: len(connector.clients) == 2)
+    await conversations.stop(GUILD)
+
+
+def break_voice(voice, how: str) -> None:
+    """Make the watchdog want a fresh voice connection: a dead voice websocket, or DAVE deafness."""
+    if how == "dead websocket":
+        voice.gateway_alive = False
+        return
+    start = time.monotonic()
+    for step in range(10):
+        voice.receive_stats.record_decrypt(False, session_ready=True, now=start + step * 0.05)
+
+
+@pytest.mark.parametrize("how", ["dead websocket", "deaf"])
+async def test_the_tutor_is_heard_after_a_voice_reconnect(world, live_server, monkeypatch, how):
+    """After a rejoin, discord.py's real player on the new connection plays the next reply.
+
+    The old connection's player calls `source.cleanup()` as it ends; that must not silence the new one.
+    """
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
+    monkeypatch.setattr(bot.voice_link, "DEAF_RECONNECT_S", 0.2)
+    conversations, connector, _, channel, kids = world
+    await conversations.start(request(channel))
+    first = connector.last
+    break_voice(first, how)
+    await wait_until(lambda: len(connector.clients) == 2)
+    second = connector.last
+    await wait_until(lambda: not first.is_playing())
+    await asyncio.sleep(0.1)  # the old player thread has ended and cleaned up what it played
+    second.speak(kids[0], speech()).join()
+    await wait_until(lambda: len(second.audible()) >= 15)
+    left = np.frombuffer(b"".join(second.audible()), "<i2")[0::2]
+    assert abs(peak_frequency(left, 48_000) - 440) < 20 and second.is_playing()
     await conversations.stop(GUILD)
 
 

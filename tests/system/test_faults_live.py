@@ -52,9 +52,12 @@ async def repository(tmp_path):
 
 @pytest.fixture
 def world(server, repository, monkeypatch):
-    """Conversations wired to the fake Live server, fake voice and a real database; two kids in the channel."""
+    """Conversations wired to the fake Live server, fake voice and a real database; two kids in the channel.
+
+    Playback is held (nobody reads it unless a test does), so a test can check the buffer survives a cut.
+    """
     settings = make_client_settings(server, monkeypatch)
-    connector = FakeVoiceConnector()
+    connector = FakeVoiceConnector(real_player=False)
     conversations = Conversations(settings=settings, repository=repository, connect=connector,
                                   live_factory=functools.partial(RecordingLiveSession, connect_options=RETRIES))
     kids = [MockMember(display_name="Ana"), MockMember(display_name="Ben")]
@@ -154,7 +157,7 @@ async def close_while_reply_streams(conversation, voice, kid, server) -> None:
     """After one whole turn, a kid asks again and Live closes with 1011 while the long reply is arriving."""
     await one_spoken_turn(conversation, voice, kid, server)
     server.reply_audio_ms, server.chunk_ms = 8000, 40  # ~200 chunks: a long window to close in
-    playing_before = voice.source.frames_read
+    playing_before = voice.source.playback.frames_read
     received_before = conversation.live.stats.audio_ms_received
     voice.speak(kid, speech(0.6)).join()
     # the second reply is streaming (the first one's audio is still buffered: nobody reads playback here)
@@ -163,7 +166,7 @@ async def close_while_reply_streams(conversation, voice, kid, server) -> None:
     await server.close(*INTERNAL_ERROR)
     await wait_until(lambda: conversation.status().reconnects == 1 and conversation.status().live_connected)
     await wait_until(lambda: conversation.status().turns > stored_before_cut)  # the cut reply is stored
-    assert voice.source.frames_read == playing_before  # nothing consumed it yet: the buffer is intact
+    assert voice.source.playback.frames_read == playing_before  # nothing consumed it yet: the buffer is intact
     assert {len(frame) for frame in voice.read_playback(10)} == {3840}  # what arrived still plays
     server.reply_audio_ms, server.chunk_ms = 400, 100
 
