@@ -501,11 +501,16 @@ class FakeVoiceConnector:
     def __init__(self, *, real_player: bool = True) -> None:
         self.clients: list[FakeVoiceClient] = []
         self.error: Exception | None = None
+        self.hang = False  # the voice server never answers: the join waits until it is cancelled
+        self.joins_started = 0
         self.real_player = real_player
 
     async def __call__(self, channel: Any) -> FakeVoiceClient:
+        self.joins_started += 1
         if self.error is not None:
             raise self.error
+        if self.hang:
+            await asyncio.Event().wait()
         client = FakeVoiceClient(channel, real_player=self.real_player)
         self.clients.append(client)
         return client
@@ -513,3 +518,41 @@ class FakeVoiceConnector:
     @property
     def last(self) -> FakeVoiceClient:
         return self.clients[-1]
+
+
+class SilentGateway:
+    """Discord's main gateway as seen by a voice join: it records voice-state updates and never answers them
+    (the voice server handshake a real gateway would start never comes)."""
+
+    open = False  # discord.Client.close() only closes an open socket
+
+    def __init__(self) -> None:
+        self.voice_states: list[tuple[int, int | None]] = []
+
+    async def voice_state(self, guild_id: int, channel_id: int | None, self_mute: bool = False,
+                          self_deaf: bool = False) -> None:
+        self.voice_states.append((guild_id, channel_id))
+
+
+async def real_voice_channel() -> tuple[discord.Client, discord.VoiceChannel, SilentGateway]:
+    """A real discord.py client state, guild and voice channel whose gateway is a `SilentGateway`.
+
+    For code that must go through discord.py's own `VoiceChannel.connect` bookkeeping (voice clients
+    registered per guild); only the gateway socket is fake.
+    """
+    client = discord.Client(intents=discord.Intents(guilds=True, voice_states=True))
+    await client._async_setup_hook()
+    state = client._connection
+    state.user = discord.ClientUser(state=state, data={"id": str(next_id()), "username": "tutor",
+                                                       "discriminator": "0", "avatar": None, "bot": True})
+    guild_id = next_id()
+    guild = discord.Guild(data={"id": str(guild_id), "name": "Family", "channels": [], "roles": [], "members": [],
+                                "voice_states": []}, state=state)
+    state._add_guild(guild)
+    channel = discord.VoiceChannel(state=state, guild=guild, data={
+        "id": str(next_id()), "name": "Homework Corner", "type": 2, "position": 0, "guild_id": str(guild_id),
+        "permission_overwrites": [], "bitrate": 64000, "user_limit": 0})
+    guild._add_channel(channel)
+    gateway = SilentGateway()
+    client.ws = gateway  # type: ignore[assignment]  # what guild.change_voice_state sends through
+    return client, channel, gateway

@@ -20,7 +20,7 @@ from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 from bot.tutor import Conversations, StartRequest
 from tests.fake_live import FakeLiveServer, make_client_settings
-from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
+from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel, real_voice_channel
 from tests.signals import peak_frequency, tone
 
 GUILD = 4242
@@ -385,3 +385,35 @@ async def test_a_bad_reply_chunk_is_skipped_and_the_conversation_goes_on(world, 
     await conversations.stop(GUILD)
     turns = await repository.get_turns(GUILD, conversation.session_id)
     assert turns[-1].text == live_server.reply_text
+
+
+async def test_stop_during_a_voice_rejoin_ends_at_once(world, repository, monkeypatch):
+    """`/tutor stop` while the watchdog waits for a rejoin cancels the join and ends the conversation."""
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
+    conversations, connector, _, channel, _ = world
+    conversation = await conversations.start(request(channel))
+    connector.hang = True
+    connector.last.gateway_alive = False
+    await wait_until(lambda: connector.joins_started == 2)
+    result = await asyncio.wait_for(conversations.stop(GUILD), 5)
+    assert result.reason == "stopped with /tutor stop" and conversations.get(GUILD) is None
+    assert (await repository.get_session(GUILD, conversation.session_id)).end_reason == result.reason
+
+
+async def test_a_join_cancelled_midway_leaves_no_voice_client_registered(monkeypatch):
+    """`/tutor stop` during a (re)join cancels discord.py's `connect()`, which then keeps its half-made voice
+    client registered; the next start would be refused with "Already connected to a voice channel"."""
+    monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)  # the gateway never confirms a leave
+    client, channel, gateway = await real_voice_channel()
+    joining = asyncio.create_task(bot.tutor.connect_voice(channel))
+    await wait_until(lambda: gateway.voice_states)  # discord.py asked to join; the gateway never answers
+    joining.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await joining
+    assert channel.guild.voice_client is None
+    again = asyncio.create_task(bot.tutor.connect_voice(channel))  # not "Already connected"
+    await wait_until(lambda: len(gateway.voice_states) >= 3)  # (join, leave, join)
+    again.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    await client.close()
