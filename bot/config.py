@@ -2,16 +2,23 @@
 
 Built once in `bot.__main__` and passed down; nothing here runs at import time. Secrets are
 `SecretStr` so they never show up in a repr, a log line or a traceback.
+
+`.env.example` is meant to work as copied: a blank value (`DEV_GUILD_ID=`) means "not set", so the
+default applies (or, for a secret, it is reported missing). Each field's `description` says what a
+valid value looks like; a bad value becomes one sentence naming the variable and that description.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_FIELDS = ("discord_token", "gemini_api_key")
+WHERE_TO_FIX = "in .env (see .env.example) or the environment"
 
 
 class ConfigError(Exception):
@@ -21,39 +28,71 @@ class ConfigError(Exception):
 class Settings(BaseSettings):
     """Every knob the bot has. Field names map to upper-case environment variables."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # env_ignore_empty: a blank line in the environment or .env is "not set", so the next source
+    # (or the default) applies; values that are only spaces are dropped by `_blank_is_unset`.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      env_ignore_empty=True)
 
-    discord_token: SecretStr
-    gemini_api_key: SecretStr
-    gemini_model: str = "gemini-3.8-live"
-    gemini_voice: str = "Charon"
-    gemini_base_url: str | None = None
-    gemini_api_version: str = "v1beta"
-    gemini_summary_model: str = "gemini-2.5-flash"
-    database_path: Path = Path("data/tutor.sqlite3")
-    dev_guild_id: int | None = None
-    log_level: str = "INFO"
-    log_format: str = Field(default="text", pattern="^(text|json)$")
+    discord_token: SecretStr = Field(
+        description="the bot token from the Discord Developer Portal (your application → Bot → Reset Token)")
+    gemini_api_key: SecretStr = Field(
+        description="an API key from Google AI Studio (https://aistudio.google.com/apikey → Create API key)")
+    gemini_model: str = Field("gemini-3.8-live", description="a Gemini Live model name such as gemini-3.8-live")
+    gemini_voice: str = Field("Charon", description="a Gemini voice name such as Charon or Puck")
+    gemini_base_url: str | None = Field(
+        None, description="a web address starting with https:// (or left empty for Google's own)")
+    gemini_api_version: str = Field("v1beta", description="an API version such as v1beta")
+    gemini_summary_model: str = Field("gemini-2.5-flash", description="a Gemini text model such as gemini-2.5-flash")
+    database_path: Path = Field(Path("data/tutor.sqlite3"), description="a file path such as data/tutor.sqlite3")
+    dev_guild_id: int | None = Field(
+        None, gt=0, description="a server id, a long number such as 123456789012345678 (or left empty)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="one of DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    log_format: Literal["text", "json"] = Field("text", description="text or json")
+    ssl_cert_file: Path | None = Field(
+        None, description="the path of an existing certificate (PEM) file (or left empty)")
 
-    @field_validator("discord_token", "gemini_api_key")
+    @model_validator(mode="before")
     @classmethod
-    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("is empty")
+    def _blank_is_unset(cls, values: Any) -> Any:
+        """Trim every value; a value that is only spaces counts as not set at all."""
+        if not isinstance(values, dict):
+            return values
+        trimmed = {key: value.strip() if isinstance(value, str) else value for key, value in values.items()}
+        return {key: value for key, value in trimmed.items() if value != ""}
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("gemini_base_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("not a web address")
         return value
 
-    @field_validator("gemini_base_url", mode="before")
+    @field_validator("ssl_cert_file")
     @classmethod
-    def _blank_url_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("log_level")
-    @classmethod
-    def _known_level(cls, value: str) -> str:
-        value = value.upper()
-        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_file():
+            raise ValueError("no such file")
         return value
+
+    def export_to_process(self) -> None:
+        """Put the settings that libraries read from the process environment there (SSL_CERT_FILE).
+
+        google-genai and aiohttp read `SSL_CERT_FILE` from `os.environ` only; a value in .env reaches
+        them through this call, which `bot.__main__` makes once after loading.
+        """
+        if self.ssl_cert_file is not None:
+            os.environ["SSL_CERT_FILE"] = str(self.ssl_cert_file.expanduser())
 
     def secret_values(self) -> list[str]:
         """The raw secrets, for the log filter that scrubs them (and for nothing else)."""
@@ -64,31 +103,43 @@ class Settings(BaseSettings):
 class PartialSettings(Settings):
     """Settings where the secrets may be missing: `doctor` reports them instead of stopping."""
 
-    discord_token: SecretStr | None = None  # type: ignore[assignment]
-    gemini_api_key: SecretStr | None = None  # type: ignore[assignment]
+    discord_token: SecretStr | None = Field(  # type: ignore[assignment]
+        None, description=Settings.model_fields["discord_token"].description)
+    gemini_api_key: SecretStr | None = Field(  # type: ignore[assignment]
+        None, description=Settings.model_fields["gemini_api_key"].description)
 
-    @field_validator("discord_token", "gemini_api_key", mode="before")
-    @classmethod
-    def _blank_is_missing(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+
+class LiveCheckSettings(Settings):
+    """Settings for `live-check`, which talks to Gemini only: the Discord token may be missing."""
+
+    discord_token: SecretStr | None = Field(  # type: ignore[assignment]
+        None, description=Settings.model_fields["discord_token"].description)
 
 
 def load_settings(cls: type[Settings] = Settings, **overrides: object) -> Settings:
-    """Build settings, turning pydantic's report into one plain sentence without any values."""
+    """Build settings, turning pydantic's report into plain sentences without any values."""
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError(describe_validation_error(exc, cls)) from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One sentence per problem, naming the variable, never echoing the input (it may be a secret)."""
-    sentences = []
+def describe_validation_error(exc: ValidationError, cls: type[Settings] = Settings) -> str:
+    """One sentence per problem: the variable, what a valid value looks like, where to fix it.
+
+    The input is never echoed (it may be a secret), and pydantic's own wording never shows.
+    """
+    sentences: list[str] = []
     for error in exc.errors(include_input=False, include_url=False):
-        name = str(error["loc"][0]).upper() if error["loc"] else "a setting"
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if field not in cls.model_fields:
+            sentences.append(f"A setting is not valid: fix it {WHERE_TO_FIX}.")
+            continue
+        name, valid = field.upper(), cls.model_fields[field].description
         if error["type"] == "missing":
-            sentences.append(f"{name} is not set: add it to .env (see .env.example) or the environment.")
+            sentence = f"{name} is not set: put {valid} {WHERE_TO_FIX}."
         else:
-            reason = error["msg"].removeprefix("Value error, ")
-            sentences.append(f"{name} {reason}: fix it in .env (see .env.example) or the environment.")
+            sentence = f"{name} is not valid: it should be {valid}; fix it {WHERE_TO_FIX}."
+        if sentence not in sentences:
+            sentences.append(sentence)
     return " ".join(sentences)

@@ -1,10 +1,45 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and the seal between the suite and the user's set-up.
+
+The suite must give the same result whatever the person running it has in `./.env` or in their shell:
+`pytest_configure` removes every variable the bot, google-genai or the HTTP stack would read, before any
+test module is imported, and every test runs in its own empty working directory, so a relative `.env`
+(or `data/tutor.sqlite3`) is never the user's. `tests/test_sealed.py` proves it with a hostile `.env`.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from bot.config import Settings
 from bot.storage import Database, Repository
+
+# Prefixes read by the bot's Settings, google-genai (GOOGLE_*, GEMINI_*) and discord.py's set-up.
+SEALED_PREFIXES = ("DISCORD_", "GEMINI_", "GOOGLE_", "DATABASE_", "DEV_GUILD", "LOG_", "SSL_CERT_")
+# Proxies and CA bundles change where httpx, aiohttp and websockets connect and whom they trust.
+SEALED_NAMES = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "WS_PROXY", "WSS_PROXY",
+                "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+
+
+def sealed_variables(environ: os._Environ[str] | dict[str, str]) -> list[str]:
+    """The names in `environ` that could change a test's outcome."""
+    settings_names = {name.upper() for name in Settings.model_fields}
+    return [name for name in environ
+            if name.upper() in settings_names or name.upper().startswith(SEALED_PREFIXES)
+            or name.upper() in SEALED_NAMES]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Strip the user's settings from this process (and so from every subprocess a test starts)."""
+    for name in sealed_variables(os.environ):
+        del os.environ[name]
+
+
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path, monkeypatch):
+    """Each test starts in an empty directory of its own: no `.env`, no data folder of the user's."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

@@ -3,20 +3,24 @@
 Shape (LiveKit's "one supervisor owns the socket"): the public methods never block — `send_audio`,
 `end_audio_stream` and `send_text` append to an outbox. One supervisor task owns the connection: it
 runs a sender (drains the outbox) and a receiver (turns server messages into `bot.live.events`), and
-when either ends it decides, in named methods, whether to reconnect or give up.
+when either ends it decides, in named methods, whether to reconnect or give up. This module is that
+lifecycle and failure policy; the pieces it drives live in their own modules:
+
+* `bot.live.connection`: dialling one websocket with the bot's setup, seeding it, closing it;
+* `bot.live.outbound`: the send path — outbox, replay ring, sender loop, what a reconnect replays;
+* `bot.live.inbound`: what one server message means (its events and control signals);
+* `bot.live.stream`: the ordered events the consumer sees, with the whole turns they complete;
+* `bot.live.failures` (verdicts), `bot.live.options` (policy, setup, states, stats),
+  `bot.live.buffers` (`HistoryTurn`, re-exported here).
 
 No input is lost across a reconnect: audio queued while disconnected is kept (bounded), and every
-message sent is kept in a ring until a `session_resumption_update` confirms the server consumed it
-(`last_consumed_client_message_index`; we count the setup message as index 0, so a server that does
-not count it costs one duplicated frame, never a lost one). Unconfirmed messages are replayed on the
-new connection. Without a handle (a drop before the first update) the new connection starts fresh and
-is re-seeded with the history plus every completed turn.
+message sent is kept until a `session_resumption_update` covers it; unconfirmed messages are replayed
+on the new connection. Without a handle (a drop before the first update) the new connection starts
+fresh and is re-seeded with the history plus every completed turn.
 
 Consume events with `async for event in session.events()`; it ends after `Failed` or `close()`.
 Call the sync methods from the event loop's thread. The lifecycle is one `LiveState` (`state`), moved
-only by `_set_state`, which checks `ALLOWED_TRANSITIONS`. The outbox and replay ring are in
-`bot.live.buffers` (`HistoryTurn` is re-exported here), the failure verdicts in `bot.live.failures`, the
-options, states and stats in `bot.live.options` (`LiveConnectOptions`, `LiveStats` re-exported here).
+only by `_set_state`, which checks `ALLOWED_TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -24,58 +28,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 
 from google import genai
 from google.genai import types
 
-from bot.audio.formats import LIVE_INPUT
 from bot.config import Settings
 from bot.errors import TutorError
-from bot.live.buffers import (
-    AudioBoundedQueue,
-    HistoryTurn,
-    Outgoing,
-    ReplayRing,
-    SentMessage,
-    history_contents,
-    send_outgoing,
-)
-from bot.live.events import (
-    AudioChunk,
-    Failed,
-    InputTranscript,
-    Interrupted,
-    LiveEvent,
-    OutputTranscript,
-    Reconnected,
-    Reconnecting,
-    TurnComplete,
-    TurnTranscribed,
-    Usage,
-)
+from bot.live.buffers import HistoryTurn, Outgoing
+from bot.live.connection import Connection, close_connection, make_client, open_connection
+from bot.live.events import AudioChunk, Failed, LiveEvent, Reconnected, Reconnecting, TurnComplete, TurnTranscribed
 from bot.live.failures import Verdict, classify, is_auth_problem, scrub
-from bot.live.options import (
-    LiveConnectOptions,
-    LiveCounters,
-    LiveState,
-    LiveStats,
-    check_transition,
-    live_connect_config,
-)
-from bot.live.transcript import TranscriptAssembler
+from bot.live.inbound import read_server_message
+from bot.live.options import LiveConnectOptions, LiveCounters, LiveState, LiveStats, check_transition
+from bot.live.outbound import Outbound
+from bot.live.stream import EventStream
 
 log = logging.getLogger(__name__)
 
-BENIGN_TURN_REASONS = frozenset({"TURN_COMPLETE_REASON_UNSPECIFIED", "NEED_MORE_INPUT", "MALFORMED_FUNCTION_CALL"})
-UNCONFIRMED_MARGIN_S = 0.5  # without an index, messages this recent may not be in the handle yet
 MAX_SEED_TURNS = 60
-MAX_COALESCED_AUDIO_BYTES = LIVE_INPUT.bytes_for_ms(100)  # frames queued behind each other go as one message
 DEFAULT_CONNECT_OPTIONS = LiveConnectOptions()
 
 __all__ = ["HistoryTurn", "LiveConnectFailed", "LiveConnectOptions", "LiveSession", "LiveState", "LiveStats"]
@@ -89,17 +62,6 @@ class LiveConnectFailed(TutorError):
         super().__init__(failure.reason)
 
 
-@dataclass(slots=True)
-class _Connection:
-    number: int
-    session: object  # genai AsyncSession
-    stack: contextlib.AsyncExitStack
-    resumed: bool
-    connected_at: float = field(default_factory=time.monotonic)
-    next_index: int = 1  # the setup message is index 0
-    going_away: bool = False
-
-
 class LiveSession:
     """One Gemini Live conversation; see the module docstring for the contract."""
 
@@ -109,16 +71,13 @@ class LiveSession:
         self._instruction = system_instruction
         self._options = connect_options
         self._history: list[HistoryTurn] = list(history)
-        self._completed: deque[HistoryTurn] = deque(maxlen=MAX_SEED_TURNS)  # only the newest can be re-seeded
         self.id = uuid.uuid4().hex[:8]
-        self._events: asyncio.Queue[LiveEvent | None] = asyncio.Queue()
-        self._outbox = AudioBoundedQueue(LIVE_INPUT.bytes_for_ms(connect_options.input_queue_seconds * 1000))
-        self._ring = ReplayRing(LIVE_INPUT.bytes_for_ms(connect_options.replay_seconds * 1000))
-        self._outbox_ready = asyncio.Event()
+        self._stream = EventStream(max_remembered=MAX_SEED_TURNS)  # only the newest turns can be re-seeded
+        self._counters = LiveCounters()
+        self._outbound = Outbound(connect_options, self._counters)
         self._restart = asyncio.Event()
-        self._assembler = TranscriptAssembler()
         self._client: genai.Client | None = None
-        self._connection: _Connection | None = None
+        self._connection: Connection | None = None
         self._connection_count = 0
         self._handle: str | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -126,7 +85,6 @@ class LiveSession:
         self._failures = 0
         self._state = LiveState.IDLE
         self._last_turn_complete_at = 0.0
-        self._counters = LiveCounters()
 
     # public API -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -134,7 +92,7 @@ class LiveSession:
         if self._state is not LiveState.IDLE:
             raise RuntimeError(f"LiveSession.start() called while {self._state.name}")
         self._set_state(LiveState.CONNECTING, "start")
-        self._client = self._make_client()
+        self._client = make_client(self._settings)
         while True:
             try:
                 connection = await self._open(handle=None)
@@ -150,7 +108,7 @@ class LiveSession:
                     raise LiveConnectFailed(failure) from None
                 await asyncio.sleep(self._options.retry_delay(self._failures))
         if self._state is not LiveState.CONNECTING:  # closed while connecting: nobody will serve it
-            await self._close_connection(connection)
+            await close_connection(connection, self._options.close_timeout)
             return
         self._failures = 0
         self._connection = connection
@@ -160,17 +118,17 @@ class LiveSession:
     def send_audio(self, pcm16k: bytes) -> None:
         """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting."""
         if pcm16k and not self._state.ended:
-            self._enqueue(Outgoing("audio", audio=bytes(pcm16k)))
+            self._outbound.push(Outgoing("audio", audio=bytes(pcm16k)))
 
     def end_audio_stream(self) -> None:
         """Tell Gemini the kids stopped talking (after the silence tail); a reply usually follows."""
         if not self._state.ended:
-            self._enqueue(Outgoing("audio_end"))
+            self._outbound.push(Outgoing("audio_end"))
 
     def send_text(self, text: str) -> None:
         """Queue typed text from a kid (`/tutor say`); the tutor answers it."""
         if text.strip() and not self._state.ended:
-            self._enqueue(Outgoing("text", text=text))
+            self._outbound.push(Outgoing("text", text=text))
 
     async def seed_history(self, turns: Sequence[HistoryTurn]) -> None:
         """Add earlier turns: before `start()` they are sent at connect; after it, as client content."""
@@ -179,27 +137,18 @@ class LiveSession:
             return
         self._history.extend(turns)
         if self._state is not LiveState.IDLE and not self._state.ended:
-            self._enqueue(Outgoing("history", turns=turns))
+            self._outbound.push(Outgoing("history", turns=turns))
 
     async def events(self) -> AsyncIterator[LiveEvent]:
         """Every event in order; ends after `Failed` or when the session is closed. One consumer only."""
-        while True:
-            event = await self._events.get()
-            if event is None:
-                return
+        async for event in self._stream.events():
             yield event
-            if isinstance(event, Failed):
-                return
 
     def drain_pending_turns(self) -> list[TurnTranscribed]:
         """Completed turns still waiting in the event queue (after `close()`, when no one consumes it)."""
-        turns = []
-        while not self._events.empty():
-            event = self._events.get_nowait()
-            if isinstance(event, TurnTranscribed):
-                turns.append(event)
+        turns = self._stream.drain_turns()
         if self._state is LiveState.CLOSED:
-            self._events.put_nowait(None)  # keep `events()` ending for anyone still iterating
+            self._stream.end()  # keep `events()` ending for anyone still iterating
         return turns
 
     @property
@@ -210,7 +159,7 @@ class LiveSession:
     @property
     def stats(self) -> LiveStats:
         """Current figures (a snapshot)."""
-        return self._counters.snapshot(connected=self._state.connected, dropped_bytes=self._outbox.dropped_bytes)
+        return self._counters.snapshot(connected=self._state.connected, dropped_bytes=self._outbound.dropped_bytes)
 
     @property
     def last_input_sent_at(self) -> float | None:
@@ -228,57 +177,31 @@ class LiveSession:
                 await self._supervisor
         await self._cancel(self._tasks)
         if self._connection is not None:
-            await self._close_connection(self._connection)
+            await close_connection(self._connection, self._options.close_timeout)
             self._connection = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aio.aclose()
-        for turn in self._assembler.flush():
-            self._emit(turn)
-        self._events.put_nowait(None)
+        self._stream.flush()
+        self._stream.end()
         log.info("live.closed", extra={"live_session": self.id})
 
     # connection -------------------------------------------------------------------------------
-    def _make_client(self) -> genai.Client:
-        # SSL_CERT_FILE (a custom CA, e.g. a proxy or the test server) is read here by the SDK.
-        options = types.HttpOptions(api_version=self._settings.gemini_api_version,
-                                    base_url=self._settings.gemini_base_url)
-        return genai.Client(api_key=self._settings.gemini_api_key.get_secret_value(), http_options=options)
-
     def _seed_turns(self) -> list[HistoryTurn]:
-        return (self._history + list(self._completed))[-MAX_SEED_TURNS:]
+        return (self._history + self._stream.completed_turns)[-MAX_SEED_TURNS:]
 
-    async def _open(self, handle: str | None) -> _Connection:
-        """Dial, send the setup, and on a fresh connection seed the history (ending the initial history)."""
+    async def _open(self, handle: str | None) -> Connection:
+        """Dial the next connection: resume `handle`, or start fresh seeded with the turns so far."""
         assert self._client is not None
         self._connection_count += 1
         number = self._connection_count
         seed = self._seed_turns() if handle is None else []
         log.info("live.connecting", extra={"live_session": self.id, "connection": number, "resume": handle is not None})
-        stack = contextlib.AsyncExitStack()
-        try:
-            async with asyncio.timeout(self._options.connect_timeout):
-                session = await stack.enter_async_context(self._client.aio.live.connect(
-                    model=self._settings.gemini_model, config=live_connect_config(
-                        self._settings, self._instruction, handle=handle, seeding=bool(seed))))
-                conn = _Connection(number, session, stack, resumed=handle is not None)
-                if seed:
-                    # With initial_history_in_client_content the server reads client content until a
-                    # turn_complete=True, which ends the history without asking for a reply.
-                    await session.send_client_content(turns=history_contents(seed), turn_complete=True)
-                    conn.next_index += 1
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await stack.aclose()
-            raise
+        conn = await open_connection(self._client, self._settings, self._instruction, number=number, handle=handle,
+                                     seed=seed, within=self._options.connect_timeout)
         log.info("live.connected", extra={"live_session": self.id, "connection": number,
                                           "resumed": conn.resumed, "seeded_turns": len(seed)})
         return conn
-
-    async def _close_connection(self, conn: _Connection) -> None:
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            async with asyncio.timeout(self._options.close_timeout):
-                await conn.stack.aclose()
 
     # supervisor -------------------------------------------------------------------------------
     async def _supervise(self) -> None:
@@ -292,7 +215,7 @@ class LiveSession:
                     continue
                 self._connection = None
                 self._set_state(LiveState.RECONNECTING, verdict.reason)
-                await self._close_connection(conn)
+                await close_connection(conn, self._options.close_timeout)
                 if not await self._handle_connection_error(conn, verdict):
                     return
         except asyncio.CancelledError:
@@ -303,10 +226,10 @@ class LiveSession:
         finally:
             await self._cancel(self._tasks)
 
-    async def _serve(self, conn: _Connection) -> Verdict | None:
+    async def _serve(self, conn: Connection) -> Verdict | None:
         """Run sender and receiver; return why the connection ended, or None after a GoAway handover."""
         self._restart.clear()
-        send = self._spawn(self._send_loop(conn), "send")
+        send = self._spawn(self._outbound.run(conn), "send")
         recv = self._spawn(self._receive_loop(conn), "recv")
         restart = self._spawn(self._restart.wait(), "restart")
         done, _ = await asyncio.wait({send, recv, restart}, return_when=asyncio.FIRST_COMPLETED)
@@ -319,11 +242,11 @@ class LiveSession:
         error = next((t.exception() for t in (recv, send) if t.done() and not t.cancelled() and t.exception()), None)
         return self._classify(error) if error else Verdict("the connection ended", False)
 
-    async def _handle_go_away(self, old: _Connection, old_recv: asyncio.Task) -> Verdict | None:
+    async def _handle_go_away(self, old: Connection, old_recv: asyncio.Task) -> Verdict | None:
         """Proactive handover: the old socket keeps delivering the reply while the new one connects."""
         self._set_state(LiveState.HANDING_OVER, "go_away")
         self._counters.reconnects += 1
-        self._emit(Reconnecting("go_away", 1))
+        self._stream.emit(Reconnecting("go_away", 1))
         log.info("live.reconnecting", extra={"live_session": self.id, "reason": "go_away", "attempt": 1})
         try:
             new = await self._open(self._handle)
@@ -331,13 +254,13 @@ class LiveSession:
             await self._cancel({old_recv})
             return self._classify(exc)  # the normal failure path takes over (and closes the old socket)
         await self._cancel({old_recv})
-        self._spawn(self._close_connection(old), "close-old")  # the server closes it with 1011 anyway
+        self._spawn(close_connection(old, self._options.close_timeout), "close-old")  # the server closes it anyway
         self._connection = new
         self._set_state(LiveState.READY, "handed over")
         self._after_reconnect(new, attempt=1)
         return None
 
-    async def _handle_connection_error(self, conn: _Connection | None, verdict: Verdict) -> bool:
+    async def _handle_connection_error(self, conn: Connection | None, verdict: Verdict) -> bool:
         """Count the failure and reconnect with backoff; False once the session has failed."""
         while True:
             self._counters.last_error = verdict.reason
@@ -358,7 +281,7 @@ class LiveSession:
                                    f"{verdict.reason}).", False, verdict.code))
                 return False
             self._counters.reconnects += 1
-            self._emit(Reconnecting(verdict.reason, self._failures))
+            self._stream.emit(Reconnecting(verdict.reason, self._failures))
             log.warning("live.reconnecting", extra={"live_session": self.id, "reason": verdict.reason,
                                                     "attempt": self._failures})
             await asyncio.sleep(self._options.retry_delay(self._failures))
@@ -372,88 +295,43 @@ class LiveSession:
             self._after_reconnect(new, attempt=self._failures)
             return True
 
-    def _after_reconnect(self, conn: _Connection, attempt: int) -> None:
+    def _after_reconnect(self, conn: Connection, attempt: int) -> None:
         """Close the turn the old connection cut, put unconfirmed messages back in front, let input flow."""
-        for turn in self._assembler.cut_by_reconnect(input_replayed=not conn.resumed):
-            self._emit_turn(turn)
+        self._stream.cut_by_reconnect(input_replayed=not conn.resumed)
         if conn.resumed:
             self._counters.resumed_count += 1
-            replay = self._ring.take()
-        else:  # re-seeded from the transcript: only what came after the last completed turn is new
-            replay = self._ring.take(sent_after=self._last_turn_complete_at - UNCONFIRMED_MARGIN_S)
-            replay = [m for m in replay if m.kind != "history"]
-        self._outbox.prepend(replay)
-        replayed_ms = LIVE_INPUT.ms_for_bytes(self._outbox.audio_bytes)
-        self._emit(Reconnected(resumed=conn.resumed, attempt=attempt, replayed_ms=replayed_ms))
+        replayed_ms = self._outbound.requeue_unconfirmed(resumed=conn.resumed,
+                                                         last_turn_complete_at=self._last_turn_complete_at)
+        self._stream.emit(Reconnected(resumed=conn.resumed, attempt=attempt, replayed_ms=replayed_ms))
         log.info("live.reconnected", extra={"live_session": self.id, "connection": conn.number,
                                             "resumed": conn.resumed, "replayed_ms": round(replayed_ms)})
-        self._outbox_ready.set()
-
-    # sending ----------------------------------------------------------------------------------
-    def _enqueue(self, message: Outgoing) -> None:
-        self._outbox.push(message)
-        self._outbox_ready.set()
-
-    async def _send_loop(self, conn: _Connection) -> None:
-        session = conn.session
-        while True:
-            message = self._outbox.pop_coalesced(MAX_COALESCED_AUDIO_BYTES)
-            if message is None:
-                self._outbox_ready.clear()
-                await self._outbox_ready.wait()
-                continue
-            now = time.monotonic()
-            self._ring.add(SentMessage(conn.number, conn.next_index, now, message))  # before sending: replayable
-            conn.next_index += 1
-            await send_outgoing(session, message)
-            self._counters.sent(message.kind, len(message.audio), now)
 
     # receiving --------------------------------------------------------------------------------
-    async def _receive_loop(self, conn: _Connection) -> None:
+    async def _receive_loop(self, conn: Connection) -> None:
         while True:  # receive() ends after every turn_complete
             async for message in conn.session.receive():
                 self._handle_message(conn, message)
 
-    def _handle_message(self, conn: _Connection, message: types.LiveServerMessage) -> None:
-        """Every field is checked: one message may carry audio, transcripts and turn_complete together."""
+    def _handle_message(self, conn: Connection, message: types.LiveServerMessage) -> None:
+        """Publish what the message carries, then act on its resumption update and GoAway."""
         now = time.monotonic()
-        content = message.server_content
-        if content is not None:
-            if content.input_transcription is not None and content.input_transcription.text:
-                self._publish(InputTranscript(content.input_transcription.text))
-            if content.model_turn is not None:
-                for part in content.model_turn.parts or ():
-                    if part.inline_data is not None and part.inline_data.data:
-                        self._on_reply_audio(part.inline_data, now)
-            if content.output_transcription is not None and content.output_transcription.text:
-                self._publish(OutputTranscript(content.output_transcription.text))
-            if content.interrupted:
-                self._publish(Interrupted())
-            if content.turn_complete:
-                self._on_turn_complete(content, now)
-        if message.usage_metadata is not None:
-            usage = message.usage_metadata
-            self._publish(Usage(usage.total_token_count or 0, usage.prompt_token_count, usage.response_token_count))
-        if message.session_resumption_update is not None:
-            self._on_resumption_update(conn, message.session_resumption_update, now)
-        if message.go_away is not None and not conn.going_away:
+        reading = read_server_message(message, now)
+        for event in reading.events:
+            if isinstance(event, AudioChunk):
+                self._counters.reply_audio(len(event.pcm), now)
+            elif isinstance(event, TurnComplete):
+                self._counters.turn_complete()
+                self._last_turn_complete_at = now
+            self._stream.publish(event)
+        if reading.resumption is not None:
+            self._on_resumption_update(conn, reading.resumption, now)
+        if reading.go_away is not None and not conn.going_away:
             conn.going_away = True
             log.info("live.go_away", extra={"live_session": self.id, "connection": conn.number,
-                                            "time_left": message.go_away.time_left, "have_handle": bool(self._handle)})
+                                            "time_left": reading.go_away.time_left, "have_handle": bool(self._handle)})
             self._restart.set()
 
-    def _on_reply_audio(self, blob: types.Blob, now: float) -> None:
-        self._counters.reply_audio(len(blob.data or b""), now)
-        self._publish(AudioChunk(blob.data or b"", _rate_from_mime(blob.mime_type), received_at=now))
-
-    def _on_turn_complete(self, content: types.LiveServerContent, now: float) -> None:
-        reason = content.turn_complete_reason
-        name = getattr(reason, "value", None) or (str(reason) if reason is not None else None)
-        self._counters.turn_complete()
-        self._last_turn_complete_at = now
-        self._publish(TurnComplete(name, blocked=name is not None and name not in BENIGN_TURN_REASONS))
-
-    def _on_resumption_update(self, conn: _Connection, update: types.LiveServerSessionResumptionUpdate,
+    def _on_resumption_update(self, conn: Connection, update: types.LiveServerSessionResumptionUpdate,
                               now: float) -> None:
         if conn.going_away:
             # Mid-handover the new connection resumes from the handle we already had; confirming
@@ -462,27 +340,9 @@ class LiveSession:
         if update.resumable and update.new_handle:
             self._handle = update.new_handle
             index = update.last_consumed_client_message_index
-            if index is not None:
-                self._ring.confirm(conn.number, through_index=int(index))
-            else:
-                self._ring.confirm(conn.number, sent_before=now - UNCONFIRMED_MARGIN_S)
+            self._outbound.confirm(conn.number, through_index=int(index) if index is not None else None, now=now)
 
-    # events -----------------------------------------------------------------------------------
-    def _publish(self, event: LiveEvent) -> None:
-        """Emit a raw event, then any turns it completed."""
-        self._emit(event)
-        for turn in self._assembler.feed(event):
-            self._emit_turn(turn)
-
-    def _emit_turn(self, turn: TurnTranscribed) -> None:
-        """A completed turn: remembered for re-seeding a fresh connection, then emitted."""
-        if turn.text:
-            self._completed.append(HistoryTurn(turn.role, turn.text))
-        self._emit(turn)
-
-    def _emit(self, event: LiveEvent) -> None:
-        self._events.put_nowait(event)
-
+    # failure ----------------------------------------------------------------------------------
     def _fail(self, verdict: Verdict) -> Failed:
         key = self._settings.gemini_api_key.get_secret_value()
         failure = Failed(scrub(verdict.reason, key), permanent=verdict.permanent, code=verdict.code)
@@ -490,9 +350,8 @@ class LiveSession:
             self._set_state(LiveState.FAILED, failure.reason)
             self._counters.last_error = failure.reason
             log.error("live.failed", extra={"live_session": self.id, "reason": failure.reason, "code": verdict.code})
-            for turn in self._assembler.flush():
-                self._emit(turn)
-            self._emit(failure)
+            self._stream.flush()
+            self._stream.emit(failure)
         return failure
 
     # state ------------------------------------------------------------------------------------
@@ -523,9 +382,3 @@ class LiveSession:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _rate_from_mime(mime: str | None) -> int:
-    match = re.search(r"rate=(\d+)", mime or "")
-    return int(match.group(1)) if match else 24_000
-

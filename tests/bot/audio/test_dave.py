@@ -7,6 +7,9 @@ import logging
 import numpy as np
 import pytest
 from discord.ext import voice_recv
+from discord.ext.voice_recv.router import PacketRouter
+from discord.gateway import DiscordVoiceWebSocket
+from discord.voice_state import VoiceConnectionState
 
 from bot.audio.dave import (
     OPUS_SILENCE,
@@ -36,6 +39,29 @@ def dominant_hz(pcm: bytes) -> float:
 def test_shim_relies_only_on_attributes_that_exist():
     """Every private attribute and signature the shim uses is present in the installed libraries."""
     assert shim_compatibility_problems() == []
+
+
+def _state_init_without_dave_downgraded(self, voice_client, *, hook=None):
+    self.dave_session = None
+    self.dave_protocol_version = 0
+    self._runner = None
+
+
+@pytest.mark.parametrize(("owner", "name", "replacement", "reported"), [
+    (PacketRouter, "feed_rtp", lambda self, packet, extra: None, "feed_rtp(self, packet)"),
+    (PacketRouter, "destroy_decoder", None, "destroy_decoder"),
+    (VoiceConnectionState, "__init__", _state_init_without_dave_downgraded, "dave_downgraded"),
+    (VoiceConnectionState, "_execute_transition", None, "op 22"),
+    (DiscordVoiceWebSocket, "received_message", lambda self, msg: None, "awaits the hook"),
+], ids=["feed_rtp signature", "destroy_decoder gone", "dave_downgraded gone", "transition code gone", "hook call"])
+def test_shim_check_reports_a_changed_library(monkeypatch, owner, name, replacement, reported):
+    """When a private the shim relies on changes or disappears, the check names it (so the test above fails)."""
+    if replacement is None:
+        monkeypatch.delattr(owner, name)
+    else:
+        monkeypatch.setattr(owner, name, replacement)
+    problems = shim_compatibility_problems()
+    assert any(reported in problem for problem in problems), problems
 
 
 async def test_sine_arrives_bit_exact(harness):
