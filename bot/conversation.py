@@ -22,7 +22,7 @@ from typing import Any
 from bot import endings
 from bot.audio.formats import FRAME_MS
 from bot.audio.mixer import Mixer, StreamEnd
-from bot.audio.playback import PlaybackSource
+from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.levels import build_system_instruction
@@ -40,6 +40,7 @@ CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one fr
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 GOODBYE_TIMEOUT_S = 10.0
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
+PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (tests lower it)
 SAFETY_REDIRECT = (
     "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
     "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
@@ -72,7 +73,7 @@ class Conversation:
         self._observers = observers
         self._on_closed = on_closed
         self._mixer = Mixer()
-        self._playback = PlaybackSource()
+        self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
                               on_flagged=lambda row: self._notify("on_turn_flagged", row))
         self._input_latency_ms: deque[float] = deque(maxlen=500)
@@ -95,7 +96,7 @@ class Conversation:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
         instruction = build_system_instruction(self.level, self.age)
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
-                                tags=self._log_tags())
+                                tags=self._log_tags(), on_kid_left=self._on_kid_left)
         self.live = live_factory(self._settings, system_instruction=instruction, history=history)
         try:
             await self.live.start()
@@ -163,6 +164,11 @@ class Conversation:
         self._turns.heard(user_id, display_name)
         self._last_kid_audio_at = at
         self._mixer.push(user_id, pcm16k, at)
+
+    def _on_kid_left(self, user_id: int) -> None:
+        """A kid left the voice call: their queued audio goes; who spoke when stays for naming turns."""
+        self._mixer.remove(user_id)
+        log.info("conversation.kid_left", extra=self._log_tags(user_id=user_id))
 
     async def _pump_input(self) -> None:
         """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal.

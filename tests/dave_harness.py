@@ -420,7 +420,7 @@ class VoiceServerHarness:
         """A guild member with an RTP stream; without `session` its frames are plain Opus (undecryptable here)."""
         self.guild._add_member(discord.Member(data=_member_data(user_id, bot=bot), guild=self.guild,
                                               state=self.client._connection))
-        voice = voice_of(300.0 + 40.0 * (user_id % 17))  # a pitch of its own, so mixes can be told apart
+        voice = voice_of(200.0 + 20.0 * (user_id % 50))  # a pitch of its own, so mixes can be told apart
         return RemoteUser(user_id, ssrc, self.transport_key, session=session, voice=voice)
 
     def _new_session(self, user_id: int) -> davey.DaveSession:

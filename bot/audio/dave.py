@@ -29,6 +29,9 @@ discord.py or voice-recv fails loudly instead of silently deafening the bot (`vr
   (cleared by the upgrade's op 22, dpy/voice_state.py:316-320) says an upgrade is still pending. davey's
   `DaveSession.status` (pending / awaiting_response) says an MLS message with new keys is on its way.
 * `vc._get_id_from_ssrc`, `_id_to_ssrc`, `_ssrc_to_id`, `_reader` (vr/voice_client.py:40-43, 118-135) — SSRC → user.
+  `_add_ssrc` (vr/voice_client.py:118-123) is extended: a stream that changes hands (an SSRC re-announced for someone
+  else, or a kid announced with a new SSRC without an op 13) gets a fresh decoder. On op 13 the hook dispatches
+  `voice_member_disconnect` (vr/gateway.py:98-108), which `TutorSink` listens for to free that kid's stream.
 * voice-recv's gateway `hook` (vr/gateway.py:49) passed as `VoiceConnectionState(hook=...)` (dpy/voice_state.py:198) —
   wrapped, because discord.py awaits it in `received_message` (dpy/gateway.py:1032) and its poller task only survives
   ConnectionClosed/Timeout (dpy/voice_state.py:672-674): any other exception silently ends heartbeats and DAVE
@@ -486,6 +489,24 @@ class DaveVoiceRecvClient(voice_recv.VoiceRecvClient):
         runner = getattr(self._connection, "_runner", None)
         return runner is None or not runner.done()
 
+    def _add_ssrc(self, user_id: int, ssrc: int) -> None:
+        """Upstream (vr/voice_client.py:118-123), but a stream that changes hands starts fresh.
+
+        An SSRC now announced for someone else, or a kid announced with a new SSRC without an op 13 in between
+        (their client reconnected), would otherwise keep the old decoder: its Opus state and jitter-buffer
+        sequence, which drops a restarted stream's packets as "old".
+        """
+        router = self._reader.packet_router if self._reader else None
+        previous_owner = self._ssrc_to_id.get(ssrc)
+        previous_ssrc = self._id_to_ssrc.get(user_id)
+        if router is not None and previous_owner is not None and previous_owner != user_id:
+            router.destroy_decoder(ssrc)
+        if previous_ssrc is not None and previous_ssrc != ssrc:
+            self._ssrc_to_id.pop(previous_ssrc, None)
+            if router is not None:
+                router.destroy_decoder(previous_ssrc)
+        super()._add_ssrc(user_id, ssrc)
+
     def _remove_ssrc(self, *, user_id: int) -> None:
         ssrc = self._id_to_ssrc.pop(user_id, None)
         if ssrc:
@@ -527,8 +548,11 @@ def shim_compatibility_problems() -> list[str]:
          "voice_recv RTPPacket.padding/decrypted_data/ssrc and rtp.is_rtcp")
     client_init = source(voice_recv.VoiceRecvClient.__init__)
     need(all(f"self.{name}" in client_init for name in ("_reader", "_ssrc_to_id", "_id_to_ssrc"))
-         and all(hasattr(voice_recv.VoiceRecvClient, name) for name in ("_get_id_from_ssrc", "_remove_ssrc")),
-         "voice_recv VoiceRecvClient._reader/_ssrc_to_id/_id_to_ssrc/_get_id_from_ssrc/_remove_ssrc")
+         and all(hasattr(voice_recv.VoiceRecvClient, name) for name in ("_get_id_from_ssrc", "_add_ssrc",
+                                                                         "_remove_ssrc")),
+         "voice_recv VoiceRecvClient._reader/_ssrc_to_id/_id_to_ssrc/_get_id_from_ssrc/_add_ssrc/_remove_ssrc")
+    need('dispatch("voice_member_disconnect"' in source(voice_recv_hook) and hasattr(voice_recv.AudioSink, "listener"),
+         "voice_recv dispatches voice_member_disconnect to sink listeners on op 13 (TutorSink frees the kid's stream)")
     need(inspect.iscoroutinefunction(voice_recv_hook), "voice_recv gateway hook coroutine")
     need("hook" in inspect.signature(VoiceConnectionState.__init__).parameters,
          "discord.py VoiceConnectionState(hook=)")

@@ -22,6 +22,7 @@ from tests.dave_harness import (
     SPEAKER_ID,
     SPEAKER_SSRC,
     Recorder,
+    RemoteUser,
     encode_opus,
     garbage_datagram,
     reference_decode,
@@ -243,3 +244,26 @@ async def test_listener_alive_tracks_the_reader(harness):
     assert vc.listener_alive()
     vc.stop_listening()
     assert not vc.listener_alive()
+
+
+async def test_a_stream_that_changes_hands_starts_fresh(harness):
+    """op 5 with a kid's new SSRC (their client reconnected, no op 13) or an SSRC now someone else's: new decoder."""
+    vc = harness.vc
+    recorder = Recorder()
+    vc.listen(recorder.sink())
+    await harness.speak([harness.speaker], 4)
+    router = vc._reader.packet_router
+    assert await harness.wait_until(lambda: SPEAKER_SSRC in router.decoders)
+
+    await harness.map_ssrc(SPEAKER_ID, 2102)  # same kid, new SSRC
+    assert SPEAKER_SSRC not in router.decoders and vc._get_id_from_ssrc(SPEAKER_SSRC) is None
+    again = RemoteUser(SPEAKER_ID, 2102, harness.transport_key, session=harness.speaker.session,
+                       voice=harness.speaker.voice)
+    await harness.speak([again], 6)
+    assert await harness.wait_until(lambda: len(recorder.of(2102)) >= 5)
+    got = recorder.of(2102)
+    assert [f.pcm for f in got] == reference_decode(again.sent_in_order())[: len(got)]
+
+    first = router.decoders[2102]
+    await harness.map_ssrc(SPEAKER_ID + 1, 2102)  # the SSRC now belongs to someone else
+    assert 2102 not in router.decoders or router.decoders[2102] is not first
