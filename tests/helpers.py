@@ -19,6 +19,7 @@ from typing import Any
 from unittest.mock import AsyncMock, MagicMock
 
 import discord
+import discord.opus
 from discord import app_commands
 
 from bot.audio.dave import ReceiveStats
@@ -380,6 +381,8 @@ class FakeVoiceClient:
         self.reader_alive = False
         self.receive_stats = ReceiveStats()
         self.gateway_alive = True
+        self.paused = False
+        self._decoder: Any = None  # the kids' clients decode what the player sends
 
     # the part of the voice client the conversation uses
     def listen(self, sink: Any, *, after: Any = None) -> None:
@@ -396,7 +399,13 @@ class FakeVoiceClient:
         self.reader_alive = False
 
     def play(self, source: Any) -> None:
-        self.source = source
+        self.source, self.paused = source, False
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
 
     def stop(self) -> None:
         self.source = None
@@ -426,8 +435,22 @@ class FakeVoiceClient:
         return thread
 
     def read_playback(self, frames: int) -> list[bytes]:
-        """Read `frames` frames from the playback source as discord.py's player would (without pacing)."""
-        return [self.source.read() for _ in range(frames)]
+        """Up to `frames` frames as discord.py's player would send them (unpaced), decoded to 48 kHz stereo PCM.
+
+        Like the real player, nothing is read while paused (so fewer frames may come back).
+        """
+        out = []
+        for _ in range(frames):
+            if self.paused:
+                break
+            data = self.source.read()
+            if not data:
+                break
+            if self.source.is_opus():
+                self._decoder = self._decoder or discord.opus.Decoder()
+                data = self._decoder.decode(data)
+            out.append(data)
+        return out
 
 
 class FakeVoiceConnector:

@@ -10,6 +10,14 @@ come from the event loop; every method is safe from any thread.
 threads are busy the event loop then waits up to a switch interval to get it back (~6 ms a chunk
 measured with 60 voice threads), which delayed every conversation's sends and events.
 
+Idle is free: between replies there is nothing to say, and discord.py's player would still encode,
+encrypt and send 50 silence packets a second with SPEAKING on. Given the voice client
+(`pause_when_idle`), `read()` pauses it once nothing is queued and no turn is open (discord.py then
+sends its five Opus silence frames, turns SPEAKING off and stops reading), and the next `feed()`
+resumes it: the player wakes at once, so the first reply frame leaves sooner than it would have on the
+running 20 ms tick. Both calls are made under `_lock`, so a pause can never land after the resume that
+should have cancelled it.
+
 Two locks, always taken in this order: `_resample_lock` keeps the one `Upsampler` (not thread-safe)
 serial, `_lock` guards the queues. `read()` converts only when `_resample_lock` is free, so the
 player never waits behind resampling; a `flush()` waits for a conversion in progress, so no
@@ -21,6 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Protocol
 
 import discord
 
@@ -30,6 +39,14 @@ from bot.audio.formats import DISCORD, DISCORD_FRAME_BYTES
 SILENCE_FRAME = bytes(DISCORD_FRAME_BYTES)
 LATENCY_HISTORY = 100
 _COMPACT_BYTES = 64 * 1024  # reclaim consumed bytes once this many have piled up at the front
+
+
+class PlayerControl(Protocol):
+    """The part of discord.py's `VoiceClient` that pauses and resumes its player thread."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
 
 
 class PlaybackSource(discord.AudioSource):
@@ -48,8 +65,19 @@ class PlaybackSource(discord.AudioSource):
         self._pending_turns: deque[tuple[int, float]] = deque()
         self._bytes_read = 0
         self._latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
+        self._player: PlayerControl | None = None
+        self._paused = False
         self.underruns = 0
         self.frames_read = 0
+        self.pauses = 0
+
+    def pause_when_idle(self, player: PlayerControl | None) -> None:
+        """Pause `player` while there is nothing to play, resume it when audio comes (None: never pause).
+
+        Call after `player.play(...)`; a new voice client after a rejoin is bound the same way.
+        """
+        with self._lock:
+            self._player, self._paused = player, False
 
     def feed(self, pcm24k: bytes) -> None:
         """Queue a chunk of Live's 24 kHz mono s16le speech (converted later, off the event loop)."""
@@ -61,6 +89,9 @@ class PlaybackSource(discord.AudioSource):
             opens_turn = not self._turn_open
             self._turn_open = True
             self._unconverted.append((pcm24k, time.monotonic() if opens_turn else None))
+            if self._paused:
+                self._paused = False
+                self._player.resume()  # type: ignore[union-attr]
 
     def _convert_unconverted(self) -> None:
         """Upsample every queued chunk into the frame buffer; call with `_resample_lock` held."""
@@ -115,6 +146,10 @@ class PlaybackSource(discord.AudioSource):
             if len(self._buffer) - self._offset < DISCORD_FRAME_BYTES:
                 if self._turn_open:
                     self.underruns += 1  # mid turn and Live's audio has not kept up
+                elif self._player is not None and not self._paused and not self._unconverted:
+                    self._paused = True  # idle: this is the last frame discord.py sends until feed()
+                    self.pauses += 1
+                    self._player.pause()
                 return SILENCE_FRAME
             frame = bytes(self._buffer[self._offset : self._offset + DISCORD_FRAME_BYTES])
             self._offset += DISCORD_FRAME_BYTES
@@ -133,6 +168,12 @@ class PlaybackSource(discord.AudioSource):
             self._convert_unconverted()
         with self._lock:
             return DISCORD.ms_for_bytes(len(self._buffer) - self._offset)
+
+    @property
+    def is_paused(self) -> bool:
+        """True while the player is paused because there is nothing to play."""
+        with self._lock:
+            return self._paused
 
     @property
     def is_playing(self) -> bool:
