@@ -401,6 +401,11 @@ class FakeVoiceClient:
     def play(self, source: Any) -> None:
         self.source, self.paused = source, False
 
+    @property
+    def playback(self) -> Any:
+        """The PCM PlaybackSource behind what is playing (VoiceLink plays it through an Opus encoder)."""
+        return getattr(self.source, "pcm", self.source)
+
     def pause(self) -> None:
         self.paused = True
 
