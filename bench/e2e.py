@@ -254,7 +254,7 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     rss_start = rss_mb()
     db = await Database.open(db_dir / f"tutor-{n}.sqlite3")
     repository = Repository(db)
-    connector = FakeVoiceConnector()
+    connector = FakeVoiceConnector(real_player=False)  # the bench's own Player reads
     conversations = Conversations(settings=settings, repository=repository, connect=connector,
                                   live_factory=InstrumentedLiveSession)
     packets = [speech_packets(TALK_S, seed) for seed in range(speakers)]
