@@ -117,8 +117,8 @@ async def test_a_reply_resumes_the_player_plays_and_pauses_again(harness, link):
 
 
 async def test_the_voice_client_plays_the_tutor_voice_encoder(harness, link):
-    """What VoiceLink hands discord.py is OpusVoice over the PlaybackSource, encoding with TUTOR_VOICE."""
+    """What VoiceLink hands discord.py is OpusVoice over a tap of the PlaybackSource, encoding TUTOR_VOICE."""
     _, playback = link
     source = harness.vc.source
-    assert isinstance(source, OpusVoice) and source.pcm is playback
+    assert isinstance(source, OpusVoice) and source.pcm.playback is playback  # OpusVoice over a tap
     assert source.encoder.settings == TUTOR_VOICE
