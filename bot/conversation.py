@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot import endings
 from bot.audio.formats import FRAME_MS
 from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
@@ -246,7 +247,7 @@ class Conversation:
                 self._turns.record(event)
             case ev.Failed(reason=reason):
                 await self._notify("on_failed", reason)
-                self._stop_soon(f"Gemini Live failed: {reason}")
+                self._stop_soon(endings.LIVE_FAILED.format(detail=reason))
                 return True
             case ev.Reconnecting() | ev.Reconnected():
                 log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
@@ -315,7 +316,8 @@ class Conversation:
             packets_concealed=getattr(stats, "concealed", 0),
             playback_buffered_ms=self._playback.buffered_ms, underruns=self._playback.underruns,
             input_latency_ms=_percentile(latencies, 95), reply_latency_ms=statistics.median(reply) if reply else None,
-            minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes)
+            minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes,
+            max_session_minutes=self.max_session_minutes)
 
     async def _notify(self, hook: str, *args: Any) -> None:
         for observer in self._observers:
