@@ -55,6 +55,13 @@ class DailyLimitReached(TutorError):
         super().__init__(f"This server has used its {minutes} tutor minutes for today. See you tomorrow!")
 
 
+class DailyBudgetSpent(TutorError):
+    """The server's daily budget (dollars) is used up; kid words, no money: moderators see it in the settings."""
+
+    def __init__(self) -> None:
+        super().__init__("The tutor has done all its talking for today in this server. See you tomorrow!")
+
+
 class NotFound(TutorError):
     """Same sentence whether the row is missing or belongs to another server (no existence leak)."""
 
