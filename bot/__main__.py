@@ -1,13 +1,19 @@
-"""Command line: `python -m bot` runs the bot; `doctor` and `live-check` help an operator."""
+"""Command line: `python -m bot` runs the bot; `doctor` and `live-check` help a parent set it up.
+
+`doctor` and `live-check` print their findings as sentences and nothing else: log lines would only say
+the same thing again in an operator's words (`LOG_LEVEL=DEBUG` shows them, on stderr). Running the bot
+logs at `LOG_LEVEL`; if it cannot start, one sentence on stderr says which part failed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import sqlite3
 import sys
 
-from bot.config import ConfigError, PartialSettings, Settings, load_settings
+from bot.config import ConfigError, LiveCheckSettings, PartialSettings, Settings, load_settings
 from bot.log import setup_logging
 
 EXIT_CONFIG = 78  # EX_CONFIG: a setting is missing or wrong
@@ -16,23 +22,43 @@ EXIT_STARTUP = 69  # EX_UNAVAILABLE: a dependency (database, Discord) cannot be 
 log = logging.getLogger("bot")
 
 
+class StartupError(Exception):
+    """The bot cannot start for a reason outside the settings; the message is one sentence."""
+
+
 async def run_bot(settings: Settings) -> None:
     """Open the database, then hand everything to the Discord client until it stops."""
+    import aiohttp
     import discord
 
     from bot.client import TutorBot
+    from bot.doctor import REJECTED_LOGIN, database_problem, discord_unreachable
     from bot.storage.db import Database
 
-    db = await Database.open(settings.database_path)
+    try:
+        db = await Database.open(settings.database_path)
+    except (OSError, sqlite3.Error) as exc:
+        log.debug("storage.open_failed", exc_info=True)
+        raise StartupError(f"the bot {database_problem(settings.database_path, exc)}.") from None
     try:
         async with TutorBot(settings=settings, db=db) as client:
             try:
                 await client.start(settings.discord_token.get_secret_value())
             except discord.LoginFailure:
-                raise ConfigError("Discord rejected DISCORD_TOKEN: copy the bot token again from the "
-                                  "Developer Portal (Bot → Reset Token) into .env.") from None
+                raise ConfigError(f"{REJECTED_LOGIN}.") from None
+            except (aiohttp.ClientError, OSError) as exc:  # aiohttp's connection errors are OSErrors too
+                log.debug("discord.unreachable", exc_info=exc)
+                raise StartupError(f"the bot {discord_unreachable()}.") from None
     finally:
         await db.close()
+
+
+def quiet_logging(settings: Settings) -> None:
+    """For `doctor` and `live-check`: no log lines unless LOG_LEVEL=DEBUG, and then on stderr."""
+    if settings.log_level == "DEBUG":
+        setup_logging("DEBUG", settings.log_format, settings.secret_values(), stream=sys.stderr)
+    else:
+        setup_logging(logging.CRITICAL + 1, settings.log_format, settings.secret_values(), stream=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot (the default)")
-    sub.add_parser("doctor", help="check this machine, the settings, the database and Gemini Live")
+    sub.add_parser("doctor", help="check this machine, the settings, Discord, the database and Gemini Live")
     live = sub.add_parser("live-check", help="one round trip to Gemini Live, with timings")
     from bot.live.check import add_arguments
 
@@ -56,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"problem  settings: {exc}")
             return 1
         settings.export_to_process()
-        setup_logging("WARNING", settings.log_format, settings.secret_values())
+        quiet_logging(settings)
         return asyncio.run(run_doctor(settings))
 
     try:
-        settings = load_settings()
+        settings = load_settings(LiveCheckSettings if args.command == "live-check" else Settings)
     except ConfigError as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -69,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "live-check":
         from bot.live.check import run_from_args
 
-        setup_logging("WARNING", settings.log_format, settings.secret_values())
+        quiet_logging(settings)
         return asyncio.run(run_from_args(settings, args))
 
     setup_logging(settings.log_level, settings.log_format, settings.secret_values())
@@ -78,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except OSError as exc:  # aiohttp's connection errors are OSErrors too
-        print(f"Cannot start: could not reach Discord or open the database ({exc.__class__.__name__}: {exc}).",
-              file=sys.stderr)
+    except StartupError as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     except KeyboardInterrupt:
         log.info("bot.stopped", extra={"reason": "keyboard interrupt"})

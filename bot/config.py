@@ -138,6 +138,13 @@ class PartialSettings(Settings):
         None, description=Settings.model_fields["gemini_api_key"].description)
 
 
+class LiveCheckSettings(Settings):
+    """Settings for `live-check`, which talks to Gemini only: the Discord token may be missing."""
+
+    discord_token: SecretStr | None = Field(  # type: ignore[assignment]
+        None, description=Settings.model_fields["discord_token"].description)
+
+
 def load_settings(cls: type[Settings] = Settings, **overrides: object) -> Settings:
     """Build settings, turning pydantic's report into plain sentences without any values."""
     try:

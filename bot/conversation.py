@@ -106,7 +106,7 @@ class Conversation:
         instruction = build_system_instruction(self.level, self.age, self.kid_names(),
                                                language=self.request.language)
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
-                                tags=self._log_tags())
+                                tags=self._log_tags(), on_kid_left=self._on_kid_left)
         self.live = live_factory(self._settings, system_instruction=instruction, history=history)
         try:
             await self.live.start()
@@ -179,6 +179,11 @@ class Conversation:
         self._turns.heard(user_id, display_name)
         self._last_kid_audio_at = at
         self._mixer.push(user_id, pcm16k, at)
+
+    def _on_kid_left(self, user_id: int) -> None:
+        """A kid left the voice call: their queued audio goes; who spoke when stays for naming turns."""
+        self._mixer.remove(user_id)
+        log.info("conversation.kid_left", extra=self._log_tags(user_id=user_id))
 
     async def _pump_input(self) -> None:
         """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal.

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -70,13 +71,14 @@ class SecretScrubber(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text", secrets: list[str] | None = None) -> None:
-    """Install one stdout handler on the root logger (idempotent)."""
+def setup_logging(level: str | int = "INFO", fmt: str = "text", secrets: list[str] | None = None,
+                  stream: TextIO | None = None) -> None:
+    """Install one handler (stdout unless `stream` says otherwise) on the root logger (idempotent)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_tutor_handler", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler._tutor_handler = True  # type: ignore[attr-defined]
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     handler.addFilter(SecretScrubber(secrets or []))

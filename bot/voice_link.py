@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.audio.playback import PlaybackSource
-from bot.audio.sink import AudioCallback, TutorSink
+from bot.audio.sink import AudioCallback, LeftCallback, TutorSink
 
 log = logging.getLogger("bot.conversation")
 
@@ -29,10 +29,11 @@ class VoiceLink:
     """Owns the voice client (replaced on each rejoin) and the receive sink; plays `playback` on it."""
 
     def __init__(self, channel: Any, connect: VoiceConnector, on_kid_audio: AudioCallback,
-                 playback: PlaybackSource, *, tags: dict[str, Any]) -> None:
+                 playback: PlaybackSource, *, tags: dict[str, Any], on_kid_left: LeftCallback | None = None) -> None:
         self.channel = channel
         self._connect = connect
         self._on_kid_audio = on_kid_audio
+        self._on_kid_left = on_kid_left
         self._playback = playback
         self._tags = tags
         self.reconnects = 0
@@ -47,7 +48,7 @@ class VoiceLink:
 
     def listen(self) -> None:
         """(Re)start voice receive with a fresh sink (voice-recv cleans up the old one when its reader ends)."""
-        self.sink = TutorSink(asyncio.get_running_loop(), self._on_kid_audio)
+        self.sink = TutorSink(asyncio.get_running_loop(), self._on_kid_audio, on_left=self._on_kid_left)
         self.client.listen(self.sink)
 
     @property

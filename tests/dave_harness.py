@@ -2,27 +2,38 @@
 
 Pieces (adapted from /work/shared/dave_recv_check.py):
 
-* `FakeExternalSender` plays the voice server's MLS external sender (a P-256 key signing RFC 9420 Add proposals).
-* `VoiceServerHarness.start()` builds a real `DaveVoiceRecvClient` whose gateway messages go through discord.py's
-  real `DiscordVoiceWebSocket` handlers on a fake aiohttp socket: op 4 (session + op 26 key package), op 25
-  (external sender), op 30 (welcome from the remote user's group; discord.py answers op 23), op 22 (transition), op 5
-  (SSRC → user). The bot's UDP socket is bound on 127.0.0.1 and read by discord.py's SocketReader thread.
-* `RemoteUser` is a remote client: its own davey session and RTP stream state; it builds datagrams the way Discord
-  delivers them (aead_xchacha20_poly1305_rtpsize, 0xBEDE header extension in the AAD, DAVE-encrypted Opus) plus
-  broken variants. `truncated_datagram()` / `garbage_datagram()` need no user.
-* `Recorder` is an AudioSink that keeps what voice-recv delivers, for assertions.
+* `FakeExternalSender` plays the voice server's MLS external sender (a P-256 key signing RFC 9420 Add and Remove
+  proposals).
+* `VoiceServerHarness.start(parties=N)` builds a real `DaveVoiceRecvClient` whose gateway messages go through
+  discord.py's real `DiscordVoiceWebSocket` handlers: op 4 (session + op 26 key package), op 25 (external sender),
+  op 30 (welcome; discord.py answers op 23), op 22 (execute), op 5 (SSRC → user), ops 11/13 (join/leave), 21/24
+  (downgrade/upgrade), 27/29 (proposals/commit). The bot's UDP socket is bound on 127.0.0.1 and read by discord.py's
+  SocketReader thread. `parties` remote kids share one real davey MLS group with the bot.
+* The call changes the way Discord's voice server drives them: `join`, `leave`, `downgrade`, `upgrade`. Each takes a
+  `between(step)` coroutine called after every protocol step, so a test can put frames in exactly the windows where
+  receive used to lose them. `switch_at` says when the remote kids start *sending* with the new protocol context:
+  "execute" (at op 22, what the DAVE whitepaper tells clients to do) or "commit" (as soon as their own MLS state
+  moved, what davey-based clients do — frames in the new epoch can reach the bot before its own commit).
+* `RemoteUser` is a remote client: its own davey session, RTP stream state and voice (a tone of its own pitch); it
+  builds datagrams the way Discord delivers them (aead_xchacha20_poly1305_rtpsize, 0xBEDE header extension in the
+  AAD, DAVE-encrypted Opus), logs every frame it sent, and makes broken variants. `truncated_datagram()` /
+  `garbage_datagram()` need no user.
+* `Recorder` is an AudioSink that keeps what voice-recv delivers; `frames_lost(user, recorder)` compares it with
+  what the user sent (lost = missing, concealed or garbled).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import davey
 import discord
@@ -41,9 +52,19 @@ MODE = "aead_xchacha20_poly1305_rtpsize"
 GUILD_ID, CHANNEL_ID, BOT_ID = 1, 900_000_000_000_000_002, 111
 SPEAKER_ID, SPEAKER_SSRC, BOT_SSRC = 222, 2002, 1001
 INVALID_OPUS = b"\xfb\x00"  # TOC code 3 with a frame count of 0: libopus reports "corrupted stream"
+VOICE_FRAMES = 400  # 8 s of voice per remote user; a stream longer than that wraps around
+APPEND = davey.ProposalsOperationType.append
+
+#: after each protocol step of a transition: `await between(step_name)`
+Between = Callable[[str], Awaitable[None]]
+SwitchAt = Literal["execute", "commit"]
 
 if not discord.opus.is_loaded():
     discord.opus._load_default()
+
+
+async def _no_frames(_step: str) -> None:
+    return None
 
 
 # ---- MLS: the voice server's external sender ------------------------------------------------------------------
@@ -62,7 +83,7 @@ def _vector(data: bytes) -> bytes:
 
 
 class FakeExternalSender:
-    """RFC 9420 ExternalSender plus Add proposals signed as external sender 0 (what Discord's server does)."""
+    """RFC 9420 ExternalSender plus Add/Remove proposals signed as external sender 0 (what Discord's server does)."""
 
     def __init__(self) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
@@ -73,13 +94,20 @@ class FakeExternalSender:
 
     def add_proposal(self, key_package: bytes, channel_id: int, epoch: int) -> bytes:
         """An MLSMessage(PublicMessage) proposing to add `key_package` to the channel's group."""
+        return self._proposal(struct.pack(">H", 1) + key_package, channel_id, epoch)
+
+    def remove_proposal(self, leaf_index: int, channel_id: int, epoch: int) -> bytes:
+        """An MLSMessage(PublicMessage) proposing to remove the member at `leaf_index`."""
+        return self._proposal(struct.pack(">HI", 3, leaf_index), channel_id, epoch)
+
+    def _proposal(self, proposal: bytes, channel_id: int, epoch: int) -> bytes:
         framed = (
             _vector(channel_id.to_bytes(8, "big"))  # DAVE group id = channel id, u64 big-endian
             + struct.pack(">Q", epoch)
             + bytes([2]) + struct.pack(">I", 0)  # sender: external, index 0
             + _vector(b"")  # authenticated_data
             + bytes([2])  # content_type: proposal
-            + struct.pack(">H", 1) + key_package  # Proposal: add
+            + proposal
         )
         to_sign = struct.pack(">HH", 1, 1) + framed
         signature = self._key.sign(_vector(b"MLS 1.0 FramedContentTBS") + _vector(to_sign), ec.ECDSA(hashes.SHA256()))
@@ -113,6 +141,16 @@ def reference_decode(opus_frames: Iterable[bytes]) -> list[bytes]:
     return [decoder.decode(frame, fec=False) for frame in opus_frames]
 
 
+_voices: dict[float, list[bytes]] = {}
+
+
+def voice_of(freq: float) -> list[bytes]:
+    """`VOICE_FRAMES` Opus frames of a tone at `freq` (cached: encoding is the slow part)."""
+    if freq not in _voices:
+        _voices[freq] = encode_opus(sine_frames(VOICE_FRAMES, freq=freq))
+    return _voices[freq]
+
+
 # ---- RTP datagrams ---------------------------------------------------------------------------------------------
 
 def rtp_datagram(seq: int, ts: int, ssrc: int, payload: bytes, key: bytes, counter: int, *,
@@ -143,7 +181,11 @@ def garbage_datagram(ssrc: int) -> bytes:
 
 @dataclass
 class RemoteUser:
-    """A remote client's stream: DAVE session (None = not in the group), RTP sequence, timestamp and nonce."""
+    """A remote client's stream: DAVE session (None = not in the group), RTP sequence, timestamp and nonce.
+
+    `dave` is whether it currently sends DAVE frames (False after a downgrade). `sent` maps the sequence number of
+    every good frame it built to the plain Opus inside, for loss accounting. `voice` is what `speak()` says.
+    """
 
     user_id: int
     ssrc: int
@@ -152,6 +194,11 @@ class RemoteUser:
     seq: int = 100
     ts: int = 48_000
     counter: int = 1
+    dave: bool = True
+    voice: list[bytes] = field(default_factory=list)
+    sent: dict[int, bytes] = field(default_factory=dict)
+    pending_commit: bytes | None = None  # applied at op 22 when the harness models spec-following senders
+    _spoken: int = 0
 
     def _next(self, payload: bytes, *, padding: int = 0, padding_count: int | None = None,
               advance: bool = True) -> bytes:
@@ -163,14 +210,23 @@ class RemoteUser:
         return datagram
 
     def encrypt(self, opus: bytes) -> bytes:
-        """DAVE-encrypt like the client does (silence stays plain); plain Opus when there is no session."""
-        if self.session is None or opus == OPUS_SILENCE:
+        """DAVE-encrypt like the client does (silence stays plain); plain Opus without a session or when downgraded."""
+        if self.session is None or not self.dave or opus == OPUS_SILENCE:
             return opus
         return self.session.encrypt_opus(opus)
 
     def frame(self, opus: bytes, *, padding: int = 0) -> bytes:
         """The next good datagram in the stream."""
+        self.sent[self.seq] = opus
         return self._next(self.encrypt(opus), padding=padding)
+
+    def speak(self, frames: int = 1) -> list[bytes]:
+        """The next `frames` datagrams of this user's voice."""
+        datagrams = []
+        for _ in range(frames):
+            datagrams.append(self.frame(self.voice[self._spoken % len(self.voice)]))
+            self._spoken += 1
+        return datagrams
 
     def tampered(self, opus: bytes) -> bytes:
         """The next datagram, its DAVE ciphertext flipped: transport-valid, DAVE-undecryptable."""
@@ -184,6 +240,10 @@ class RemoteUser:
         It takes no sequence slot: the shim drops it before any decoder sees it.
         """
         return self._next(self.encrypt(opus), padding=1, padding_count=0, advance=False)
+
+    def sent_in_order(self) -> list[bytes]:
+        """The plain Opus of every good frame sent, in sequence order."""
+        return [self.sent[seq] for seq in sorted(self.sent)]
 
 
 # ---- receiving side --------------------------------------------------------------------------------------------
@@ -218,6 +278,33 @@ class Recorder:
             return [f for f in self.frames if f.ssrc == ssrc]
 
 
+@dataclass
+class Loss:
+    """How a user's sent frames fared: `lost` never arrived or arrived concealed; `garbled` reached Opus wrong."""
+
+    sent: int
+    lost: list[int]
+    garbled: list[int]
+
+    @property
+    def total(self) -> int:
+        return len(self.lost) + len(self.garbled)
+
+
+def frames_lost(user: RemoteUser, recorder: Recorder) -> Loss:
+    """Compare what `user` sent with what reached the sink, by sequence number.
+
+    The newest frame is left out: voice-recv's jitter buffer releases a frame only when the next one arrives.
+    A frame is lost if it never reached the sink or reached it concealed (no Opus), garbled if its Opus differs
+    from what was sent (for instance still DAVE-encrypted).
+    """
+    got = {f.sequence: f.opus for f in recorder.of(user.ssrc)}
+    counted = sorted(user.sent)[:-1]
+    lost = [seq for seq in counted if got.get(seq) is None]
+    garbled = [seq for seq in counted if got.get(seq) is not None and got[seq] != user.sent[seq]]
+    return Loss(len(counted), lost, garbled)
+
+
 class _FakeAiohttpWebSocket:
     """Records what discord.py sends to the voice gateway."""
 
@@ -242,23 +329,36 @@ def _member_data(user_id: int, *, bot: bool = False) -> dict:
 
 
 class VoiceServerHarness:
-    """A connected voice client in a DAVE call with one remote speaker, reached over loopback UDP."""
+    """A connected voice client in a DAVE call with remote kids, reached over loopback UDP.
 
-    def __init__(self, client: discord.Client, guild: discord.Guild, channel: discord.VoiceChannel) -> None:
+    `parties` are the remote members of the call's MLS group, in join order; `speaker` is the first.
+    """
+
+    def __init__(self, client: discord.Client, guild: discord.Guild, channel: discord.VoiceChannel, *,
+                 switch_at: SwitchAt = "execute") -> None:
         self.client, self.guild, self.channel = client, guild, channel
+        self.switch_at: SwitchAt = switch_at
         self.transport_key = os.urandom(32)
         self.external_sender = FakeExternalSender()
         self.server_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.server_socket.bind(("127.0.0.1", 0))
+        self.parties: list[RemoteUser] = []
         self._clients: list[voice_recv.VoiceRecvClient] = []
+        self._seq = itertools.count(1)  # the voice gateway numbers what it sends (v8 buffered resume)
+        self._transition_ids = itertools.count(7)
         self.vc: DaveVoiceRecvClient
         self.ws: DiscordVoiceWebSocket
         self.fake_ws: _FakeAiohttpWebSocket
         self.speaker: RemoteUser
 
     @classmethod
-    async def start(cls, client_cls: type[voice_recv.VoiceRecvClient] = DaveVoiceRecvClient) -> VoiceServerHarness:
-        """Connect `client_cls`, join the remote speaker's DAVE group (epoch 1) and map the speaker's SSRC."""
+    async def start(cls, client_cls: type[voice_recv.VoiceRecvClient] = DaveVoiceRecvClient, *, parties: int = 1,
+                    switch_at: SwitchAt = "execute") -> VoiceServerHarness:
+        """Connect `client_cls` into a call with `parties` remote kids in one DAVE group, each SSRC mapped.
+
+        The first kid (`SPEAKER_ID`) creates the group and welcomes the bot (epoch 1); the others join after that,
+        each in its own transition, as Discord does when they arrive one by one.
+        """
         client = discord.Client(intents=discord.Intents(guilds=True, voice_states=True))
         await client._async_setup_hook()
         state = client._connection
@@ -270,9 +370,11 @@ class VoiceServerHarness:
             "id": str(CHANNEL_ID), "name": "v", "type": 2, "position": 0, "guild_id": str(GUILD_ID),
             "permission_overwrites": [], "bitrate": 64000, "user_limit": 0})
         guild._add_channel(channel)
-        harness = cls(client, guild, channel)
+        harness = cls(client, guild, channel, switch_at=switch_at)
         harness.vc = await harness.connect(client_cls)
         await harness._join_speaker_group()
+        for n in range(1, parties):
+            await harness.join(SPEAKER_ID + n, SPEAKER_SSRC + n)
         return harness
 
     async def connect(self, client_cls: type[voice_recv.VoiceRecvClient]) -> voice_recv.VoiceRecvClient:
@@ -297,25 +399,20 @@ class VoiceServerHarness:
         return vc
 
     async def _join_speaker_group(self) -> None:
-        ws, vc = self.ws, self.vc
         await self.gateway(4, {"mode": MODE, "secret_key": list(self.transport_key), "dave_protocol_version": 1})
-        key_package = next(b[1:] for b in self.fake_ws.sent_bytes if b[0] == DiscordVoiceWebSocket.MLS_KEY_PACKAGE)
-        await ws.received_binary_message(struct.pack(">H", 1) + bytes([25]) + self.external_sender.package)
-        session = davey.DaveSession(1, SPEAKER_ID, CHANNEL_ID)
-        session.get_serialized_key_package()
-        session.set_external_sender(self.external_sender.package)
+        await self.binary(25, self.external_sender.package)
+        session = self._new_session(SPEAKER_ID)
+        session.get_serialized_key_package()  # readies its pending group, as a client does on op 4
         commit_welcome = session.process_proposals(
-            davey.ProposalsOperationType.append,
-            self.external_sender.proposals_payload(self.external_sender.add_proposal(key_package, CHANNEL_ID, 0)),
-        )
+            APPEND, self.external_sender.proposals_payload(
+                self.external_sender.add_proposal(self.bot_key_package(), CHANNEL_ID, 0)))
         session.process_commit(commit_welcome.commit)
-        transition = 7
-        await ws.received_binary_message(
-            struct.pack(">H", 2) + bytes([30]) + struct.pack(">H", transition) + commit_welcome.welcome
-        )
+        transition = next(self._transition_ids)
+        await self.binary(30, struct.pack(">H", transition) + commit_welcome.welcome)
         await self.gateway(22, {"transition_id": transition})
-        assert vc._connection.can_encrypt, "DAVE handshake did not complete"
+        assert self.vc._connection.can_encrypt, "DAVE handshake did not complete"
         self.speaker = self.add_remote_user(SPEAKER_ID, SPEAKER_SSRC, session=session)
+        self.parties.append(self.speaker)
         await self.map_ssrc(SPEAKER_ID, SPEAKER_SSRC)
 
     def add_remote_user(self, user_id: int, ssrc: int, *, session: davey.DaveSession | None = None,
@@ -323,15 +420,165 @@ class VoiceServerHarness:
         """A guild member with an RTP stream; without `session` its frames are plain Opus (undecryptable here)."""
         self.guild._add_member(discord.Member(data=_member_data(user_id, bot=bot), guild=self.guild,
                                               state=self.client._connection))
-        return RemoteUser(user_id, ssrc, self.transport_key, session=session)
+        voice = voice_of(200.0 + 20.0 * (user_id % 50))  # a pitch of its own, so mixes can be told apart
+        return RemoteUser(user_id, ssrc, self.transport_key, session=session, voice=voice)
+
+    def _new_session(self, user_id: int) -> davey.DaveSession:
+        session = davey.DaveSession(1, user_id, CHANNEL_ID)
+        session.set_external_sender(self.external_sender.package)
+        return session
+
+    def bot_key_package(self) -> bytes:
+        """The key package discord.py sent last (op 26)."""
+        return next(b[1:] for b in reversed(self.fake_ws.sent_bytes) if b[0] == DiscordVoiceWebSocket.MLS_KEY_PACKAGE)
+
+    def bot_sent_ops(self) -> list[int]:
+        """Every JSON op discord.py sent, in order."""
+        return [message["op"] for message in self.fake_ws.sent_json]
+
+    def _epoch(self) -> int:
+        first = self.parties[0].session if self.parties else None
+        return first.epoch if first is not None and first.epoch is not None else 0
+
+    # ---- the voice gateway's messages ---------------------------------------------------------------------------
 
     async def gateway(self, op: int, data: dict) -> None:
         """Deliver one JSON op through discord.py's handler (and thus the voice client's hook)."""
-        await self.ws.received_message({"op": op, "d": data})
+        await self.ws.received_message({"op": op, "d": data, "seq": next(self._seq)})
+
+    async def binary(self, op: int, payload: bytes) -> None:
+        """Deliver one binary DAVE op (25, 27, 29, 30) through discord.py's handler."""
+        await self.ws.received_binary_message(struct.pack(">H", next(self._seq)) + bytes([op]) + payload)
 
     async def map_ssrc(self, user_id: int, ssrc: int) -> None:
         """op 5 SPEAKING: what tells voice-recv whose SSRC it is."""
         await self.gateway(5, {"user_id": str(user_id), "ssrc": ssrc, "speaking": 1})
+
+    async def _expect_ready(self, transition_id: int) -> None:
+        ready = [m["d"]["transition_id"] for m in self.fake_ws.sent_json if m["op"] == 23]
+        assert transition_id in ready, f"discord.py did not answer op 23 for transition {transition_id}"
+
+    # ---- changes in the call, driven as Discord's voice server drives them --------------------------------------
+
+    async def join(self, user_id: int, ssrc: int, *, between: Between = _no_frames) -> RemoteUser:
+        """A kid joins: op 11, Add proposal (op 27), the winning commit (op 29) and welcome, op 22, then op 5.
+
+        The group's first member wins the commit, as the server takes the first valid one it sees.
+        """
+        kid = self.add_remote_user(user_id, ssrc)
+        session = self._new_session(user_id)
+        key_package = session.get_serialized_key_package()
+        await self.gateway(11, {"user_ids": [str(user_id)]})
+        proposals = self.external_sender.proposals_payload(
+            self.external_sender.add_proposal(key_package, CHANNEL_ID, self._epoch()))
+        winner = await self._propose(proposals, between)
+        transition = next(self._transition_ids)
+        await self._announce_commit(winner.commit, transition, between)
+        session.process_welcome(winner.welcome)
+        kid.session = session
+        await between("welcomed")
+        await self._execute(transition, between)
+        self.parties.append(kid)
+        await self.map_ssrc(user_id, ssrc)
+        return kid
+
+    async def leave(self, kid: RemoteUser, *, between: Between = _no_frames) -> None:
+        """A kid leaves: op 13, Remove proposal (op 27), the winning commit (op 29), op 22."""
+        self.parties.remove(kid)
+        await self.gateway(13, {"user_id": str(kid.user_id)})
+        await between("disconnected")
+        assert kid.session is not None and kid.session.own_leaf_index is not None
+        proposals = self.external_sender.proposals_payload(
+            self.external_sender.remove_proposal(kid.session.own_leaf_index, CHANNEL_ID, self._epoch()))
+        winner = await self._propose(proposals, between)
+        transition = next(self._transition_ids)
+        await self._announce_commit(winner.commit, transition, between)
+        await self._execute(transition, between)
+
+    async def downgrade(self, *, between: Between = _no_frames) -> None:
+        """The call drops E2EE: op 21 to protocol 0 (discord.py answers op 23), then op 22.
+
+        Kids send plain Opus from the execute (or from the prepare, with `switch_at="commit"`).
+        """
+        transition = next(self._transition_ids)
+        await self.gateway(21, {"transition_id": transition, "protocol_version": 0})
+        await self._expect_ready(transition)
+        if self.switch_at == "commit":
+            for kid in self.parties:
+                kid.dave = False
+        await between("prepared")
+        await self.gateway(22, {"transition_id": transition})
+        for kid in self.parties:
+            kid.dave = False
+        await between("executed")
+
+    async def upgrade(self, *, between: Between = _no_frames) -> None:
+        """The call returns to DAVE: op 24 (epoch 1: everyone builds a new group), op 25, op 27, welcome, op 22.
+
+        Kids keep sending plain Opus until the execute (or from their own new group, with `switch_at="commit"`).
+        The first kid's commit creates the group; the bot and the other kids are welcomed into it.
+        """
+        transition = next(self._transition_ids)
+        await self.gateway(24, {"transition_id": transition, "epoch": 1, "protocol_version": 1})
+        for kid in self.parties:
+            assert kid.session is not None
+            kid.session.reinit(1, kid.user_id, CHANNEL_ID)
+        key_packages = {kid.user_id: kid.session.get_serialized_key_package() for kid in self.parties}
+        await between("prepared")
+        await self.binary(25, self.external_sender.package)
+        for kid in self.parties:
+            kid.session.set_external_sender(self.external_sender.package)
+        add = self.external_sender.add_proposal
+        bot_view = [add(key_packages[kid.user_id], CHANNEL_ID, 0) for kid in self.parties]
+        await self.binary(27, bytes([0]) + self.external_sender.proposals_payload(*bot_view))  # its commit loses
+        creator, *others = self.parties
+        creator_view = [add(self.bot_key_package(), CHANNEL_ID, 0)] + [
+            add(key_packages[kid.user_id], CHANNEL_ID, 0) for kid in others]
+        created = creator.session.process_proposals(APPEND, self.external_sender.proposals_payload(*creator_view))
+        creator.session.process_commit(created.commit)
+        for kid in others:
+            kid.session.process_welcome(created.welcome)
+        if self.switch_at == "commit":
+            for kid in self.parties:
+                kid.dave = True
+        await between("group_created")
+        await self.binary(30, struct.pack(">H", transition) + created.welcome)
+        await self._expect_ready(transition)
+        await between("welcomed")
+        await self.gateway(22, {"transition_id": transition})
+        for kid in self.parties:
+            kid.dave = True
+        await between("executed")
+
+    async def _propose(self, proposals: bytes, between: Between) -> davey.CommitWelcome:
+        """op 27 to every member; every member commits; the first kid's commit wins."""
+        await self.binary(27, bytes([0]) + proposals)
+        commits = [kid.session.process_proposals(APPEND, proposals) for kid in self.parties]
+        await between("proposed")
+        return commits[0]
+
+    async def _announce_commit(self, commit: bytes, transition: int, between: Between) -> None:
+        """op 29 to the members. Kids following the whitepaper apply it at op 22; davey-style kids at once."""
+        for kid in self.parties:
+            if self.switch_at == "commit":
+                kid.session.process_commit(commit)
+            else:
+                kid.pending_commit = commit
+        if self.switch_at == "commit":
+            await between("members_committed")  # their new-epoch frames can overtake the bot's op 29
+        await self.binary(29, struct.pack(">H", transition) + commit)
+        await self._expect_ready(transition)
+        await between("committed")
+
+    async def _execute(self, transition: int, between: Between) -> None:
+        await self.gateway(22, {"transition_id": transition})
+        for kid in self.parties:
+            if kid.pending_commit is not None:
+                kid.session.process_commit(kid.pending_commit)
+                kid.pending_commit = None
+        await between("executed")
+
+    # ---- UDP ------------------------------------------------------------------------------------------------------
 
     def send(self, datagrams: Iterable[bytes]) -> int:
         """Send datagrams to the bot's voice socket; returns how many."""
@@ -347,6 +594,12 @@ class VoiceServerHarness:
         for datagram in datagrams:
             self.send([datagram])
             await asyncio.sleep(pace)
+
+    async def speak(self, kids: Iterable[RemoteUser], frames: int = 1, pace: float = 0.002) -> None:
+        """Each of `kids` says its next `frames` frames, interleaved as simultaneous talkers are."""
+        kids = list(kids)
+        for _ in range(frames):
+            await self.send_paced([d for kid in kids for d in kid.speak()], pace)
 
     @staticmethod
     async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> bool:

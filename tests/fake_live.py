@@ -40,9 +40,14 @@ import datetime as dt
 import ipaddress
 import json
 import math
+import os
+import shlex
+import signal
 import ssl
+import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -425,22 +430,94 @@ def make_client_settings(server: FakeLiveServer, monkeypatch: Any, **overrides: 
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-async def _serve_forever(port: int) -> None:
-    """Run the fake on its own, for trying `python -m bot live-check` by hand (see README, Testing)."""
-    server = FakeLiveServer()
+# Running it by hand (`python -m tests.fake_live`) --------------------------------------------------------------
+
+
+def describe_audio(pcm: bytes, rate: int = 16_000) -> str:
+    """What 16 kHz mono s16le input really was: length, bytes, CRC-32, how much was sound, its pitch and level."""
+    samples = np.frombuffer(pcm[:len(pcm) - len(pcm) % 2], "<i2").astype(np.float32) / 32768
+    summary = f"{len(samples) / rate:.2f} s of audio ({len(pcm):,} bytes, CRC-32 {zlib.crc32(pcm):08x})"
+    frame = rate // 50  # 20 ms
+    frames = samples[:len(samples) // frame * frame].reshape(-1, frame)
+    loud = frames[np.sqrt((frames ** 2).mean(axis=1)) > 10 ** (-50 / 20)] if len(frames) else frames
+    if not len(loud):
+        return summary + ", all of it silence"
+    sound = loud.reshape(-1)
+    spectrum = np.abs(np.fft.rfft(sound * np.hanning(len(sound))))
+    pitch = float(np.argmax(spectrum[1:]) + 1) * rate / len(sound)
+    level = 20 * math.log10(max(float(np.sqrt((sound ** 2).mean())), 1e-9))
+    return summary + f", {len(loud) * 0.02:.2f} s of it sound, strongest pitch about {pitch:.0f} Hz at {level:.0f} dBFS"
+
+
+class EchoingFakeLiveServer(FakeLiveServer):
+    """The fake for people: each reply says what this turn's input really was, so nothing looks like real
+    transcription. Audio is described (`describe_audio`) as the input transcription and in the reply; text is
+    quoted back."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._described_upto: dict[int, int] = {}  # connection number → audio bytes already described
+
+    async def _send_reply(self, conn: FakeConnection, heard: str | None) -> None:
+        start = self._described_upto.get(conn.number, 0)
+        self._described_upto[conn.number] = len(conn.audio)
+        if heard is not None:  # audio_stream_end: describe the audio since the last reply
+            heard = describe_audio(bytes(conn.audio[start:]))
+            self.reply_text = f"This is the fake Gemini. I received {heard}."
+        else:
+            text = conn.texts[-1] if conn.texts else ""
+            self.reply_text = f"This is the fake Gemini. I received the text “{text}” ({len(text)} characters)."
+        await super()._send_reply(conn, heard)
+
+
+def recipe(server: FakeLiveServer, python: str, folder: Path) -> str:
+    """The lines a person copies: one command whose settings apply to it alone (.env stays as it is)."""
+    settings = {"GEMINI_BASE_URL": server.url, "SSL_CERT_FILE": str(server.ca_file), "GEMINI_API_KEY": server.api_key}
+    prefix = " ".join(f"{name}={shlex.quote(value)}" for name, value in settings.items())
+    command = f"{prefix} {shlex.quote(python)} -m bot live-check"
+    return "\n".join([
+        f"Fake Gemini Live is listening on {server.url}. It answers every turn by describing what it received.",
+        f"In another terminal, in {folder}, run one of these (the {len(settings)} settings at the front apply to "
+        "that command only; .env is not read for them and not changed):",
+        "",
+        f"  {command} --text hi",
+        f"  {command} --wav your-recording.wav",
+        "",
+        "Stop the fake with Ctrl-C.",
+    ])
+
+
+async def serve_until_stopped(port: int, python: str, folder: Path) -> None:
+    """Serve until SIGINT or SIGTERM, then close cleanly (the certificate's temporary folder goes too)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = EchoingFakeLiveServer()
     server.port_wanted = port
     async with server:
-        print("Fake Gemini Live is listening. In another shell:")
-        print(f"  export GEMINI_BASE_URL={server.url} SSL_CERT_FILE={server.ca_file} "
-              f"GEMINI_API_KEY={server.api_key} DISCORD_TOKEN=unused")
-        print("  python -m bot live-check --text hi")
-        await asyncio.Event().wait()
+        print(recipe(server, python, folder), flush=True)
+        await stop.wait()
+    print("Fake Gemini Live stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.fake_live [--port N]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fake_live",
+                                     description="Run the fake Gemini Live server until Ctrl-C or SIGTERM.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    args = parser.parse_args(argv)
+    folder = Path.cwd()
+    python = os.path.relpath(sys.executable) if Path(sys.executable).is_relative_to(folder) else sys.executable
+    try:
+        asyncio.run(serve_until_stopped(args.port, python, folder))
+    except OSError as exc:  # the port is taken, most likely
+        print(f"Cannot start the fake on port {args.port}: {exc.strerror or exc}.", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Run the fake Gemini Live server until Ctrl-C.")
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(parser.parse_args().port))
+    sys.exit(main())

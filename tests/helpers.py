@@ -448,3 +448,73 @@ class FakeVoiceConnector:
     @property
     def last(self) -> FakeVoiceClient:
         return self.clients[-1]
+
+
+@dataclass
+class FakeDiscordAPI:
+    """Discord's REST API on 127.0.0.1 for the two calls `doctor` makes, answering as Discord does.
+
+    `GET /api/v10/users/@me` and `/users/@me/guilds` need `Authorization: Bot <token>` exactly (a bare
+    token is a 401 too, as on Discord) and a User-Agent; a 401 body is `{"message": "401: Unauthorized",
+    "code": 0}`. `mode="rate_limited"` answers 429 with `retry_after`; `mode="outage"` answers 502 with
+    an HTML page (Cloudflare's, not JSON); `mode="stall"` never answers. `guilds` are partial guild
+    objects with the bot's server-wide `permissions` as a string, as Discord sends them.
+    """
+
+    token: str = "test-token"
+    bot_id: str = "1234567890123456789"
+    bot_name: str = "Tutor"
+    guilds: list[dict[str, Any]] = field(default_factory=list)
+    mode: str = "ok"
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, User-Agent)
+    base_url: str = ""
+    _runner: Any = None
+
+    def add_guild(self, name: str, permissions: discord.Permissions, guild_id: int | None = None) -> int:
+        """The bot is in this server with these server-wide permissions; returns its id."""
+        guild_id = guild_id or next_id()
+        self.guilds.append({"id": str(guild_id), "name": name, "icon": None, "owner": False,
+                            "permissions": str(permissions.value), "features": []})
+        return guild_id
+
+    async def __aenter__(self) -> FakeDiscordAPI:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/api/v10/users/@me", self._me)
+        app.router.add_get("/api/v10/users/@me/guilds", self._guilds)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.2)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # aiohttp exposes the bound port only here
+        self.base_url = f"http://127.0.0.1:{port}/api/v10"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._runner.cleanup()
+
+    async def _answer(self, request: Any, body: Any) -> Any:
+        import asyncio
+
+        from aiohttp import web
+
+        self.requests.append((request.path, request.headers.get("User-Agent")))
+        if self.mode == "stall":
+            await asyncio.sleep(3600)
+        if self.mode == "outage":
+            return web.Response(status=502, text="<html><body>502 Bad Gateway</body></html>",
+                                content_type="text/html")
+        if self.mode == "rate_limited":
+            return web.json_response({"message": "You are being rate limited.", "retry_after": 2.5, "global": False},
+                                     status=429, headers={"Retry-After": "3", "X-RateLimit-Scope": "user"})
+        if request.headers.get("Authorization") != f"Bot {self.token}" or not request.headers.get("User-Agent"):
+            return web.json_response({"message": "401: Unauthorized", "code": 0}, status=401)
+        return web.json_response(body)
+
+    async def _me(self, request: Any) -> Any:
+        return await self._answer(request, {"id": self.bot_id, "username": self.bot_name, "discriminator": "0",
+                                            "global_name": None, "avatar": None, "bot": True, "flags": 0})
+
+    async def _guilds(self, request: Any) -> Any:
+        return await self._answer(request, self.guilds)

@@ -12,6 +12,8 @@ discord.py or voice-recv fails loudly instead of silently deafening the bot (`vr
   Buffered payloads must already be plain Opus because the decoder's FEC path peeks the next one (vr/opus.py:157-168).
   Anything raised here stops the reader (vr/reader.py:183-186), so nothing escapes.
 * `PacketRouter.get_decoder` / `_lock` / `decoders` (vr/router.py:58-64) — re-implemented to build `SafePacketDecoder`.
+  `PacketRouter.destroy_decoder` (vr/router.py:80-85, called by the hook on op 13) — extended to drop frames of that
+  stream still waiting for a key; `_end_thread` (vr/router.py:38) tells the hold timer the router has stopped.
   `PacketRouter.run` / `_do_run` / `waiter` (vr/router.py:96-113) — `run` re-implemented so a router thread that ends
   after `listen()` was called again does not stop the new reader (upstream stops whatever reader is current).
 * `PacketDecoder._decode_packet` (vr/opus.py:149-172) — wrapped: an `OpusError` (a frame that decrypts but is not
@@ -21,9 +23,15 @@ discord.py or voice-recv fails loudly instead of silently deafening the bot (`vr
   router is swapped before `start()`; `UDPKeepAlive.delay` is 5000 *seconds* upstream (vr/reader.py:386,419);
   transport decrypt failures are counted by wrapping the per-instance `decrypt_rtp` (bound at vr/reader.py:200).
 * `RTPPacket.padding` / `.decrypted_data` (vr/rtp.py:173, 184) — padding is parsed but never stripped (vr/rtp.py:203).
-* `vc._connection.dave_session` / `.dave_protocol_version` (dpy/voice_state.py:219-220) — read for every packet:
-  discord.py re-initialises the session in place and may downgrade to protocol 0 with a stale group.
+* `vc._connection.dave_session` / `.dave_protocol_version` / `.dave_downgraded` (dpy/voice_state.py:219-222) — read
+  for every packet: discord.py re-initialises the session in place, may downgrade to protocol 0 with a stale group,
+  and sets the protocol version to 1 at op 24 while kids send plain Opus until op 22; only `dave_downgraded`
+  (cleared by the upgrade's op 22, dpy/voice_state.py:316-320) says an upgrade is still pending. davey's
+  `DaveSession.status` (pending / awaiting_response) says an MLS message with new keys is on its way.
 * `vc._get_id_from_ssrc`, `_id_to_ssrc`, `_ssrc_to_id`, `_reader` (vr/voice_client.py:40-43, 118-135) — SSRC → user.
+  `_add_ssrc` (vr/voice_client.py:118-123) is extended: a stream that changes hands (an SSRC re-announced for someone
+  else, or a kid announced with a new SSRC without an op 13) gets a fresh decoder. On op 13 the hook dispatches
+  `voice_member_disconnect` (vr/gateway.py:98-108), which `TutorSink` listens for to free that kid's stream.
 * voice-recv's gateway `hook` (vr/gateway.py:49) passed as `VoiceConnectionState(hook=...)` (dpy/voice_state.py:198) —
   wrapped, because discord.py awaits it in `received_message` (dpy/gateway.py:1032) and its poller task only survives
   ConnectionClosed/Timeout (dpy/voice_state.py:672-674): any other exception silently ends heartbeats and DAVE
@@ -39,6 +47,7 @@ import inspect
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +74,14 @@ SILENCE_PCM = bytes(DISCORD_FRAME_BYTES)
 RTP_HEADER_BYTES = 12
 KEEPALIVE_SECONDS = 5
 LOG_EVERY_SECONDS = 10.0  # per-packet failures are counted always, logged at most this often
+DAVE_MAGIC = b"\xfa\xfa"  # the last two bytes of every DAVE frame (daveprotocol.com, "Payload Format")
+DAVE_TAG_BYTES = 8
+DAVE_MIN_TRAILER = DAVE_TAG_BYTES + 1 + 1 + 2  # tag, a 1-byte nonce, the size byte, the marker
+HOLD_SECONDS = 0.15  # how long a DAVE frame may wait for the MLS message that brings its key
+HOLD_MAX_FRAMES = 8  # per stream; beyond that the oldest waiting frame is concealed
+_AWAITING_KEYS = (davey.SessionStatus.pending, davey.SessionStatus.awaiting_response)
 _CONCEAL = object()  # feed the packet with no payload: the Opus decoder conceals it (PLC)
+_HOLD = object()  # the key for this frame is probably in an MLS message discord.py has not processed yet
 
 AfterCallback = Callable[[Exception | None], Any]
 
@@ -75,8 +91,10 @@ class ReceiveStats:
     """Counters for one voice connection, written by voice-recv's threads and read by the conversation.
 
     `packets_received` counts RTP datagrams reaching the reader; each ends in exactly one of `decrypted`,
-    `passed_silence`, `passed_plain` (not an E2EE call), `concealed`, `dropped_unknown_ssrc` or `dropped_malformed`
-    (voice-recv itself skips silence from unknown SSRCs before the shim sees it). `opus_errors` counts frames the
+    `passed_silence`, `passed_plain` (plain Opus accepted: not an E2EE call, downgraded, an upgrade not yet
+    executed, or davey's passthrough window), `concealed`, `dropped_unknown_ssrc` or `dropped_malformed` (voice-recv
+    itself skips silence from unknown SSRCs before the shim sees it). `held` counts DAVE frames that first waited for
+    the MLS message carrying their key (each still ends decrypted or concealed). `opus_errors` counts frames the
     decoder rejected after a successful decrypt (replaced by silence).
     """
 
@@ -85,6 +103,7 @@ class ReceiveStats:
     passed_silence: int = 0
     passed_plain: int = 0
     concealed: int = 0
+    held: int = 0
     dropped_unknown_ssrc: int = 0
     dropped_malformed: int = 0
     opus_errors: int = 0
@@ -143,55 +162,172 @@ class _Throttle:
         return True
 
 
+def has_dave_trailer(frame: bytes) -> bool:
+    """True when `frame` ends in a well-formed DAVE trailer: 8-byte tag, ULEB128 nonce and ranges, size, 0xFAFA.
+
+    Checking the structure, not just the marker, keeps a plain Opus frame that happens to end in FA FA (1 in 65,536)
+    from being taken for ciphertext.
+    """
+    if len(frame) < DAVE_MIN_TRAILER + 1 or frame[-2:] != DAVE_MAGIC:
+        return False
+    size = frame[-3]
+    if not DAVE_MIN_TRAILER <= size < len(frame):
+        return False
+    fields, values, pos = frame[len(frame) - size + DAVE_TAG_BYTES:-3], 0, 0
+    while pos < len(fields):
+        end = pos
+        while end < len(fields) and fields[end] & 0x80:
+            end += 1
+        if end == len(fields) or end - pos >= 5:  # runs past the trailer, or longer than a 32-bit value
+            return False
+        pos, values = end + 1, values + 1
+    return values % 2 == 1  # the nonce, then (offset, length) pairs
+
+
+@dataclass
+class _Held:
+    packet: vr_rtp.RTPPacket
+    data: bytes
+    deadline: float
+
+
 class DavePacketRouter(PacketRouter):
-    """voice-recv's router with the DAVE step in `feed_rtp`; never lets an exception escape."""
+    """voice-recv's router with the DAVE step in `feed_rtp`; never lets an exception escape.
+
+    Which frames are plain and which are DAVE is decided per frame by its trailer, not by the call's protocol
+    version: at every transition both kinds are in flight. DAVE frames are decrypted whenever the session can
+    (also after a downgrade, for the ones still on the way) and never reach Opus encrypted; plain frames pass while
+    the call is not E2EE or an upgrade has not been executed yet (discord.py's `dave_downgraded`, which stays set
+    until op 22), otherwise davey decides (its passthrough window). A DAVE frame that fails while the session is
+    waiting for an MLS message (a kid already in the new epoch, the bot not yet) waits up to HOLD_SECONDS and is
+    retried, with the rest of its stream queued behind it so the jitter buffer still sees it in order.
+    """
 
     def __init__(self, sink: voice_recv.AudioSink, reader: DaveAudioReader) -> None:
         super().__init__(sink, reader)
         self.stats: ReceiveStats = reader.stats
         self._error_log = _Throttle()
+        self._held: dict[int, deque[_Held]] = {}  # per SSRC, under self._lock
 
     def feed_rtp(self, packet: vr_rtp.RTPPacket) -> None:
         """Decrypt DAVE, then hand plain Opus (or None = conceal) to voice-recv's jitter buffer."""
         try:
-            payload = self._dave_decrypt(packet)
-            if payload is None:
-                return
-            packet.decrypted_data = None if payload is _CONCEAL else payload
-            super().feed_rtp(packet)
+            with self._lock:
+                if self._held:
+                    self._release_held()
+                self._route(packet)
         except Exception:
             self.stats.count("dropped_malformed")
             if self._error_log.ready():
                 log.exception("dave.feed_failed", extra={"ssrc": getattr(packet, "ssrc", None)})
 
-    def _dave_decrypt(self, packet: vr_rtp.RTPPacket) -> bytes | object | None:
+    def _route(self, packet: vr_rtp.RTPPacket) -> None:
         data = self._strip_padding(packet)
         if data is None:
             self.stats.count("dropped_malformed")
-            return None
+            return
+        waiting = self._held.get(packet.ssrc)
+        if waiting is not None:  # earlier frames of this stream wait for their key: stay in order behind them
+            self._hold(waiting, packet, data)
+            return
+        outcome = self._dave_decrypt(packet, data)
+        if outcome is _HOLD:
+            self._hold(self._held.setdefault(packet.ssrc, deque()), packet, data)
+            self._schedule_release()
+            return
+        self._push(packet, outcome)
+
+    def _dave_decrypt(self, packet: vr_rtp.RTPPacket, data: bytes, *, may_hold: bool = True) -> bytes | object | None:
+        """Plain Opus to feed, _CONCEAL, _HOLD, or None (drop); counts the outcome unless it is _HOLD."""
         if data == OPUS_SILENCE:
             self.stats.count("passed_silence")
             return data
         voice_client = self.reader.voice_client
         connection = voice_client._connection
         session = connection.dave_session
-        if session is None or connection.dave_protocol_version == 0:
-            self.stats.count("passed_plain")
+        protected = has_dave_trailer(data)
+        if not protected and (session is None or connection.dave_protocol_version == 0
+                              or connection.dave_downgraded):
+            self.stats.count("passed_plain")  # not E2EE now, or an upgrade's plain frames before its op 22
             return data
         user_id = voice_client._get_id_from_ssrc(packet.ssrc)
         if user_id is None:  # no op 5 / op 12 for it yet, or a video SSRC: no decoder for it
             self.stats.count("dropped_unknown_ssrc")
             return None
+        if session is None:
+            return self._conceal(user_id, None, "no DAVE session")
         try:
             plain = session.decrypt(user_id, davey.MediaType.audio, data)
         except (ValueError, TypeError) as error:  # davey: ValueError("Failed to decrypt: ...") for every failure
-            ready = bool(session.ready)
-            self.stats.record_decrypt(False, session_ready=ready)
-            if self._error_log.ready():
-                log.warning("dave.decrypt_failed", extra={"user_id": user_id, "ready": ready, "error": str(error)})
-            return _CONCEAL  # dropping would leave a gap whose flush also discards the next good packet
-        self.stats.record_decrypt(True, session_ready=True)
+            if may_hold and protected and session.status in _AWAITING_KEYS:
+                return _HOLD
+            return self._conceal(user_id, session, str(error))
+        if protected:
+            self.stats.record_decrypt(True, session_ready=True)
+        else:
+            self.stats.count("passed_plain")  # davey's passthrough window around a transition
         return plain
+
+    def _conceal(self, user_id: int, session: davey.DaveSession | None, error: str) -> object:
+        ready = bool(session is not None and session.ready)
+        self.stats.record_decrypt(False, session_ready=ready)
+        if self._error_log.ready():
+            log.warning("dave.decrypt_failed", extra={"user_id": user_id, "ready": ready, "error": error})
+        return _CONCEAL  # dropping would leave a gap whose flush also discards the next good packet
+
+    def _push(self, packet: vr_rtp.RTPPacket, outcome: bytes | object | None) -> None:
+        if outcome is None:
+            return
+        packet.decrypted_data = None if outcome is _CONCEAL else outcome
+        super().feed_rtp(packet)
+
+    def _hold(self, waiting: deque[_Held], packet: vr_rtp.RTPPacket, data: bytes) -> None:
+        if len(waiting) >= HOLD_MAX_FRAMES:
+            oldest = waiting.popleft()
+            self._push(oldest.packet, self._dave_decrypt(oldest.packet, oldest.data, may_hold=False))
+        waiting.append(_Held(packet, data, time.monotonic() + HOLD_SECONDS))
+        self.stats.count("held")
+
+    def _release_held(self) -> None:
+        """Retry waiting frames in order; one whose wait is over is decrypted now or concealed."""
+        now = time.monotonic()
+        for ssrc in list(self._held):
+            waiting = self._held[ssrc]
+            while waiting:
+                head = waiting[0]
+                outcome = self._dave_decrypt(head.packet, head.data, may_hold=now < head.deadline)
+                if outcome is _HOLD:
+                    break
+                waiting.popleft()
+                self._push(head.packet, outcome)
+            if not waiting:
+                del self._held[ssrc]
+
+    def _schedule_release(self) -> None:
+        """Make sure waiting frames come out even if no further packet arrives to trigger the retry."""
+        timer = threading.Timer(HOLD_SECONDS + 0.01, self._release_when_due)
+        timer.daemon = True
+        timer.start()
+
+    def _release_when_due(self) -> None:
+        try:
+            with self._lock:
+                if self._end_thread.is_set():
+                    self._held.clear()
+                    return
+                self._release_held()
+                still_waiting = bool(self._held)
+            if still_waiting:
+                self._schedule_release()
+        except Exception:
+            if self._error_log.ready():
+                log.exception("dave.release_failed")
+
+    def destroy_decoder(self, ssrc: int) -> None:
+        """Upstream (vr/router.py:80-85), and frames of that stream still waiting for a key go too (op 13)."""
+        with self._lock:
+            self._held.pop(ssrc, None)
+            super().destroy_decoder(ssrc)
 
     @staticmethod
     def _strip_padding(packet: vr_rtp.RTPPacket) -> bytes | None:
@@ -353,6 +489,24 @@ class DaveVoiceRecvClient(voice_recv.VoiceRecvClient):
         runner = getattr(self._connection, "_runner", None)
         return runner is None or not runner.done()
 
+    def _add_ssrc(self, user_id: int, ssrc: int) -> None:
+        """Upstream (vr/voice_client.py:118-123), but a stream that changes hands starts fresh.
+
+        An SSRC now announced for someone else, or a kid announced with a new SSRC without an op 13 in between
+        (their client reconnected), would otherwise keep the old decoder: its Opus state and jitter-buffer
+        sequence, which drops a restarted stream's packets as "old".
+        """
+        router = self._reader.packet_router if self._reader else None
+        previous_owner = self._ssrc_to_id.get(ssrc)
+        previous_ssrc = self._id_to_ssrc.get(user_id)
+        if router is not None and previous_owner is not None and previous_owner != user_id:
+            router.destroy_decoder(ssrc)
+        if previous_ssrc is not None and previous_ssrc != ssrc:
+            self._ssrc_to_id.pop(previous_ssrc, None)
+            if router is not None:
+                router.destroy_decoder(previous_ssrc)
+        super()._add_ssrc(user_id, ssrc)
+
     def _remove_ssrc(self, *, user_id: int) -> None:
         ssrc = self._id_to_ssrc.pop(user_id, None)
         if ssrc:
@@ -378,8 +532,10 @@ def shim_compatibility_problems() -> list[str]:
     need(list(inspect.signature(PacketRouter.feed_rtp).parameters) == ["self", "packet"],
          "voice_recv PacketRouter.feed_rtp(self, packet)")
     router = PacketRouter(voice_recv.BasicSink(lambda _user, _data: None), None)  # type: ignore[arg-type]
-    need(all(hasattr(router, name) for name in ("_lock", "decoders", "reader", "sink", "waiter", "_do_run")),
-         "voice_recv PacketRouter attributes _lock/decoders/reader/sink/waiter/_do_run")
+    need(all(hasattr(router, name) for name in ("_lock", "decoders", "reader", "sink", "waiter", "_do_run",
+                                                 "_end_thread", "destroy_decoder")),
+         "voice_recv PacketRouter attributes _lock/decoders/reader/sink/waiter/_do_run/_end_thread/destroy_decoder")
+    need("destroy_decoder(ssrc)" in source(voice_recv_hook), "voice_recv hook destroys the decoder on op 13")
     need(hasattr(PacketDecoder, "_decode_packet") and "self._decoder" in source(PacketDecoder.__init__),
          "voice_recv PacketDecoder._decode_packet and ._decoder")
     reader_init = source(AudioReader.__init__)
@@ -392,17 +548,24 @@ def shim_compatibility_problems() -> list[str]:
          "voice_recv RTPPacket.padding/decrypted_data/ssrc and rtp.is_rtcp")
     client_init = source(voice_recv.VoiceRecvClient.__init__)
     need(all(f"self.{name}" in client_init for name in ("_reader", "_ssrc_to_id", "_id_to_ssrc"))
-         and all(hasattr(voice_recv.VoiceRecvClient, name) for name in ("_get_id_from_ssrc", "_remove_ssrc")),
-         "voice_recv VoiceRecvClient._reader/_ssrc_to_id/_id_to_ssrc/_get_id_from_ssrc/_remove_ssrc")
+         and all(hasattr(voice_recv.VoiceRecvClient, name) for name in ("_get_id_from_ssrc", "_add_ssrc",
+                                                                         "_remove_ssrc")),
+         "voice_recv VoiceRecvClient._reader/_ssrc_to_id/_id_to_ssrc/_get_id_from_ssrc/_add_ssrc/_remove_ssrc")
+    need('dispatch("voice_member_disconnect"' in source(voice_recv_hook) and hasattr(voice_recv.AudioSink, "listener"),
+         "voice_recv dispatches voice_member_disconnect to sink listeners on op 13 (TutorSink frees the kid's stream)")
     need(inspect.iscoroutinefunction(voice_recv_hook), "voice_recv gateway hook coroutine")
     need("hook" in inspect.signature(VoiceConnectionState.__init__).parameters,
          "discord.py VoiceConnectionState(hook=)")
     state_init = source(VoiceConnectionState.__init__)
-    need("self.dave_session" in state_init and "self.dave_protocol_version" in state_init,
-         "discord.py vc._connection.dave_session / dave_protocol_version")
+    need(all(f"self.{name}" in state_init for name in ("dave_session", "dave_protocol_version", "dave_downgraded")),
+         "discord.py vc._connection.dave_session / dave_protocol_version / dave_downgraded")
+    need("self.dave_downgraded = False" in source(getattr(VoiceConnectionState, "_execute_transition", None)),
+         "discord.py clears dave_downgraded only when an upgrade's op 22 executes")
     need("self._runner" in state_init, "discord.py vc._connection._runner (voice websocket poller task)")
     need("self._hook(self, msg)" in source(DiscordVoiceWebSocket.received_message),
          "discord.py awaits the hook in DiscordVoiceWebSocket.received_message")
-    need(hasattr(davey.DaveSession, "decrypt") and hasattr(davey.MediaType, "audio"),
-         "davey DaveSession.decrypt and MediaType.audio")
+    need(all(hasattr(davey.DaveSession, name) for name in ("decrypt", "status"))
+         and hasattr(davey.MediaType, "audio")
+         and all(hasattr(davey.SessionStatus, name) for name in ("pending", "awaiting_response")),
+         "davey DaveSession.decrypt/status, MediaType.audio, SessionStatus.pending/awaiting_response")
     return problems

@@ -4,6 +4,10 @@
 thread waits for that lock to feed packets. An exception there ends listening for everybody and a slow `write` stalls
 UDP reading, so this sink only downsamples (tens of µs) and hands the result to the loop with
 `call_soon_threadsafe`; every failure is counted and logged at most once per interval, never raised.
+
+Each kid gets a resampler stream of their own, made on their first frame. When a kid leaves the call (voice op 13,
+which voice-recv dispatches as `voice_member_disconnect` on its event thread, under the same router lock) their
+stream is dropped and `on_left` tells the conversation, so a kid who comes back starts from a clean state.
 """
 
 from __future__ import annotations
@@ -28,6 +32,16 @@ ERROR_LOG_INTERVAL_SECONDS = 10.0
 
 #: on_audio(user_id, display_name, pcm16k_mono, monotonic_time), called on the event loop thread
 AudioCallback = Callable[[int, str, bytes, float], None]
+#: on_left(user_id), called on the event loop thread when a kid leaves the voice call
+LeftCallback = Callable[[int], None]
+
+
+def _held_weakly(callback: Callable[..., None]) -> Callable[[], Callable[..., None] | None]:
+    """A bound method is held weakly: voice-recv's threads (its keepalive sleeps for seconds) can outlive
+    the conversation, and must not keep it — with its Live session and soxr streams — alive."""
+    if inspect.ismethod(callback):
+        return weakref.WeakMethod(callback)
+    return lambda: callback
 
 
 class TutorSink(voice_recv.AudioSink):
@@ -36,15 +50,15 @@ class TutorSink(voice_recv.AudioSink):
     Use a fresh TutorSink for each `listen()`: voice-recv calls `cleanup()` from its stopper thread when a reader ends.
     """
 
-    def __init__(self, loop: AbstractEventLoop, on_audio: AudioCallback, *,
+    def __init__(self, loop: AbstractEventLoop, on_audio: AudioCallback, *, on_left: LeftCallback | None = None,
                  error_log_interval: float = ERROR_LOG_INTERVAL_SECONDS) -> None:
         super().__init__()
         self._loop = loop
-        # A bound method is held weakly: voice-recv's threads (its keepalive sleeps for seconds) can outlive
-        # the conversation, and must not keep it — with its Live session and soxr streams — alive.
-        self._on_audio: Callable[[], AudioCallback | None] = (
-            weakref.WeakMethod(on_audio) if inspect.ismethod(on_audio) else lambda: on_audio)
-        self._downsamplers: dict[int, Downsampler] = {}  # touched only by write() on the router thread
+        self._on_audio = _held_weakly(on_audio)
+        self._on_left = _held_weakly(on_left) if on_left is not None else None
+        # touched by write() on the router thread and by the leave listener, which holds the router lock
+        self._downsamplers: dict[int, Downsampler] = {}
+        self._ssrc_users: dict[int, int] = {}  # who an SSRC belongs to, for a leave whose member is not cached
         self._error_log_interval = error_log_interval
         self._next_error_log_at = 0.0
         self._errors_lock = threading.Lock()
@@ -66,6 +80,9 @@ class TutorSink(voice_recv.AudioSink):
             if not pcm:
                 return
             user_id = user.id
+            ssrc = getattr(getattr(data, "packet", None), "ssrc", None)
+            if ssrc is not None:
+                self._ssrc_users[ssrc] = user_id
             self.frames_in[user_id] += 1
             self.bytes_in[user_id] += len(pcm)
             downsampler = self._downsamplers.get(user_id)
@@ -103,7 +120,33 @@ class TutorSink(voice_recv.AudioSink):
     def forget(self, user_id: int) -> None:
         """Drop a user's resampler state (they left, or their stream restarts)."""
         self._downsamplers.pop(user_id, None)
+        for ssrc in [ssrc for ssrc, owner in self._ssrc_users.items() if owner == user_id]:
+            del self._ssrc_users[ssrc]
+
+    @voice_recv.AudioSink.listener()
+    def on_voice_member_disconnect(self, member: Any, ssrc: int | None) -> None:
+        """A kid left the call (voice op 13): free their stream and tell the conversation; never raises."""
+        try:
+            user_id = member.id if member is not None else self._ssrc_users.get(ssrc) if ssrc is not None else None
+            if user_id is None:
+                return
+            self.forget(user_id)
+            if self._on_left is not None:
+                self._loop.call_soon_threadsafe(self._left, user_id)
+        except RuntimeError:  # the loop is closed: nobody is left to tell
+            self.dropped_loop_closed += 1
+        except Exception as error:
+            self._count_error(error)
+
+    def _left(self, user_id: int) -> None:
+        try:
+            callback = self._on_left() if self._on_left is not None else None
+            if callback is not None:
+                callback(user_id)
+        except Exception as error:
+            self._count_error(error)
 
     def cleanup(self) -> None:
         """Release every resampler; voice-recv calls this when the reader stops."""
         self._downsamplers.clear()
+        self._ssrc_users.clear()

@@ -20,6 +20,7 @@ import numpy as np
 import soxr
 
 from bot.audio.formats import FRAME_MS, LIVE_INPUT, LIVE_INPUT_FRAME_BYTES, LIVE_OUTPUT
+from bot.audio.wavfile import read_wav
 from bot.config import Settings
 from bot.live.events import AudioChunk, Failed, InputTranscript, OutputTranscript, TurnComplete
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
@@ -55,25 +56,12 @@ class LiveCheckReport:
 
 
 def read_wav_as_live_input(path: Path) -> bytes:
-    """Any PCM WAV → 16 kHz mono s16le; raises ValueError with a readable message."""
-    try:
-        with wave.open(str(path), "rb") as wav:
-            rate, channels, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
-            raw = wav.readframes(wav.getnframes())
-    except (OSError, wave.Error, EOFError) as exc:
-        raise ValueError(f"Cannot read the WAV file {path}: {exc}") from None
-    dtypes = {1: np.uint8, 2: np.dtype("<i2"), 4: np.dtype("<i4")}
-    if width not in dtypes:
-        raise ValueError(f"{path} uses {width * 8}-bit samples; use 8, 16 or 32-bit PCM.")
-    samples = np.frombuffer(raw, dtype=dtypes[width]).astype(np.float32)
-    if width == 1:
-        samples = (samples - 128) / 128
-    else:
-        samples /= float(2 ** (8 * width - 1))
-    mono = samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples
-    resampled = soxr.resample(mono, rate, LIVE_INPUT.sample_rate, quality="HQ") if rate != LIVE_INPUT.sample_rate \
-        else mono
-    return (np.clip(resampled, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    """Any PCM or float WAV (see `bot.audio.wavfile`) → 16 kHz mono s16le; ValueError with a readable message."""
+    audio = read_wav(path)
+    mono = audio.mono()
+    if audio.sample_rate != LIVE_INPUT.sample_rate:
+        mono = soxr.resample(mono, audio.sample_rate, LIVE_INPUT.sample_rate, quality="HQ")
+    return (np.clip(mono, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
 def write_wav(path: Path, pcm: bytes, rate: int) -> None:

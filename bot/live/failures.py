@@ -7,6 +7,7 @@ only so it can be scrubbed out, and the model. `LiveSession` decides what to do 
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 
@@ -47,8 +48,10 @@ def classify(exc: BaseException, *, api_key: str, model: str) -> Verdict:
         return Verdict("Gemini sent a message this version of the SDK cannot read", False)
     if isinstance(exc, TimeoutError):
         return Verdict("timed out connecting to Gemini", False)
+    if isinstance(exc, socket.gaierror):
+        return Verdict("this machine could not look up Gemini's address — is it online?", False)
     if isinstance(exc, OSError):
-        return Verdict(f"network problem reaching Gemini ({type(exc).__name__})", False)
+        return Verdict("this machine could not reach Gemini over the network — is it online?", False)
     return Verdict(f"unexpected problem talking to Gemini ({type(exc).__name__})", False)
 
 

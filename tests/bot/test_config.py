@@ -1,4 +1,4 @@
-"""Settings, the CLI's start-up failures, logging hygiene and doctor."""
+"""Settings, the CLI's start-up failures and logging hygiene (doctor: test_doctor.py)."""
 
 import logging
 import os
@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, PartialSettings, Settings, load_settings
-from bot.doctor import CheckResult, run_doctor
+from bot.config import ConfigError, Settings, load_settings
 from bot.log import KeyValueFormatter, SecretScrubber, setup_logging
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,31 +149,6 @@ def test_cli_without_secrets_exits_with_a_sentence(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_doctor_reports_each_check_and_fails_without_secrets(tmp_path):
-    """doctor prints one line per check, reports missing secrets and exits non-zero."""
-    result = run_cli("doctor", env={"DATABASE_PATH": str(tmp_path / "db.sqlite3")}, cwd=tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    assert any(line.startswith("ok") and "python" in line for line in lines)
-    assert any(line.startswith("ok") and "libopus" in line for line in lines)
-    assert any(line.startswith("ok") and "davey" in line for line in lines)
-    assert any(line.startswith("ok") and "database" in line for line in lines)
-    assert any(line.startswith("problem") and "DISCORD_TOKEN" in line for line in lines)
-
-
-async def test_doctor_exit_code_follows_the_checks(clean_env):
-    """run_doctor returns 0 only when every check passed, and survives a check that raises."""
-    async def good(settings):
-        return CheckResult("good", True, "fine")
-
-    async def broken(settings):
-        raise RuntimeError("boom")
-
-    settings = PartialSettings()
-    assert await run_doctor(settings, (good,)) == 0
-    assert await run_doctor(settings, (good, broken)) == 1
-
-
 def test_log_lines_are_key_value_and_scrubbed():
     """A log line carries its extra fields, and a secret in a message is replaced by ***."""
     record = logging.LogRecord("bot.x", logging.INFO, __file__, 1, "live.failed key=%s", (SECRET,), None)
@@ -205,3 +179,36 @@ def test_settings_class_never_built_at_import():
                             env={**os.environ, "DISCORD_TOKEN": "", "GEMINI_API_KEY": ""}, timeout=30)
     assert result.stdout.strip() == "ok", result.stderr
     assert Settings.model_fields["discord_token"].is_required()
+
+
+def run_bot_offline(cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m bot` with discord.py's API base at a closed local port, as on a machine that is offline."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = (f"import sys, discord.http; discord.http.Route.BASE = 'http://127.0.0.1:{port}/api/v10'; "
+            "from bot.__main__ import main; sys.exit(main([]))")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "GEMINI_"))}
+    return subprocess.run([sys.executable, "-c", code], env={**base, "PYTHONPATH": str(ROOT), **env},
+                          cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_bot_offline_says_it_could_not_reach_discord(tmp_path):
+    """Offline start: one sentence naming Discord (not the database), exit 69, no traceback."""
+    result = run_bot_offline(tmp_path, {"DISCORD_TOKEN": "abc", "GEMINI_API_KEY": "def"})
+    assert result.returncode == 69
+    assert result.stderr == ("Cannot start: the bot could not reach Discord (discord.com): check that this "
+                             "machine is online.\n")
+    assert "Traceback" not in result.stdout
+
+
+def test_bot_with_unusable_database_says_so(tmp_path):
+    """A DATABASE_PATH under a file: one sentence about the database folder, Discord never tried."""
+    (tmp_path / "a-file").write_text("x")
+    result = run_bot_offline(tmp_path, {"DISCORD_TOKEN": "abc", "GEMINI_API_KEY": "def",
+                                        "DATABASE_PATH": str(tmp_path / "a-file" / "db.sqlite3")})
+    assert result.returncode == 69
+    assert result.stderr.startswith("Cannot start: the bot cannot create the folder ")
+    assert "check DATABASE_PATH" in result.stderr and "Discord" not in result.stderr

@@ -85,6 +85,20 @@ async def wait_until(predicate, within: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
+async def test_a_kid_who_leaves_the_call_leaves_the_mix(world):
+    """voice-recv's leave event (op 13) reaches the conversation: that kid's mixer state goes, the other's stays."""
+    conversations, connector, _, channel, kids = world
+    conversation = await conversations.start(request(channel))
+    voice = connector.last
+    voice.speak(kids[0], speech(0.2)).join()
+    voice.speak(kids[1], speech(0.2)).join()
+    await wait_until(lambda: {k.id for k in kids} <= set(conversation._mixer._speakers))
+    await asyncio.to_thread(voice.sink.on_voice_member_disconnect, kids[0], 2002)  # voice-recv's event thread
+    await wait_until(lambda: kids[0].id not in conversation._mixer._speakers)
+    assert kids[1].id in conversation._mixer._speakers
+    await conversations.stop(GUILD)
+
+
 async def test_kid_speaks_tutor_answers_and_every_turn_is_stored(world, live_server, repository):
     """Speech through the sink reaches Live, the reply plays as 3840-byte frames, both turns are stored."""
     conversations, connector, observer, channel, kids = world

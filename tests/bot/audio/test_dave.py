@@ -7,6 +7,9 @@ import logging
 import numpy as np
 import pytest
 from discord.ext import voice_recv
+from discord.ext.voice_recv.router import PacketRouter
+from discord.gateway import DiscordVoiceWebSocket
+from discord.voice_state import VoiceConnectionState
 
 from bot.audio.dave import (
     OPUS_SILENCE,
@@ -19,6 +22,7 @@ from tests.dave_harness import (
     SPEAKER_ID,
     SPEAKER_SSRC,
     Recorder,
+    RemoteUser,
     encode_opus,
     garbage_datagram,
     reference_decode,
@@ -36,6 +40,29 @@ def dominant_hz(pcm: bytes) -> float:
 def test_shim_relies_only_on_attributes_that_exist():
     """Every private attribute and signature the shim uses is present in the installed libraries."""
     assert shim_compatibility_problems() == []
+
+
+def _state_init_without_dave_downgraded(self, voice_client, *, hook=None):
+    self.dave_session = None
+    self.dave_protocol_version = 0
+    self._runner = None
+
+
+@pytest.mark.parametrize(("owner", "name", "replacement", "reported"), [
+    (PacketRouter, "feed_rtp", lambda self, packet, extra: None, "feed_rtp(self, packet)"),
+    (PacketRouter, "destroy_decoder", None, "destroy_decoder"),
+    (VoiceConnectionState, "__init__", _state_init_without_dave_downgraded, "dave_downgraded"),
+    (VoiceConnectionState, "_execute_transition", None, "op 22"),
+    (DiscordVoiceWebSocket, "received_message", lambda self, msg: None, "awaits the hook"),
+], ids=["feed_rtp signature", "destroy_decoder gone", "dave_downgraded gone", "transition code gone", "hook call"])
+def test_shim_check_reports_a_changed_library(monkeypatch, owner, name, replacement, reported):
+    """When a private the shim relies on changes or disappears, the check names it (so the test above fails)."""
+    if replacement is None:
+        monkeypatch.delattr(owner, name)
+    else:
+        monkeypatch.setattr(owner, name, replacement)
+    problems = shim_compatibility_problems()
+    assert any(reported in problem for problem in problems), problems
 
 
 async def test_sine_arrives_bit_exact(harness):
@@ -217,3 +244,26 @@ async def test_listener_alive_tracks_the_reader(harness):
     assert vc.listener_alive()
     vc.stop_listening()
     assert not vc.listener_alive()
+
+
+async def test_a_stream_that_changes_hands_starts_fresh(harness):
+    """op 5 with a kid's new SSRC (their client reconnected, no op 13) or an SSRC now someone else's: new decoder."""
+    vc = harness.vc
+    recorder = Recorder()
+    vc.listen(recorder.sink())
+    await harness.speak([harness.speaker], 4)
+    router = vc._reader.packet_router
+    assert await harness.wait_until(lambda: SPEAKER_SSRC in router.decoders)
+
+    await harness.map_ssrc(SPEAKER_ID, 2102)  # same kid, new SSRC
+    assert SPEAKER_SSRC not in router.decoders and vc._get_id_from_ssrc(SPEAKER_SSRC) is None
+    again = RemoteUser(SPEAKER_ID, 2102, harness.transport_key, session=harness.speaker.session,
+                       voice=harness.speaker.voice)
+    await harness.speak([again], 6)
+    assert await harness.wait_until(lambda: len(recorder.of(2102)) >= 5)
+    got = recorder.of(2102)
+    assert [f.pcm for f in got] == reference_decode(again.sent_in_order())[: len(got)]
+
+    first = router.decoders[2102]
+    await harness.map_ssrc(SPEAKER_ID + 1, 2102)  # the SSRC now belongs to someone else
+    assert 2102 not in router.decoders or router.decoders[2102] is not first

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
+import pytest
 from discord.ext import voice_recv
 
 from tests.dave_harness import (
     INVALID_OPUS,
-    SPEAKER_ID,
     SPEAKER_SSRC,
     Recorder,
     RemoteUser,
@@ -32,7 +32,7 @@ ROUND_SLOTS = (["good", "noisy"] + ["outsider"] * 3 + ["truncated"] * 4 + ["tran
 
 def datagram_makers(h: VoiceServerHarness, good_opus: Iterator[bytes], filler: bytes) -> dict[str, Callable[[], bytes]]:
     """One factory per kind of datagram in a round."""
-    noisy = RemoteUser(SPEAKER_ID, NOISY_SSRC, h.transport_key, session=h.speaker.session)  # speaker's 2nd SSRC
+    noisy = h.parties[1]  # a second kid in the group (SSRC 2003)
     outsider = h.add_remote_user(OUTSIDER_ID, OUTSIDER_SSRC)  # a member the DAVE group never added
     stranger = RemoteUser(999, STRANGER_SSRC, h.transport_key, session=h.speaker.session)
     noisy_turn = iter(range(10**9))
@@ -51,11 +51,19 @@ def datagram_makers(h: VoiceServerHarness, good_opus: Iterator[bytes], filler: b
     }
 
 
-async def test_ten_thousand_malformed_packets_leave_good_audio_intact(harness):
+@pytest.fixture
+async def two_kids():
+    """A call with two kids in the DAVE group: the speaker and a noisy one."""
+    h = await VoiceServerHarness.start(parties=2)
+    assert h.parties[1].ssrc == NOISY_SSRC
+    yield h
+    await h.close()
+
+
+async def test_ten_thousand_malformed_packets_leave_good_audio_intact(two_kids):
     """10,000 malformed datagrams among 500 good frames: listener alive, good audio bit-exact, every packet counted."""
-    await harness.map_ssrc(SPEAKER_ID, NOISY_SSRC)
+    harness = two_kids
     await harness.map_ssrc(OUTSIDER_ID, OUTSIDER_SSRC)
-    await harness.map_ssrc(SPEAKER_ID, SPEAKER_SSRC)
     good_opus = encode_opus(sine_frames(ROUNDS))
     filler = encode_opus(sine_frames(1, freq=300.0))[0]
     make = datagram_makers(harness, iter(good_opus), filler)

@@ -179,3 +179,23 @@ async def test_sink_does_not_keep_its_conversation_alive():
     sink.write(make_user(1, "Ada"), voice_data(sine_frames(1)[0]))  # and delivering afterwards is harmless
     await asyncio.sleep(0.05)
     assert sink.errors == 0
+
+
+async def test_a_kid_leaving_frees_their_stream_and_is_reported_on_the_loop():
+    """voice_member_disconnect (op 13) drops that kid's resampler and calls on_left on the loop thread; with no
+    cached member the SSRC says who it was."""
+    left: list[tuple[int, int]] = []
+    sink = TutorSink(asyncio.get_running_loop(), Collector(),
+                     on_left=lambda user_id: left.append((user_id, threading.get_ident())))
+    ana, ben = make_user(1, "Ana"), make_user(2, "Ben")
+    frames = sine_frames(3)
+    await feed_from_thread(sink, [(ana, VoiceData(FakePacket(11, i, i * 960), ana, pcm=frames[i])) for i in range(3)]
+                           + [(ben, VoiceData(FakePacket(22, i, i * 960), ben, pcm=frames[i])) for i in range(3)])
+    assert set(sink._downsamplers) == {1, 2}
+
+    await asyncio.to_thread(sink.on_voice_member_disconnect, ana, 11)
+    await asyncio.to_thread(sink.on_voice_member_disconnect, None, 22)  # member not in the cache
+    await asyncio.to_thread(sink.on_voice_member_disconnect, None, 99)  # nobody we heard: ignored
+    await asyncio.sleep(0.05)
+    assert [user_id for user_id, _ in left] == [1, 2]
+    assert {thread for _, thread in left} == {threading.get_ident()} and sink._downsamplers == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
@@ -161,7 +163,8 @@ def test_a_model_complaint_names_the_model():
     (ConnectionClosedError(None, None), False, 1006, "dropped"),
     (TypeError("unexpected keyword"), False, None, "cannot read"),
     (TimeoutError(), False, None, "timed out"),
-    (ConnectionRefusedError(), False, None, "ConnectionRefusedError"),
+    (ConnectionRefusedError(), False, None, "could not reach Gemini over the network"),
+    (socket.gaierror(-2, "Name or service not known"), False, None, "could not look up Gemini's address"),
 ])
 def test_exceptions_are_classified(exc, permanent, code, words):
     """Each exception the SDK or websockets raises maps to retry or permanent with a plain reason."""
