@@ -7,6 +7,7 @@ knows the gateway and the command tree. Dependencies are constructor arguments s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import secrets
@@ -100,8 +101,13 @@ async def send_ephemeral(interaction: discord.Interaction, message: str) -> None
         log.warning("command.reply_failed", extra={"guild_id": interaction.guild_id})
 
 
-class TutorBot(commands.Bot):
-    """Slash commands only; hears voice, never reads messages."""
+class TutorBot(commands.AutoShardedBot):
+    """Slash commands only; hears voice, never reads messages.
+
+    Sharded the way large bots are (RoboDanny too): `SHARD_COUNT`/`SHARD_IDS` say which shards this process
+    runs; unset, Discord picks the count and every shard runs here. Conversations are per guild and a guild
+    lives on one shard, so processes share nothing but the database (see `bot.shards`).
+    """
 
     def __init__(self, *, settings: Settings, db: Database,
                  conversations: ConversationsFactory = default_conversations) -> None:
@@ -114,11 +120,14 @@ class TutorBot(commands.Bot):
             tree_cls=TutorTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),  # kid-typed text never pings anyone
+            shard_count=settings.shard_count,
+            shard_ids=list(settings.shard_scope.ids) if settings.shard_scope.ids is not None else None,
         )
         self.settings = settings
         self.db = db
+        self.shard_scope = settings.shard_scope
         # Plain object construction, no I/O: done here so the attributes always exist (close() and MockBot).
-        self.repository = Repository(db)
+        self.repository = Repository(db, shards=self.shard_scope)
         self.conversations = conversations(self)
 
     async def setup_hook(self) -> None:
@@ -128,10 +137,18 @@ class TutorBot(commands.Bot):
         whose moderators cannot read transcripts must not run.
         """
         closed = await self.repository.close_dangling_sessions("bot restarted")
-        log.info("bot.setup", extra={"dangling_sessions_closed": closed})
+        log.info("bot.setup", extra={"dangling_sessions_closed": closed, "shards": self.shard_scope.describe(),
+                                     "database": self.db.location})
         for extension in INITIAL_EXTENSIONS:
             await self.load_extension(extension)
-        await self.sync_commands()
+        if self.syncs_commands:
+            await self.sync_commands()
+
+    @property
+    def syncs_commands(self) -> bool:
+        """Publishing the slash commands is global, so one process does it: the one running shard 0."""
+        scope = self.shard_scope
+        return scope.everything or 0 in (scope.ids or ())
 
     async def sync_commands(self) -> None:
         """To the dev guild instantly when `DEV_GUILD_ID` is set; otherwise globally (up to an hour to show)."""
@@ -144,7 +161,8 @@ class TutorBot(commands.Bot):
         log.info("bot.commands_synced", extra={"count": len(synced), "guild_id": self.settings.dev_guild_id})
 
     async def on_ready(self) -> None:
-        log.info("bot.ready", extra={"guild_count": len(self.guilds), "user_id": self.user.id if self.user else None})
+        log.info("bot.ready", extra={"guild_count": len(self.guilds), "user_id": self.user.id if self.user else None,
+                                     "shards": self.shard_scope.describe()})
 
     async def close(self) -> None:
         """Release in reverse order: conversations (voice + Live), then the cogs' tasks, then the gateway.
@@ -157,6 +175,10 @@ class TutorBot(commands.Bot):
             try:
                 await self.unload_extensions()
             finally:
+                if not isinstance(self.loop, asyncio.AbstractEventLoop):
+                    # Never logged in (tests, a start that failed first): AutoShardedClient.close() needs the
+                    # event queue that login's set-up creates; there are no shards to close yet.
+                    await self._async_setup_hook()
                 await super().close()
 
     async def unload_extensions(self) -> None:

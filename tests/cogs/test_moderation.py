@@ -1,10 +1,10 @@
-"""The moderation cogs end to end: spec'd Discord mocks, a real SQLite file, the real tree error handler."""
+"""The moderation cogs end to end: spec'd Discord mocks, both real storage backends (a SQLite file, a PostgreSQL
+server), the real tree error handler."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from unittest.mock import AsyncMock, MagicMock
 
@@ -50,10 +50,9 @@ MISSING_SESSION = "No session with that id in this server."
 
 
 @pytest.fixture
-async def db(tmp_path):
-    database = await Database.open(tmp_path / "tutor.sqlite3")
-    yield database
-    await database.close()
+def db(database: Database) -> Database:
+    """Each test runs on SQLite and on PostgreSQL (tests/conftest.py)."""
+    return database
 
 
 @pytest.fixture
@@ -109,10 +108,10 @@ def command(cog, path: str) -> app_commands.Command:
     return node
 
 
-def count_rows(db: Database, table: str, guild_id: int) -> int:
-    """Ask the SQLite file itself, not the repository."""
-    with sqlite3.connect(db.path) as conn:
-        return conn.execute(f"SELECT COUNT(*) FROM {table} WHERE guild_id = ?", (guild_id,)).fetchone()[0]
+async def count_rows(db: Database, table: str, guild_id: int) -> int:
+    """Ask the database itself, not the repository."""
+    row = await db.fetch_one(f"SELECT COUNT(*) FROM {table} WHERE guild_id = ?", (guild_id,))
+    return row[0]
 
 
 async def add_session(repo: Repository, guild_id: int, *, starter_id: int = 9, starter: str = "Ada",
@@ -171,8 +170,9 @@ async def test_extension_loads_into_a_real_bot_and_unloads_cleanly(db):
     assert not cog.retention.running and real.tree.get_command("transcripts") is None
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # about the commands, not the storage
 @pytest.mark.parametrize("cog_fixture", ["transcripts", "settings_cog"])
-def test_every_command_is_moderator_only(request, cog_fixture):
+def test_every_command_is_moderator_only(request, backend, cog_fixture):
     """Groups are guild-only and Manage-Server by default; every (sub)command runs the moderator check."""
     cog = request.getfixturevalue(cog_fixture)
     group = cog.__cog_app_commands_group__
@@ -291,7 +291,7 @@ async def test_other_guilds_session_looks_missing(bot, guild, other_guild, trans
             reply = await invoke(tree, command(transcripts, path), transcripts, interaction, session=session_id,
                                  **extra)
             assert (reply.content, reply.ephemeral) == (MISSING_SESSION, True), path
-    assert count_rows(db, "sessions", other_guild.id) == 1
+    assert await count_rows(db, "sessions", other_guild.id) == 1
 
 
 async def test_autocomplete_offers_only_this_guild(bot, guild, other_guild, transcripts):
@@ -371,13 +371,13 @@ async def test_delete_session_needs_the_invokers_confirmation(bot, guild, transc
     intruder = moderator(bot, guild)
     await press(view, view.confirm, intruder)
     intruder.response.send_message.assert_awaited_once_with(NOT_YOURS, ephemeral=True)
-    assert count_rows(db, "sessions", guild.id) == 2
+    assert await count_rows(db, "sessions", guild.id) == 2
 
     click = MockInteraction(user=interaction.user, client=bot)
     await press(view, view.confirm, click)
     expected = f"Deleted session #{session_id} and its 3 turn(s)."
     assert click.response.edit_message.call_args.kwargs["content"] == expected
-    assert count_rows(db, "sessions", guild.id) == 1 and count_rows(db, "turns", guild.id) == 2
+    assert await count_rows(db, "sessions", guild.id) == 1 and await count_rows(db, "turns", guild.id) == 2
     assert await bot.repository.get_session(guild.id, keep) is not None
 
 
@@ -391,7 +391,7 @@ async def test_delete_cancel_and_timeout_delete_nothing(bot, guild, transcripts,
     await press(view, view.cancel, click)
     assert click.response.edit_message.call_args.kwargs["content"] == CANCELLED
     await press(view, view.confirm, MockInteraction(user=interaction.user, client=bot))  # too late: ignored
-    assert count_rows(db, "sessions", guild.id) == 1
+    assert await count_rows(db, "sessions", guild.id) == 1
 
     waiting = ConfirmView(owner_id=1, action=AsyncMock(), timeout=60)
     waiting.message = MagicMock(edit=AsyncMock())
@@ -406,7 +406,7 @@ async def test_delete_running_session_is_refused(bot, guild, transcripts, tree, 
     bot.conversations.running[guild.id] = fake_conversation(guild.id, session_id)
     reply = await invoke(tree, command(transcripts, "delete session"), transcripts, moderator(bot, guild),
                          session=session_id)
-    assert "still running" in reply.content and count_rows(db, "sessions", guild.id) == 1
+    assert "still running" in reply.content and await count_rows(db, "sessions", guild.id) == 1
 
 
 async def test_delete_member_removes_their_sessions_and_words(bot, guild, other_guild, transcripts, db):
@@ -422,9 +422,9 @@ async def test_delete_member_removes_their_sessions_and_words(bot, guild, other_
     await press(view, view.confirm, click)
     assert "Deleted 1 session(s)" in click.response.edit_message.call_args.kwargs["content"]
     assert "5 turn(s)" in click.response.edit_message.call_args.kwargs["content"]
-    assert count_rows(db, "sessions", guild.id) == 1 and count_rows(db, "turns", guild.id) == 1
+    assert await count_rows(db, "sessions", guild.id) == 1 and await count_rows(db, "turns", guild.id) == 1
     assert [t.role for t in await bot.repository.get_turns(guild.id, other)] == ["tutor"]
-    assert count_rows(db, "sessions", other_guild.id) == 1 and count_rows(db, "turns", other_guild.id) == 3
+    assert await count_rows(db, "sessions", other_guild.id) == 1 and await count_rows(db, "turns", other_guild.id) == 3
 
 
 async def test_delete_member_running_their_conversation_is_refused(bot, guild, transcripts, tree):

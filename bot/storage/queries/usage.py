@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.cost import TokenCounts
+from bot.storage.db import Transaction
 from bot.storage.models import EVENT_KINDS, EventRow, UsageTotals, from_epoch, to_epoch
 from bot.storage.queries.base import Queries, Timestamp, current_time, day_start
 
@@ -36,7 +37,8 @@ class UsageQueries(Queries):
             "INSERT INTO turn_usage (session_id, guild_id, turn_id, at, text_in_tokens, audio_in_tokens, "
             "text_out_tokens, audio_out_tokens, thoughts_tokens, total_tokens, cost_usd) VALUES (:session_id, "
             ":guild_id, (SELECT t.id FROM turns t WHERE t.guild_id = :guild_id AND t.session_id = :session_id "
-            "AND t.id = :turn_id), :at, :text_in, :audio_in, :text_out, :audio_out, :thoughts, :total, :cost)",
+            "AND t.id = :turn_id), :at, :text_in, :audio_in, :text_out, :audio_out, :thoughts, :total, :cost) "
+            "RETURNING id",
             params)
 
     async def session_usage(self, guild_id: int, session_id: int) -> UsageTotals:
@@ -75,11 +77,11 @@ class UsageQueries(Queries):
             "INSERT INTO session_events (session_id, guild_id, turn_id, at, kind, name, call_id, category, reason, "
             "outcome) VALUES (:session_id, :guild_id, (SELECT t.id FROM turns t WHERE t.guild_id = :guild_id "
             "AND t.session_id = :session_id AND t.id = :turn_id), :at, :kind, :name, :call_id, :category, :reason, "
-            ":outcome)", params)
+            ":outcome) RETURNING id", params)
 
     async def set_event_outcome(self, guild_id: int, session_id: int, call_id: str, outcome: str) -> bool:
         """Record what finally became of a tool call (e.g. cancelled); False if there is no such call here."""
-        count, _ = await self._execute(
+        count = await self._execute(
             "UPDATE session_events SET outcome = :outcome WHERE guild_id = :guild_id AND session_id = :session_id "
             "AND call_id = :call_id",
             {"guild_id": guild_id, "session_id": session_id, "call_id": call_id, "outcome": outcome})
@@ -95,16 +97,15 @@ class UsageQueries(Queries):
                          category=r["category"], reason=r["reason"], outcome=r["outcome"]) for r in rows]
 
     async def _insert_for_session(self, sql: str, params: dict[str, Any]) -> int:
-        """One INSERT tied to a session of this guild, after checking the session is there (LookupError if not)."""
+        """One INSERT … RETURNING id tied to a session of this guild, after checking the session is there."""
 
-        async def work(conn: Any) -> int:
-            async with conn.execute(
+        async def work(tx: Transaction) -> int:
+            if await tx.fetch_one(
                 "SELECT 1 FROM sessions WHERE guild_id = :guild_id AND id = :session_id", params,
-            ) as cursor:
-                if await cursor.fetchone() is None:
-                    raise LookupError(f"no session {params['session_id']} in guild {params['guild_id']}")
-            async with conn.execute(sql, params) as cursor:
-                return cursor.lastrowid or 0
+            ) is None:
+                raise LookupError(f"no session {params['session_id']} in guild {params['guild_id']}")
+            row = await tx.fetch_one(sql, params)
+            return int(row["id"])
 
         return await self._db.write(work)
 

@@ -1,5 +1,5 @@
 """bot.storage.queries.usage: usage snapshots summed per session and per server per day, and session events
-(tool calls, budget stops) tied to their turns — on a real SQLite file, inside their guild."""
+(tool calls, budget stops) tied to their turns — on both backends (SQLite file, PostgreSQL), inside their guild."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ import bot.storage.db as db_module
 from bot.cost import Prices, TokenCounts
 from bot.storage.db import Database
 from bot.storage.repository import Repository
+from tests.conftest import database_location
 
 GUILD, OTHER = 100, 200
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def repository(database: Database) -> Repository:
+    """Each test runs on SQLite and on PostgreSQL (tests/conftest.py)."""
+    return Repository(database)
 
 
 def at(minutes: float) -> datetime:
@@ -151,25 +158,27 @@ async def test_daily_budget_setting(repository: Repository):
     assert (await repository.get_settings(GUILD)).daily_budget_cents == 250
 
 
-async def test_a_version_1_file_migrates_and_keeps_its_rows(tmp_path, monkeypatch):
+async def test_a_version_1_database_migrates_and_keeps_its_rows(backend, request, tmp_path, monkeypatch):
     """A database made before cost tracking gains the tables and the default budget; its sessions stay."""
-    path = tmp_path / "old.sqlite3"
+    location = await database_location(backend, request, tmp_path)
     monkeypatch.setattr(db_module, "MIGRATIONS", db_module.MIGRATIONS[:1])
     monkeypatch.setattr(db_module, "SCHEMA_VERSION", 1)
-    old = await Database.open(path)
-    await old.write(lambda conn: conn.execute(
+    old = await Database.open(location)
+    await old.write(lambda tx: tx.execute(
         "INSERT INTO guild_settings (guild_id, daily_minutes, updated_at) VALUES (?, 45, 0)", (GUILD,)))
-    await old.write(lambda conn: conn.execute(
+    await old.write(lambda tx: tx.execute(
         "INSERT INTO sessions (guild_id, channel_id, starter_id, starter_name, level, age, started_at) "
         "VALUES (?, 1, 2, 'Ana', 'space', 8, 0)", (GUILD,)))
     await old.close()
     monkeypatch.undo()
-    db = await Database.open(path)
+    db = await Database.open(location)
     try:
         repo = Repository(db)
         settings = await repo.get_settings(GUILD)
         assert (settings.daily_minutes, settings.daily_budget_cents) == (45, 500)
         (session,) = await repo.list_sessions(GUILD)
         assert session.cost_usd == 0 and (await repo.get_session(GUILD, session.id)).language is None
+        await repo.add_usage(GUILD, session.id, TokenCounts(audio_in=5), 0.01)
+        assert (await repo.session_usage(GUILD, session.id)).cost_usd == pytest.approx(0.01)
     finally:
         await db.close()
