@@ -21,7 +21,7 @@ from typing import Any
 
 from bot.audio.formats import FRAME_MS
 from bot.audio.mixer import Mixer, StreamEnd
-from bot.audio.playback import PlaybackSource
+from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.cost import Prices, TokenCounts, usage_tokens
@@ -40,6 +40,7 @@ CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one fr
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 GOODBYE_TIMEOUT_S = 10.0
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
+PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (tests lower it)
 SAFETY_REDIRECT = (
     "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
     "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
@@ -75,7 +76,7 @@ class Conversation:
         self._observers = observers
         self._on_closed = on_closed
         self._mixer = Mixer()
-        self._playback = PlaybackSource()
+        self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
                               on_flagged=lambda row: self._notify("on_turn_flagged", row),
                               on_alert=lambda event, turn: self._notify("on_alert", event, turn))
