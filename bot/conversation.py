@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot import endings
 from bot.audio.formats import FRAME_MS
 from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
@@ -263,7 +264,7 @@ class Conversation:
                 self._turns.record(event)
             case ev.Failed(reason=reason):
                 await self._notify("on_failed", reason)
-                self._stop_soon(f"Gemini Live failed: {reason}")
+                self._stop_soon(endings.LIVE_FAILED.format(detail=reason))
                 return True
             case ev.Usage():
                 self._record_usage(event)
@@ -358,7 +359,8 @@ class Conversation:
             input_latency_ms=_percentile(latencies, 95), reply_latency_ms=statistics.median(reply) if reply else None,
             minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes,
             session_cost_usd=self.session_cost_usd, session_tokens=self.session_total_tokens,
-            spent_today_usd=self.spent_today_usd, daily_budget_usd=self.daily_budget_usd)
+            spent_today_usd=self.spent_today_usd, daily_budget_usd=self.daily_budget_usd,
+            max_session_minutes=self.max_session_minutes)
 
     async def _notify(self, hook: str, *args: Any) -> None:
         for observer in self._observers:

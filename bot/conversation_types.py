@@ -72,6 +72,13 @@ class ConversationStatus:
     session_tokens: int = 0
     spent_today_usd: float = 0.0  # the server's day, this conversation included
     daily_budget_usd: float = float("inf")
+    max_session_minutes: int = 30
+
+    @property
+    def minutes_left(self) -> float:
+        """Until the first limit ends the talk: today's minutes or this session's length."""
+        return max(0.0, min(self.daily_minutes - self.minutes_used_today,
+                            self.max_session_minutes - self.uptime_s / 60))
 
 
 class ConversationObserver(Protocol):

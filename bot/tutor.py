@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bot import endings
 from bot.config import Settings
 from bot.conversation import Conversation, LiveFactory
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
@@ -79,7 +80,7 @@ class Conversations:
             try:
                 await conversation.start(self._connect, self._live_factory, history)
             except BaseException:
-                await self._repository.end_session(guild_id, session_id, "failed to start")
+                await self._repository.end_session(guild_id, session_id, endings.FAILED_TO_START)
                 raise
             self._running[guild_id] = conversation
         finally:
@@ -87,7 +88,7 @@ class Conversations:
         await conversation.notify_started()
         return conversation
 
-    async def stop(self, guild_id: int, reason: str = "stopped with /tutor stop") -> ConversationResult:
+    async def stop(self, guild_id: int, reason: str = endings.STOPPED_BY_COMMAND) -> ConversationResult:
         conversation = self._running.get(guild_id)
         if conversation is None:
             raise NotRunning

@@ -208,8 +208,9 @@ class Reply:
     """What the user saw in answer to an interaction."""
 
     content: str | None
-    embed: discord.Embed | None
+    embed: discord.Embed | None  # the first embed, when several were sent
     ephemeral: bool
+    embeds: tuple[discord.Embed, ...] = ()
 
 
 def reply_of(interaction: MockInteraction) -> Reply:
@@ -218,7 +219,8 @@ def reply_of(interaction: MockInteraction) -> Reply:
     assert sender.called, "the interaction was never answered"
     args, kwargs = sender.call_args
     content = args[0] if args else kwargs.get("content")
-    return Reply(content, kwargs.get("embed"), bool(kwargs.get("ephemeral", False)))
+    embeds = tuple(kwargs.get("embeds") or ([kwargs["embed"]] if kwargs.get("embed") else []))
+    return Reply(content, embeds[0] if embeds else None, bool(kwargs.get("ephemeral", False)), embeds)
 
 
 async def run_checks(command: app_commands.Command, interaction: MockInteraction) -> None:

@@ -62,3 +62,12 @@ def test_minutes_are_checked_before_the_budget():
     """When both are used up, the stop names the minutes (the older, simpler rule)."""
     reason = LimitRules().check(reading(minutes_used_today=61, spent_today_usd=9, daily_budget_usd=5))
     assert reason is not None and "minutes" in reason.text and not reason.budget
+
+
+def test_budget_farewell_is_the_daily_time_farewell():
+    """What kids read when the budget ends the talk is the same 'today's tutor time' goodbye, no money in it."""
+    from bot.endings import farewell
+
+    reason = LimitRules().check(reading(spent_today_usd=5.01, daily_budget_usd=5.0))
+    assert farewell(reason.text, 600) == farewell("the server reached its 60 tutor minutes for today", 600)
+    assert "$" not in farewell(reason.text, 600)

@@ -136,14 +136,14 @@ async def test_daily_budget_is_set_in_dollars_and_shown(bot, guild, settings_cog
     interaction = moderator(bot, guild)
     await call_command(command(settings_cog, "daily-budget"), settings_cog, interaction, dollars=2.5)
     assert (await bot.repository.get_settings(guild.id)).daily_budget_cents == 250
-    assert "$2.50" in reply_of(interaction).content and "30-minute session costs about $2.02" in \
-        reply_of(interaction).content
+    assert "$2.50 a day" in reply_of(interaction).content
+    assert "30-minute conversation costs about $2.02" in reply_of(interaction).content
     session_id = await add_session(bot.repository, guild.id, minutes_ago=1)
     await bot.repository.add_usage(guild.id, session_id, TokenCounts(audio_in=10), 0.75)
     interaction = moderator(bot, guild)
     await call_command(command(settings_cog, "show"), settings_cog, interaction)
     fields = {f.name: f.value for f in reply_of(interaction).embed.fields}
-    assert fields["Daily budget"] == "$2.50 ($0.75 spent today)"
+    assert fields["Money per day"] == "$2.50 for the whole server ($0.75 spent today)"
 
 
 @pytest.mark.parametrize("dollars", [0.05, 1000.5, -1.0])
