@@ -254,7 +254,7 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     rss_start = rss_mb()
     db = await Database.open(db_dir / f"tutor-{n}.sqlite3")
     repository = Repository(db)
-    connector = FakeVoiceConnector()
+    connector = FakeVoiceConnector(real_player=False)  # the bench's own Player reads
     conversations = Conversations(settings=settings, repository=repository, connect=connector,
                                   live_factory=InstrumentedLiveSession)
     packets = [speech_packets(TALK_S, seed) for seed in range(speakers)]
@@ -296,7 +296,8 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
         ends = sorted(t for talker in talkers for t in talker.spurt_ends if t < wall_start + seconds - 1.0)
         result.input_ms += input_latencies(ends, live.voiced_handed_at)
         result.output_ms += output_latencies(live.first_chunk_at, player.audible_starts)
-        result.feed_to_read_ms += [s * 1000 for s in voice.source.first_frame_latencies] if voice.source else []
+        tap = voice.source
+        result.feed_to_read_ms += [s * 1000 for s in tap.playback.first_frame_latencies] if tap else []
         result.underruns += status.underruns
         written = sum(t.written for t in talkers)
         result.dropped += written - sum(voice.sink.frames_in.values()) + voice.sink.errors

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sqlite3
 import sys
+from pathlib import Path
 
 from bot.config import ConfigError, LiveCheckSettings, PartialSettings, Settings, load_settings
 from bot.log import setup_logging
@@ -36,10 +37,19 @@ async def run_bot(settings: Settings) -> None:
     from bot.storage.db import Database
 
     try:
-        db = await Database.open(settings.database_path)
+        db = await Database.open(settings.database_location)
     except (OSError, sqlite3.Error) as exc:
         log.debug("storage.open_failed", exc_info=True)
+        if settings.database_url is not None:
+            raise StartupError("the bot cannot reach the PostgreSQL server in DATABASE_URL: check the address "
+                               "and that the server is running (`python -m bot doctor` says more).") from None
         raise StartupError(f"the bot {database_problem(settings.database_path, exc)}.") from None
+    except Exception as exc:  # asyncpg: the server refused the user, the database does not exist, …
+        if settings.database_url is None:
+            raise
+        log.debug("storage.open_failed", exc_info=True)
+        raise StartupError(f"the PostgreSQL server in DATABASE_URL refused the bot ({type(exc).__name__}): "
+                           "check the user, password and database name (`python -m bot doctor` says more).") from None
     try:
         async with TutorBot(settings=settings, db=db) as client:
             try:
@@ -61,11 +71,36 @@ def quiet_logging(settings: Settings) -> None:
         setup_logging(logging.CRITICAL + 1, settings.log_format, settings.secret_values(), stream=sys.stderr)
 
 
+def run_processes(settings: Settings, processes: int, log_dir: Path) -> int:
+    """`--processes N`: a supervisor starting N copies of `run`, each with its own SHARD_IDS (bot.launcher)."""
+    from bot.launcher import run_processes as supervise
+    from bot.shards import split_shards
+
+    if settings.shard_ids is not None:
+        print("Cannot start: SHARD_IDS is set, but --processes gives each process its shards itself; "
+              "leave SHARD_IDS empty (SHARD_COUNT may stay).", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        split_shards(settings.shard_count or processes, processes)
+    except ValueError as exc:
+        print(f"Cannot start: {exc}.", file=sys.stderr)
+        return EXIT_CONFIG
+    return supervise(processes, settings.shard_count, log_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen command; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    # Accepted before or after `run`; SUPPRESS keeps the subcommand from resetting a value given before it.
+    scale = argparse.ArgumentParser(add_help=False)
+    scale.add_argument("--processes", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="run N bot processes (one per core), each with its own shards and log file")
+    scale.add_argument("--log-dir", type=Path, default=argparse.SUPPRESS,
+                       help="where --processes writes each process's log (default: logs)")
+    parser.add_argument("--processes", type=int, default=None, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--log-dir", type=Path, default=Path("logs"), help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="run the bot (the default)")
+    sub.add_parser("run", help="run the bot (the default)", parents=[scale])
     sub.add_parser("doctor", help="check this machine, the settings, Discord, the database and Gemini Live")
     live = sub.add_parser("live-check", help="one round trip to Gemini Live, with timings")
     from bot.live.check import add_arguments
@@ -97,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_logging(settings)
         return asyncio.run(run_from_args(settings, args))
+
+    if args.processes is not None:
+        return run_processes(settings, args.processes, args.log_dir)
 
     setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     try:

@@ -7,6 +7,7 @@ knows the gateway and the command tree. Dependencies are constructor arguments s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import secrets
@@ -17,6 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import endings
 from bot.errors import TutorError
 from bot.storage.repository import Repository
 from bot.tutor import Conversations
@@ -30,7 +32,11 @@ log = logging.getLogger(__name__)
 # Loaded in this order by setup_hook; a cog that fails to load stops start-up (see setup_hook).
 INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.tutor", "cogs.moderation")
 
-UNEXPECTED_ERROR = "Something went wrong (reference {reference}). A moderator can find it in the bot's logs."
+UNEXPECTED_ERROR = ("Oops — something went wrong on my side. Please try again in a moment; if it keeps happening, "
+                    "tell a grown-up (code {reference}).")
+# Posted to the moderators' alerts channel (event `tutor_problem`, see cogs/moderation) with the same code.
+UNEXPECTED_ALERT = ("`/{command}` failed unexpectedly (code {reference}). Whoever runs the bot can find the details "
+                    "in its log by searching for that code.")
 
 ConversationsFactory = Callable[["TutorBot"], Conversations]
 
@@ -59,7 +65,18 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
         message = self.describe(original)
         if message is None:
             message = self.report_unexpected(interaction, original)
+        elif isinstance(original, TutorError) and original.detail:
+            self.report_detail(interaction, original.detail)
         await send_ephemeral(interaction, message)
+
+    @staticmethod
+    def report_detail(interaction: discord.Interaction[TutorBot], detail: str) -> None:
+        """The technical side of a kind refusal: to the log and the moderators' alerts channel."""
+        command = interaction.command.qualified_name if interaction.command is not None else None
+        log.warning("command.refused", extra={"command": command, "guild_id": interaction.guild_id,
+                                              "detail": detail})
+        if interaction.guild_id is not None:
+            interaction.client.dispatch("tutor_problem", interaction.guild_id, detail)
 
     @staticmethod
     def describe(error: BaseException) -> str | None:
@@ -67,7 +84,8 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
         if isinstance(error, TutorError):
             return str(error)
         if isinstance(error, app_commands.CommandOnCooldown):
-            return f"Slow down a little: try again in {math.ceil(error.retry_after)}s."
+            seconds = math.ceil(error.retry_after)
+            return f"Slow down a little — try again in {seconds} second{'s' if seconds != 1 else ''}."
         if isinstance(error, app_commands.CheckFailure):
             return str(error) if type(error) is not app_commands.CheckFailure else "You can't use this command here."
         if isinstance(error, app_commands.TransformerError):
@@ -78,7 +96,7 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
         return None
 
     @staticmethod
-    def report_unexpected(interaction: discord.Interaction, error: BaseException) -> str:
+    def report_unexpected(interaction: discord.Interaction[TutorBot], error: BaseException) -> str:
         """Log a bug with a reference the user can quote; no message content or names in the log line."""
         reference = secrets.token_hex(4)
         command = interaction.command.qualified_name if interaction.command is not None else None
@@ -86,6 +104,9 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
             "reference": reference, "command": command, "guild_id": interaction.guild_id,
             "user_id": interaction.user.id if interaction.user is not None else None,
         })
+        if interaction.guild_id is not None:
+            interaction.client.dispatch("tutor_problem", interaction.guild_id,
+                                        UNEXPECTED_ALERT.format(command=command, reference=reference))
         return UNEXPECTED_ERROR.format(reference=reference)
 
 
@@ -100,8 +121,13 @@ async def send_ephemeral(interaction: discord.Interaction, message: str) -> None
         log.warning("command.reply_failed", extra={"guild_id": interaction.guild_id})
 
 
-class TutorBot(commands.Bot):
-    """Slash commands only; hears voice, never reads messages."""
+class TutorBot(commands.AutoShardedBot):
+    """Slash commands only; hears voice, never reads messages.
+
+    Sharded the way large bots are (RoboDanny too): `SHARD_COUNT`/`SHARD_IDS` say which shards this process
+    runs; unset, Discord picks the count and every shard runs here. Conversations are per guild and a guild
+    lives on one shard, so processes share nothing but the database (see `bot.shards`).
+    """
 
     def __init__(self, *, settings: Settings, db: Database,
                  conversations: ConversationsFactory = default_conversations) -> None:
@@ -114,11 +140,14 @@ class TutorBot(commands.Bot):
             tree_cls=TutorTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),  # kid-typed text never pings anyone
+            shard_count=settings.shard_count,
+            shard_ids=list(settings.shard_scope.ids) if settings.shard_scope.ids is not None else None,
         )
         self.settings = settings
         self.db = db
+        self.shard_scope = settings.shard_scope
         # Plain object construction, no I/O: done here so the attributes always exist (close() and MockBot).
-        self.repository = Repository(db)
+        self.repository = Repository(db, shards=self.shard_scope)
         self.conversations = conversations(self)
 
     async def setup_hook(self) -> None:
@@ -127,11 +156,19 @@ class TutorBot(commands.Bot):
         A cog that fails to load stops start-up (unlike RoboDanny, which logs and carries on): a tutor
         whose moderators cannot read transcripts must not run.
         """
-        closed = await self.repository.close_dangling_sessions("bot restarted")
-        log.info("bot.setup", extra={"dangling_sessions_closed": closed})
+        closed = await self.repository.close_dangling_sessions(endings.RESTARTED)
+        log.info("bot.setup", extra={"dangling_sessions_closed": closed, "shards": self.shard_scope.describe(),
+                                     "database": self.db.location})
         for extension in INITIAL_EXTENSIONS:
             await self.load_extension(extension)
-        await self.sync_commands()
+        if self.syncs_commands:
+            await self.sync_commands()
+
+    @property
+    def syncs_commands(self) -> bool:
+        """Publishing the slash commands is global, so one process does it: the one running shard 0."""
+        scope = self.shard_scope
+        return scope.everything or 0 in (scope.ids or ())
 
     async def sync_commands(self) -> None:
         """To the dev guild instantly when `DEV_GUILD_ID` is set; otherwise globally (up to an hour to show)."""
@@ -144,7 +181,8 @@ class TutorBot(commands.Bot):
         log.info("bot.commands_synced", extra={"count": len(synced), "guild_id": self.settings.dev_guild_id})
 
     async def on_ready(self) -> None:
-        log.info("bot.ready", extra={"guild_count": len(self.guilds), "user_id": self.user.id if self.user else None})
+        log.info("bot.ready", extra={"guild_count": len(self.guilds), "user_id": self.user.id if self.user else None,
+                                     "shards": self.shard_scope.describe()})
 
     async def close(self) -> None:
         """Release in reverse order: conversations (voice + Live), then the cogs' tasks, then the gateway.
@@ -152,11 +190,15 @@ class TutorBot(commands.Bot):
         The goodbyes still reach Discord because the gateway closes last; the database is `__main__`'s to close.
         """
         try:
-            await self.conversations.stop_all("bot shutting down")
+            await self.conversations.stop_all(endings.SHUTTING_DOWN)
         finally:
             try:
                 await self.unload_extensions()
             finally:
+                if not isinstance(self.loop, asyncio.AbstractEventLoop):
+                    # Never logged in (tests, a start that failed first): AutoShardedClient.close() needs the
+                    # event queue that login's set-up creates; there are no shards to close yet.
+                    await self._async_setup_hook()
                 await super().close()
 
     async def unload_extensions(self) -> None:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.shards import ShardScope, parse_shard_ids
 
 SECRET_FIELDS = ("discord_token", "gemini_api_key")
 WHERE_TO_FIX = "in .env (see .env.example) or the environment"
@@ -44,6 +47,14 @@ class Settings(BaseSettings):
     gemini_api_version: str = Field("v1beta", description="an API version such as v1beta")
     gemini_summary_model: str = Field("gemini-2.5-flash", description="a Gemini text model such as gemini-2.5-flash")
     database_path: Path = Field(Path("data/tutor.sqlite3"), description="a file path such as data/tutor.sqlite3")
+    database_url: SecretStr | None = Field(
+        None, description="a PostgreSQL address such as postgresql://user:password@host:5432/tutor (or left empty "
+        "for the SQLite file at DATABASE_PATH)")
+    shard_count: int | None = Field(
+        None, gt=0, description="the total number of shards, a whole number such as 2 (or left empty: Discord picks)")
+    shard_ids: str | None = Field(
+        None, description="the shards this process runs, a range such as 0-1 or a list such as 0,2 (each below "
+        "SHARD_COUNT, which must be set too; or left empty for all of them)")
     dev_guild_id: int | None = Field(
         None, gt=0, description="a server id, a long number such as 123456789012345678 (or left empty)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
@@ -78,6 +89,32 @@ class Settings(BaseSettings):
             raise ValueError("not a web address")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+                ("postgresql://", "postgres://", "sqlite://")):
+            raise ValueError("not a postgresql:// address")
+        return value
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shard_range(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:  # SHARD_COUNT is validated first (it is declared first)
+            ShardScope(info.data.get("shard_count"), parse_shard_ids(value))
+        return value
+
+    @property
+    def shard_scope(self) -> ShardScope:
+        """The shards this process runs (all of them unless SHARD_IDS says otherwise)."""
+        ids = parse_shard_ids(self.shard_ids) if self.shard_ids else None
+        return ShardScope(self.shard_count, ids)
+
+    @property
+    def database_location(self) -> str:
+        """What `Database.open` gets: DATABASE_URL when set, else the SQLite file at DATABASE_PATH."""
+        return self.database_url.get_secret_value() if self.database_url else str(self.database_path)
+
     @field_validator("ssl_cert_file")
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
@@ -97,7 +134,11 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """The raw secrets, for the log filter that scrubs them (and for nothing else)."""
         values = [getattr(self, name) for name in SECRET_FIELDS]
-        return [v.get_secret_value() for v in values if v is not None]
+        secrets = [v.get_secret_value() for v in values if v is not None]
+        if self.database_url is not None:  # the whole URL, and its password on its own
+            password = urlsplit(self.database_url.get_secret_value()).password
+            secrets += [self.database_url.get_secret_value(), *([password] if password else [])]
+        return secrets
 
 
 class PartialSettings(Settings):

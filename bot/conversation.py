@@ -19,9 +19,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot import endings
 from bot.audio.formats import FRAME_MS
 from bot.audio.mixer import Mixer, StreamEnd
-from bot.audio.playback import PlaybackSource
+from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.levels import build_system_instruction
@@ -39,6 +40,7 @@ CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one fr
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 GOODBYE_TIMEOUT_S = 10.0
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
+PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (tests lower it)
 SAFETY_REDIRECT = (
     "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
     "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
@@ -71,7 +73,7 @@ class Conversation:
         self._observers = observers
         self._on_closed = on_closed
         self._mixer = Mixer()
-        self._playback = PlaybackSource()
+        self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
                               on_flagged=lambda row: self._notify("on_turn_flagged", row))
         self._input_latency_ms: deque[float] = deque(maxlen=500)
@@ -245,7 +247,7 @@ class Conversation:
                 self._turns.record(event)
             case ev.Failed(reason=reason):
                 await self._notify("on_failed", reason)
-                self._stop_soon(f"Gemini Live failed: {reason}")
+                self._stop_soon(endings.LIVE_FAILED.format(detail=reason))
                 return True
             case ev.Reconnecting() | ev.Reconnected():
                 log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
@@ -314,7 +316,8 @@ class Conversation:
             packets_concealed=getattr(stats, "concealed", 0),
             playback_buffered_ms=self._playback.buffered_ms, underruns=self._playback.underruns,
             input_latency_ms=_percentile(latencies, 95), reply_latency_ms=statistics.median(reply) if reply else None,
-            minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes)
+            minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes,
+            max_session_minutes=self.max_session_minutes)
 
     async def _notify(self, hook: str, *args: Any) -> None:
         for observer in self._observers:

@@ -66,6 +66,13 @@ class ConversationStatus:
     reply_latency_ms: float | None
     minutes_used_today: float
     daily_minutes: int
+    max_session_minutes: int = 30
+
+    @property
+    def minutes_left(self) -> float:
+        """Until the first limit ends the talk: today's minutes or this session's length."""
+        return max(0.0, min(self.daily_minutes - self.minutes_used_today,
+                            self.max_session_minutes - self.uptime_s / 60))
 
 
 class ConversationObserver(Protocol):

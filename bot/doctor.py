@@ -115,7 +115,7 @@ class Doctor:
     def checks(self) -> list[Check]:
         """Every check, in the order a first run needs them."""
         return [self.python, self.libopus, self.davey, self.discord_token_set, self.gemini_key_set,
-                self.discord_login, self.discord_servers, self.database, self.gemini_live]
+                self.discord_login, self.discord_servers, self.database, self.shards, self.gemini_live]
 
     async def run(self, checks: list[Check] | None = None) -> int:
         """Run the checks, print one line each and a last line; 0 only if nothing is a problem."""
@@ -248,6 +248,8 @@ class Doctor:
         """The database file must be writable and migrated to the current schema."""
         from bot.storage.db import SCHEMA_VERSION, Database
 
+        if self._settings.database_url is not None:
+            return await self.postgres_database()
         path = Path(self._settings.database_path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,6 +266,35 @@ class Doctor:
             return problem("database", f"{path} has schema {version} but this bot needs {SCHEMA_VERSION}: "
                            "update the bot (git pull) or point DATABASE_PATH at another file")
         return ok("database", f"{path} can be written (schema {version})")
+
+    async def postgres_database(self) -> CheckResult:
+        """DATABASE_URL: the server must answer, accept the user and hold (or take) the current schema."""
+        from bot.storage.db import SCHEMA_VERSION, Database
+
+        try:
+            db = await Database.open(self._settings.database_location, retry_for=2.0)
+            try:
+                version, where = await db.schema_version(), db.location  # the URL without its password
+            finally:
+                await db.close()
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            for secret in self._settings.secret_values():  # a driver may echo the URL, password and all
+                reason = reason.replace(secret, "***")
+            return problem("database", f"cannot use the PostgreSQL server in DATABASE_URL ({reason}): check the "
+                           "address, that the server is running, and the user's password and rights")
+        if version != SCHEMA_VERSION:
+            return problem("database", f"{where} has schema {version} but this bot needs {SCHEMA_VERSION}: "
+                           "update the bot (git pull) on every machine that shares it")
+        return ok("database", f"{where} (PostgreSQL) can be written (schema {version})")
+
+    async def shards(self) -> CheckResult:
+        """Which shards this process runs (SHARD_COUNT/SHARD_IDS; `--processes N` sets them per process)."""
+        scope = self._settings.shard_scope
+        detail = scope.describe()
+        if scope.count is not None and not scope.everything:
+            detail += "; the other shards need processes of their own with the same SHARD_COUNT"
+        return ok("shards", detail)
 
     async def gemini_live(self) -> CheckResult:
         """Can this machine reach Gemini, and does a real Live round trip with the key answer?"""

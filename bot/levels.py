@@ -8,7 +8,7 @@ the instruction as topic data, never as instructions.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.errors import InvalidAge
@@ -66,6 +66,16 @@ BUILTIN_LEVELS: dict[str, Level] = {level.name: level for level in (
 )}
 
 
+def topic_title(name: str, custom_titles: Mapping[str, str] | None = None) -> str:
+    """What a person reads for a stored topic name: the built-in title, the server's own title, or the
+    name made readable ("dino-facts" → "Dino facts") for a topic that has since been removed."""
+    if name in BUILTIN_LEVELS:
+        return BUILTIN_LEVELS[name].title
+    if custom_titles and name in custom_titles:
+        return custom_titles[name]
+    return name.replace("-", " ").strip().capitalize() or name
+
+
 def validate_age(age: int) -> int:
     """Return `age` if the tutor supports it; otherwise raise `InvalidAge` (a `ValueError` too)."""
     if isinstance(age, bool) or not isinstance(age, int) or not MIN_AGE <= age <= MAX_AGE:
@@ -77,11 +87,11 @@ def custom_level(name: str, description: str, *, title: str | None = None) -> Le
     """A moderator's own level; raises `ValueError` with a sentence a moderator can act on."""
     slug = name.strip().lower().replace(" ", "-")
     if not 1 <= len(slug) <= NAME_MAX or not _SLUG.match(slug):
-        raise ValueError(f"A level name must be 1–{NAME_MAX} characters of letters, digits, spaces or dashes.")
+        raise ValueError(f"A topic name must be 1 to {NAME_MAX} characters: letters, digits, spaces or dashes.")
     text = " ".join(description.split())
     if not DESCRIPTION_MIN <= len(text) <= DESCRIPTION_MAX:
-        raise ValueError(f"A level description must be {DESCRIPTION_MIN}–{DESCRIPTION_MAX} characters long "
-                         f"(got {len(text)}).")
+        raise ValueError(f"A topic description must be {DESCRIPTION_MIN} to {DESCRIPTION_MAX} characters long "
+                         f"(this one has {len(text)}).")
     return Level(slug, (title or name).strip()[:NAME_MAX], text, MIN_AGE, MAX_AGE, builtin=False)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot import endings
+
 EMPTY_CHANNEL_GRACE_S = 60.0  # nobody but bots in the channel this long → stop
 VOICE_LOST_GRACE_S = 15.0  # discord.py reconnects by itself; give it this long
 
@@ -43,17 +45,17 @@ class LimitRules:
     def check(self, r: WatchdogReading) -> StopReason | None:
         """The first rule that says stop, or None to carry on."""
         if not r.in_original_channel and r.voice_connected:
-            return StopReason("I was moved to another voice channel")
+            return StopReason(endings.MOVED)
         self._disconnected_since = _since(self._disconnected_since, not r.voice_connected, r.now)
         if self._disconnected_since is not None and r.now - self._disconnected_since >= VOICE_LOST_GRACE_S:
-            return StopReason("I was disconnected from the voice channel")
+            return StopReason(endings.DISCONNECTED)
         self._empty_since = _since(self._empty_since, r.humans_in_channel == 0, r.now)
         if self._empty_since is not None and r.now - self._empty_since >= EMPTY_CHANNEL_GRACE_S:
-            return StopReason("everyone left the voice channel")
+            return StopReason(endings.EVERYONE_LEFT)
         if r.now - r.started_at >= r.max_session_minutes * 60:
-            return StopReason(f"the session reached its {r.max_session_minutes}-minute limit", goodbye=True)
+            return StopReason(endings.session_limit(r.max_session_minutes), goodbye=True)
         if r.minutes_used_today >= r.daily_minutes:
-            return StopReason(f"the server reached its {r.daily_minutes} tutor minutes for today", goodbye=True)
+            return StopReason(endings.daily_limit(r.daily_minutes), goodbye=True)
         return None
 
 

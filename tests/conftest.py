@@ -4,16 +4,26 @@ The suite must give the same result whatever the person running it has in `./.en
 `pytest_configure` removes every variable the bot, google-genai or the HTTP stack would read, before any
 test module is imported, and every test runs in its own empty working directory, so a relative `.env`
 (or `data/tutor.sqlite3`) is never the user's. `tests/test_sealed.py` proves it with a hostile `.env`.
+
+`database` runs a test once per storage backend: a real SQLite file, and a real PostgreSQL server (one
+private server for the whole session, a fresh schema per test; see tests/postgres_server.py). Without
+PostgreSQL installed the postgres runs are skipped, unless TUTOR_TEST_POSTGRES=required (scripts/test sets
+it), which turns that into a failure: CI must never silently test one backend.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from bot.config import Settings
 from bot.storage import Database, Repository
+from tests.postgres_server import PostgresServer, PostgresUnavailable
+
+BACKENDS = ("sqlite", "postgres")
 
 # Prefixes read by the bot's Settings, google-genai (GOOGLE_*, GEMINI_*) and discord.py's set-up.
 SEALED_PREFIXES = ("DISCORD_", "GEMINI_", "GOOGLE_", "DATABASE_", "DEV_GUILD", "LOG_", "SSL_CERT_")
@@ -40,6 +50,44 @@ def pytest_configure(config: pytest.Config) -> None:
 def _own_working_directory(tmp_path, monkeypatch):
     """Each test starts in an empty directory of its own: no `.env`, no data folder of the user's."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the session, stopped (and its files removed) at the end."""
+    try:
+        server = PostgresServer(os.environ.get("TUTOR_TEST_PG_ROOT") or None)
+    except PostgresUnavailable as exc:
+        if os.environ.get("TUTOR_TEST_POSTGRES") == "required":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def database_location(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh, empty database for `backend` lives."""
+    if backend == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return await server.new_database_url()
+    return str(tmp_path / "tutor.sqlite3")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend this run of the test uses."""
+    return request.param
+
+
+@pytest.fixture
+async def database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database on `backend`."""
+    db = await Database.open(await database_location(backend, request, tmp_path))
+    yield db
+    await db.close()
 
 
 @pytest.fixture

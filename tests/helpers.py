@@ -7,6 +7,8 @@ a misspelt attribute raises and `isinstance(MockGuild(), discord.Guild)` holds; 
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import dataclasses
 import inspect
 import itertools
@@ -206,8 +208,9 @@ class Reply:
     """What the user saw in answer to an interaction."""
 
     content: str | None
-    embed: discord.Embed | None
+    embed: discord.Embed | None  # the first embed, when several were sent
     ephemeral: bool
+    embeds: tuple[discord.Embed, ...] = ()
 
 
 def reply_of(interaction: MockInteraction) -> Reply:
@@ -216,7 +219,8 @@ def reply_of(interaction: MockInteraction) -> Reply:
     assert sender.called, "the interaction was never answered"
     args, kwargs = sender.call_args
     content = args[0] if args else kwargs.get("content")
-    return Reply(content, kwargs.get("embed"), bool(kwargs.get("ephemeral", False)))
+    embeds = tuple(kwargs.get("embeds") or ([kwargs["embed"]] if kwargs.get("embed") else []))
+    return Reply(content, embeds[0] if embeds else None, bool(kwargs.get("ephemeral", False)), embeds)
 
 
 async def run_checks(command: app_commands.Command, interaction: MockInteraction) -> None:
@@ -366,20 +370,44 @@ class FakeConversations:
 class FakeVoiceClient:
     """Stands in for `DaveVoiceRecvClient` once connected: the gateway/UDP side is what we fake.
 
-    The sink, playback source and everything behind them are the real ones. `speak()` pushes decoded
-    48 kHz stereo frames into the sink from a reader-like thread at real-time pace, and `read_playback()`
-    pulls frames the way discord.py's player thread does.
+    The sink, playback source and everything behind them are the real ones, and so is the player: `play()`
+    starts discord.py's own `AudioPlayer` thread, which reads a frame every 20 ms, hands it to
+    `send_audio_packet` (recorded in `sent`), stops for good on b"", and calls `source.cleanup()` when it
+    ends — on `stop()`, on `disconnect()`, or after `timeout` seconds without a connection. `speak()` pushes
+    decoded 48 kHz stereo frames into the sink from a reader-like thread at real-time pace.
+
+    `real_player=False` (an explicit switch) leaves the source unread so a test can inspect its buffer and pull
+    frames itself with `read_playback()`; `stop()` still calls `source.cleanup()` as the player's end would.
     """
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: Any, *, real_player: bool = True, loop: asyncio.AbstractEventLoop | None = None,
+                 timeout: float = 20.0) -> None:
         self.channel = channel
         self.sink: Any = None
         self.source: Any = None
-        self.connected = True
+        self._connected = threading.Event()
+        self._connected.set()
         self.listen_calls = 0
         self.reader_alive = False
         self.receive_stats = ReceiveStats()
         self.gateway_alive = True
+        self.real_player = real_player
+        self.timeout = timeout  # discord.py: how long a player waits for a lost connection to come back
+        self.sent: collections.deque[bytes] = collections.deque(maxlen=3000)  # what the player sent, oldest first
+        self.client = SimpleNamespace(loop=loop or asyncio.get_running_loop())  # the player schedules ws.speak here
+        self.ws = SimpleNamespace(speak=self._speak)
+        self._player: discord.player.AudioPlayer | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        (self._connected.set if value else self._connected.clear)()
+
+    async def _speak(self, state: Any) -> None:
+        """The voice websocket's SPEAKING opcode: nothing to send offline."""
 
     # the part of the voice client the conversation uses
     def listen(self, sink: Any, *, after: Any = None) -> None:
@@ -396,16 +424,47 @@ class FakeVoiceClient:
         self.reader_alive = False
 
     def play(self, source: Any) -> None:
+        """`VoiceClient.play`: refused when not connected or already playing, then a real player thread."""
+        if not self.is_connected():
+            raise discord.ClientException("Not connected to voice.")
+        if self.is_playing():
+            raise discord.ClientException("Already playing audio.")
+        if not isinstance(source, discord.AudioSource):
+            raise TypeError(f"source must be an AudioSource not {source.__class__.__name__}")
         self.source = source
+        if self.real_player:
+            self._player = discord.player.AudioPlayer(source, self)
+            self._player.start()
+
+    def is_playing(self) -> bool:
+        if self.real_player:
+            return self._player is not None and self._player.is_playing()
+        return self.source is not None
 
     def stop(self) -> None:
+        """`VoiceClient.stop`: the player thread ends and calls `source.cleanup()` (held mode: right here)."""
+        if self._player is not None:
+            self._player.stop()
+            self._player = None
+        elif self.source is not None and not self.real_player:
+            self.source.cleanup()
         self.source = None
 
     def is_connected(self) -> bool:
         return self.connected
 
+    def wait_until_connected(self, timeout: float | None = 30.0) -> bool:
+        self._connected.wait(timeout)
+        return self.connected
+
+    def send_audio_packet(self, data: bytes, *, encode: bool = True) -> None:
+        self.sent.append(bytes(data))
+
     async def disconnect(self, *, force: bool = False) -> None:
+        """`VoiceClient.disconnect`: stop the player, drop the connection, unregister."""
+        self.stop()
         self.connected = False
+        self.cleanup()
 
     def cleanup(self) -> None:
         self.connected = False
@@ -425,28 +484,80 @@ class FakeVoiceClient:
         thread.start()
         return thread
 
+    def audible(self) -> list[bytes]:
+        """The frames the real player sent that were not silence (the tutor's voice as Discord got it)."""
+        return [frame for frame in list(self.sent) if frame.count(0) != len(frame)]
+
     def read_playback(self, frames: int) -> list[bytes]:
-        """Read `frames` frames from the playback source as discord.py's player would (without pacing)."""
+        """Held mode: read `frames` frames from the source as discord.py's player would (without pacing)."""
+        assert not self.real_player, "the real player is reading this source; use audible()"
         return [self.source.read() for _ in range(frames)]
 
 
 class FakeVoiceConnector:
-    """`connect` for `Conversations`: hands out `FakeVoiceClient`s and remembers them; can be told to fail."""
+    """`connect` for `Conversations`: hands out `FakeVoiceClient`s and remembers them; can be told to fail.
 
-    def __init__(self) -> None:
+    `real_player=False` hands out held-playback clients (see `FakeVoiceClient`).
+    """
+
+    def __init__(self, *, real_player: bool = True) -> None:
         self.clients: list[FakeVoiceClient] = []
         self.error: Exception | None = None
+        self.hang = False  # the voice server never answers: the join waits until it is cancelled
+        self.joins_started = 0
+        self.real_player = real_player
 
     async def __call__(self, channel: Any) -> FakeVoiceClient:
+        self.joins_started += 1
         if self.error is not None:
             raise self.error
-        client = FakeVoiceClient(channel)
+        if self.hang:
+            await asyncio.Event().wait()
+        client = FakeVoiceClient(channel, real_player=self.real_player)
         self.clients.append(client)
         return client
 
     @property
     def last(self) -> FakeVoiceClient:
         return self.clients[-1]
+
+
+class SilentGateway:
+    """Discord's main gateway as seen by a voice join: it records voice-state updates and never answers them
+    (the voice server handshake a real gateway would start never comes)."""
+
+    open = False  # discord.Client.close() only closes an open socket
+
+    def __init__(self) -> None:
+        self.voice_states: list[tuple[int, int | None]] = []
+
+    async def voice_state(self, guild_id: int, channel_id: int | None, self_mute: bool = False,
+                          self_deaf: bool = False) -> None:
+        self.voice_states.append((guild_id, channel_id))
+
+
+async def real_voice_channel() -> tuple[discord.Client, discord.VoiceChannel, SilentGateway]:
+    """A real discord.py client state, guild and voice channel whose gateway is a `SilentGateway`.
+
+    For code that must go through discord.py's own `VoiceChannel.connect` bookkeeping (voice clients
+    registered per guild); only the gateway socket is fake.
+    """
+    client = discord.Client(intents=discord.Intents(guilds=True, voice_states=True))
+    await client._async_setup_hook()
+    state = client._connection
+    state.user = discord.ClientUser(state=state, data={"id": str(next_id()), "username": "tutor",
+                                                       "discriminator": "0", "avatar": None, "bot": True})
+    guild_id = next_id()
+    guild = discord.Guild(data={"id": str(guild_id), "name": "Family", "channels": [], "roles": [], "members": [],
+                                "voice_states": []}, state=state)
+    state._add_guild(guild)
+    channel = discord.VoiceChannel(state=state, guild=guild, data={
+        "id": str(next_id()), "name": "Homework Corner", "type": 2, "position": 0, "guild_id": str(guild_id),
+        "permission_overwrites": [], "bitrate": 64000, "user_limit": 0})
+    guild._add_channel(channel)
+    gateway = SilentGateway()
+    client.ws = gateway  # type: ignore[assignment]  # what guild.change_voice_state sends through
+    return client, channel, gateway
 
 
 @dataclass

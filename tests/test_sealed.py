@@ -31,6 +31,9 @@ HOSTILE = {
     "LOG_LEVEL": "LOUD",
     "LOG_FORMAT": "xml",
     "SSL_CERT_FILE": "/no/such/ca.pem",
+    "DATABASE_URL": "postgresql://hostile:hostile-db-password@127.0.0.1:9/nothing",
+    "SHARD_COUNT": "0",
+    "SHARD_IDS": "7-3",
 }
 # What only the environment can carry: the SDK's own variables and proxies.
 HOSTILE_ENVIRONMENT = {

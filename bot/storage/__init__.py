@@ -1,6 +1,7 @@
-"""SQLite storage: `Database` (connection, PRAGMAs, migrations) and `Repository` (every query, keyed by guild)."""
+"""Storage: `Database` (SQLite or PostgreSQL: connection, transactions, retries, migrations) and `Repository`
+(every query, keyed by guild). `Database.open(location)` picks the backend from the location."""
 
-from bot.storage.db import SCHEMA_VERSION, Database
+from bot.storage.db import SCHEMA_VERSION, Database, IntegrityError
 from bot.storage.models import CustomLevel, GuildSettings, SessionRow, SessionSummaryRow, TurnRow
 from bot.storage.repository import Repository
 
@@ -9,6 +10,7 @@ __all__ = [
     "CustomLevel",
     "Database",
     "GuildSettings",
+    "IntegrityError",
     "Repository",
     "SessionRow",
     "SessionSummaryRow",

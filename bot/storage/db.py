@@ -1,25 +1,30 @@
-"""The one SQLite connection: PRAGMAs, forward-only migrations, serialised and retried writes.
+"""The storage interface both backends share: transactions, reads, retries, forward-only migrations.
 
-Why this shape: a single aiosqlite connection plus an `asyncio.Lock` means two coroutines can never interleave
-statements inside one transaction. WAL + `synchronous=NORMAL` makes every committed transaction survive a process
-kill (only a power loss can drop the last few). Another process (a backup, `sqlite3` in a shell) may hold the
-write lock for a while: `busy_timeout` waits inside SQLite, and `write` retries with backoff on top of it, so
-a turn is delayed rather than lost.
+`Database.open(location)` picks the backend: a file path (or `sqlite:///path`) opens SQLite
+(`bot.storage.sqlite`), a `postgresql://` URL opens PostgreSQL (`bot.storage.postgres`). Code above this layer
+(the repository) sees only `fetch_all`/`fetch_one`/`execute` and `write(work)`, where `work(tx)` gets a
+`Transaction` with the same three calls. SQL is written once; `bot.storage.dialect` says how.
 
-Times are stored as UTC unix seconds (`REAL`); see `bot.storage.models`.
+Retry-on-busy, the same on both: `write` runs `work` inside one transaction; when the backend reports a
+transient conflict (SQLite: another process holds the write lock; PostgreSQL: a serialization failure,
+deadlock, or a connection lost before COMMIT) the transaction is rolled back and `work` runs again from the
+start, with backoff, until `retry_for` seconds have passed. So a turn is delayed rather than lost. Any other
+error rolls back and propagates. A caller cancelled mid-transaction does not cut it short (see `_shielded`).
+
+Times are stored as UTC unix seconds; see `bot.storage.models`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
-import aiosqlite
+from bot.storage.dialect import Migration, Params, migration_script, split_statements
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +88,9 @@ CREATE INDEX turns_flagged ON turns (guild_id, started_at) WHERE flag_reason IS 
 CREATE INDEX turns_by_speaker ON turns (guild_id, speaker_id) WHERE speaker_id IS NOT NULL;
 """
 
-# Forward-only: never edit a shipped entry; append a new script. Entry n brings the schema to user_version n+1.
-MIGRATIONS: tuple[str, ...] = (
+# Forward-only: never edit a shipped entry; append a new one. Entry n brings the schema to version n+1.
+# Write each in SQLite's DDL (PostgreSQL's is derived, see bot.storage.dialect); both backends apply the same list.
+MIGRATIONS: tuple[str | Migration, ...] = (
     _V1_INITIAL,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -94,134 +100,138 @@ _FIRST_BACKOFF_SECONDS = 0.05
 _MAX_BACKOFF_SECONDS = 1.0
 
 T = TypeVar("T")
-Params = Sequence[Any] | dict[str, Any]
+Row = Any  # sqlite3.Row or asyncpg.Record: both read as row["column"] and row[0]
 
-
-def split_statements(script: str) -> list[str]:
-    """Cut a migration script into single statements (`execute` takes one; `executescript` would commit early).
-
-    Cuts only where SQLite itself says a statement is complete, so `;` inside strings or trigger bodies is safe.
-    """
-    statements: list[str] = []
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \n\t;"):
-                statements.append(pending.strip())
-            pending = ""
-    if pending.strip(" \n\t;"):
-        raise ValueError(f"incomplete SQL statement at the end of a migration: {pending.strip()[:60]!r}")
-    return statements
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT_MS", "DEFAULT_RETRY_FOR_SECONDS", "MIGRATIONS", "SCHEMA_VERSION", "Database",
+    "IntegrityError", "Migration", "Params", "Row", "SchemaTooNew", "Transaction", "split_statements",
+]
 
 
 class SchemaTooNew(RuntimeError):
-    """The file was migrated by a newer version of the bot; refusing to run old code against it."""
+    """The database was migrated by a newer version of the bot; refusing to run old code against it."""
 
 
-def is_lock_error(exc: BaseException) -> bool:
-    """True for SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock, so trying again can succeed."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
+class IntegrityError(Exception):
+    """A constraint refused the change (duplicate key, foreign key, check), whichever backend said so."""
 
 
-class Database:
-    """One aiosqlite connection; every statement goes through `fetch_all`/`fetch_one` or `write`."""
+class Transaction(Protocol):
+    """What `work` gets inside `Database.write`: statements of one transaction, in order."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: str, *, retry_for: float) -> None:
-        self._conn = conn
-        self._path = path
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        ...
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Run one statement and return its rows (SELECT, or INSERT/UPDATE/DELETE … RETURNING)."""
+        ...
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row of `fetch_all`, or None."""
+        ...
+
+
+Work = Callable[[Transaction], Awaitable[T]]
+
+
+class Database(ABC):
+    """One store, shared by every task of the process; each backend fills in the abstract methods."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self, location: str, *, retry_for: float) -> None:
+        self._location = location
         self._retry_for = retry_for
-        self._lock = asyncio.Lock()
         self._closed = False
 
     @classmethod
-    async def open(
-        cls,
-        path: Path | str,
-        *,
-        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
-        retry_for: float = DEFAULT_RETRY_FOR_SECONDS,
-    ) -> Database:
-        """Open (creating the folder and file if needed), set PRAGMAs and migrate to `SCHEMA_VERSION`."""
-        location = str(path)
-        if location != ":memory:":
-            Path(location).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; `write` issues BEGIN IMMEDIATE itself.
-        conn = await aiosqlite.connect(location, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        db = cls(conn, location, retry_for=retry_for)
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await db._migrate()
-        except BaseException:
-            await db.close()
-            raise
-        log.info("storage.opened", extra={"path": location, "schema": SCHEMA_VERSION})
-        return db
+    async def open(cls, location: Path | str, **options: Any) -> Database:
+        """Open the backend `location` names and migrate it to `SCHEMA_VERSION`.
+
+        `options`: `retry_for` (both), `busy_timeout_ms` (SQLite), `pool_size` (PostgreSQL).
+        """
+        text = str(location)
+        if text.startswith(("postgresql://", "postgres://")):
+            from bot.storage.postgres import PostgresDatabase
+
+            return await PostgresDatabase.connect(text, **options)
+        from bot.storage.sqlite import SQLiteDatabase
+
+        return await SQLiteDatabase.connect(text.removeprefix("sqlite:///").removeprefix("sqlite://"), **options)
 
     @property
-    def path(self) -> str:
-        """Where the file lives (or `:memory:`)."""
-        return self._path
+    def location(self) -> str:
+        """Where the data lives, safe to log (a PostgreSQL password is never part of it)."""
+        return self._location
 
-    async def schema_version(self) -> int:
-        """`PRAGMA user_version`: the number of migrations applied."""
-        return int(await self.pragma("user_version"))
+    # ----- the interface the repository uses
 
-    async def pragma(self, name: str) -> Any:
-        """Read one PRAGMA value (journal_mode, foreign_keys, …); for checks and tests."""
-        if not name.isidentifier():
-            raise ValueError(f"not a pragma name: {name!r}")
-        row = await self.fetch_one(f"PRAGMA {name}")
-        return None if row is None else row[0]
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Run one read statement outside any write transaction."""
+        return await self._with_retry(lambda: self._read(sql, params), "read")
 
-    async def set_trace_callback(self, callback: Callable[[str], None] | None) -> None:
-        """Call `callback(sql)` for every statement SQLite runs (debugging, and tests that audit the SQL)."""
-        await self._conn.set_trace_callback(callback)
-
-    async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        """Run one read statement; never interleaves with a write transaction."""
-
-        async def read() -> list[sqlite3.Row]:
-            return list(await self._conn.execute_fetchall(sql, params))
-
-        return await self._locked_with_retry(read, "read")
-
-    async def fetch_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         """The first row of `fetch_all`, or None."""
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
-    async def write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run `work(conn)` inside one BEGIN IMMEDIATE … COMMIT transaction and return its result.
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """One write statement in its own transaction; returns the number of rows it changed."""
+        return await self.write(lambda tx: tx.execute(sql, params))
 
-        On a lock error the transaction is rolled back and `work` runs again from the start (with backoff)
-        until `retry_for` seconds have passed; any other error rolls back and propagates.
-        """
+    async def write(self, work: Work[T]) -> T:
+        """Run `work(tx)` inside one transaction and return its result; retried whole on a transient conflict."""
+        return await self._with_retry(lambda: self._transaction(work), "write")
 
-        async def transaction() -> T:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = await work(self._conn)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    await self._conn.execute("ROLLBACK")
-                raise
-            return result
+    async def schema_version(self) -> int:
+        """How many migrations this database has applied."""
+        return await self._with_retry(self._read_schema_version, "read")
 
-        return await self._locked_with_retry(transaction, "write")
+    async def close(self) -> None:
+        """Release the connection(s); calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._close()
+        log.info("storage.closed", extra={"location": self._location})
 
-    async def _locked_with_retry(self, attempt: Callable[[], Awaitable[T]], kind: str) -> T:
-        """Hold the lock for one attempt at a time; back off and retry while another process holds SQLite's."""
+    # ----- what each backend provides
+
+    @abstractmethod
+    async def _read(self, sql: str, params: Params) -> list[Row]: ...
+
+    @abstractmethod
+    async def _transaction(self, work: Work[T]) -> T: ...
+
+    @abstractmethod
+    def _is_transient(self, exc: BaseException) -> bool:
+        """True when trying the same transaction again can succeed (lock held elsewhere, conflict, reconnect)."""
+
+    @abstractmethod
+    async def _read_schema_version(self) -> int: ...
+
+    @abstractmethod
+    async def _apply_migration(self, tx: Transaction, version: int, script: str) -> bool:
+        """Inside `write`: re-check the version under the backend's lock, run `script`, record `version`."""
+
+    @abstractmethod
+    async def _close(self) -> None: ...
+
+    # ----- shared machinery
+
+    async def _migrate(self) -> None:
+        """Apply each missing migration in its own transaction (called by the backend's `connect`)."""
+        current = await self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(f"{self._location} has schema {current}; this bot knows up to {SCHEMA_VERSION}")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            script = migration_script(MIGRATIONS[version - 1], self.dialect)
+            if await self.write(lambda tx, v=version, s=script: self._apply_migration(tx, v, s)):
+                log.info("storage.migrated", extra={"location": self._location, "version": version})
+
+    async def _with_retry(self, attempt: Callable[[], Awaitable[T]], kind: str) -> T:
+        """One attempt at a time; back off and retry while the failure is transient."""
         if self._closed:
             raise RuntimeError("database is closed")
         deadline = time.monotonic() + self._retry_for
@@ -230,65 +240,29 @@ class Database:
         while True:
             tries += 1
             try:
-                return await self._run_uncancellable(attempt)
-            except sqlite3.OperationalError as exc:
-                if not is_lock_error(exc) or time.monotonic() + backoff > deadline:
+                return await _shielded(attempt)
+            except Exception as exc:
+                if not self._is_transient(exc) or time.monotonic() + backoff > deadline:
                     raise
-                log.warning("storage.locked_retry", extra={"kind": kind, "attempt": tries,
+                log.warning("storage.locked_retry", extra={"kind": kind, "attempt": tries, "error": type(exc).__name__,
                                                            "backoff_s": round(backoff, 3)})
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
 
-    async def _run_uncancellable(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """One attempt under the lock, shielded: a caller cancelled mid-transaction (stop() cancelling a task)
-        must not leave the connection inside BEGIN … with no COMMIT or ROLLBACK, which would fail every later
-        write. The attempt finishes on its own; the caller still sees its cancellation."""
 
-        async def locked() -> T:
-            async with self._lock:
-                return await attempt()
-
-        task = asyncio.ensure_future(locked())
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(_log_orphaned_failure)
-            raise
-
-    async def _migrate(self) -> None:
-        """Apply each missing migration in its own transaction; the version is re-read under the write lock."""
-        current = await self.schema_version()
-        if current > SCHEMA_VERSION:
-            raise SchemaTooNew(f"{self._path} has schema {current}; this bot knows up to {SCHEMA_VERSION}")
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            await self._apply(version, MIGRATIONS[version - 1])
-
-    async def _apply(self, version: int, script: str) -> None:
-        async def migrate(conn: aiosqlite.Connection) -> bool:
-            # Re-read under the write lock: another process may have migrated since we looked.
-            async with conn.execute("PRAGMA user_version") as cursor:
-                (current,) = await cursor.fetchone()
-            if current >= version:
-                return False
-            for statement in split_statements(script):
-                await conn.execute(statement)
-            await conn.execute(f"PRAGMA user_version = {int(version)}")
-            return True
-
-        if await self.write(migrate):
-            log.info("storage.migrated", extra={"path": self._path, "version": version})
-
-    async def close(self) -> None:
-        """Close the connection; calling it again does nothing."""
-        if self._closed:
-            return
-        self._closed = True
-        async with self._lock:
-            await self._conn.close()
-        log.info("storage.closed", extra={"path": self._path})
+async def _shielded(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run one attempt shielded: a caller cancelled mid-transaction (stop() cancelling a task) must not leave a
+    connection inside BEGIN … with no COMMIT or ROLLBACK. The attempt finishes on its own; the caller still sees
+    its cancellation."""
+    task = asyncio.ensure_future(attempt())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_orphaned_failure)
+        raise
 
 
-def _log_orphaned_failure(task: asyncio.Task) -> None:
+def _log_orphaned_failure(task: asyncio.Future) -> None:
     """A shielded attempt whose caller was cancelled: nobody awaits it, so report its failure here."""
     if not task.cancelled() and task.exception() is not None:
         log.error("storage.orphaned_attempt_failed", exc_info=task.exception())

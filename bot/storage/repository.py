@@ -3,7 +3,9 @@
 Each query that reads, changes or deletes sessions or turns is scoped by `guild_id`. Three deliberate
 exceptions run across guilds and are listed in `CROSS_GUILD_QUERIES` (tests hold them to it): start-up
 clean-up after a crash, finding which guilds have something to purge, and finding summaries a restart cut
-off. They only touch rows by their own guild's rules; none returns transcript text.
+off. They only touch rows by their own guild's rules; none returns transcript text. Each is limited to the guilds of
+this process's shards (`Repository(db, shards=…)`, see `bot.shards`), so processes sharing a database
+never repeat one another's work.
 
 Times: parameters accept an aware `datetime` or UTC unix seconds; results carry aware UTC datetimes; the
 file stores UTC unix seconds. Daily minutes are counted per UTC day.

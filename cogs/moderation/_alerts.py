@@ -16,7 +16,7 @@ import discord
 
 from bot.storage.models import TurnRow
 from bot.summary import SessionSummarizer
-from cogs.utils.formatting import EXCERPT_LIMIT, FLAG_COLOUR, clean, speaker_label, truncate
+from cogs.utils.formatting import EXCERPT_LIMIT, FLAG_COLOUR, clean, describe_flag, speaker_label, truncate
 
 if TYPE_CHECKING:
     from bot.client import TutorBot
@@ -39,12 +39,13 @@ def _level_title(conversation: Conversation) -> str:
 
 def flagged_embed(conversation: Conversation, turn: TurnRow) -> discord.Embed:
     """The excerpt (cut), who said it, the level, the session and how to open it."""
-    embed = discord.Embed(title="🚩 A tutor turn was flagged", colour=FLAG_COLOUR,
-                          description=clean(truncate(turn.text, EXCERPT_LIMIT)) or "*(no text)*")
-    embed.add_field(name="Speaker", value=clean(speaker_label(turn)))
-    embed.add_field(name="Level", value=clean(_level_title(conversation)))
+    embed = discord.Embed(title="🚩 Something in a tutor conversation was flagged", colour=FLAG_COLOUR,
+                          description=clean(truncate(turn.text, EXCERPT_LIMIT)) or "*(nothing was said aloud)*")
+    embed.add_field(name="Said by", value=clean(speaker_label(turn)))
+    embed.add_field(name="Topic", value=clean(_level_title(conversation)))
     embed.add_field(name="Session", value=f"#{conversation.session_id}")
-    embed.add_field(name="Reason", value=clean(truncate(turn.flag_reason or "flagged", 200)), inline=False)
+    embed.add_field(name="Why", value=clean(truncate(describe_flag(turn.flag_reason or "safety"), 200)),
+                    inline=False)
     embed.add_field(name="View it", value=view_command(conversation.session_id), inline=False)
     return embed
 
@@ -53,7 +54,9 @@ def failed_embed(conversation: Conversation, reason: str) -> discord.Embed:
     """A conversation stopped because something broke."""
     embed = discord.Embed(title="⚠️ A tutor conversation stopped unexpectedly", colour=WARN_COLOUR,
                           description=clean(truncate(reason, EXCERPT_LIMIT)))
-    embed.add_field(name="Level", value=clean(_level_title(conversation)))
+    embed.add_field(name="What the kids saw", value="The tutor can't talk right now — ask a grown-up to check on it.",
+                    inline=False)
+    embed.add_field(name="Topic", value=clean(_level_title(conversation)))
     embed.add_field(name="Session", value=f"#{conversation.session_id}")
     embed.add_field(name="View it", value=view_command(conversation.session_id), inline=False)
     return embed
@@ -69,11 +72,17 @@ def summary_embed(conversation: Conversation, result: ConversationResult, summar
                        f"Retry with `/transcripts summarize session:{result.session_id}`.")
     embed = discord.Embed(title=f"📝 Tutor session #{result.session_id} ended", colour=SUMMARY_COLOUR,
                           description=description)
-    embed.add_field(name="Level", value=clean(_level_title(conversation)))
+    embed.add_field(name="Topic", value=clean(_level_title(conversation)))
     embed.add_field(name="Length", value=f"{minutes} min · {result.turns} turns")
     embed.add_field(name="Why it ended", value=clean(truncate(result.reason, 200)))
     embed.add_field(name="View it", value=view_command(result.session_id), inline=False)
     return embed
+
+
+def problem_embed(detail: str) -> discord.Embed:
+    """A command was refused or failed for a technical reason; the kid was told kindly, this is the why."""
+    return discord.Embed(title="⚠️ The tutor ran into a problem", colour=WARN_COLOUR,
+                         description=clean(truncate(detail, EXCERPT_LIMIT)))
 
 
 class ModerationAlerts:
@@ -121,6 +130,10 @@ class ModerationAlerts:
     async def on_failed(self, conversation: Conversation, reason: str) -> None:
         self._spawn(self.post(conversation.guild_id, failed_embed(conversation, reason)),
                     f"alert-failed:{conversation.session_id}")
+
+    def on_problem(self, guild_id: int, detail: str) -> None:
+        """A command's technical failure (event `tutor_problem` from the tree's error handler)."""
+        self._spawn(self.post(guild_id, problem_embed(detail)), f"alert-problem:{guild_id}")
 
     async def on_ended(self, conversation: Conversation, result: ConversationResult) -> None:
         """Summarise in the background so `/tutor stop` answers at once."""

@@ -8,11 +8,12 @@ rather than cut. Kid text is escaped so that a child saying `*` or `@everyone` r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import discord
 
+from bot.levels import topic_title
 from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow
 
 DESCRIPTION_LIMIT = 4096
@@ -55,13 +56,39 @@ def format_duration(duration: timedelta) -> str:
     return f"{secs} s"
 
 
+# Gemini Live's turn_complete_reason codes (google.genai.types.TurnCompleteReason) in a parent's words.
+_CHILD_SAID = "the safety filter found something unsafe in what was said to the tutor"
+_TUTOR_REPLY = "the safety filter stopped the tutor's reply"
+FLAG_WORDS: dict[str, str] = {
+    "PROHIBITED_INPUT_CONTENT": _CHILD_SAID, "INPUT_OTHER": _CHILD_SAID, "BLOCKLIST": _CHILD_SAID,
+    "INPUT_TEXT_NCII_PROHIBITED": _CHILD_SAID, "INPUT_IP_PROHIBITED": _CHILD_SAID,
+    "INPUT_TEXT_CONTAIN_PROMINENT_PERSON_PROHIBITED": "what was said named a well-known person the filter blocks",
+    "GENERATED_CONTENT_SAFETY": _TUTOR_REPLY, "GENERATED_AUDIO_SAFETY": _TUTOR_REPLY,
+    "GENERATED_CONTENT_PROHIBITED": _TUTOR_REPLY, "GENERATED_CONTENT_BLOCKLIST": _TUTOR_REPLY,
+    "RESPONSE_REJECTED": "the tutor refused to answer",
+    "blocked": "the safety filter stopped this part of the conversation",
+    "safety": "the safety filter stopped this part of the conversation",
+}
+
+
+def describe_flag(reason: str) -> str:
+    """Why a turn was flagged, in words; an unknown code is kept, after words saying what kind of thing it is."""
+    code = reason.strip()
+    if code in FLAG_WORDS:
+        return FLAG_WORDS[code]
+    for known, words in FLAG_WORDS.items():
+        if known.lower() in code.lower():
+            return words
+    return f"flagged by a safety check ({code})" if code else "flagged by a safety check"
+
+
 def turn_markers(turn: TurnRow) -> str:
-    """Short tags after a turn: interrupted and/or flagged with its reason."""
+    """Short tags after a turn: interrupted and/or flagged with its reason in words."""
     marks = []
     if turn.interrupted:
         marks.append("✂️ *interrupted*")
     if turn.flag_reason is not None:
-        marks.append(f"🚩 **flagged: {clean(truncate(turn.flag_reason, 100))}**")
+        marks.append(f"🚩 **flagged: {clean(truncate(describe_flag(turn.flag_reason), 140))}**")
     return (" " + " ".join(marks)) if marks else ""
 
 
@@ -120,17 +147,18 @@ def session_title(session: SessionRow | SessionSummaryRow) -> str:
     return f"Session {session.id} · {session.started_at:%Y-%m-%d %H:%M} UTC"
 
 
-def transcript_pages(session: SessionRow, turns: Sequence[TurnRow]) -> list[discord.Embed]:
+def transcript_pages(session: SessionRow, turns: Sequence[TurnRow],
+                     titles: Mapping[str, str] | None = None) -> list[discord.Embed]:
     """The whole transcript: summary (when there is one) first, then every turn in order."""
     blocks = [
-        f"<#{session.channel_id}> · level **{clean(session.level)}** · age {session.age} · "
+        f"<#{session.channel_id}> · topic **{clean(topic_title(session.level, titles))}** · age {session.age} · "
         f"started by **{clean(session.starter_name)}** · {format_duration(session.duration())}"
         + ("" if session.ended_at else " · *still running*")
     ]
     if session.summary:
         blocks.append("__Summary__\n" + clean(session.summary))
     elif session.summary_status == "unavailable":
-        blocks.append("*No summary: it could not be made. Try `/transcripts summarize`.*")
+        blocks.append("*No summary: it could not be made. Try again with `/transcripts summarize`.*")
     if not turns:
         blocks.append("*Nothing was said in this session.*")
     blocks.extend(f"{turn_header(turn)}\n{clean(turn.text)}" for turn in turns)
@@ -139,7 +167,8 @@ def transcript_pages(session: SessionRow, turns: Sequence[TurnRow]) -> list[disc
     return _finish(session_title(session), paginate_blocks(blocks), colour, f"{len(turns)} turns, {flagged} flagged")
 
 
-def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8) -> list[discord.Embed]:
+def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8,
+                       titles: Mapping[str, str] | None = None) -> list[discord.Embed]:
     """Newest-first listing, a few sessions per page."""
     if not rows:
         return _finish("Tutor sessions", ["No sessions match."], EMBED_COLOUR)
@@ -149,7 +178,7 @@ def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8) 
         running = " · *running*" if row.is_running else ""
         blocks.append(
             f"**#{row.id}** · {row.started_at:%Y-%m-%d %H:%M} UTC · <#{row.channel_id}>{running}\n"
-            f"level **{clean(row.level)}** · age {row.age} · by **{clean(row.starter_name)}** · "
+            f"topic **{clean(topic_title(row.level, titles))}** · age {row.age} · by **{clean(row.starter_name)}** · "
             f"{format_duration(row.duration)} · {row.turn_count} turns{flags}"
         )
     pages = ["\n\n".join(blocks[i : i + per_page]) for i in range(0, len(blocks), per_page)]
@@ -168,21 +197,21 @@ def flagged_pages(turns: Sequence[TurnRow]) -> list[discord.Embed]:
     return _finish("Flagged turns", paginate_blocks(blocks), FLAG_COLOUR, "Open one with /transcripts show")
 
 
-def render_txt(session: SessionRow, turns: Sequence[TurnRow]) -> str:
+def render_txt(session: SessionRow, turns: Sequence[TurnRow], titles: Mapping[str, str] | None = None) -> str:
     """Plain-text export: a header, the summary, then one line per turn (every turn, uncut)."""
     lines = [
         f"Session {session.id}",
         f"Started: {session.started_at.isoformat()}",
         f"Ended: {session.ended_at.isoformat() if session.ended_at else 'still running'}",
         f"Channel id: {session.channel_id}",
-        f"Level: {session.level}  Age: {session.age}  Started by: {session.starter_name}",
+        f"Topic: {topic_title(session.level, titles)}  Age: {session.age}  Started by: {session.starter_name}",
     ]
     if session.summary:
         lines += ["", "Summary:", session.summary]
     lines.append("")
     for turn in turns:
         marks = "".join([" [interrupted]" if turn.interrupted else "",
-                         f" [flagged: {turn.flag_reason}]" if turn.flag_reason is not None else ""])
+                         f" [flagged: {describe_flag(turn.flag_reason)}]" if turn.flag_reason is not None else ""])
         lines.append(f"[{turn.started_at:%H:%M:%S}] {speaker_label(turn)}: {turn.text}{marks}")
     return "\n".join(lines) + "\n"
 
@@ -191,13 +220,13 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
 
-def render_json(session: SessionRow, turns: Sequence[TurnRow]) -> str:
+def render_json(session: SessionRow, turns: Sequence[TurnRow], titles: Mapping[str, str] | None = None) -> str:
     """JSON export: the session's fields and a list of turns, timestamps in ISO 8601 UTC."""
     payload = {
         "session": {
             "id": session.id, "guild_id": session.guild_id, "channel_id": session.channel_id,
             "starter_id": session.starter_id, "starter_name": session.starter_name,
-            "level": session.level, "age": session.age,
+            "level": session.level, "topic": topic_title(session.level, titles), "age": session.age,
             "started_at": _iso(session.started_at), "ended_at": _iso(session.ended_at),
             "end_reason": session.end_reason, "summary": session.summary,
             "summary_status": session.summary_status,
@@ -208,6 +237,7 @@ def render_json(session: SessionRow, turns: Sequence[TurnRow]) -> str:
                 "speaker_name": speaker_label(turn), "text": turn.text,
                 "started_at": _iso(turn.started_at), "ended_at": _iso(turn.ended_at),
                 "interrupted": turn.interrupted, "flag_reason": turn.flag_reason,
+                "flag_description": describe_flag(turn.flag_reason) if turn.flag_reason is not None else None,
             }
             for turn in turns
         ],

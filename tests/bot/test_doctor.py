@@ -209,7 +209,7 @@ def test_newcomer_env_example_offline_shows_only_reachability(tmp_path):
     problems = [line for line in lines if line.startswith("problem")]
     assert [p.split(":")[0] for p in problems] == ["problem  discord login", "problem  gemini live"]
     assert all("could not reach" in p for p in problems)
-    assert sum(line.startswith("ok") for line in lines) == 6 and "skipped  discord servers" in result.stdout
+    assert sum(line.startswith("ok") for line in lines) == 7 and "skipped  discord servers" in result.stdout
     for word in ("Traceback", "ERROR", "Error", "pydantic", "MTIz.fake.token", "AIzaFakeKey"):
         assert word not in result.stdout
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiosqlite
-
-from bot.storage.db import Database
+from bot.shards import ALL_SHARDS, ShardScope
+from bot.storage.db import Database, Row
 from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow, from_epoch
 
 Timestamp = datetime | float
@@ -30,7 +28,7 @@ def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def session_row(row: sqlite3.Row) -> SessionRow:
+def session_row(row: Row) -> SessionRow:
     return SessionRow(
         id=row["id"], guild_id=row["guild_id"], channel_id=row["channel_id"], starter_id=row["starter_id"],
         starter_name=row["starter_name"], level=row["level"], age=row["age"],
@@ -41,7 +39,7 @@ def session_row(row: sqlite3.Row) -> SessionRow:
     )
 
 
-def turn_row(row: sqlite3.Row) -> TurnRow:
+def turn_row(row: Row) -> TurnRow:
     return TurnRow(
         id=row["id"], session_id=row["session_id"], guild_id=row["guild_id"], role=row["role"],
         speaker_id=row["speaker_id"], speaker_name=row["speaker_name"], text=row["text"],
@@ -50,7 +48,7 @@ def turn_row(row: sqlite3.Row) -> TurnRow:
     )
 
 
-def summary_row(row: sqlite3.Row, at: float) -> SessionSummaryRow:
+def summary_row(row: Row, at: float) -> SessionSummaryRow:
     end = row["ended_at"] if row["ended_at"] is not None else max(at, row["started_at"])
     return SessionSummaryRow(
         id=row["id"], guild_id=row["guild_id"], channel_id=row["channel_id"], starter_id=row["starter_id"],
@@ -64,16 +62,16 @@ def summary_row(row: sqlite3.Row, at: float) -> SessionSummaryRow:
 
 
 class Queries:
-    """Base of each query area: holds the `Database` and runs single-statement writes."""
+    """Base of each query area: holds the `Database` and runs single-statement writes.
 
-    def __init__(self, db: Database) -> None:
+    `shards`: the guilds this process looks after (`bot.shards`); the cross-guild queries touch only those,
+    so several processes sharing one database never do the same guild's start-up repair or purge twice.
+    """
+
+    def __init__(self, db: Database, *, shards: ShardScope = ALL_SHARDS) -> None:
         self._db = db
+        self._shards = shards
 
-    async def _execute(self, sql: str, params: dict[str, Any]) -> tuple[int, int]:
-        """One write statement in its own transaction; returns (rowcount, lastrowid)."""
-
-        async def work(conn: aiosqlite.Connection) -> tuple[int, int]:
-            async with conn.execute(sql, params) as cursor:
-                return cursor.rowcount, cursor.lastrowid or 0
-
-        return await self._db.write(work)
+    async def _execute(self, sql: str, params: dict[str, Any]) -> int:
+        """One write statement in its own transaction; returns the number of rows it changed."""
+        return await self._db.execute(sql, params)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import aiosqlite
-
+from bot.storage.db import Transaction
 from bot.storage.models import DEFAULT_RETENTION_DAYS, TurnRow, to_epoch
 from bot.storage.queries.base import Queries, Timestamp, current_time, page_size, turn_row
 
@@ -18,7 +17,7 @@ class ModerationQueries(Queries):
         """Flagged turns of this guild, newest first."""
         rows = await self._db.fetch_all(
             "SELECT t.* FROM turns t WHERE t.guild_id = :guild_id AND t.flag_reason IS NOT NULL "
-            "AND (:since IS NULL OR t.started_at >= :since) ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
+            "AND (t.started_at >= :since OR :since IS NULL) ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
             {"guild_id": guild_id, "since": None if since is None else to_epoch(since), "limit": page_size(limit)},
         )
         return [turn_row(row) for row in rows]
@@ -27,7 +26,7 @@ class ModerationQueries(Queries):
         """Mark a turn for moderators; False if the turn is not in this guild."""
         if not reason.strip():
             raise ValueError("a flag needs a reason")
-        count, _ = await self._execute(
+        count = await self._execute(
             "UPDATE turns SET flag_reason = :reason WHERE guild_id = :guild_id AND id = :turn_id",
             {"guild_id": guild_id, "turn_id": turn_id, "reason": reason},
         )
@@ -36,7 +35,7 @@ class ModerationQueries(Queries):
     async def delete_session(self, guild_id: int, session_id: int) -> int:
         """Delete a session and its transcript; returns the number of turns deleted (0 if not in this guild)."""
         sessions, turns = await self._delete_where(
-            guild_id, "s.id = :session_id", {"session_id": session_id}, extra_turns="0")
+            guild_id, "s.id = :session_id", {"session_id": session_id}, extra_turns="FALSE")
         if sessions:
             log.info("storage.session_deleted", extra={"guild_id": guild_id, "session_id": session_id,
                                                        "turns": turns})
@@ -58,7 +57,7 @@ class ModerationQueries(Queries):
             raise ValueError("days must not be negative")
         cutoff = (current_time() if now is None else to_epoch(now)) - days * 86400
         return await self._delete_where(
-            guild_id, "s.ended_at IS NOT NULL AND s.ended_at < :cutoff", {"cutoff": cutoff}, extra_turns="0")
+            guild_id, "s.ended_at IS NOT NULL AND s.ended_at < :cutoff", {"cutoff": cutoff}, extra_turns="FALSE")
 
     async def purge_all_expired(self, now: Timestamp | None = None) -> dict[int, tuple[int, int]]:
         """Apply each guild's `retention_days` (30 without settings); returns only guilds that lost something."""
@@ -72,11 +71,13 @@ class ModerationQueries(Queries):
         return purged
 
     async def _guilds_with_ended_sessions(self) -> list[tuple[int, int]]:
+        """This process's shards' guilds that have ended sessions, with their retention (each purged once)."""
+        mine, shard_params = self._shards.sql_filter("guild_id")
         rows = await self._db.fetch_all(
-            "SELECT g.guild_id, COALESCE(gs.retention_days, :default_days) AS retention_days "
-            "FROM (SELECT DISTINCT guild_id FROM sessions WHERE ended_at IS NOT NULL) g "
+            "SELECT g.guild_id, COALESCE(gs.retention_days, :default_days) AS retention_days "  # noqa: S608
+            f"FROM (SELECT DISTINCT guild_id FROM sessions WHERE ended_at IS NOT NULL AND {mine}) g "
             "LEFT JOIN guild_settings gs ON gs.guild_id = g.guild_id ORDER BY g.guild_id",
-            {"default_days": DEFAULT_RETENTION_DAYS},
+            {"default_days": DEFAULT_RETENTION_DAYS, **shard_params},
         )
         return [(row["guild_id"], row["retention_days"]) for row in rows]
 
@@ -91,15 +92,14 @@ class ModerationQueries(Queries):
         bound = {**params, "guild_id": guild_id}
         sessions_sql = f"SELECT s.id FROM sessions s WHERE s.guild_id = :guild_id AND {session_filter}"  # noqa: S608
 
-        async def work(conn: aiosqlite.Connection) -> tuple[int, int]:
-            async with conn.execute(
+        async def work(tx: Transaction) -> tuple[int, int]:
+            turns = await tx.execute(
                 f"DELETE FROM turns AS t WHERE t.guild_id = :guild_id "  # noqa: S608
                 f"AND (t.session_id IN ({sessions_sql}) OR {extra_turns})", bound,
-            ) as cursor:
-                turns = cursor.rowcount
-            async with conn.execute(
+            )
+            sessions = await tx.execute(
                 f"DELETE FROM sessions WHERE guild_id = :guild_id AND id IN ({sessions_sql})", bound,  # noqa: S608
-            ) as cursor:
-                return cursor.rowcount, turns
+            )
+            return sessions, turns
 
         return await self._db.write(work)

@@ -27,13 +27,14 @@ class SessionQueries(Queries):
         """Record a new conversation and return its id."""
         if not level.strip():
             raise ValueError("level must not be empty")
-        _, session_id = await self._execute(
+        row = await self._db.write(lambda tx: tx.fetch_one(
             "INSERT INTO sessions (guild_id, channel_id, starter_id, starter_name, level, age, started_at) "
-            "VALUES (:guild_id, :channel_id, :starter_id, :starter_name, :level, :age, :started_at)",
+            "VALUES (:guild_id, :channel_id, :starter_id, :starter_name, :level, :age, :started_at) RETURNING id",
             {"guild_id": guild_id, "channel_id": channel_id, "starter_id": starter_id,
              "starter_name": starter_name, "level": level, "age": age,
              "started_at": current_time() if started_at is None else to_epoch(started_at)},
-        )
+        ))
+        session_id = int(row["id"])
         log.info("storage.session_started", extra={"guild_id": guild_id, "session_id": session_id})
         return session_id
 
@@ -41,8 +42,8 @@ class SessionQueries(Queries):
         self, guild_id: int, session_id: int, reason: str, *, ended_at: Timestamp | None = None,
     ) -> bool:
         """Close a running session; False if it is unknown here or already ended. The resume handle is dropped."""
-        count, _ = await self._execute(
-            "UPDATE sessions SET ended_at = MAX(started_at, :ended_at), end_reason = :reason, "
+        count = await self._execute(
+            "UPDATE sessions SET ended_at = GREATEST(started_at, :ended_at), end_reason = :reason, "
             "resumption_handle = NULL WHERE guild_id = :guild_id AND id = :session_id AND ended_at IS NULL",
             {"guild_id": guild_id, "session_id": session_id, "reason": reason,
              "ended_at": current_time() if ended_at is None else to_epoch(ended_at)},
@@ -51,7 +52,7 @@ class SessionQueries(Queries):
 
     async def set_resumption_handle(self, guild_id: int, session_id: int, handle: str | None) -> bool:
         """Keep the newest Live resumption handle of a running session."""
-        count, _ = await self._execute(
+        count = await self._execute(
             "UPDATE sessions SET resumption_handle = :handle "
             "WHERE guild_id = :guild_id AND id = :session_id AND ended_at IS NULL",
             {"guild_id": guild_id, "session_id": session_id, "handle": handle},
@@ -78,9 +79,9 @@ class SessionQueries(Queries):
             "(SELECT COUNT(*) FROM turns t WHERE t.guild_id = s.guild_id AND t.session_id = s.id "
             " AND t.flag_reason IS NOT NULL) AS flagged_count "
             "FROM sessions s WHERE s.guild_id = :guild_id "
-            "AND (:member_id IS NULL OR s.starter_id = :member_id OR EXISTS (SELECT 1 FROM turns m "
+            "AND (s.starter_id = :member_id OR :member_id IS NULL OR EXISTS (SELECT 1 FROM turns m "
             " WHERE m.guild_id = s.guild_id AND m.session_id = s.id AND m.speaker_id = :member_id)) "
-            "AND (:level IS NULL OR s.level = :level) AND (:since IS NULL OR s.started_at >= :since) "
+            "AND (s.level = :level OR :level IS NULL) AND (s.started_at >= :since OR :since IS NULL) "
             "ORDER BY s.started_at DESC, s.id DESC LIMIT :limit OFFSET :offset",
             {"guild_id": guild_id, "member_id": member_id, "level": level,
              "since": None if since is None else to_epoch(since), "limit": page_size(limit),
@@ -93,8 +94,8 @@ class SessionQueries(Queries):
         text = like_escape(query.strip().lstrip("#"))
         rows = await self._db.fetch_all(
             "SELECT s.* FROM sessions s WHERE s.guild_id = :guild_id AND ("
-            "CAST(s.id AS TEXT) LIKE :prefix ESCAPE '\\' OR s.starter_name LIKE :infix ESCAPE '\\' "
-            "OR s.level LIKE :infix ESCAPE '\\') ORDER BY s.started_at DESC, s.id DESC LIMIT :limit",
+            "CAST(s.id AS TEXT) LIKE :prefix ESCAPE '\\' OR LOWER(s.starter_name) LIKE LOWER(:infix) ESCAPE '\\' "
+            "OR LOWER(s.level) LIKE LOWER(:infix) ESCAPE '\\') ORDER BY s.started_at DESC, s.id DESC LIMIT :limit",
             {"guild_id": guild_id, "prefix": f"{text}%", "infix": f"%{text}%", "limit": page_size(limit)},
         )
         return [session_row(row) for row in rows]
@@ -104,7 +105,8 @@ class SessionQueries(Queries):
         at = current_time() if now is None else to_epoch(now)
         day_start = from_epoch(at).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         row = await self._db.fetch_one(
-            "SELECT COALESCE(SUM(MAX(0, MIN(COALESCE(ended_at, :now), :now) - MAX(started_at, :day_start))), 0) "
+            "SELECT COALESCE(SUM(GREATEST(0, LEAST(COALESCE(ended_at, :now), :now) "
+            "- GREATEST(started_at, :day_start))), 0) "
             "FROM sessions WHERE guild_id = :guild_id AND started_at < :now "
             "AND (ended_at IS NULL OR ended_at > :day_start)",
             {"guild_id": guild_id, "now": at, "day_start": day_start},
@@ -112,22 +114,27 @@ class SessionQueries(Queries):
         return float(row[0]) / 60.0 if row else 0.0
 
     async def close_dangling_sessions(self, reason: str = "bot restarted") -> int:
-        """Start-up after a crash: end every unfinished session at its last turn (or its start)."""
-        count, _ = await self._execute(
-            "UPDATE sessions SET end_reason = :reason, resumption_handle = NULL, ended_at = MAX(started_at, "
-            "COALESCE((SELECT MAX(t.ended_at) FROM turns t WHERE t.guild_id = sessions.guild_id "
-            "AND t.session_id = sessions.id), started_at)) WHERE ended_at IS NULL",
-            {"reason": reason},
+        """Start-up after a crash: end every unfinished session of this process's shards at its last turn (or
+        its start). Sessions of other shards belong to other processes, which may be running them right now."""
+        mine, shard_params = self._shards.sql_filter("guild_id")
+        count = await self._execute(
+            "UPDATE sessions SET end_reason = :reason, resumption_handle = NULL, "  # noqa: S608
+            "ended_at = GREATEST(started_at, COALESCE((SELECT MAX(t.ended_at) FROM turns t "
+            "WHERE t.guild_id = sessions.guild_id AND t.session_id = sessions.id), started_at)) "
+            f"WHERE ended_at IS NULL AND {mine}",
+            {"reason": reason, **shard_params},
         )
         if count:
             log.warning("storage.dangling_sessions_closed", extra={"count": count})
         return count
 
     async def pending_summaries(self, limit: int = 50) -> list[tuple[int, int]]:
-        """(guild_id, session_id) of ended sessions whose summary was never made (the bot stopped first)."""
+        """(guild_id, session_id) of ended sessions of this process's shards whose summary was never made."""
+        mine, shard_params = self._shards.sql_filter("guild_id")
         rows = await self._db.fetch_all(
-            "SELECT guild_id, id FROM sessions WHERE summary_status = 'pending' AND ended_at IS NOT NULL "
-            "ORDER BY ended_at DESC LIMIT :limit", {"limit": max(1, min(limit, MAX_PAGE))})
+            "SELECT guild_id, id FROM sessions WHERE summary_status = 'pending' "  # noqa: S608
+            f"AND ended_at IS NOT NULL AND {mine} ORDER BY ended_at DESC LIMIT :limit",
+            {"limit": max(1, min(limit, MAX_PAGE)), **shard_params})
         return [(row["guild_id"], row["id"]) for row in rows]
 
     async def set_summary(self, guild_id: int, session_id: int, summary: str | None, status: SummaryStatus) -> bool:
@@ -136,7 +143,7 @@ class SessionQueries(Queries):
             raise ValueError(f"summary status must be one of {sorted(SUMMARY_STATUSES)}, got {status!r}")
         if status == "ok" and not (summary and summary.strip()):
             raise ValueError("status 'ok' needs a non-empty summary")
-        count, _ = await self._execute(
+        count = await self._execute(
             "UPDATE sessions SET summary = :summary, summary_status = :status "
             "WHERE guild_id = :guild_id AND id = :session_id",
             {"guild_id": guild_id, "session_id": session_id, "summary": summary, "status": status},

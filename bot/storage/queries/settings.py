@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 
+from bot.storage.db import IntegrityError
 from bot.storage.models import CustomLevel, GuildSettings, from_epoch
 from bot.storage.queries.base import Queries, current_time
 
@@ -59,13 +59,13 @@ class SettingsQueries(Queries):
                 {"guild_id": guild_id, "name": name.strip(), "description": description.strip(),
                  "created_by": created_by, "created_at": current_time()},
             )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             return False
         return True
 
     async def remove_custom_level(self, guild_id: int, name: str) -> bool:
         """Remove a level by name (case-insensitive); False if there was none."""
-        count, _ = await self._execute(
+        count = await self._execute(
             "DELETE FROM custom_levels WHERE guild_id = :guild_id AND name = :name",
             {"guild_id": guild_id, "name": name.strip()},
         )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import aiosqlite
-
+from bot.storage.db import Transaction
 from bot.storage.models import ROLES, TurnRow, to_epoch
 from bot.storage.queries.base import Queries, Timestamp, page_size, turn_row
 
@@ -27,18 +26,17 @@ class TurnQueries(Queries):
                   "speaker_name": speaker_name, "text": text, "started_at": start, "ended_at": end,
                   "interrupted": int(interrupted), "flag_reason": flag_reason}
 
-        async def work(conn: aiosqlite.Connection) -> int:
-            async with conn.execute(
+        async def work(tx: Transaction) -> int:
+            if await tx.fetch_one(
                 "SELECT 1 FROM sessions WHERE guild_id = :guild_id AND id = :session_id", params,
-            ) as cursor:
-                if await cursor.fetchone() is None:
-                    raise LookupError(f"no session {session_id} in guild {guild_id}")
-            async with conn.execute(
+            ) is None:
+                raise LookupError(f"no session {session_id} in guild {guild_id}")
+            row = await tx.fetch_one(
                 "INSERT INTO turns (session_id, guild_id, role, speaker_id, speaker_name, text, started_at, "
                 "ended_at, interrupted, flag_reason) VALUES (:session_id, :guild_id, :role, :speaker_id, "
-                ":speaker_name, :text, :started_at, :ended_at, :interrupted, :flag_reason)", params,
-            ) as cursor:
-                return cursor.lastrowid or 0
+                ":speaker_name, :text, :started_at, :ended_at, :interrupted, :flag_reason) RETURNING id", params,
+            )
+            return int(row["id"])
 
         return await self._db.write(work)
 
@@ -61,7 +59,7 @@ class TurnQueries(Queries):
         rows = await self._db.fetch_all(
             "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id AND s.guild_id = t.guild_id "
             "WHERE t.guild_id = :guild_id AND s.level = :level AND t.role IN ('child', 'tutor') "
-            "AND t.flag_reason IS NULL AND (:exclude IS NULL OR t.session_id != :exclude) "
+            "AND t.flag_reason IS NULL AND (t.session_id != :exclude OR :exclude IS NULL) "
             "ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
             {"guild_id": guild_id, "level": level, "exclude": exclude_session_id, "limit": page_size(limit)},
         )

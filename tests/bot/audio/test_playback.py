@@ -158,3 +158,30 @@ def test_first_frame_latency_per_turn():
     latencies = source.first_frame_latencies
     assert len(latencies) == 2
     assert all(0 <= seconds < 5 for seconds in latencies)
+
+
+def test_queued_reply_audio_is_capped():
+    """A Live server that streams far more than anyone could hear cannot grow the queue past the cap."""
+    source = PlaybackSource(max_queued_ms=2000)
+    _feed(source, tone(440, 24_000, 5.0))
+    source.end_of_turn()
+    assert 1900 <= source.buffered_ms <= 2000
+    assert 2900 <= source.dropped_ms <= 3100
+    assert source.read() != SILENCE_FRAME  # the start of the reply is what is kept and played
+
+
+def test_a_players_cleanup_detaches_only_its_tap():
+    """discord.py's player cleans up its source when it ends; the shared audio and the next tap carry on."""
+    import discord.player
+
+    source = PlaybackSource()
+    _feed(source, tone(440, 24_000, 0.2))
+    source.end_of_turn()
+    first = source.tap()
+    first.cleanup()  # what the ending player thread does
+    assert first.read() == b"" and source.buffered_ms > 0
+    second = source.tap()
+    assert second.read() != SILENCE_FRAME
+    third = source.tap()  # a newer player: the previous one stops being fed
+    assert second.read() == b"" and third.read() != SILENCE_FRAME
+    assert isinstance(third, discord.player.AudioSource) and not third.is_opus()

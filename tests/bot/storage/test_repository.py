@@ -1,18 +1,17 @@
-"""bot.storage.repository: every query round-trips on a real SQLite file, and every one stays inside its guild."""
+"""bot.storage.repository: every query round-trips on both backends (a real SQLite file, a real PostgreSQL
+server), and every one stays inside its guild."""
 
 from __future__ import annotations
 
 import ast
 import inspect
 import re
-import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.storage.db import Database
+from bot.storage.db import Database, IntegrityError
 from bot.storage.models import GuildSettings
 from bot.storage.repository import CROSS_GUILD_QUERIES, Repository
 
@@ -21,10 +20,9 @@ T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "tutor.sqlite3")
-    yield database
-    await database.close()
+def db(database: Database) -> Database:
+    """Each test runs on SQLite and on PostgreSQL (tests/conftest.py)."""
+    return database
 
 
 @pytest.fixture
@@ -290,7 +288,8 @@ async def test_delete_session_removes_every_turn(repo: Repository, db: Database)
     assert await repo.get_session(GUILD, doomed) is None
     assert await count(db, f"SELECT COUNT(*) FROM turns WHERE session_id = {doomed}") == 0
     assert await count(db, "SELECT COUNT(*) FROM turns WHERE session_id NOT IN (SELECT id FROM sessions)") == 0
-    assert await db.fetch_all("PRAGMA foreign_key_check") == []
+    if db.dialect == "sqlite":
+        assert await db.fetch_all("PRAGMA foreign_key_check") == []
     assert [t.id for t in await repo.get_turns(GUILD, kept)] == kept_turns
     assert await repo.delete_session(GUILD, doomed) == 0
 
@@ -426,7 +425,7 @@ async def test_other_guild_cannot_read_or_change_a_session(repo: Repository) -> 
 async def test_schema_refuses_a_turn_in_another_guilds_session(repo: Repository, db: Database) -> None:
     """Even raw SQL cannot attach a turn to a session of a different guild (composite foreign key)."""
     session_id, _ = await conversation(repo, GUILD)
-    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+    with pytest.raises(IntegrityError, match=r"(?i)foreign key"):
         await db.write(lambda conn: conn.execute(
             "INSERT INTO turns (session_id, guild_id, role, text, started_at, ended_at) "
             "VALUES (?, ?, 'child', 'x', 0, 0)", (session_id, OTHER_GUILD)))
@@ -517,6 +516,7 @@ def test_public_methods_take_guild_id_first() -> None:
         assert first == "guild_id", name
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # SQLite's trace shows the bound values
 async def test_executed_statements_all_carry_the_guild(repo: Repository, db: Database) -> None:
     """Tracing SQLite while every guild-scoped method runs: each statement on sessions/turns names the guild."""
     guild = 777_777

@@ -1,0 +1,70 @@
+"""DATABASE_URL picks PostgreSQL, DATABASE_PATH (the default) SQLite; the URL's password never shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+from bot.doctor import Doctor
+from bot.storage import Database
+from bot.storage.postgres import PostgresDatabase, redact
+from bot.storage.sqlite import SQLiteDatabase
+
+PASSWORD = "hunter2-not-in-logs"
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
+
+
+def test_sqlite_is_the_default(tmp_path: Path) -> None:
+    """No DATABASE_URL: the SQLite file at DATABASE_PATH."""
+    settings = load_settings(discord_token="t", gemini_api_key="k", database_path=tmp_path / "x.sqlite3",
+                             _env_file=None)
+    assert settings.database_location == str(tmp_path / "x.sqlite3")
+
+
+def test_database_url_wins_and_its_password_is_a_secret() -> None:
+    """DATABASE_URL replaces the path; the URL and its password join the log scrubber's secrets."""
+    url = f"postgresql://tutor:{PASSWORD}@db.example:5432/tutor"
+    settings = load_settings(discord_token="t", gemini_api_key="k", database_url=url, _env_file=None)
+    assert settings.database_location == url
+    assert PASSWORD in settings.secret_values() and url in settings.secret_values()
+    assert PASSWORD not in repr(settings)
+    assert redact(url) == "postgresql://tutor:***@db.example:5432/tutor"
+
+
+def test_unknown_database_scheme_is_one_sentence() -> None:
+    """A MySQL URL (or a typo) is refused at start-up, naming the variable, without echoing it."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(discord_token="t", gemini_api_key="k", database_url=f"mysql://u:{PASSWORD}@h/db",
+                      _env_file=None)
+    assert "DATABASE_URL" in str(caught.value) and PASSWORD not in str(caught.value)
+
+
+async def test_open_picks_the_backend_from_the_location(tmp_path: Path, postgres_server) -> None:
+    """A path (or sqlite:///path) is SQLite, a postgresql:// URL is PostgreSQL; the location is safe to log."""
+    cases = ((tmp_path / "a.sqlite3", SQLiteDatabase), (f"sqlite:///{tmp_path}/b.sqlite3", SQLiteDatabase),
+             (with_password(await postgres_server.new_database_url()), PostgresDatabase))
+    for location, kind in cases:
+        db = await Database.open(location)
+        try:
+            assert isinstance(db, kind)
+            assert PASSWORD not in db.location
+        finally:
+            await db.close()
+    assert (tmp_path / "b.sqlite3").exists()
+
+
+async def test_doctor_checks_postgres_without_printing_the_password(postgres_server) -> None:
+    """`doctor`'s database line for a PostgreSQL URL: ok with the schema, the password never shown."""
+    url = with_password(await postgres_server.new_database_url())
+    settings = load_settings(discord_token="t", gemini_api_key="k", database_url=url, _env_file=None)
+    result = await Doctor(settings).database()
+    assert result.ok and "postgres" in result.detail and PASSWORD not in result.detail
+    broken = load_settings(discord_token="t", gemini_api_key="k", _env_file=None,
+                           database_url=url.replace(str(postgres_server.socket_dir), "/nonexistent"))
+    result = await Doctor(broken).database()
+    assert not result.ok and "DATABASE_URL" in result.detail and PASSWORD not in result.detail

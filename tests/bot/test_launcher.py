@@ -1,0 +1,134 @@
+"""bot.launcher: `--processes N` starts N real child processes, each with its own shards and log file,
+restarts a crashed one, stops all on a configuration error, and passes SIGTERM on."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.launcher import EXIT_CONFIG, Supervisor, plan_processes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A stand-in for `python -m bot run`: real processes that behave as CHILD_MODE says.
+CHILD = r"""
+import os, signal, sys, time
+index = os.environ["TUTOR_PROCESS"].split("/")[0]
+print(f"shards {os.environ['SHARD_IDS']} of {os.environ['SHARD_COUNT']} as {os.environ['TUTOR_PROCESS']}", flush=True)
+mode = os.environ["CHILD_MODE"]
+marker = os.path.join(os.environ["CHILD_DIR"], f"started-{index}")
+if mode == "crash-once" and not os.path.exists(marker):
+    open(marker, "w").close()
+    sys.exit(3)
+if mode == "config-error" and index == "2":
+    sys.exit(78)
+if mode in ("serve", "config-error", "deaf"):
+    if mode == "deaf":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: (print("goodbye", flush=True), sys.exit(0)))
+    while True:
+        time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def child(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    def use(mode: str) -> list[str]:
+        monkeypatch.setenv("CHILD_MODE", mode)
+        monkeypatch.setenv("CHILD_DIR", str(tmp_path))
+        return [sys.executable, "-c", CHILD]
+    return use
+
+
+def supervisor(tmp_path: Path, command: list[str], processes: int = 2, shard_count: int | None = None,
+               **options) -> tuple[Supervisor, io.StringIO]:
+    out = io.StringIO()
+    plans = plan_processes(processes, shard_count, tmp_path / "logs")
+    return Supervisor(plans, command, first_backoff_s=0.05, out=out, **options), out
+
+
+async def wait_for_logs(tmp_path: Path, processes: int, text: str = "shards") -> None:
+    for _ in range(200):
+        logs = [tmp_path / "logs" / f"bot-{i + 1}.log" for i in range(processes)]
+        if all(log.exists() and text in log.read_text() for log in logs):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("children did not start")
+
+
+def test_plans_split_the_shards_and_name_one_log_each(tmp_path: Path) -> None:
+    """Default: one shard per process; with SHARD_COUNT, contiguous ranges; each process its own log file."""
+    plans = plan_processes(2, None, tmp_path)
+    assert [(p.shard_count, p.shard_ids, p.log_path.name) for p in plans] == [(2, (0,), "bot-1.log"),
+                                                                             (2, (1,), "bot-2.log")]
+    plans = plan_processes(2, 5, tmp_path)
+    assert [p.shard_ids for p in plans] == [(0, 1, 2), (3, 4)]
+    assert plans[1].environment({"X": "1"}) == {"X": "1", "SHARD_COUNT": "5", "SHARD_IDS": "3-4",
+                                                "TUTOR_PROCESS": "2/2"}
+    assert plans[0].describe() == f"process 1/2: shards 0-2 of 5, log {tmp_path / 'bot-1.log'}"
+
+
+async def test_each_process_runs_its_own_shards_into_its_own_log(tmp_path: Path, child) -> None:
+    """Two real children: each sees its own SHARD_IDS, writes only to its own log; the supervisor prints a
+    line per process (shards, pid, log) and returns 0 when they finish."""
+    sup, out = supervisor(tmp_path, child("exit"), shard_count=4)
+    assert await sup.run() == 0
+    assert (tmp_path / "logs" / "bot-1.log").read_text() == "shards 0-1 of 4 as 1/2\n"
+    assert (tmp_path / "logs" / "bot-2.log").read_text() == "shards 2-3 of 4 as 2/2\n"
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("supervisor: process 1/2: shards 0-1 of 4") and "pid" in line for line in lines)
+    assert any(line.startswith("supervisor: process 2/2: shards 2-3 of 4") for line in lines)
+
+
+async def test_a_crashed_process_is_restarted(tmp_path: Path, child) -> None:
+    """A child that dies (exit 3) is started again after the backoff, with the same shards and log."""
+    sup, out = supervisor(tmp_path, child("crash-once"))
+    assert await sup.run() == 0
+    assert sup.starts == {0: 2, 1: 2}
+    assert "exited with 3; restarting" in out.getvalue()
+    assert (tmp_path / "logs" / "bot-2.log").read_text().count("shards 1 of 2") == 2
+
+
+async def test_a_configuration_error_stops_every_process(tmp_path: Path, child) -> None:
+    """Exit 78 (a bad setting) would repeat on restart: the supervisor stops the others and returns 78."""
+    sup, out = supervisor(tmp_path, child("config-error"))
+    assert await asyncio.wait_for(sup.run(), 20) == EXIT_CONFIG
+    assert "configuration problem" in out.getvalue()
+    assert "goodbye" in (tmp_path / "logs" / "bot-1.log").read_text()  # it got SIGTERM, not SIGKILL
+    assert sup.starts == {0: 1, 1: 1}
+
+
+async def test_stop_passes_sigterm_on_and_kills_what_ignores_it(tmp_path: Path, child) -> None:
+    """stop() (what SIGTERM/SIGINT to the supervisor does): children get SIGTERM; one that ignores it is
+    killed after the timeout; nothing is restarted."""
+    sup, _ = supervisor(tmp_path, child("serve"))
+    running = asyncio.ensure_future(sup.run())
+    await wait_for_logs(tmp_path, 2)
+    sup.stop()
+    assert await asyncio.wait_for(running, 20) == 0
+    assert all("goodbye" in (tmp_path / "logs" / f"bot-{i}.log").read_text() for i in (1, 2))
+
+    deaf, _ = supervisor(tmp_path / "deaf", child("deaf"), stop_timeout_s=0.5)
+    running = asyncio.ensure_future(deaf.run())
+    await wait_for_logs(tmp_path / "deaf", 2)
+    deaf.stop()
+    assert await asyncio.wait_for(running, 20) == 0
+    assert deaf.starts == {0: 1, 1: 1}
+
+
+def test_processes_refuses_shard_ids_it_would_override(tmp_path: Path) -> None:
+    """`python -m bot --processes 2` with SHARD_IDS set: one sentence, exit 78, nothing started."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "GEMINI_", "SHARD_"))}
+    env.update({"PYTHONPATH": str(ROOT), "DISCORD_TOKEN": "t", "GEMINI_API_KEY": "k", "SHARD_COUNT": "4",
+                "SHARD_IDS": "0-1"})
+    result = subprocess.run([sys.executable, "-m", "bot", "--processes", "2"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_CONFIG
+    assert "SHARD_IDS is set" in result.stderr and not (tmp_path / "logs").exists()
