@@ -629,3 +629,23 @@ class FakeDiscordAPI:
 
     async def _guilds(self, request: Any) -> Any:
         return await self._answer(request, self.guilds)
+
+
+class FakeMainGateway:
+    """The voice part of Discord's main gateway, set as `client.ws`: discord.py sends op 4 VOICE_STATE_UPDATE
+    through `voice_state()` (joining, leaving, resuming); `answer(guild_id, channel_id, self_mute, self_deaf)`
+    plays Discord's replies a moment later, as a separate task (the real ones arrive as gateway events)."""
+
+    def __init__(self, answer: Any) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+        self._answer = answer
+        self._tasks: set[Any] = set()
+
+    async def voice_state(self, guild_id: int, channel_id: int | None, self_mute: bool = False,
+                          self_deaf: bool = False) -> None:
+        import asyncio
+
+        self.calls.append((guild_id, channel_id))
+        task = asyncio.get_running_loop().create_task(self._answer(guild_id, channel_id, self_mute, self_deaf))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
