@@ -273,7 +273,8 @@ _STATUS = ConversationStatus(
     age=8, starter_name="Kid", started_at=datetime(2026, 11, 25, 16, 0, tzinfo=UTC), uptime_s=754.0,
     speakers=["Kid", "Sam"], turns=12, flagged_turns=1, reconnects=2, live_connected=True,
     packets_received=15_000, packets_dropped=3, packets_concealed=5, playback_buffered_ms=120.0, underruns=1,
-    input_latency_ms=24.5, reply_latency_ms=640.0, minutes_used_today=18.5, daily_minutes=60)
+    input_latency_ms=24.5, reply_latency_ms=640.0, minutes_used_today=18.5, daily_minutes=60,
+    session_cost_usd=0.42, session_tokens=52_100, spent_today_usd=1.10, daily_budget_usd=5.0)
 
 
 def make_status(**overrides: Any) -> ConversationStatus:

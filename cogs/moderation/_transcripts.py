@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.errors import BadOption, NotFound, SessionStillRunning
 from bot.levels import BUILTIN_LEVELS, topic_title
 from bot.retention import RetentionTask
-from bot.storage.models import SessionRow
+from bot.storage.models import EventRow, SessionRow, TurnRow, UsageTotals
 from bot.summary import SessionSummarizer
 from cogs.moderation._alerts import ModerationAlerts
 from cogs.moderation._views import ConfirmView
@@ -103,6 +103,12 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
             raise NotFound("session")
         return session
 
+    async def _contents(self, row: SessionRow) -> tuple[list[TurnRow], list[EventRow], UsageTotals]:
+        """A session's turns, events (tool calls, alerts, budget stops) and summed usage, read in its guild."""
+        repository = self.bot.repository
+        return (await repository.get_turns(row.guild_id, row.id), await repository.session_events(row.guild_id, row.id),
+                await repository.session_usage(row.guild_id, row.id))
+
     async def _titles(self, guild_id: int) -> dict[str, str]:
         """This server's own topics, name → title (built-in titles come from bot.levels)."""
         return {level.name: topic_title(level.name) for level in await self.bot.repository.list_custom_levels(guild_id)}
@@ -153,9 +159,10 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
     @moderator_only()
     async def show(self, interaction: discord.Interaction, session: SessionId) -> None:
         row = await self._session(interaction, session)
-        turns = await self.bot.repository.get_turns(interaction.guild_id, row.id)
+        turns, events, usage = await self._contents(row)
         titles = await self._titles(interaction.guild_id)
-        await Paginator(transcript_pages(row, turns, titles), owner_id=interaction.user.id).send(interaction)
+        await Paginator(transcript_pages(row, turns, titles, events, usage),
+                        owner_id=interaction.user.id).send(interaction)
 
     @app_commands.command(name="export", description="Download one session's transcript as a file")
     @app_commands.describe(session="The session to export",
@@ -165,9 +172,10 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
     async def export(self, interaction: discord.Interaction, session: SessionId,
                      format: Literal["txt", "json"] = "txt") -> None:
         row = await self._session(interaction, session)
-        turns = await self.bot.repository.get_turns(interaction.guild_id, row.id)
+        turns, events, usage = await self._contents(row)
         titles = await self._titles(interaction.guild_id)
-        text = render_json(row, turns, titles) if format == "json" else render_txt(row, turns, titles)
+        render = render_json if format == "json" else render_txt
+        text = render(row, turns, titles, events, usage)
         file = discord.File(io.BytesIO(text.encode("utf-8")), filename=f"tutor-session-{row.id}.{format}")
         await interaction.response.send_message(
             f"Transcript of session #{row.id} ({len(turns)} turns).", file=file, ephemeral=True)
