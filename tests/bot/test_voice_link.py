@@ -17,7 +17,7 @@ import pytest
 from discord.ext.voice_recv import rtp as vr_rtp
 from discord.ext.voice_recv.reader import PacketDecryptor
 
-import bot.audio.dave
+import bot.audio.dave.receive
 import bot.voice_link
 from bot.audio.playback import PlaybackSource
 from bot.audio.voice_encoder import TUTOR_VOICE, OpusVoice
@@ -25,16 +25,12 @@ from bot.voice_link import VoiceLink
 from tests.dave_harness import BOT_ID, MODE, VoiceServerHarness
 from tests.signals import peak_frequency, tone
 
-RTP_VOICE = 0x78  # discord.py's payload type; keepalives are not RTP
-
 
 @pytest.fixture
 async def harness(monkeypatch):
-    monkeypatch.setattr(bot.audio.dave, "KEEPALIVE_SECONDS", 0.05)
-    monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)  # no gateway acknowledges here
+    monkeypatch.setattr(bot.audio.dave.receive, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)
     h = await VoiceServerHarness.start()
-    h.vc._connection.socket.connect(h.server_socket.getsockname())  # as the handshake leaves it in production
-    h.server_socket.setblocking(False)
     yield h
     await h.close()
     for thread in threading.enumerate():
@@ -58,20 +54,19 @@ async def link(harness):
 def sent_voice(harness: VoiceServerHarness) -> list[bytes]:
     """The Opus packets the bot sent since the last call, decrypted as the kid's client would."""
     decryptor = PacketDecryptor(MODE, harness.transport_key)
+    first = getattr(harness, "voice_read", 0)
+    datagrams = harness.server.rtp_from_bot[first:]  # RTP only: the voice server keeps keepalives apart
+    harness.voice_read = first + len(datagrams)
     packets = []
-    while True:
-        try:
-            datagram = harness.server_socket.recv(4096)
-        except (BlockingIOError, OSError):
-            return packets
-        if len(datagram) > 12 and datagram[1] == RTP_VOICE:
-            plain = bytes(decryptor.decrypt_rtp(vr_rtp.decode_rtp(datagram)))
-            packets.append(harness.speaker.session.decrypt(BOT_ID, davey.MediaType.audio, plain))
+    for datagram in datagrams:
+        plain = bytes(decryptor.decrypt_rtp(vr_rtp.decode_rtp(datagram)))
+        packets.append(harness.speaker.session.decrypt(BOT_ID, davey.MediaType.audio, plain))
+    return packets
 
 
 def speaking_states(harness: VoiceServerHarness) -> list[int]:
     """Every SPEAKING value the bot told the voice gateway, in order."""
-    return [m["d"]["speaking"] for m in harness.fake_ws.sent_json if m["op"] == 5]
+    return [d["speaking"] for d in harness.server.json_ops(5)]
 
 
 async def until(condition, within: float = 3.0) -> None:
