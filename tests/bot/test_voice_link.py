@@ -25,11 +25,13 @@ from bot.voice_link import VoiceLink
 from tests.dave_harness import BOT_ID, MODE, VoiceServerHarness
 from tests.signals import peak_frequency, tone
 
+RTP_VOICE = 0x78  # discord.py's payload type; keepalives are not RTP
+
 
 @pytest.fixture
 async def harness(monkeypatch):
     monkeypatch.setattr(bot.audio.dave.receive, "KEEPALIVE_SECONDS", 0.05)
-    monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)  # no gateway acknowledges here
     h = await VoiceServerHarness.start()
     yield h
     await h.close()
@@ -53,10 +55,11 @@ async def link(harness):
 
 def sent_voice(harness: VoiceServerHarness) -> list[bytes]:
     """The Opus packets the bot sent since the last call, decrypted as the kid's client would."""
-    decryptor = PacketDecryptor(MODE, harness.transport_key)
-    first = getattr(harness, "voice_read", 0)
-    datagrams = harness.server.rtp_from_bot[first:]  # RTP only: the voice server keeps keepalives apart
-    harness.voice_read = first + len(datagrams)
+    server = harness.server
+    decryptor = PacketDecryptor(MODE, server.transport_key)
+    start = _read_upto.get(id(server), 0)
+    datagrams = server.rtp_from_bot[start:]
+    _read_upto[id(server)] = start + len(datagrams)
     packets = []
     for datagram in datagrams:
         plain = bytes(decryptor.decrypt_rtp(vr_rtp.decode_rtp(datagram)))
@@ -64,9 +67,12 @@ def sent_voice(harness: VoiceServerHarness) -> list[bytes]:
     return packets
 
 
+_read_upto: dict[int, int] = {}  # per voice server: how many of the bot's datagrams sent_voice() has read
+
+
 def speaking_states(harness: VoiceServerHarness) -> list[int]:
     """Every SPEAKING value the bot told the voice gateway, in order."""
-    return [d["speaking"] for d in harness.server.json_ops(5)]
+    return [data["speaking"] for data in harness.server.json_ops(5)]
 
 
 async def until(condition, within: float = 3.0) -> None:
