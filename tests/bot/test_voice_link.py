@@ -17,7 +17,7 @@ import pytest
 from discord.ext.voice_recv import rtp as vr_rtp
 from discord.ext.voice_recv.reader import PacketDecryptor
 
-import bot.audio.dave
+import bot.audio.dave.receive
 import bot.voice_link
 from bot.audio.playback import PlaybackSource
 from bot.audio.voice_encoder import TUTOR_VOICE, OpusVoice
@@ -30,7 +30,7 @@ RTP_VOICE = 0x78  # discord.py's payload type; keepalives are not RTP
 
 @pytest.fixture
 async def harness(monkeypatch):
-    monkeypatch.setattr(bot.audio.dave, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(bot.audio.dave.receive, "KEEPALIVE_SECONDS", 0.05)
     monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)  # no gateway acknowledges here
     h = await VoiceServerHarness.start()
     yield h
