@@ -61,7 +61,7 @@ async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
             db = await Database.open(Path(tmp) / "tutor.sqlite3")
             repository = Repository(db)
             await repository.update_settings(77, daily_minutes=1440, max_session_minutes=240)
-            connector = FakeVoiceConnector()
+            connector = FakeVoiceConnector(real_player=False)  # the bench's own Player reads
             conversations = Conversations(
                 settings=settings_for(server), repository=repository, connect=connector,
                 live_factory=lambda *a, **k: InstrumentedLiveSession(*a, **k, connect_options=LiveConnectOptions()))

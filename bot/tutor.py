@@ -7,14 +7,16 @@ shapes (`StartRequest`, `ConversationStatus`, …) live in `bot.conversation_typ
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
+from bot import endings
 from bot.config import Settings
-from bot.conversation import Conversation, LiveFactory, VoiceConnector
+from bot.conversation import Conversation, LiveFactory
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
-from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong, VoiceConnectFailed
+from bot.errors import AlreadyRunning, DailyBudgetSpent, DailyLimitReached, NotRunning, TextTooLong
+from bot.limits import budget_spent
 from bot.live.session import HistoryTurn, LiveSession
 from bot.storage.repository import Repository
+from bot.voice_link import VoiceConnector, connect_voice
 
 __all__ = [
     "SAY_LIMIT", "Conversation", "ConversationObserver", "ConversationResult", "ConversationStatus",
@@ -23,23 +25,6 @@ __all__ = [
 
 SAY_LIMIT = 500
 HISTORY_TURNS = 20
-VOICE_CONNECT_TIMEOUT_S = 20.0
-
-
-async def connect_voice(channel: Any) -> Any:
-    """Join with the DAVE-capable receive client, undeafened so we can hear the kids."""
-    import discord
-
-    from bot.audio.dave import DaveVoiceRecvClient
-
-    try:
-        return await channel.connect(cls=DaveVoiceRecvClient, self_deaf=False, timeout=VOICE_CONNECT_TIMEOUT_S)
-    except TimeoutError:
-        raise VoiceConnectFailed("Discord's voice server didn't answer in time. Try again in a minute.") from None
-    except discord.ClientException as exc:  # e.g. already connected in this server
-        raise VoiceConnectFailed(str(exc)) from None
-    except discord.ConnectionClosed as exc:
-        raise VoiceConnectFailed(f"the voice connection closed (code {exc.code}).") from None
 
 
 class Conversations:
@@ -77,21 +62,25 @@ class Conversations:
             settings = await self._repository.get_settings(guild_id)
             if await self._repository.minutes_used_today(guild_id) >= settings.daily_minutes:
                 raise DailyLimitReached(settings.daily_minutes)
+            spent = (await self._repository.usage_today(guild_id)).cost_usd
+            if budget_spent(spent, settings.daily_budget_usd):
+                raise DailyBudgetSpent
             history = [HistoryTurn(t.role, t.text) for t in
                        await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
                        if t.role in ("child", "tutor")]
             session_id = await self._repository.start_session(
                 guild_id, request.voice_channel.id, request.starter_id, request.starter_name,
-                request.level.name, request.age)
+                request.level.name, request.age, language=request.language.code)
             conversation = Conversation(request, session_id=session_id, settings=self._settings,
                                         repository=self._repository, observers=self._observers,
                                         daily_minutes=settings.daily_minutes,
                                         max_session_minutes=settings.max_session_minutes,
+                                        daily_budget_usd=settings.daily_budget_usd, spent_today_usd=spent,
                                         on_closed=self._forget)
             try:
                 await conversation.start(self._connect, self._live_factory, history)
             except BaseException:
-                await self._repository.end_session(guild_id, session_id, "failed to start")
+                await self._repository.end_session(guild_id, session_id, endings.FAILED_TO_START)
                 raise
             self._running[guild_id] = conversation
         finally:
@@ -99,7 +88,7 @@ class Conversations:
         await conversation.notify_started()
         return conversation
 
-    async def stop(self, guild_id: int, reason: str = "stopped with /tutor stop") -> ConversationResult:
+    async def stop(self, guild_id: int, reason: str = endings.STOPPED_BY_COMMAND) -> ConversationResult:
         conversation = self._running.get(guild_id)
         if conversation is None:
             raise NotRunning

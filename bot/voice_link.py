@@ -15,14 +15,59 @@ from typing import Any
 
 from bot.audio.playback import PlaybackSource
 from bot.audio.sink import AudioCallback, LeftCallback, TutorSink
+from bot.audio.voice_encoder import OpusVoice
+from bot.errors import VoiceConnectFailed
 
 log = logging.getLogger("bot.conversation")
 
+VOICE_CONNECT_TIMEOUT_S = 20.0
 DEAF_RECONNECT_S = 5.0  # every DAVE decrypt failing this long → join the voice channel again
 MAX_VOICE_RECONNECTS = 3
 VOICE_DISCONNECT_TIMEOUT_S = 5.0
 
 VoiceConnector = Callable[[Any], Awaitable[Any]]
+
+
+async def connect_voice(channel: Any) -> Any:
+    """Join with the DAVE-capable receive client, undeafened so we can hear the kids.
+
+    A join cancelled midway (`/tutor stop`, shutdown) leaves discord.py's half-made voice client registered
+    for the guild, and every later join would be refused as "Already connected"; it is disconnected here.
+    """
+    import discord
+
+    from bot.audio.dave import DaveVoiceRecvClient
+
+    try:
+        return await channel.connect(cls=DaveVoiceRecvClient, self_deaf=False, timeout=VOICE_CONNECT_TIMEOUT_S)
+    except TimeoutError:  # discord.py has already disconnected and unregistered it
+        raise VoiceConnectFailed("Discord's voice server didn't answer in time. Try again in a minute.") from None
+    except discord.ClientException as exc:  # e.g. already connected in this server: that client is not ours
+        raise VoiceConnectFailed(str(exc)) from None
+    except discord.ConnectionClosed as exc:
+        raise VoiceConnectFailed(f"the voice connection closed (code {exc.code}).") from None
+    except asyncio.CancelledError:
+        await leave_voice(channel.guild.voice_client, {"guild_id": channel.guild.id, "during": "join"})
+        raise
+
+
+async def leave_voice(client: Any, tags: dict[str, Any]) -> None:
+    """Disconnect, bounded: discord.py waits for the gateway's acknowledgement, which may never come.
+
+    However it ends, the client is unregistered, so the next `/tutor start` can join.
+    """
+    if client is None:
+        return
+    try:
+        async with asyncio.timeout(VOICE_DISCONNECT_TIMEOUT_S):
+            await client.disconnect(force=True)
+    except TimeoutError:
+        log.warning("conversation.voice_disconnect_slow", extra=tags)
+    except Exception:
+        log.exception("conversation.voice_disconnect_failed", extra=tags)
+    finally:
+        with contextlib.suppress(Exception):
+            client.cleanup()
 
 
 class VoiceLink:
@@ -44,7 +89,15 @@ class VoiceLink:
         """Join, listen and play; on failure the caller's teardown calls `close()`."""
         self.client = await self._connect(self.channel)
         self.listen()
-        self.client.play(self._playback)
+        self.play()
+
+    def play(self) -> None:
+        """Play the tutor's voice, Opus-encoded with `TUTOR_VOICE`, paused whenever there is nothing to say.
+
+        A tap per player: its end must not close the shared audio.
+        """
+        self.client.play(OpusVoice(self._playback.tap()))
+        self._playback.pause_when_idle(self.client)
 
     def listen(self) -> None:
         """(Re)start voice receive with a fresh sink (voice-recv cleans up the old one when its reader ends)."""
@@ -101,13 +154,4 @@ class VoiceLink:
             self.sink.cleanup()
 
     async def _leave(self) -> None:
-        """Disconnect, bounded: discord.py waits for the gateway's acknowledgement, which may never come."""
-        try:
-            async with asyncio.timeout(VOICE_DISCONNECT_TIMEOUT_S):
-                await self.client.disconnect(force=True)
-        except TimeoutError:
-            log.warning("conversation.voice_disconnect_slow", extra=self._tags)
-            with contextlib.suppress(Exception):
-                self.client.cleanup()  # unregister the client so the next /tutor start can join
-        except Exception:
-            log.exception("conversation.voice_disconnect_failed", extra=self._tags)
+        await leave_voice(self.client, self._tags)

@@ -7,6 +7,8 @@ a misspelt attribute raises and `isinstance(MockGuild(), discord.Guild)` holds; 
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import dataclasses
 import inspect
 import itertools
@@ -19,6 +21,7 @@ from typing import Any
 from unittest.mock import AsyncMock, MagicMock
 
 import discord
+import discord.opus
 from discord import app_commands
 
 from bot.audio.dave import ReceiveStats
@@ -206,8 +209,9 @@ class Reply:
     """What the user saw in answer to an interaction."""
 
     content: str | None
-    embed: discord.Embed | None
+    embed: discord.Embed | None  # the first embed, when several were sent
     ephemeral: bool
+    embeds: tuple[discord.Embed, ...] = ()
 
 
 def reply_of(interaction: MockInteraction) -> Reply:
@@ -216,7 +220,8 @@ def reply_of(interaction: MockInteraction) -> Reply:
     assert sender.called, "the interaction was never answered"
     args, kwargs = sender.call_args
     content = args[0] if args else kwargs.get("content")
-    return Reply(content, kwargs.get("embed"), bool(kwargs.get("ephemeral", False)))
+    embeds = tuple(kwargs.get("embeds") or ([kwargs["embed"]] if kwargs.get("embed") else []))
+    return Reply(content, embeds[0] if embeds else None, bool(kwargs.get("ephemeral", False)), embeds)
 
 
 async def run_checks(command: app_commands.Command, interaction: MockInteraction) -> None:
@@ -269,7 +274,8 @@ _STATUS = ConversationStatus(
     age=8, starter_name="Kid", started_at=datetime(2026, 11, 25, 16, 0, tzinfo=UTC), uptime_s=754.0,
     speakers=["Kid", "Sam"], turns=12, flagged_turns=1, reconnects=2, live_connected=True,
     packets_received=15_000, packets_dropped=3, packets_concealed=5, playback_buffered_ms=120.0, underruns=1,
-    input_latency_ms=24.5, reply_latency_ms=640.0, minutes_used_today=18.5, daily_minutes=60)
+    input_latency_ms=24.5, reply_latency_ms=640.0, minutes_used_today=18.5, daily_minutes=60,
+    session_cost_usd=0.42, session_tokens=52_100, spent_today_usd=1.10, daily_budget_usd=5.0)
 
 
 def make_status(**overrides: Any) -> ConversationStatus:
@@ -366,20 +372,54 @@ class FakeConversations:
 class FakeVoiceClient:
     """Stands in for `DaveVoiceRecvClient` once connected: the gateway/UDP side is what we fake.
 
-    The sink, playback source and everything behind them are the real ones. `speak()` pushes decoded
-    48 kHz stereo frames into the sink from a reader-like thread at real-time pace, and `read_playback()`
-    pulls frames the way discord.py's player thread does.
+    The sink, playback source and everything behind them are the real ones, and so is the player: `play()`
+    starts discord.py's own `AudioPlayer` thread, which reads a frame every 20 ms, hands it to
+    `send_audio_packet` (recorded in `sent`), stops for good on b"", and calls `source.cleanup()` when it
+    ends — on `stop()`, on `disconnect()`, or after `timeout` seconds without a connection. `speak()` pushes
+    decoded 48 kHz stereo frames into the sink from a reader-like thread at real-time pace.
+
+    `real_player=False` (an explicit switch) leaves the source unread so a test can inspect its buffer and pull
+    frames itself with `read_playback()`; `stop()` still calls `source.cleanup()` as the player's end would.
     """
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: Any, *, real_player: bool = True, loop: asyncio.AbstractEventLoop | None = None,
+                 timeout: float = 20.0) -> None:
         self.channel = channel
         self.sink: Any = None
         self.source: Any = None
-        self.connected = True
+        self._connected = threading.Event()
+        self._connected.set()
         self.listen_calls = 0
         self.reader_alive = False
         self.receive_stats = ReceiveStats()
         self.gateway_alive = True
+        self.real_player = real_player
+        self.timeout = timeout  # discord.py: how long a player waits for a lost connection to come back
+        self.sent: collections.deque[bytes] = collections.deque(maxlen=3000)  # what the player sent, oldest first
+        self.client = SimpleNamespace(loop=loop or asyncio.get_running_loop())  # the player schedules ws.speak here
+        self.ws = SimpleNamespace(speak=self._speak)
+        self.speaking: list[int] = []  # every SPEAKING state the player announced, in order
+        self._player: discord.player.AudioPlayer | None = None
+        self._held_paused = False
+        self._decoder: Any = None  # a kid's client: decodes the Opus packets the player sends
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        (self._connected.set if value else self._connected.clear)()
+
+    async def _speak(self, state: Any) -> None:
+        """The voice websocket's SPEAKING opcode: recorded, nothing to send offline."""
+        self.speaking.append(int(state))
+
+    @property
+    def playback(self) -> Any:
+        """The conversation's PlaybackSource behind what is playing (VoiceLink plays tap → Opus encoder)."""
+        source = getattr(self.source, "pcm", self.source)
+        return getattr(source, "playback", source)
 
     # the part of the voice client the conversation uses
     def listen(self, sink: Any, *, after: Any = None) -> None:
@@ -396,16 +436,67 @@ class FakeVoiceClient:
         self.reader_alive = False
 
     def play(self, source: Any) -> None:
+        """`VoiceClient.play`: refused when not connected or already playing, then a real player thread."""
+        if not self.is_connected():
+            raise discord.ClientException("Not connected to voice.")
+        if self.is_playing():
+            raise discord.ClientException("Already playing audio.")
+        if not isinstance(source, discord.AudioSource):
+            raise TypeError(f"source must be an AudioSource not {source.__class__.__name__}")
         self.source = source
+        if self.real_player:
+            self._player = discord.player.AudioPlayer(source, self)
+            self._player.start()
+
+    def is_playing(self) -> bool:
+        if self.real_player:
+            return self._player is not None and self._player.is_playing()
+        return self.source is not None
+
+    def pause(self) -> None:
+        """`VoiceClient.pause`: the real player sends five Opus silence frames, SPEAKING off, then rests."""
+        if self._player is not None:
+            self._player.pause()
+        self._held_paused = True
+
+    def resume(self) -> None:
+        if self._player is not None:
+            self._player.resume()
+        self._held_paused = False
+
+    def is_paused(self) -> bool:
+        if self.real_player:
+            return self._player is not None and self._player.is_paused()
+        return self._held_paused
 
     def stop(self) -> None:
+        """`VoiceClient.stop`: the player thread ends and calls `source.cleanup()` (held mode: right here)."""
+        if self._player is not None:
+            self._player.stop()
+            self._player = None
+        elif self.source is not None and not self.real_player:
+            self.source.cleanup()
         self.source = None
 
     def is_connected(self) -> bool:
         return self.connected
 
+    def wait_until_connected(self, timeout: float | None = 30.0) -> bool:
+        self._connected.wait(timeout)
+        return self.connected
+
+    def send_audio_packet(self, data: bytes, *, encode: bool = True) -> None:
+        """What the player sends, recorded as PCM: Opus packets are decoded as a kid's client would."""
+        if not encode:
+            self._decoder = self._decoder or discord.opus.Decoder()
+            data = self._decoder.decode(data, fec=False)
+        self.sent.append(bytes(data))
+
     async def disconnect(self, *, force: bool = False) -> None:
+        """`VoiceClient.disconnect`: stop the player, drop the connection, unregister."""
+        self.stop()
         self.connected = False
+        self.cleanup()
 
     def cleanup(self) -> None:
         self.connected = False
@@ -425,28 +516,94 @@ class FakeVoiceClient:
         thread.start()
         return thread
 
+    def audible(self) -> list[bytes]:
+        """The frames the real player sent that were not silence (the tutor's voice as Discord got it)."""
+        return [frame for frame in list(self.sent) if frame.count(0) != len(frame)]
+
     def read_playback(self, frames: int) -> list[bytes]:
-        """Read `frames` frames from the playback source as discord.py's player would (without pacing)."""
-        return [self.source.read() for _ in range(frames)]
+        """Held mode: up to `frames` frames as discord.py's player would send them (unpaced), decoded to PCM.
+
+        Like the real player, nothing is read while paused, so fewer frames may come back.
+        """
+        assert not self.real_player, "the real player is reading this source; use audible()"
+        out = []
+        for _ in range(frames):
+            if self._held_paused:
+                break
+            data = self.source.read()
+            if not data:
+                break
+            if self.source.is_opus():
+                self._decoder = self._decoder or discord.opus.Decoder()
+                data = self._decoder.decode(data, fec=False)
+            out.append(data)
+        return out
 
 
 class FakeVoiceConnector:
-    """`connect` for `Conversations`: hands out `FakeVoiceClient`s and remembers them; can be told to fail."""
+    """`connect` for `Conversations`: hands out `FakeVoiceClient`s and remembers them; can be told to fail.
 
-    def __init__(self) -> None:
+    `real_player=False` hands out held-playback clients (see `FakeVoiceClient`).
+    """
+
+    def __init__(self, *, real_player: bool = True) -> None:
         self.clients: list[FakeVoiceClient] = []
         self.error: Exception | None = None
+        self.hang = False  # the voice server never answers: the join waits until it is cancelled
+        self.joins_started = 0
+        self.real_player = real_player
 
     async def __call__(self, channel: Any) -> FakeVoiceClient:
+        self.joins_started += 1
         if self.error is not None:
             raise self.error
-        client = FakeVoiceClient(channel)
+        if self.hang:
+            await asyncio.Event().wait()
+        client = FakeVoiceClient(channel, real_player=self.real_player)
         self.clients.append(client)
         return client
 
     @property
     def last(self) -> FakeVoiceClient:
         return self.clients[-1]
+
+
+class SilentGateway:
+    """Discord's main gateway as seen by a voice join: it records voice-state updates and never answers them
+    (the voice server handshake a real gateway would start never comes)."""
+
+    open = False  # discord.Client.close() only closes an open socket
+
+    def __init__(self) -> None:
+        self.voice_states: list[tuple[int, int | None]] = []
+
+    async def voice_state(self, guild_id: int, channel_id: int | None, self_mute: bool = False,
+                          self_deaf: bool = False) -> None:
+        self.voice_states.append((guild_id, channel_id))
+
+
+async def real_voice_channel() -> tuple[discord.Client, discord.VoiceChannel, SilentGateway]:
+    """A real discord.py client state, guild and voice channel whose gateway is a `SilentGateway`.
+
+    For code that must go through discord.py's own `VoiceChannel.connect` bookkeeping (voice clients
+    registered per guild); only the gateway socket is fake.
+    """
+    client = discord.Client(intents=discord.Intents(guilds=True, voice_states=True))
+    await client._async_setup_hook()
+    state = client._connection
+    state.user = discord.ClientUser(state=state, data={"id": str(next_id()), "username": "tutor",
+                                                       "discriminator": "0", "avatar": None, "bot": True})
+    guild_id = next_id()
+    guild = discord.Guild(data={"id": str(guild_id), "name": "Family", "channels": [], "roles": [], "members": [],
+                                "voice_states": []}, state=state)
+    state._add_guild(guild)
+    channel = discord.VoiceChannel(state=state, guild=guild, data={
+        "id": str(next_id()), "name": "Homework Corner", "type": 2, "position": 0, "guild_id": str(guild_id),
+        "permission_overwrites": [], "bitrate": 64000, "user_limit": 0})
+    guild._add_channel(channel)
+    gateway = SilentGateway()
+    client.ws = gateway  # type: ignore[assignment]  # what guild.change_voice_state sends through
+    return client, channel, gateway
 
 
 @dataclass
@@ -517,3 +674,23 @@ class FakeDiscordAPI:
 
     async def _guilds(self, request: Any) -> Any:
         return await self._answer(request, self.guilds)
+
+
+class FakeMainGateway:
+    """The voice part of Discord's main gateway, set as `client.ws`: discord.py sends op 4 VOICE_STATE_UPDATE
+    through `voice_state()` (joining, leaving, resuming); `answer(guild_id, channel_id, self_mute, self_deaf)`
+    plays Discord's replies a moment later, as a separate task (the real ones arrive as gateway events)."""
+
+    def __init__(self, answer: Any) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+        self._answer = answer
+        self._tasks: set[Any] = set()
+
+    async def voice_state(self, guild_id: int, channel_id: int | None, self_mute: bool = False,
+                          self_deaf: bool = False) -> None:
+        import asyncio
+
+        self.calls.append((guild_id, channel_id))
+        task = asyncio.get_running_loop().create_task(self._answer(guild_id, channel_id, self_mute, self_deaf))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

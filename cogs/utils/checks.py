@@ -45,7 +45,8 @@ class NotAllowedToStart(app_commands.CheckFailure):
 
     def __init__(self, role_name: str) -> None:
         self.role_name = role_name
-        super().__init__(f"Only members with the **{role_name}** role (or moderators) can use the tutor here.")
+        super().__init__(f"You need the **{role_name}** role to use the tutor here — ask a grown-up if you'd "
+                         "like it.")
 
 
 def _member(interaction: discord.Interaction) -> discord.Member:
@@ -92,6 +93,14 @@ async def may_start_tutor(interaction: discord.Interaction[TutorBot]) -> bool:
         return True
     role = member.guild.get_role(settings.starter_role_id)
     raise NotAllowedToStart(role.name if role is not None else "tutor starter")
+
+
+async def is_moderator_quietly(interaction: discord.Interaction[TutorBot]) -> bool:
+    """`is_moderator` as a plain yes/no, for showing moderators a little more (and for autocomplete)."""
+    try:
+        return await is_moderator(interaction)
+    except app_commands.CheckFailure:
+        return False
 
 
 def guild_only() -> Callable[[T], T]:

@@ -20,7 +20,7 @@ from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 from bot.tutor import Conversations, StartRequest
 from tests.fake_live import FakeLiveServer, make_client_settings
-from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
+from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel, real_voice_channel
 from tests.signals import peak_frequency, tone
 
 GUILD = 4242
@@ -111,7 +111,8 @@ async def test_kid_speaks_tutor_answers_and_every_turn_is_stored(world, live_ser
     assert len(live_server.current.audio) >= 16_000 * 2 * 0.5  # most of 0.6 s of speech reached Live
     await wait_until(lambda: conversation.status().turns >= 2)
 
-    frames = voice.read_playback(25)
+    await wait_until(lambda: len(voice.audible()) >= 15)  # discord.py's own player sent the reply
+    frames = voice.audible()
     assert {len(f) for f in frames} == {3840}
     left = np.frombuffer(b"".join(frames), "<i2")[0::2]
     assert np.abs(left).max() > 1000 and abs(peak_frequency(left, 48_000) - 440) < 20
@@ -302,6 +303,39 @@ async def test_deaf_receive_means_a_fresh_voice_connection(world, monkeypatch):
     await conversations.stop(GUILD)
 
 
+def break_voice(voice, how: str) -> None:
+    """Make the watchdog want a fresh voice connection: a dead voice websocket, or DAVE deafness."""
+    if how == "dead websocket":
+        voice.gateway_alive = False
+        return
+    start = time.monotonic()
+    for step in range(10):
+        voice.receive_stats.record_decrypt(False, session_ready=True, now=start + step * 0.05)
+
+
+@pytest.mark.parametrize("how", ["dead websocket", "deaf"])
+async def test_the_tutor_is_heard_after_a_voice_reconnect(world, live_server, monkeypatch, how):
+    """After a rejoin, discord.py's real player on the new connection plays the next reply.
+
+    The old connection's player calls `source.cleanup()` as it ends; that must not silence the new one.
+    """
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
+    monkeypatch.setattr(bot.voice_link, "DEAF_RECONNECT_S", 0.2)
+    conversations, connector, _, channel, kids = world
+    await conversations.start(request(channel))
+    first = connector.last
+    break_voice(first, how)
+    await wait_until(lambda: len(connector.clients) == 2)
+    second = connector.last
+    await wait_until(lambda: not first.is_playing())
+    await asyncio.sleep(0.1)  # the old player thread has ended and cleaned up what it played
+    second.speak(kids[0], speech()).join()
+    await wait_until(lambda: len(second.audible()) >= 15)
+    left = np.frombuffer(b"".join(second.audible()), "<i2")[0::2]
+    assert abs(peak_frequency(left, 48_000) - 440) < 20 and second.is_playing()
+    await conversations.stop(GUILD)
+
+
 async def test_failed_turn_writes_are_retried_in_order_off_the_audio_path(world, live_server, repository,
                                                                          monkeypatch):
     """A database that refuses writes for a while delays storage, never loses or reorders turns."""
@@ -330,12 +364,14 @@ async def test_failed_turn_writes_are_retried_in_order_off_the_audio_path(world,
 
 @pytest.mark.parametrize("error", [TimeoutError(), discord.ClientException("Already connected to a voice channel.")])
 async def test_voice_join_failures_are_a_plain_sentence(error):
-    """A join that times out or is refused becomes VoiceConnectFailed, which the cogs show as it is."""
+    """A join that times out or is refused: a kind sentence for the kid, the technical reason kept as `detail`."""
     channel = MockVoiceChannel()
     channel.connect.side_effect = error
     with pytest.raises(VoiceConnectFailed) as caught:
         await bot.tutor.connect_voice(channel)
-    assert str(caught.value).startswith("I couldn't join the voice channel:")
+    assert str(caught.value).startswith("I couldn't join your voice channel just now. Please try again in a minute")
+    assert caught.value.detail.startswith("Joining the voice channel failed: ")
+    assert "Already connected" not in str(caught.value)
 
 
 async def test_voice_join_failure_closes_live_and_the_session_row(world, live_server, repository):
@@ -365,3 +401,35 @@ async def test_a_bad_reply_chunk_is_skipped_and_the_conversation_goes_on(world, 
     await conversations.stop(GUILD)
     turns = await repository.get_turns(GUILD, conversation.session_id)
     assert turns[-1].text == live_server.reply_text
+
+
+async def test_stop_during_a_voice_rejoin_ends_at_once(world, repository, monkeypatch):
+    """`/tutor stop` while the watchdog waits for a rejoin cancels the join and ends the conversation."""
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
+    conversations, connector, _, channel, _ = world
+    conversation = await conversations.start(request(channel))
+    connector.hang = True
+    connector.last.gateway_alive = False
+    await wait_until(lambda: connector.joins_started == 2)
+    result = await asyncio.wait_for(conversations.stop(GUILD), 5)
+    assert result.reason == "stopped with /tutor stop" and conversations.get(GUILD) is None
+    assert (await repository.get_session(GUILD, conversation.session_id)).end_reason == result.reason
+
+
+async def test_a_join_cancelled_midway_leaves_no_voice_client_registered(monkeypatch):
+    """`/tutor stop` during a (re)join cancels discord.py's `connect()`, which then keeps its half-made voice
+    client registered; the next start would be refused with "Already connected to a voice channel"."""
+    monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)  # the gateway never confirms a leave
+    client, channel, gateway = await real_voice_channel()
+    joining = asyncio.create_task(bot.tutor.connect_voice(channel))
+    await wait_until(lambda: gateway.voice_states)  # discord.py asked to join; the gateway never answers
+    joining.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await joining
+    assert channel.guild.voice_client is None
+    again = asyncio.create_task(bot.tutor.connect_voice(channel))  # not "Already connected"
+    await wait_until(lambda: len(gateway.voice_states) >= 3)  # (join, leave, join)
+    again.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    await client.close()

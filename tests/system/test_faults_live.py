@@ -54,9 +54,12 @@ async def repository(tmp_path):
 
 @pytest.fixture
 def world(server, repository, monkeypatch):
-    """Conversations wired to the fake Live server, fake voice and a real database; two kids in the channel."""
+    """Conversations wired to the fake Live server, fake voice and a real database; two kids in the channel.
+
+    Playback is held (nobody reads it unless a test does), so a test can check the buffer survives a cut.
+    """
     settings = make_client_settings(server, monkeypatch)
-    connector = FakeVoiceConnector()
+    connector = FakeVoiceConnector(real_player=False)
     conversations = Conversations(settings=settings, repository=repository, connect=connector,
                                   live_factory=functools.partial(RecordingLiveSession, connect_options=RETRIES))
     kids = [MockMember(display_name="Ana"), MockMember(display_name="Ben")]
@@ -159,7 +162,7 @@ async def close_while_reply_streams(conversation, voice, kid, server) -> None:
     """After one whole turn, a kid asks again and Live closes with 1011 while the long reply is arriving."""
     await one_spoken_turn(conversation, voice, kid, server)
     server.reply_audio_ms, server.chunk_ms = 8000, 40  # ~200 chunks: a long window to close in
-    playing_before = voice.source.frames_read
+    playing_before = voice.playback.frames_read
     received_before = conversation.live.stats.audio_ms_received
     voice.speak(kid, speech(0.6)).join()
     # the second reply is streaming (the first one's audio is still buffered: nobody reads playback here)
@@ -170,7 +173,7 @@ async def close_while_reply_streams(conversation, voice, kid, server) -> None:
     server.reply_audio_ms, server.chunk_ms = 400, 100
     await wait_until(lambda: conversation.status().reconnects == 1 and conversation.status().live_connected)
     await wait_until(lambda: conversation.status().turns > stored_before_cut)  # the cut reply is stored
-    assert voice.source.frames_read == playing_before  # nothing consumed it yet: the buffer is intact
+    assert voice.playback.frames_read == playing_before  # nothing consumed it yet: the buffer is intact
     assert {len(frame) for frame in voice.read_playback(10)} == {3840}  # what arrived still plays
     # The question was sent after the newest handle, so it is replayed and answered again, in full.
     await server.wait_for(lambda: server.replies_sent > replies_before_cut)
@@ -208,3 +211,19 @@ async def test_a_reply_cut_by_a_close_is_stored_as_its_own_interrupted_turn(worl
     turns = await repository.get_turns(GUILD, conversation.session_id)
     tutor_turns = [t for t in turns if t.role == "tutor"]
     assert tutor_turns[1].interrupted and tutor_turns[-1].text == server.reply_text
+
+
+async def test_a_server_streaming_endless_reply_audio_cannot_fill_memory(world, server, repository, monkeypatch):
+    """Reply audio beyond the playback cap is dropped (and logged); the turn is still stored whole."""
+    import bot.conversation
+
+    monkeypatch.setattr(bot.conversation, "PLAYBACK_MAX_QUEUED_MS", 3000.0)
+    conversations, connector, channel, kids = world
+    server.reply_audio_ms, server.chunk_ms = 8000, 200  # nobody reads playback here: all of it queues
+    conversation = await conversations.start(start_request(channel))
+    await one_spoken_turn(conversation, connector.last, kids[0], server)
+    status = conversation.status()
+    assert 2900 <= status.playback_buffered_ms <= 3000
+    await conversations.stop(GUILD)
+    turns = await repository.get_turns(GUILD, conversation.session_id)
+    assert [t.role for t in turns] == ["child", "tutor"] and turns[1].text == server.reply_text
