@@ -38,12 +38,13 @@ from google.genai import types
 from bot.config import Settings
 from bot.errors import TutorError
 from bot.live.buffers import HistoryTurn, Outgoing
-from bot.live.connection import Connection, close_connection, make_client, open_connection
+from bot.live.connection import Connection, close_connection, handover_deadline, make_client, open_connection
 from bot.live.events import (
     AudioChunk,
     Failed,
     GenerationComplete,
     LiveEvent,
+    OutputTranscript,
     Reconnected,
     Reconnecting,
     TurnComplete,
@@ -95,7 +96,10 @@ class LiveSession:
         self._stream = EventStream(max_remembered=MAX_SEED_TURNS)  # only the newest turns can be re-seeded
         self._counters = LiveCounters()
         self._outbound = Outbound(connect_options, self._counters)
-        self._restart = asyncio.Event()
+        self._restart = asyncio.Event()  # set by a GoAway
+        self._progress = asyncio.Event()  # set when a reply completes or a handle arrives (GoAway waits on it)
+        self._replying = False  # the model has started a reply whose turn_complete has not come
+        self._handle_covers_replies = True  # no model output since the newest handle (or since connecting)
         self._reader = ServerMessageReader()
         self._client: genai.Client | None = None
         self._connection: Connection | None = None
@@ -260,18 +264,47 @@ class LiveSession:
         recv = self._spawn(self._receive_loop(conn), "recv")
         restart = self._spawn(self._restart.wait(), "restart")
         done, _ = await asyncio.wait({send, recv, restart}, return_when=asyncio.FIRST_COMPLETED)
-        await self._cancel({send, restart})
-        if restart in done and not recv.done():
-            return await self._handle_go_away(conn, recv)
+        await self._cancel({restart})
+        if restart in done and not recv.done() and not send.done():
+            verdict = await self._drain_after_go_away(conn, send, recv)
+            if verdict is None:
+                return await self._hand_over(conn, send, recv)
+        await self._cancel({send})
         if send in done and not recv.done():  # the receiver usually has the close code: give it a moment
             await asyncio.wait({recv}, timeout=0.5)
         await self._cancel({recv})
         error = next((t.exception() for t in (recv, send) if t.done() and not t.cancelled() and t.exception()), None)
         return self._classify(error) if error else Verdict("the connection ended", False)
 
-    async def _handle_go_away(self, old: Connection, old_recv: asyncio.Task) -> Verdict | None:
-        """Proactive handover: the old socket keeps delivering the reply while the new one connects."""
+    async def _drain_after_go_away(self, conn: Connection, send: asyncio.Task, recv: asyncio.Task) -> Verdict | None:
+        """GoAway: keep serving the old socket until the reply in progress is over and a handle covers it.
+
+        Returns None when it is time to hand over (that point, or the deadline `time_left` allows), or the
+        verdict if the old socket ended first (the normal reconnect path then resumes).
+        """
         self._set_state(LiveState.HANDING_OVER, "go_away")
+        assert conn.go_away_deadline is not None
+        while not self._ready_to_hand_over():
+            left = conn.go_away_deadline - time.monotonic()
+            if left <= 0:
+                log.warning("live.go_away_deadline", extra={"live_session": self.id, "replying": self._replying})
+                return None
+            self._progress.clear()
+            progress = self._spawn(self._progress.wait(), "progress")
+            done, _ = await asyncio.wait({send, recv, progress}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            await self._cancel({progress})
+            if send in done or recv in done:
+                return Verdict("the connection closed after GoAway", False)
+        return None
+
+    def _ready_to_hand_over(self) -> bool:
+        """No reply is in progress, and the newest handle already covers everything the model said."""
+        return not self._replying and self._handle_covers_replies
+
+    async def _hand_over(self, old: Connection, send: asyncio.Task, old_recv: asyncio.Task) -> Verdict | None:
+        """Stop sending on the old socket, resume on a new one with the newest handle, replay the rest."""
+        await self._cancel({send})
+        old.replacing = True
         self._counters.reconnects += 1
         self._stream.emit(Reconnecting("go_away", 1))
         log.info("live.reconnecting", extra={"live_session": self.id, "reason": "go_away", "attempt": 1})
@@ -326,6 +359,7 @@ class LiveSession:
         """Close the turn the old connection cut, put unconfirmed messages back in front, let input flow."""
         if conn.resumed:
             self._counters.resumed_count += 1
+        self._replying, self._handle_covers_replies = False, True  # the cut reply is over; nothing said here yet
         replay = self._outbound.requeue_unconfirmed(resumed=conn.resumed,
                                                     last_turn_complete_at=self._last_reply_end)
         self._reader.audio.drop()
@@ -346,12 +380,17 @@ class LiveSession:
         now = time.monotonic()
         reading = self._reader.read(message, now)
         for event in reading.events:
+            if isinstance(event, AudioChunk | OutputTranscript):
+                self._replying = True
+                self._handle_covers_replies = False
             if isinstance(event, AudioChunk):
                 self._counters.reply_audio(len(event.pcm), now)
             elif isinstance(event, GenerationComplete):
                 self._counters.reply_done()
                 self._last_reply_end, self._reply_generated = now, True
             elif isinstance(event, TurnComplete):
+                self._replying, self._handle_covers_replies = False, False
+                self._progress.set()
                 self._counters.reply_done()
                 if not self._reply_generated:  # interrupted or blocked: turn_complete is its only end
                     self._last_reply_end = now
@@ -359,20 +398,23 @@ class LiveSession:
             self._stream.publish(event)
         if reading.resumption is not None:
             self._on_resumption_update(conn, reading.resumption, now)
-        if reading.go_away is not None and not conn.going_away:
-            conn.going_away = True
+        if reading.go_away is not None and conn.go_away_deadline is None:
+            conn.go_away_deadline = handover_deadline(reading.go_away.time_left, now)
             log.info("live.go_away", extra={"live_session": self.id, "connection": conn.number,
-                                            "time_left": reading.go_away.time_left, "have_handle": bool(self._handle)})
+                                            "time_left": reading.go_away.time_left, "have_handle": bool(self._handle),
+                                            "replying": self._replying})
             self._restart.set()
 
     def _on_resumption_update(self, conn: Connection, update: types.LiveServerSessionResumptionUpdate,
                               now: float) -> None:
-        if conn.going_away:
-            # Mid-handover the new connection resumes from the handle we already had; confirming
-            # more here would drop messages that handle does not cover.
+        if conn.replacing:
+            # The replacement resumes from the handle chosen when dialling began; confirming more here
+            # would drop messages that handle does not cover.
             return
         if update.resumable and update.new_handle:
             self._handle = update.new_handle
+            self._handle_covers_replies = True
+            self._progress.set()
             index = update.last_consumed_client_message_index
             self._outbound.confirm(conn.number, through_index=int(index) if index is not None else None, now=now)
 
