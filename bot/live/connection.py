@@ -36,6 +36,7 @@ class Connection:
     resumed: bool
     connected_at: float = field(default_factory=time.monotonic)
     next_index: int = 1  # the client message index of the next send; the setup message is index 0
+    last_message_at: float = field(default_factory=time.monotonic)  # the newest server message (or the connect)
     go_away_deadline: float | None = None  # GoAway came: hand over before this (monotonic)
     replacing: bool = False  # the replacement is being dialled with the handle chosen then
 
