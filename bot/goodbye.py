@@ -36,8 +36,9 @@ class TutorVoice:
         self.speaking = True
         self._started.set()
 
-    def turn_complete(self) -> None:
-        """The tutor's turn completed (finished, interrupted or blocked)."""
+    def reply_ended(self) -> None:
+        """The tutor's reply ended: all its audio is in (generation_complete), or its turn completed
+        (interrupted or blocked replies have no generation_complete)."""
         self.speaking = False
         self._started.clear()
         for waiter in self._waiters:
@@ -64,12 +65,12 @@ class TutorVoice:
                         async with asyncio.timeout(REPLY_START_GRACE_S):
                             await self._started.wait()
                 if self.speaking:
-                    await self.next_reply_ended()
+                    await self.next_reply_end()
                 await self.played_out()
 
     async def after_prompted_goodbye(self) -> None:
         """After the app asked for a goodbye: wait for that reply's turn and its playback (bounded)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(GOODBYE_TIMEOUT_S):
-                await self.next_reply_ended()
+                await self.next_reply_end()
                 await self.played_out()

@@ -53,4 +53,4 @@ async def test_a_goodbye_that_never_ends_is_bounded(monkeypatch):
     voice.reply_audio()
     await asyncio.wait_for(voice.until_goodbye_done(), 1)
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(voice.next_reply_ended(), 0.05)
+        await asyncio.wait_for(voice.next_reply_end(), 0.05)
