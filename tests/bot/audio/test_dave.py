@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 
+import discord
 import numpy as np
 import pytest
 from discord.ext import voice_recv
+from discord.ext.voice_recv.reader import AudioReader, SpeakingTimer
 from discord.ext.voice_recv.router import PacketRouter
 from discord.gateway import DiscordVoiceWebSocket
 from discord.voice_state import SocketReader, VoiceConnectionState
@@ -50,6 +52,10 @@ def _state_init_without_dave_downgraded(self, voice_client, *, hook=None):
     self._runner = None
 
 
+def _reader_init_without_error(self, sink, voice_client, *, after=None):
+    self.packet_router = self.keepalive = self.decryptor = self.voice_client = self.speaking_timer = None
+
+
 @pytest.mark.parametrize(("owner", "name", "replacement", "reported"), [
     (PacketRouter, "feed_rtp", lambda self, packet, extra: None, "feed_rtp(self, packet)"),
     (PacketRouter, "destroy_decoder", None, "destroy_decoder"),
@@ -58,8 +64,11 @@ def _state_init_without_dave_downgraded(self, voice_client, *, hook=None):
     (DiscordVoiceWebSocket, "received_message", lambda self, msg: None, "awaits the hook"),
     (VoiceConnectionState, "_connect", lambda self, reconnect, timeout, deaf, mute: None, "resume=True on 4015"),
     (SocketReader, "_do_run", lambda self: None, "SocketReader._do_run"),
+    (discord.VoiceClient, "__init__", lambda self, client, channel: None, "create_connection_state"),
+    (SpeakingTimer, "drop_ssrc", None, "speaking_timer.drop_ssrc"),
+    (AudioReader, "__init__", _reader_init_without_error, "AudioReader.error"),
 ], ids=["feed_rtp signature", "destroy_decoder gone", "dave_downgraded gone", "transition code gone", "hook call",
-        "_connect signature", "socket reader loop"])
+        "_connect signature", "socket reader loop", "connection state factory", "speaking timer", "reader error"])
 def test_shim_check_reports_a_changed_library(monkeypatch, owner, name, replacement, reported):
     """When a private the shim relies on changes or disappears, the check names it (so the test above fails)."""
     if replacement is None:
