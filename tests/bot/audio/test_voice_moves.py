@@ -178,3 +178,21 @@ async def test_a_dropped_voice_websocket_reconnects_and_the_bot_hears_again(call
         len(heard_since(h, kid, first_seq[kid.user_id])) >= 5 for kid in h.parties), within=3.0)
     assert_heard_exactly_since(h, first_seq)
     await the_bot_is_heard(h, h.speaker, 0)
+
+
+async def test_a_kid_who_does_not_follow_the_move_leaves_nothing_behind(call):
+    """A kid who hangs up while the call moves gets no op 13 from the new server: READY starts the new voice
+    session without the old one's streams, so neither their SSRC mapping nor their decoder lingers."""
+    h = call
+    vc: DaveVoiceRecvClient = h.vc
+    await h.speak(h.parties, 4)
+    gone = h.parties.pop()
+    router = vc._reader.packet_router
+    assert await h.wait_until(lambda: gone.ssrc in router.decoders)
+    await h.move()
+    first_seq = {kid.user_id: kid.seq for kid in h.parties}
+    await h.speak(h.parties, 6)
+    assert await h.wait_until(lambda: all(
+        len(heard_since(h, kid, first_seq[kid.user_id])) >= 5 for kid in h.parties), within=3.0)
+    assert vc._get_id_from_ssrc(gone.ssrc) is None and gone.user_id not in vc._id_to_ssrc
+    assert gone.ssrc not in router.decoders
