@@ -27,12 +27,12 @@ from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.cost import Prices, TokenCounts, usage_tokens
 from bot.goodbye import TutorVoice
-from bot.levels import build_system_instruction, transcription_vocabulary
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
-from bot.live.session import HistoryTurn, LiveSession, SetupExtras
+from bot.live.session import HistoryTurn, LiveSession
+from bot.live_setup import tutor_setup
 from bot.storage.repository import Repository
-from bot.tools import ToolCalls, declarations
+from bot.tools import ToolCalls
 from bot.turn_log import TurnLog
 from bot.voice_link import VoiceConnector, VoiceLink
 
@@ -111,10 +111,7 @@ class Conversation:
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
         names = self.kid_names()
-        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language,
-                                               tools=True)
-        extras = SetupExtras(tools=tuple(declarations()), language_code=self.request.language.code,
-                             vocabulary=tuple(transcription_vocabulary(self.level, names)))
+        instruction, extras = tutor_setup(self.level, self.age, names, language=self.request.language)
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
         self.live = live_factory(self._settings, system_instruction=instruction, history=history, extras=extras)
