@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from bot import timezones
 from bot.storage.models import SUMMARY_STATUSES, SessionRow, SessionSummaryRow, SummaryStatus, from_epoch, to_epoch
 from bot.storage.queries.base import (
     MAX_PAGE,
@@ -100,10 +101,12 @@ class SessionQueries(Queries):
         )
         return [session_row(row) for row in rows]
 
-    async def minutes_used_today(self, guild_id: int, now: Timestamp | None = None) -> float:
-        """Minutes of conversation since UTC midnight; a session that began yesterday counts from midnight."""
+    async def minutes_used_today(self, guild_id: int, now: Timestamp | None = None, *,
+                                 time_zone: str | None = None) -> float:
+        """Minutes of conversation since midnight in the server's time zone (UTC when None); a session that began
+        yesterday counts from midnight."""
         at = current_time() if now is None else to_epoch(now)
-        day_start = from_epoch(at).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        day_start = timezones.day_start(from_epoch(at), time_zone).timestamp()
         row = await self._db.fetch_one(
             "SELECT COALESCE(SUM(GREATEST(0, LEAST(COALESCE(ended_at, :now), :now) "
             "- GREATEST(started_at, :day_start))), 0) "
