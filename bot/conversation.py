@@ -25,6 +25,7 @@ from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
+from bot.kid_names import names_to_tell_the_tutor
 from bot.levels import build_system_instruction
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
@@ -44,6 +45,11 @@ PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (te
 SAFETY_REDIRECT = (
     "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
     "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
+)
+GREETING_PROMPT = (
+    "(Note from the app, not from a child: the call has just started. Say hello, say in one short sentence that "
+    "you are a computer helper, not a real person, and that grown-ups can read what is said, then ask one fun "
+    "question about {topic}.)"
 )
 GOODBYE_PROMPT = "(Note from the app: time is up because {reason}. Say a warm goodbye in one short sentence.)"
 
@@ -75,7 +81,8 @@ class Conversation:
         self._mixer = Mixer()
         self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
-                              on_flagged=lambda row: self._notify("on_turn_flagged", row))
+                              on_flagged=lambda row: self._notify("on_turn_flagged", row),
+                              chosen_names=request.kid_names)
         self._input_latency_ms: deque[float] = deque(maxlen=500)
         self._last_kid_audio_at: float | None = None
         self._rules = LimitRules()
@@ -94,7 +101,9 @@ class Conversation:
 
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
-        instruction = build_system_instruction(self.level, self.age)
+        present = [m.id for m in getattr(self.voice_channel, "members", []) if not getattr(m, "bot", False)]
+        instruction = build_system_instruction(self.level, self.age,
+                                               names_to_tell_the_tutor(present, self.request.kid_names))
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
         self.live = live_factory(self._settings, system_instruction=instruction, history=history)
@@ -107,6 +116,8 @@ class Conversation:
         self._turns.start()
         self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
             ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
+        if self.request.greet:  # the tutor speaks first: hello, and that it is a computer grown-ups can read
+            self.live.send_text(GREETING_PROMPT.format(topic=self.level.title))
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
 
     async def stop(self, reason: str) -> ConversationResult:
@@ -205,6 +216,10 @@ class Conversation:
             self._last_kid_audio_at = None
         return True
 
+    def rename(self, member_id: int, chosen: str | None) -> None:
+        """A kid set or cleared their chosen name during the call (`/tutor name`)."""
+        self._turns.rename(member_id, chosen)
+
     async def say(self, author_name: str, text: str) -> None:
         """Typed input from `/tutor say`, stored as the child's turn and sent to the tutor."""
         assert self.live is not None
@@ -273,7 +288,8 @@ class Conversation:
     async def _check_once(self) -> StopReason | None:
         self._ticks += 1
         if self._ticks % MINUTES_REFRESH_TICKS == 1:
-            self._minutes_used_today = await self._repository.minutes_used_today(self.guild_id)
+            self._minutes_used_today = await self._repository.minutes_used_today(
+                self.guild_id, time_zone=self.request.time_zone)
         assert self._voice is not None
         connected = await self._voice.check()
         channel = getattr(self._voice.client, "channel", None)

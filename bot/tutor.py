@@ -7,8 +7,9 @@ shapes (`StartRequest`, `ConversationStatus`, …) live in `bot.conversation_typ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
-from bot import endings
+from bot import endings, timezones
 from bot.config import Settings
 from bot.conversation import Conversation, LiveFactory
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
@@ -59,8 +60,11 @@ class Conversations:
         self._starting.add(guild_id)
         try:
             settings = await self._repository.get_settings(guild_id)
-            if await self._repository.minutes_used_today(guild_id) >= settings.daily_minutes:
-                raise DailyLimitReached(settings.daily_minutes)
+            request = dataclasses.replace(request, time_zone=settings.time_zone,
+                                          kid_names=await self._repository.member_names(guild_id))
+            if await self._repository.minutes_used_today(guild_id, time_zone=request.time_zone) \
+                    >= settings.daily_minutes:
+                raise DailyLimitReached(settings.daily_minutes, timezones.resets(request.time_zone))
             history = [HistoryTurn(t.role, t.text) for t in
                        await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
                        if t.role in ("child", "tutor")]
@@ -88,6 +92,12 @@ class Conversations:
         if conversation is None:
             raise NotRunning
         return await conversation.stop(reason)
+
+    def rename(self, guild_id: int, member_id: int, chosen: str | None) -> None:
+        """Pass a chosen name (or its removal) to the guild's running conversation, if there is one."""
+        conversation = self._running.get(guild_id)
+        if conversation is not None:
+            conversation.rename(member_id, chosen)
 
     async def say(self, guild_id: int, author_name: str, text: str) -> None:
         conversation = self._running.get(guild_id)
