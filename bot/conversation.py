@@ -25,12 +25,15 @@ from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
+from bot.cost import Prices, TokenCounts, usage_tokens
+from bot.goodbye import TutorVoice
 from bot.kid_names import names_to_tell_the_tutor
-from bot.levels import build_system_instruction
+from bot.levels import build_system_instruction, transcription_vocabulary
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
-from bot.live.session import HistoryTurn, LiveSession
+from bot.live.session import HistoryTurn, LiveSession, SetupExtras
 from bot.storage.repository import Repository
+from bot.tools import ToolCalls
 from bot.turn_log import TurnLog
 from bot.voice_link import VoiceConnector, VoiceLink
 
@@ -39,7 +42,6 @@ log = logging.getLogger(__name__)
 WATCHDOG_INTERVAL_S = 1.0
 CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
-GOODBYE_TIMEOUT_S = 10.0
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
 PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (tests lower it)
 SAFETY_REDIRECT = (
@@ -63,6 +65,7 @@ class Conversation:
 
     def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
                  observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int,
+                 daily_budget_usd: float = float("inf"), spent_today_usd: float = 0.0,
                  on_closed: Callable[[Conversation], None] = lambda _: None) -> None:
         self.request = request
         self.guild_id = request.guild_id
@@ -74,7 +77,9 @@ class Conversation:
         self.started_mono = time.monotonic()
         self.daily_minutes = daily_minutes
         self.max_session_minutes = max_session_minutes
+        self.daily_budget_usd = daily_budget_usd
         self._settings = settings
+        self._prices = Prices.from_settings(settings)
         self._repository = repository
         self._observers = observers
         self._on_closed = on_closed
@@ -82,11 +87,18 @@ class Conversation:
         self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
                               on_flagged=lambda row: self._notify("on_turn_flagged", row),
+                              on_alert=lambda event, turn: self._notify("on_alert", event, turn),
                               chosen_names=request.kid_names)
         self._input_latency_ms: deque[float] = deque(maxlen=500)
         self._last_kid_audio_at: float | None = None
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
+        # The bill so far: this session's usage snapshots (in memory), and the server's day from the database.
+        self.session_tokens = TokenCounts()
+        self.session_total_tokens = 0
+        self.session_cost_usd = 0.0
+        self._spent_at_refresh = spent_today_usd  # the server's spend today when last read
+        self._session_cost_at_refresh = 0.0
         self._ticks = 0
         self._voice: VoiceLink | None = None  # set by start()
         self._tasks: list[asyncio.Task[None]] = []
@@ -94,19 +106,24 @@ class Conversation:
         self._stop_lock = asyncio.Lock()
         self._result: ConversationResult | None = None
         self._stopper: asyncio.Task[ConversationResult] | None = None  # owned here; stop() is idempotent
-        self._turn_waiter: asyncio.Future[None] | None = None
+        self._tutor_voice = TutorVoice(self._playback)
+        self._tools = ToolCalls(respond=self._send_tool_results, record=self._turns.tool_call,
+                                outcome=self._turns.tool_outcome, end=self._end_after_goodbye,
+                                call_off_end=self._call_off_end)
+        self._ending: asyncio.Task[None] | None = None  # end_conversation: waiting for the goodbye to play
         self.live: LiveSession | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
-        present = [m.id for m in getattr(self.voice_channel, "members", []) if not getattr(m, "bot", False)]
-        instruction = build_system_instruction(self.level, self.age,
-                                               names_to_tell_the_tutor(present, self.request.kid_names))
+        names = self.kid_names()
+        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language)
+        extras = SetupExtras(language_code=self.request.language.code,
+                             vocabulary=tuple(transcription_vocabulary(self.level, names)))
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
-        self.live = live_factory(self._settings, system_instruction=instruction, history=history)
+        self.live = live_factory(self._settings, system_instruction=instruction, history=history, extras=extras)
         try:
             await self.live.start()
             await self._voice.open()
@@ -120,14 +137,22 @@ class Conversation:
             self.live.send_text(GREETING_PROMPT.format(topic=self.level.title))
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
 
+    def kid_names(self) -> list[str]:
+        """The names the tutor uses: those the people (not bots) in the voice channel when it starts chose
+        (`/tutor name`). A kid without one is not named: their display name may be a parent's."""
+        members = getattr(self.voice_channel, "members", None) or []
+        present = [m.id for m in members if not getattr(m, "bot", False)]
+        return names_to_tell_the_tutor(present, self.request.kid_names)
+
     async def stop(self, reason: str) -> ConversationResult:
         """End once: store what is pending, close everything in reverse order, tell the observers."""
         async with self._stop_lock:
             if self._result is not None:
                 return self._result
-            for task in self._tasks:  # never our own: self-stops run in `_stopper`
+            tasks = [*self._tasks, *([self._ending] if self._ending not in (None, asyncio.current_task()) else [])]
+            for task in tasks:  # never our own: self-stops run in `_stopper`
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._teardown()
             try:
                 await self._repository.end_session(self.guild_id, self.session_id, reason)
@@ -248,25 +273,44 @@ class Conversation:
         match event:
             case ev.AudioChunk(pcm=pcm):
                 self._playback.feed(pcm)
+                self._tutor_voice.reply_audio()
             case ev.Interrupted():
                 dropped = self._playback.flush()
                 log.debug("conversation.barge_in", extra=self._log_tags(dropped_ms=round(dropped)))
             case ev.TurnComplete(blocked=blocked):
                 self._playback.end_of_turn()
-                if self._turn_waiter is not None and not self._turn_waiter.done():
-                    self._turn_waiter.set_result(None)
+                self._tutor_voice.turn_complete()
                 if blocked:
                     self._playback.flush()
                     self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
             case ev.TurnTranscribed():
                 self._turns.record(event)
+                if event.role == "child":
+                    self._tools.child_spoke()
             case ev.Failed(reason=reason):
                 await self._notify("on_failed", reason)
                 self._stop_soon(endings.LIVE_FAILED.format(detail=reason))
                 return True
+            case ev.Usage():
+                self._record_usage(event)
             case ev.Reconnecting() | ev.Reconnected():
                 log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
         return False
+
+    def _record_usage(self, usage: ev.Usage) -> None:
+        """One per-turn snapshot: priced now, added to the bill, stored with its turn."""
+        tokens = usage_tokens(usage)
+        cost = tokens.cost(self._prices)
+        total = max(usage.total_tokens or 0, tokens.total)
+        self.session_tokens += tokens
+        self.session_total_tokens += total
+        self.session_cost_usd += cost
+        self._turns.usage(tokens, total, cost)
+
+    @property
+    def spent_today_usd(self) -> float:
+        """The server's spend today: the database's figure when last read, plus this session's since then."""
+        return self._spent_at_refresh + self.session_cost_usd - self._session_cost_at_refresh
 
     # ----- watchdog --------------------------------------------------------------------------------
 
@@ -280,8 +324,10 @@ class Conversation:
                 log.exception("conversation.watchdog_error", extra=self._log_tags())
                 continue
             if reason is not None:
+                if reason.budget:
+                    self._turns.budget_stop(reason.text)
                 if reason.goodbye:
-                    await self._say_goodbye(reason.text)
+                    await self._say_goodbye(reason.spoken or reason.text)
                 self._stop_soon(reason.text)
                 return
 
@@ -290,6 +336,11 @@ class Conversation:
         if self._ticks % MINUTES_REFRESH_TICKS == 1:
             self._minutes_used_today = await self._repository.minutes_used_today(
                 self.guild_id, time_zone=self.request.time_zone)
+            # Snapshots still queued for the writer are missed until the next read (at most a turn's worth).
+            session_cost = self.session_cost_usd
+            self._spent_at_refresh = (await self._repository.usage_today(
+                self.guild_id, time_zone=self.request.time_zone)).cost_usd
+            self._session_cost_at_refresh = session_cost
         assert self._voice is not None
         connected = await self._voice.check()
         channel = getattr(self._voice.client, "channel", None)
@@ -299,17 +350,36 @@ class Conversation:
             in_original_channel=channel is None or channel.id == self.voice_channel.id,
             humans_in_channel=sum(1 for m in members if not m.bot),
             max_session_minutes=self.max_session_minutes, minutes_used_today=self._minutes_used_today,
-            daily_minutes=self.daily_minutes))
+            daily_minutes=self.daily_minutes, spent_today_usd=self.spent_today_usd,
+            daily_budget_usd=self.daily_budget_usd))
 
     async def _say_goodbye(self, reason: str) -> None:
         """Let the tutor say bye out loud, waiting for its turn to finish and play out (bounded)."""
         assert self.live is not None
-        self._turn_waiter = asyncio.get_running_loop().create_future()
+        waiting = asyncio.ensure_future(self._tutor_voice.after_prompted_goodbye())
         self.live.send_text(GOODBYE_PROMPT.format(reason=reason))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
-                await self._turn_waiter
-                await asyncio.sleep(self._playback.buffered_ms / 1000)  # let the goodbye play out
+        await waiting
+
+    # ----- tools: what the tutor asks the bot to do --------------------------------------------------
+
+    def _send_tool_results(self, responses: list[Any]) -> None:
+        assert self.live is not None
+        self.live.send_tool_response(responses)
+
+    def _end_after_goodbye(self, reason: str) -> None:
+        """end_conversation: the call ends once the tutor's goodbye has been said and played."""
+        if self._ending is None or self._ending.done():
+            self._ending = asyncio.create_task(self._finish_after_goodbye(reason), name=f"ending:{self.guild_id}")
+
+    async def _finish_after_goodbye(self, reason: str) -> None:
+        await self._tutor_voice.until_goodbye_done()
+        self._stop_soon(endings.tutor_ended(reason))
+
+    def _call_off_end(self) -> None:
+        """The model withdrew its end_conversation (a child spoke again): the call goes on."""
+        if self._ending is not None and not self._ending.done():
+            self._ending.cancel()
+        self._ending = None
 
     # ----- reporting -------------------------------------------------------------------------------
 
@@ -333,6 +403,8 @@ class Conversation:
             playback_buffered_ms=self._playback.buffered_ms, underruns=self._playback.underruns,
             input_latency_ms=_percentile(latencies, 95), reply_latency_ms=statistics.median(reply) if reply else None,
             minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes,
+            session_cost_usd=self.session_cost_usd, session_tokens=self.session_total_tokens,
+            spent_today_usd=self.spent_today_usd, daily_budget_usd=self.daily_budget_usd,
             max_session_minutes=self.max_session_minutes)
 
     async def _notify(self, hook: str, *args: Any) -> None:

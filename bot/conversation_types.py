@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.languages import DEFAULT_LANGUAGE, Language
 from bot.levels import Level
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class StartRequest:
     starter_name: str
     level: Level
     age: int
+    language: Language = DEFAULT_LANGUAGE
     greet: bool = True  # the tutor opens with hello and says it is a computer helper (tests of exact turns: False)
     # Filled in by `Conversations.start` from storage:
     kid_names: Mapping[int, str] = field(default_factory=dict)  # member id → the name they chose (bot.kid_names)
@@ -71,6 +73,10 @@ class ConversationStatus:
     reply_latency_ms: float | None
     minutes_used_today: float
     daily_minutes: int
+    session_cost_usd: float = 0.0  # this conversation's usage snapshots, summed
+    session_tokens: int = 0
+    spent_today_usd: float = 0.0  # the server's day, this conversation included
+    daily_budget_usd: float = float("inf")
     max_session_minutes: int = 30
 
     @property
@@ -85,5 +91,6 @@ class ConversationObserver(Protocol):
 
     async def on_started(self, conversation: Conversation) -> None: ...
     async def on_turn_flagged(self, conversation: Conversation, turn: Any) -> None: ...
+    async def on_alert(self, conversation: Conversation, event: Any, turn: Any) -> None: ...
     async def on_ended(self, conversation: Conversation, result: ConversationResult) -> None: ...
     async def on_failed(self, conversation: Conversation, reason: str) -> None: ...

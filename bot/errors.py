@@ -63,6 +63,13 @@ class DailyLimitReached(TutorError):
                          f"-# For grown-ups: this server's limit is {minutes} minutes a day; it starts again {resets}.")
 
 
+class DailyBudgetSpent(TutorError):
+    """The server's daily budget (dollars) is used up; kid words, no money: moderators see it in the settings."""
+
+    def __init__(self) -> None:
+        super().__init__("The tutor has done all its talking for today in this server. See you tomorrow!")
+
+
 class NotFound(TutorError):
     """Same sentence whether the row is missing or belongs to another server (no existence leak)."""
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.errors import InvalidAge
+from bot.languages import DEFAULT_LANGUAGE, Language
 
 MIN_AGE = 4
 MAX_AGE = 14
@@ -31,10 +32,38 @@ class Level:
     min_age: int = MIN_AGE
     max_age: int = MAX_AGE
     builtin: bool = True
+    vocabulary: tuple[str, ...] = ()  # topic words the transcription is biased towards
+
+
+# Words kids will say on each built-in topic that speech recognition tends to get wrong.
+_TOPIC_WORDS: dict[str, tuple[str, ...]] = {
+    "space": ("Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune", "Pluto", "astronaut", "rocket",
+              "orbit", "galaxy", "Milky Way", "comet", "asteroid", "telescope"),
+    "dinosaurs": ("Tyrannosaurus rex", "T. rex", "Triceratops", "Stegosaurus", "Brachiosaurus", "Velociraptor",
+                  "Diplodocus", "Ankylosaurus", "Pterodactyl", "fossil", "paleontologist", "herbivore", "carnivore"),
+    "oceans": ("coral reef", "octopus", "jellyfish", "dolphin", "plankton", "tide", "seaweed", "starfish", "narwhal"),
+    "animals": ("mammal", "reptile", "amphibian", "habitat", "kangaroo", "giraffe", "cheetah", "penguin", "hedgehog"),
+    "numbers": ("times tables", "fraction", "half", "quarter", "multiply", "divide", "subtract", "equals"),
+    "shapes": ("triangle", "rectangle", "hexagon", "pentagon", "cylinder", "sphere", "cube", "pyramid", "symmetry"),
+    "words": ("rhyme", "spelling", "syllable", "vowel", "noun", "verb", "adjective", "once upon a time"),
+    "weather": ("thunderstorm", "lightning", "rainbow", "hurricane", "tornado", "cloud", "drizzle", "season"),
+    "human-body": ("skeleton", "muscle", "heart", "lungs", "brain", "stomach", "senses", "blood", "skin"),
+    "music": ("rhythm", "drum", "violin", "piano", "trumpet", "guitar", "melody", "beat", "xylophone"),
+    "science": ("magnet", "experiment", "float", "sink", "volcano", "baking soda", "vinegar", "seed", "prism"),
+    "history": ("pyramid", "pharaoh", "castle", "knight", "Vikings", "Romans", "explorer", "invention"),
+}
+MAX_VOCABULARY = 40
+_WORD = re.compile(r"[^\W\d_][\w'-]{3,}")
+_COMMON = frozenset({
+    "about", "after", "also", "around", "before", "being", "could", "every", "from", "have", "into", "just", "like",
+    "make", "many", "more", "most", "much", "only", "other", "over", "same", "some", "such", "than", "that", "their",
+    "them", "then", "there", "these", "they", "this", "those", "through", "very", "what", "when", "where", "which",
+    "while", "with", "would", "your", "things", "thing",
+})
 
 
 def _builtin(name: str, title: str, description: str, min_age: int, max_age: int) -> Level:
-    return Level(name, title, description, min_age, max_age, builtin=True)
+    return Level(name, title, description, min_age, max_age, builtin=True, vocabulary=_TOPIC_WORDS.get(name, ()))
 
 
 BUILTIN_LEVELS: dict[str, Level] = {level.name: level for level in (
@@ -118,13 +147,40 @@ def _age_band(age: int) -> str:
             "examples, and challenge them with “why” and “what if” questions")
 
 
+def topic_words(level: Level) -> list[str]:
+    """A built-in level's own word list, or for a custom level the longer words of its title and description."""
+    if level.vocabulary:
+        return list(level.vocabulary)
+    words: dict[str, str] = {}
+    for word in _WORD.findall(f"{level.title} {level.description}"):
+        if word.lower() not in _COMMON:
+            words.setdefault(word.lower(), word)
+    return list(words.values())
+
+
+def transcription_vocabulary(level: Level, kid_names: Sequence[str] = ()) -> list[str]:
+    """What the input transcription is biased towards: the kids' names first, then the topic's words."""
+    names = [" ".join(n.split())[:32] for n in kid_names if n and n.strip()]
+    seen: set[str] = set()
+    vocabulary = []
+    for term in [*names, *topic_words(level)]:
+        if term.casefold() not in seen:
+            seen.add(term.casefold())
+            vocabulary.append(term)
+    return vocabulary[:MAX_VOCABULARY]
+
+
 def _fence(text: str) -> str:
     """Neutralise anything in untrusted text that could close the fence or look like a heading."""
     return text.replace("<", "‹").replace(">", "›").replace("```", "'''")
 
 
-def build_system_instruction(level: Level, age: int, kid_names: Sequence[str] = ()) -> str:
-    """The tutor's standing orders for one conversation, pitched at `age` and fenced to `level`."""
+def build_system_instruction(level: Level, age: int, kid_names: Sequence[str] = (), *,
+                             language: Language = DEFAULT_LANGUAGE, tools: bool = False) -> str:
+    """The tutor's standing orders for one conversation, pitched at `age`, fenced to `level`, in `language`.
+
+    `tools`: the rules for `alert_grown_up` and `end_conversation` (`bot.tools`), for sessions that declare them.
+    """
     age = validate_age(age)
     names = [" ".join(n.split())[:32] for n in kid_names if n and n.strip()]
     if names:
@@ -156,5 +212,23 @@ def build_system_instruction(level: Level, age: int, kid_names: Sequence[str] = 
         "right away.",
         "If you did not hear something clearly, ask the child to say it again. If you do not know an answer, say "
         "so honestly and suggest finding out together with a grown-up.",
+        _language_rule(language),
+        *([TOOL_RULES] if tools else []),
         HONESTY,
     ])
+
+
+TOOL_RULES = (
+    "You have two tools. Call alert_grown_up whenever a child shares personal details (a home address, phone "
+    "number, school name, password or full name), says they are hurt, scared, bullied or unsafe, or asks about "
+    "something a grown-up should handle. Give the category and one short, factual sentence for the grown-ups. Do "
+    "not announce the alert; keep talking kindly and follow the safety rules above. Call end_conversation when the "
+    "children say goodbye or ask to stop: say a short, warm goodbye first, then call it. Each tool tells you what "
+    "happened; you do not need to call it again for the same thing."
+)
+
+
+def _language_rule(language: Language) -> str:
+    own = "" if language.native == language.name else f" ({_fence(language.native)})"
+    return (f"Always speak {language.name}{own}, even if a child uses another language: answer in simple "
+            f"{language.name} they can follow, and never switch languages.")

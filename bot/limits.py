@@ -5,9 +5,11 @@ Kept apart from the wiring so every rule is tested with plain numbers, no voice 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bot import endings
+from bot.cost import dollars
 
 EMPTY_CHANNEL_GRACE_S = 60.0  # nobody but bots in the channel this long → stop
 VOICE_LOST_GRACE_S = 15.0  # discord.py reconnects by itself; give it this long
@@ -15,10 +17,16 @@ VOICE_LOST_GRACE_S = 15.0  # discord.py reconnects by itself; give it this long
 
 @dataclass(frozen=True, slots=True)
 class StopReason:
-    """Why the watchdog ends a conversation; `goodbye` when the tutor should say bye first."""
+    """Why the watchdog ends a conversation; `goodbye` when the tutor should say bye first.
+
+    `text` is stored and shown to the grown-ups; `spoken`, when set, is what the tutor is told to explain
+    to the kids instead (no dollars in a goodbye). `budget` marks a stop by the daily budget.
+    """
 
     text: str
     goodbye: bool = False
+    spoken: str | None = None
+    budget: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +41,8 @@ class WatchdogReading:
     max_session_minutes: int
     minutes_used_today: float
     daily_minutes: int
+    spent_today_usd: float = 0.0  # the server's usage snapshots today, this conversation's included
+    daily_budget_usd: float = math.inf
 
 
 class LimitRules:
@@ -56,7 +66,15 @@ class LimitRules:
             return StopReason(endings.session_limit(r.max_session_minutes), goodbye=True)
         if r.minutes_used_today >= r.daily_minutes:
             return StopReason(endings.daily_limit(r.daily_minutes), goodbye=True)
+        if budget_spent(r.spent_today_usd, r.daily_budget_usd):
+            return StopReason(endings.daily_budget(dollars(r.daily_budget_usd), dollars(r.spent_today_usd)),
+                              goodbye=True, spoken="the tutor's time for today is used up", budget=True)
         return None
+
+
+def budget_spent(spent_usd: float, budget_usd: float) -> bool:
+    """The daily budget rule, shared by the watchdog and `/tutor start`: spent up to the budget means stop."""
+    return spent_usd >= budget_usd
 
 
 def _since(started: float | None, condition: bool, now: float) -> float | None:

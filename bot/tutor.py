@@ -13,7 +13,8 @@ from bot import endings, timezones
 from bot.config import Settings
 from bot.conversation import Conversation, LiveFactory
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
-from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong
+from bot.errors import AlreadyRunning, DailyBudgetSpent, DailyLimitReached, NotRunning, TextTooLong
+from bot.limits import budget_spent
 from bot.live.session import HistoryTurn, LiveSession
 from bot.storage.repository import Repository
 from bot.voice_link import VoiceConnector, connect_voice
@@ -65,16 +66,20 @@ class Conversations:
             if await self._repository.minutes_used_today(guild_id, time_zone=request.time_zone) \
                     >= settings.daily_minutes:
                 raise DailyLimitReached(settings.daily_minutes, timezones.resets(request.time_zone))
+            spent = (await self._repository.usage_today(guild_id, time_zone=request.time_zone)).cost_usd
+            if budget_spent(spent, settings.daily_budget_usd):
+                raise DailyBudgetSpent
             history = [HistoryTurn(t.role, t.text) for t in
                        await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
                        if t.role in ("child", "tutor")]
             session_id = await self._repository.start_session(
                 guild_id, request.voice_channel.id, request.starter_id, request.starter_name,
-                request.level.name, request.age)
+                request.level.name, request.age, language=request.language.code)
             conversation = Conversation(request, session_id=session_id, settings=self._settings,
                                         repository=self._repository, observers=self._observers,
                                         daily_minutes=settings.daily_minutes,
                                         max_session_minutes=settings.max_session_minutes,
+                                        daily_budget_usd=settings.daily_budget_usd, spent_today_usd=spent,
                                         on_closed=self._forget)
             try:
                 await conversation.start(self._connect, self._live_factory, history)

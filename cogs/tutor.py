@@ -15,12 +15,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cost import dollars
 from bot.endings import CANT_TALK, farewell, talked_for
-from bot.errors import MissingVoicePermissions, NotInVoiceChannel, NotRunning, UnknownLevel
+from bot.errors import BadOption, MissingVoicePermissions, NotInVoiceChannel, NotRunning, UnknownLevel
 from bot.kid_names import clean_kid_name
+from bot.languages import LANGUAGES, language_for
 from bot.levels import BUILTIN_LEVELS, MAX_AGE, MIN_AGE, Level, custom_level, topic_title, validate_age
 from bot.tutor import SAY_LIMIT, ConversationResult, ConversationStatus, StartRequest
 from cogs.utils.checks import can_start_tutor, guild_only, is_moderator_quietly
+from cogs.utils.formatting import cost_text
 
 if TYPE_CHECKING:
     from bot.client import TutorBot
@@ -29,8 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_CHOICES = 25  # Discord's limit for autocomplete
+MAX_CHOICES = 25  # Discord's limit for autocomplete and choices
 COLOUR = discord.Colour.teal()
+LANGUAGE_CHOICES = [app_commands.Choice(name=lang.label, value=lang.code) for lang in LANGUAGES.values()][:MAX_CHOICES]
 
 # What the bot needs in the caller's voice channel, with the names Discord's settings show.
 # Send Messages is on the list because the transcription notice is not optional.
@@ -103,6 +107,7 @@ def started_embed(conversation: Conversation, request: StartRequest) -> discord.
                           description=f"Joining {request.voice_channel.mention}. Say hi when you hear it!")
     embed.add_field(name="Topic", value=request.level.title)
     embed.add_field(name="Age", value=str(request.age))
+    embed.add_field(name="Language", value=request.language.label)
     embed.add_field(name="Channel", value=request.voice_channel.mention)
     embed.set_footer(text=f"Session {conversation.session_id}")
     return embed
@@ -141,6 +146,8 @@ def moderator_status_embed(status: ConversationStatus) -> discord.Embed:
                                           f"reply {_ms(status.reply_latency_ms)} (p50)")
     embed.add_field(name="Today", value=f"{status.minutes_used_today:.0f} of {status.daily_minutes} minutes used; "
                                         f"sessions stop after {status.max_session_minutes} minutes")
+    embed.add_field(name="Cost", value=f"this session {cost_text(status.session_cost_usd, status.session_tokens)}; "
+                                       f"today {dollars(status.spent_today_usd)} of {dollars(status.daily_budget_usd)}")
     embed.set_footer(text=f"Session {status.session_id} · started")
     return embed
 
@@ -170,10 +177,12 @@ class TutorCog(commands.Cog, name="Tutor"):
 
     @tutor.command(name="start", description="Start talking with the tutor in your voice channel")
     @app_commands.describe(level="The topic to talk about (start typing to see the list)",
-                           age="How old the youngest child in the call is (4 to 14)")
+                           age="How old the youngest child in the call is (4 to 14)",
+                           language="The language the tutor speaks (English if you leave it out)")
+    @app_commands.choices(language=LANGUAGE_CHOICES)
     @can_start_tutor()
     async def start(self, interaction: discord.Interaction[TutorBot], level: str,
-                    age: app_commands.Range[int, MIN_AGE, MAX_AGE]) -> None:
+                    age: app_commands.Range[int, MIN_AGE, MAX_AGE], language: str | None = None) -> None:
         """Validate everything first (nothing changes on bad input), then ask the core to start."""
         member = interaction.user
         assert isinstance(member, discord.Member) and interaction.guild is not None  # guaranteed by the check
@@ -185,10 +194,14 @@ class TutorCog(commands.Cog, name="Tutor"):
             raise MissingVoicePermissions(channel.name, missing)
         chosen = find_level(await self.levels_for(interaction.guild.id), level)
         validate_age(age)
+        try:
+            spoken = language_for(language)
+        except ValueError:
+            raise BadOption("Pick a language from the list (or leave it out for English).") from None
 
         await interaction.response.defer(ephemeral=True, thinking=True)
         request = StartRequest(guild_id=interaction.guild.id, voice_channel=channel, starter_id=member.id,
-                               starter_name=member.display_name, level=chosen, age=age)
+                               starter_name=member.display_name, level=chosen, age=age, language=spoken)
         conversation = await self.bot.conversations.start(request)
         notice_posted = await self._post(channel, TRANSCRIPT_NOTICE.format(
             channel=channel.mention, topic=chosen.title, starter=member.mention))

@@ -21,6 +21,7 @@ from typing import Any
 from unittest.mock import AsyncMock, MagicMock
 
 import discord
+import discord.opus
 from discord import app_commands
 
 from bot.audio.dave import ReceiveStats
@@ -274,7 +275,8 @@ _STATUS = ConversationStatus(
     age=8, starter_name="Kid", started_at=datetime(2026, 11, 25, 16, 0, tzinfo=UTC), uptime_s=754.0,
     speakers=["Kid", "Sam"], turns=12, flagged_turns=1, reconnects=2, live_connected=True,
     packets_received=15_000, packets_dropped=3, packets_concealed=5, playback_buffered_ms=120.0, underruns=1,
-    input_latency_ms=24.5, reply_latency_ms=640.0, minutes_used_today=18.5, daily_minutes=60)
+    input_latency_ms=24.5, reply_latency_ms=640.0, minutes_used_today=18.5, daily_minutes=60,
+    session_cost_usd=0.42, session_tokens=52_100, spent_today_usd=1.10, daily_budget_usd=5.0)
 
 
 def make_status(**overrides: Any) -> ConversationStatus:
@@ -400,7 +402,10 @@ class FakeVoiceClient:
         self.sent: collections.deque[bytes] = collections.deque(maxlen=3000)  # what the player sent, oldest first
         self.client = SimpleNamespace(loop=loop or asyncio.get_running_loop())  # the player schedules ws.speak here
         self.ws = SimpleNamespace(speak=self._speak)
+        self.speaking: list[int] = []  # every SPEAKING state the player announced, in order
         self._player: discord.player.AudioPlayer | None = None
+        self._held_paused = False
+        self._decoder: Any = None  # a kid's client: decodes the Opus packets the player sends
 
     @property
     def connected(self) -> bool:
@@ -411,7 +416,14 @@ class FakeVoiceClient:
         (self._connected.set if value else self._connected.clear)()
 
     async def _speak(self, state: Any) -> None:
-        """The voice websocket's SPEAKING opcode: nothing to send offline."""
+        """The voice websocket's SPEAKING opcode: recorded, nothing to send offline."""
+        self.speaking.append(int(state))
+
+    @property
+    def playback(self) -> Any:
+        """The conversation's PlaybackSource behind what is playing (VoiceLink plays tap → Opus encoder)."""
+        source = getattr(self.source, "pcm", self.source)
+        return getattr(source, "playback", source)
 
     # the part of the voice client the conversation uses
     def listen(self, sink: Any, *, after: Any = None) -> None:
@@ -445,6 +457,22 @@ class FakeVoiceClient:
             return self._player is not None and self._player.is_playing()
         return self.source is not None
 
+    def pause(self) -> None:
+        """`VoiceClient.pause`: the real player sends five Opus silence frames, SPEAKING off, then rests."""
+        if self._player is not None:
+            self._player.pause()
+        self._held_paused = True
+
+    def resume(self) -> None:
+        if self._player is not None:
+            self._player.resume()
+        self._held_paused = False
+
+    def is_paused(self) -> bool:
+        if self.real_player:
+            return self._player is not None and self._player.is_paused()
+        return self._held_paused
+
     def stop(self) -> None:
         """`VoiceClient.stop`: the player thread ends and calls `source.cleanup()` (held mode: right here)."""
         if self._player is not None:
@@ -462,6 +490,10 @@ class FakeVoiceClient:
         return self.connected
 
     def send_audio_packet(self, data: bytes, *, encode: bool = True) -> None:
+        """What the player sends, recorded as PCM: Opus packets are decoded as a kid's client would."""
+        if not encode:
+            self._decoder = self._decoder or discord.opus.Decoder()
+            data = self._decoder.decode(data, fec=False)
         self.sent.append(bytes(data))
 
     async def disconnect(self, *, force: bool = False) -> None:
@@ -493,9 +525,23 @@ class FakeVoiceClient:
         return [frame for frame in list(self.sent) if frame.count(0) != len(frame)]
 
     def read_playback(self, frames: int) -> list[bytes]:
-        """Held mode: read `frames` frames from the source as discord.py's player would (without pacing)."""
+        """Held mode: up to `frames` frames as discord.py's player would send them (unpaced), decoded to PCM.
+
+        Like the real player, nothing is read while paused, so fewer frames may come back.
+        """
         assert not self.real_player, "the real player is reading this source; use audible()"
-        return [self.source.read() for _ in range(frames)]
+        out = []
+        for _ in range(frames):
+            if self._held_paused:
+                break
+            data = self.source.read()
+            if not data:
+                break
+            if self.source.is_opus():
+                self._decoder = self._decoder or discord.opus.Decoder()
+                data = self._decoder.decode(data, fec=False)
+            out.append(data)
+        return out
 
 
 class FakeVoiceConnector:
@@ -632,3 +678,23 @@ class FakeDiscordAPI:
 
     async def _guilds(self, request: Any) -> Any:
         return await self._answer(request, self.guilds)
+
+
+class FakeMainGateway:
+    """The voice part of Discord's main gateway, set as `client.ws`: discord.py sends op 4 VOICE_STATE_UPDATE
+    through `voice_state()` (joining, leaving, resuming); `answer(guild_id, channel_id, self_mute, self_deaf)`
+    plays Discord's replies a moment later, as a separate task (the real ones arrive as gateway events)."""
+
+    def __init__(self, answer: Any) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+        self._answer = answer
+        self._tasks: set[Any] = set()
+
+    async def voice_state(self, guild_id: int, channel_id: int | None, self_mute: bool = False,
+                          self_deaf: bool = False) -> None:
+        import asyncio
+
+        self.calls.append((guild_id, channel_id))
+        task = asyncio.get_running_loop().create_task(self._answer(guild_id, channel_id, self_mute, self_deaf))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

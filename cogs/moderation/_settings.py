@@ -15,6 +15,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import timezones
+from bot.cost import Compression, Prices, simulate_session
+from bot.cost import dollars as format_dollars
 from bot.errors import InvalidSetting
 from bot.kid_names import clean_kid_name
 from bot.levels import BUILTIN_LEVELS, custom_level, topic_title
@@ -31,16 +33,20 @@ log = logging.getLogger(__name__)
 ALERT_PERMISSIONS = {"view_channel": "View Channel", "send_messages": "Send Messages", "embed_links": "Embed Links"}
 UNITS = {"daily_minutes": "minutes a day", "max_session_minutes": "minutes per session",
          "retention_days": "days"}
+BUDGET_LOW, BUDGET_HIGH = (cents / 100 for cents in SETTINGS_RANGES["daily_budget_cents"])
 
 
 def range_sentence(name: str, value: int) -> str:
+    if name == "daily_budget_cents":
+        return (f"`daily-budget` must be between {format_dollars(BUDGET_LOW)} and {format_dollars(BUDGET_HIGH)} a day "
+                f"(got {format_dollars(value / 100)}). Nothing was changed.")
     low, high = SETTINGS_RANGES[name]
     label = name.replace("_", "-")
     return f"`{label}` must be between {low} and {high} {UNITS[name]} (got {value}). Nothing was changed."
 
 
 def settings_embed(guild: discord.Guild, settings: GuildSettings, topic_titles: list[str],
-                   kid_names: dict[int, str] | None = None) -> discord.Embed:
+                   spent_today_usd: float = 0.0, kid_names: dict[int, str] | None = None) -> discord.Embed:
     """Every setting with its current value; unset ones say what that means."""
 
     def role(role_id: int | None, unset: str) -> str:
@@ -54,6 +60,8 @@ def settings_embed(guild: discord.Guild, settings: GuildSettings, topic_titles: 
     embed.add_field(name="Tutor time per day", value=f"{settings.daily_minutes} minutes for the whole server, "
                                                      f"starting again {timezones.resets(settings.time_zone)}")
     embed.add_field(name="Longest conversation", value=f"{settings.max_session_minutes} minutes")
+    embed.add_field(name="Money per day", value=f"{format_dollars(settings.daily_budget_usd)} for the whole server "
+                                                f"({format_dollars(spent_today_usd)} spent today)")
     embed.add_field(name="Transcripts kept", value=f"{settings.retention_days} days")
     embed.add_field(name="Time zone", value=f"{timezones.label(settings.time_zone)} (when the day ends, and the "
                                             "times in transcripts)")
@@ -93,8 +101,10 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
         settings = await self.bot.repository.get_settings(interaction.guild_id)
         titles = own_topic_titles(await self.bot.repository.list_custom_levels(interaction.guild_id))
         names = await self.bot.repository.member_names(interaction.guild_id)
+        spent = (await self.bot.repository.usage_today(interaction.guild_id,
+                                                       time_zone=settings.time_zone)).cost_usd
         await interaction.response.send_message(
-            embed=settings_embed(interaction.guild, settings, list(titles.values()), names), ephemeral=True,
+            embed=settings_embed(interaction.guild, settings, list(titles.values()), spent, names), ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none())
 
     @app_commands.command(name="moderator-role", description="Who besides Manage Server may moderate")
@@ -137,6 +147,21 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
         settings = await self.bot.repository.get_settings(interaction.guild_id)
         await self._update(interaction, f"The tutor can now talk for {minutes} minutes a day in this server; the "
                            f"time starts again {timezones.resets(settings.time_zone)}.", daily_minutes=minutes)
+
+    @app_commands.command(name="daily-budget", description="Most this server may spend on the tutor per day (US$)")
+    @app_commands.describe(dollars="0.10 to 1000 (default 5.00); at the limit the tutor says goodbye and new "
+                                   "starts wait for tomorrow")
+    @moderator_only()
+    async def daily_budget(self, interaction: discord.Interaction,
+                           dollars: app_commands.Range[float, BUDGET_LOW, BUDGET_HIGH]) -> None:
+        cents = round(dollars * 100)
+        settings = self.bot.settings
+        typical = simulate_session(30, Compression(settings.gemini_compression_trigger_tokens,
+                                                   settings.gemini_compression_target_tokens),
+                                   Prices.from_settings(settings)).cost
+        await self._update(interaction, f"The tutor can now spend up to {format_dollars(cents / 100)} a day in this "
+                           f"server. A typical 30-minute conversation costs about {format_dollars(typical)}.",
+                           daily_budget_cents=cents)
 
     @app_commands.command(name="max-session-minutes", description="How long one conversation may last")
     @app_commands.describe(minutes="1 to 240 (default 30); at the limit the tutor says goodbye and leaves")

@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.errors import BadOption, NotFound, SessionStillRunning
 from bot.levels import BUILTIN_LEVELS
 from bot.retention import RetentionTask
-from bot.storage.models import SessionRow
+from bot.storage.models import EventRow, SessionRow, TurnRow, UsageTotals
 from bot.summary import SessionSummarizer
 from cogs.moderation._alerts import ModerationAlerts
 from cogs.moderation._views import ConfirmView
@@ -105,6 +105,12 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
             raise NotFound("session")
         return session
 
+    async def _contents(self, row: SessionRow) -> tuple[list[TurnRow], list[EventRow], UsageTotals]:
+        """A session's turns, events (tool calls, alerts, budget stops) and summed usage, read in its guild."""
+        repository = self.bot.repository
+        return (await repository.get_turns(row.guild_id, row.id), await repository.session_events(row.guild_id, row.id),
+                await repository.session_usage(row.guild_id, row.id))
+
     def _is_running_here(self, guild_id: int, session_id: int) -> bool:
         conversation = self.bot.conversations.get(guild_id)
         return conversation is not None and conversation.session_id == session_id
@@ -151,9 +157,10 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
     @moderator_only()
     async def show(self, interaction: discord.Interaction, session: SessionId) -> None:
         row = await self._session(interaction, session)
-        turns = await self.bot.repository.get_turns(interaction.guild_id, row.id)
+        turns, events, usage = await self._contents(row)
         view = await server_view(self.bot.repository, interaction.guild_id)
-        await Paginator(transcript_pages(row, turns, view), owner_id=interaction.user.id).send(interaction)
+        await Paginator(transcript_pages(row, turns, view, events, usage),
+                        owner_id=interaction.user.id).send(interaction)
 
     @app_commands.command(name="export", description="Download one session's transcript as a file")
     @app_commands.describe(session="The session to export",
@@ -163,9 +170,10 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
     async def export(self, interaction: discord.Interaction, session: SessionId,
                      format: Literal["txt", "json"] = "txt") -> None:
         row = await self._session(interaction, session)
-        turns = await self.bot.repository.get_turns(interaction.guild_id, row.id)
+        turns, events, usage = await self._contents(row)
         view = await server_view(self.bot.repository, interaction.guild_id)
-        text = render_json(row, turns, view) if format == "json" else render_txt(row, turns, view)
+        render = render_json if format == "json" else render_txt
+        text = render(row, turns, view, events, usage)
         file = discord.File(io.BytesIO(text.encode("utf-8")), filename=f"tutor-session-{row.id}.{format}")
         await interaction.response.send_message(
             f"Transcript of session #{row.id} ({len(turns)} turns).", file=file, ephemeral=True)

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import timezones
+from bot.cost import dollars
+from bot.languages import DEFAULT_LANGUAGE, language_for
 from bot.levels import topic_title
-from bot.storage.models import CustomLevel, SessionRow, SessionSummaryRow, TurnRow
+from bot.storage.models import CustomLevel, EventRow, SessionRow, SessionSummaryRow, TurnRow, UsageTotals
+from bot.tools import ALERT_CATEGORIES, ALERT_GROWN_UP, END_CONVERSATION
 
 if TYPE_CHECKING:
     from bot.storage.repository import Repository
@@ -136,6 +139,69 @@ def turn_header(turn: TurnRow, view: ServerView = UTC_VIEW) -> str:
     return f"**{clean(speaker_label(turn))}** · {view.clock(turn.started_at)}{turn_markers(turn)}"
 
 
+def language_name(code: str | None) -> str:
+    """The spoken language's English name; English for sessions recorded before languages existed."""
+    try:
+        return language_for(code).name
+    except ValueError:
+        return code or DEFAULT_LANGUAGE.name
+
+
+def cost_text(cost_usd: float, tokens: int) -> str:
+    """`$0.42 (52,100 tokens)`."""
+    return f"{dollars(cost_usd)} ({tokens:,} tokens)"
+
+
+def category_text(category: str | None) -> str:
+    """An alert category as moderators read it: `personal details`."""
+    return (category or "alert").replace("_", " ")
+
+
+def event_summary(event: EventRow) -> tuple[str, str]:
+    """(title, detail) of a session event in plain words: what the tutor did or the bot decided, and why."""
+    if event.kind == "budget_stop":
+        return "Daily budget reached", event.reason
+    if event.name == ALERT_GROWN_UP:
+        meaning = ALERT_CATEGORIES.get(event.category or "", "")
+        title = f"Alert for a grown-up ({category_text(event.category)})"
+        return title, f"{event.reason}" + (f" — {meaning}" if meaning else "")
+    if event.name == END_CONVERSATION:
+        return "The tutor ended the call", event.reason
+    return f"Tool call {event.name}", event.reason
+
+
+def event_block(event: EventRow, view: ServerView = UTC_VIEW) -> str:
+    """One event as a transcript line: icon, what happened, why, and what was done."""
+    icon = {"budget_stop": "💰"}.get(event.kind) or {ALERT_GROWN_UP: "🔔", END_CONVERSATION: "👋"}.get(event.name, "🛠️")
+    title, detail = event_summary(event)
+    line = f"{icon} **{clean(title)}** · {view.clock(event.at)}"
+    if detail:
+        line += f"\n{clean(truncate(detail, EXCERPT_LIMIT))}"
+    if event.outcome:
+        line += f"\n-# {clean(truncate(event.outcome, 200))}"
+    return line
+
+
+def interleave(turns: Sequence[TurnRow], events: Sequence[EventRow]) -> list[TurnRow | EventRow]:
+    """Turns in order, each followed by the events that belong to it; unlinked events by their time."""
+    linked: dict[int, list[EventRow]] = {}
+    loose: list[EventRow] = []
+    turn_ids = {turn.id for turn in turns}
+    for event in events:
+        if event.turn_id in turn_ids:
+            linked.setdefault(event.turn_id, []).append(event)  # type: ignore[arg-type]
+        else:
+            loose.append(event)
+    out: list[TurnRow | EventRow] = []
+    for turn in turns:
+        while loose and loose[0].at < turn.started_at:
+            out.append(loose.pop(0))
+        out.append(turn)
+        out.extend(linked.get(turn.id, []))
+    out.extend(loose)
+    return out
+
+
 def _chunks(text: str, size: int) -> list[str]:
     """Split text into pieces of at most `size`, preferring to break at spaces."""
     pieces: list[str] = []
@@ -186,12 +252,14 @@ def session_title(session: SessionRow | SessionSummaryRow, view: ServerView = UT
     return f"Session {session.id} · {view.when(session.started_at)}"
 
 
-def transcript_pages(session: SessionRow, turns: Sequence[TurnRow],
-                     view: ServerView = UTC_VIEW) -> list[discord.Embed]:
-    """The whole transcript: summary (when there is one) first, then every turn in order."""
+def transcript_pages(session: SessionRow, turns: Sequence[TurnRow], view: ServerView = UTC_VIEW,
+                     events: Sequence[EventRow] = (), usage: UsageTotals | None = None) -> list[discord.Embed]:
+    """The whole transcript: summary (when there is one) first, then every turn in order with its events."""
+    language = "" if session.language in (None, DEFAULT_LANGUAGE.code) else f" · {language_name(session.language)}"
+    cost = "" if usage is None else f" · cost {cost_text(usage.cost_usd, usage.total_tokens)}"
     blocks = [
-        f"<#{session.channel_id}> · topic **{clean(view.topic(session.level))}** · age {session.age} · "
-        f"started by **{clean(session.starter_name)}** · {format_duration(session.duration())}"
+        f"<#{session.channel_id}> · topic **{clean(view.topic(session.level))}** · age {session.age}"
+        f"{language} · started by **{clean(session.starter_name)}** · {format_duration(session.duration())}{cost}"
         + ("" if session.ended_at else " · *still running*")
     ]
     if session.summary:
@@ -200,11 +268,14 @@ def transcript_pages(session: SessionRow, turns: Sequence[TurnRow],
         blocks.append("*No summary: it could not be made. Try again with `/transcripts summarize`.*")
     if not turns:
         blocks.append("*Nothing was said in this session.*")
-    blocks.extend(f"{turn_header(turn, view)}\n{clean(turn.text)}" for turn in turns)
+    blocks.extend(event_block(item, view) if isinstance(item, EventRow)
+                  else f"{turn_header(item, view)}\n{clean(item.text)}" for item in interleave(turns, events))
     flagged = sum(turn.flagged for turn in turns)
-    colour = FLAG_COLOUR if flagged else EMBED_COLOUR
+    alerts = sum(event.name == ALERT_GROWN_UP for event in events)
+    colour = FLAG_COLOUR if flagged or alerts else EMBED_COLOUR
+    footer = f"{len(turns)} turns, {flagged} flagged" + (f", {alerts} alert(s)" if alerts else "")
     return _finish(session_title(session, view), paginate_blocks(blocks), colour,
-                   f"{len(turns)} turns, {flagged} flagged · times in {timezones.label(view.time_zone)}")
+                   f"{footer} · times in {timezones.label(view.time_zone)}")
 
 
 def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8,
@@ -219,7 +290,7 @@ def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8,
         blocks.append(
             f"**#{row.id}** · {view.when(row.started_at)} · <#{row.channel_id}>{running}\n"
             f"topic **{clean(view.topic(row.level))}** · age {row.age} · by **{clean(row.starter_name)}** · "
-            f"{format_duration(row.duration)} · {row.turn_count} turns{flags}"
+            f"{format_duration(row.duration)} · {row.turn_count} turns · {dollars(row.cost_usd)}{flags}"
         )
     pages = ["\n\n".join(blocks[i : i + per_page]) for i in range(0, len(blocks), per_page)]
     return _finish("Tutor sessions", pages, EMBED_COLOUR, f"{len(rows)} sessions")
@@ -237,22 +308,31 @@ def flagged_pages(turns: Sequence[TurnRow], view: ServerView = UTC_VIEW) -> list
     return _finish("Flagged turns", paginate_blocks(blocks), FLAG_COLOUR, "Open one with /transcripts show")
 
 
-def render_txt(session: SessionRow, turns: Sequence[TurnRow], view: ServerView = UTC_VIEW) -> str:
-    """Plain-text export: a header, the summary, then one line per turn (every turn, uncut)."""
+def render_txt(session: SessionRow, turns: Sequence[TurnRow], view: ServerView = UTC_VIEW,
+               events: Sequence[EventRow] = (), usage: UsageTotals | None = None) -> str:
+    """Plain-text export: a header, the summary, then one line per turn and event (every one, uncut)."""
     lines = [
         f"Session {session.id}",
         f"Started: {view.when(session.started_at)}",
         f"Ended: {view.when(session.ended_at) if session.ended_at else 'still running'}",
         f"Channel id: {session.channel_id}",
-        f"Topic: {view.topic(session.level)}  Age: {session.age}  Started by: {session.starter_name}",
+        f"Topic: {view.topic(session.level)}  Age: {session.age}  "
+        f"Language: {language_name(session.language)}  Started by: {session.starter_name}",
     ]
+    if usage is not None:
+        lines.append(f"Cost: {cost_text(usage.cost_usd, usage.total_tokens)} over {usage.snapshots} turn(s)")
     if session.summary:
         lines += ["", "Summary:", session.summary]
     lines.append("")
-    for turn in turns:
-        marks = "".join([" [interrupted]" if turn.interrupted else "",
-                         f" [flagged: {describe_flag(turn.flag_reason)}]" if turn.flag_reason is not None else ""])
-        lines.append(f"[{view.clock(turn.started_at)}] {speaker_label(turn)}: {turn.text}{marks}")
+    for item in interleave(turns, events):
+        if isinstance(item, EventRow):
+            title, detail = event_summary(item)
+            outcome = f" [{item.outcome}]" if item.outcome else ""
+            lines.append(f"[{view.clock(item.at)}] ** {title}: {detail}{outcome}")
+            continue
+        marks = "".join([" [interrupted]" if item.interrupted else "",
+                         f" [flagged: {describe_flag(item.flag_reason)}]" if item.flag_reason is not None else ""])
+        lines.append(f"[{view.clock(item.started_at)}] {speaker_label(item)}: {item.text}{marks}")
     return "\n".join(lines) + "\n"
 
 
@@ -260,8 +340,9 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
 
-def render_json(session: SessionRow, turns: Sequence[TurnRow], view: ServerView = UTC_VIEW) -> str:
-    """JSON export: the session's fields and a list of turns, timestamps in ISO 8601 UTC."""
+def render_json(session: SessionRow, turns: Sequence[TurnRow], view: ServerView = UTC_VIEW,
+                events: Sequence[EventRow] = (), usage: UsageTotals | None = None) -> str:
+    """JSON export: the session's fields, its cost, its turns and its events, timestamps in ISO 8601 UTC."""
     payload = {
         "session": {
             "id": session.id, "guild_id": session.guild_id, "channel_id": session.channel_id,
@@ -270,7 +351,13 @@ def render_json(session: SessionRow, turns: Sequence[TurnRow], view: ServerView 
             "time_zone": timezones.label(view.time_zone),
             "started_at": _iso(session.started_at), "ended_at": _iso(session.ended_at),
             "end_reason": session.end_reason, "summary": session.summary,
-            "summary_status": session.summary_status,
+            "summary_status": session.summary_status, "language": session.language or DEFAULT_LANGUAGE.code,
+        },
+        "cost": None if usage is None else {
+            "usd": round(usage.cost_usd, 6), "total_tokens": usage.total_tokens, "snapshots": usage.snapshots,
+            "tokens": {"text_in": usage.tokens.text_in, "audio_in": usage.tokens.audio_in,
+                       "text_out": usage.tokens.text_out, "audio_out": usage.tokens.audio_out,
+                       "thoughts": usage.tokens.thoughts},
         },
         "turns": [
             {
@@ -281,6 +368,14 @@ def render_json(session: SessionRow, turns: Sequence[TurnRow], view: ServerView 
                 "flag_description": describe_flag(turn.flag_reason) if turn.flag_reason is not None else None,
             }
             for turn in turns
+        ],
+        "events": [
+            {
+                "id": event.id, "turn_id": event.turn_id, "at": _iso(event.at), "kind": event.kind,
+                "name": event.name, "call_id": event.call_id, "category": event.category,
+                "reason": event.reason, "outcome": event.outcome,
+            }
+            for event in events
         ],
     }
     return json.dumps(payload, ensure_ascii=False, indent=2)

@@ -76,7 +76,33 @@ async def test_start_starts_a_conversation_with_what_was_asked(bot, cog, tree) -
     interaction.response.defer.assert_awaited_once_with(ephemeral=True, thinking=True)
     assert reply.ephemeral and reply.content is None
     fields = {f.name: f.value for f in reply.embed.fields}
-    assert fields == {"Topic": "Space and the planets", "Age": "8", "Channel": request.voice_channel.mention}
+    assert fields == {"Topic": "Space and the planets", "Age": "8", "Language": "English (US)",
+                      "Channel": request.voice_channel.mention}
+    assert request.language.code == "en-US"
+
+
+async def test_start_speaks_the_chosen_language(bot, cog, tree) -> None:
+    """`language:` picks one of the languages 3.8 speaks; the request carries it and the reply shows it."""
+    reply = await invoke(tree, cog.start, cog, kid_in_voice(bot), level="space", age=8, language="es-US")
+    [(request,)] = bot.conversations.called("start")
+    assert request.language.code == "es-US" and request.language.name == "Spanish"
+    assert {f.name: f.value for f in reply.embed.fields}["Language"] == "Español (Spanish)"
+
+
+def test_start_offers_at_most_25_languages_english_first(cog) -> None:
+    """Discord allows 25 choices; every one is a language the tutor speaks, English (US) first."""
+    from bot.languages import LANGUAGES
+
+    choices = cog.start._params["language"].choices
+    assert 0 < len(choices) <= 25 and choices[0].value == "en-US"
+    assert all(choice.value in LANGUAGES for choice in choices) and not cog.start._params["language"].required
+
+
+async def test_start_refuses_a_language_that_slipped_past_discord(bot, cog, tree) -> None:
+    """A code outside the list (a client can bypass the picker) is refused and nothing starts."""
+    reply = await invoke(tree, cog.start, cog, kid_in_voice(bot), level="space", age=8, language="xx-XX")
+    assert "language" in reply.content and reply.ephemeral
+    assert bot.conversations.called("start") == []
 
 
 async def test_start_posts_the_transcription_notice_in_the_voice_chat(bot, cog, tree) -> None:
@@ -319,6 +345,7 @@ async def test_status_for_a_moderator_adds_the_connection_figures(bot, cog, tree
     assert fields["Playback"] == "120 ms buffered, 1 underruns"
     assert fields["Latency"] == "input→Live — (p95), reply 640 ms (p50)"
     assert fields["Today"] == "18 of 60 minutes used; sessions stop after 30 minutes"
+    assert fields["Cost"] == "this session $0.42 (52,100 tokens); today $1.10 of $5.00"
 
 
 async def test_status_when_nothing_runs(bot, cog, tree) -> None:

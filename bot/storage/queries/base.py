@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot import timezones
 from bot.shards import ALL_SHARDS, ShardScope
 from bot.storage.db import Database, Row
 from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow, from_epoch
@@ -16,6 +17,12 @@ MAX_PAGE = 500
 
 def current_time() -> float:
     return time.time()
+
+
+def day_start(at: float, time_zone: str | None = None) -> float:
+    """The start of the day `at` falls in (midnight in the server's time zone, UTC when None): where daily minutes
+    and the daily budget reset."""
+    return timezones.day_start(from_epoch(at), time_zone).timestamp()
 
 
 def page_size(limit: int) -> int:
@@ -35,7 +42,7 @@ def session_row(row: Row) -> SessionRow:
         started_at=from_epoch(row["started_at"]),
         ended_at=None if row["ended_at"] is None else from_epoch(row["ended_at"]),
         end_reason=row["end_reason"], resumption_handle=row["resumption_handle"], summary=row["summary"],
-        summary_status=row["summary_status"],
+        summary_status=row["summary_status"], language=row["language"],
     )
 
 
@@ -58,6 +65,7 @@ def summary_row(row: Row, at: float) -> SessionSummaryRow:
         end_reason=row["end_reason"], summary_status=row["summary_status"],
         duration=timedelta(seconds=end - row["started_at"]),
         turn_count=row["turn_count"], flagged_count=row["flagged_count"],
+        cost_usd=float(row["cost_usd"]), total_tokens=int(row["total_tokens"]),
     )
 
 
