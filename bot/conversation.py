@@ -216,7 +216,7 @@ class Conversation:
             return True
         if not out:
             return False
-        self.live.send_audio(out)
+        self.live.send_audio(out, urgent=self._mixer.at_spurt_edge)
         if self._last_kid_audio_at is not None:
             self._input_latency_ms.append((time.monotonic() - self._last_kid_audio_at) * 1000)
             self._last_kid_audio_at = None
