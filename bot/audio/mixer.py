@@ -181,6 +181,11 @@ class Mixer:
             self.dropped_ms += LIVE_INPUT.ms_for_bytes(len(speaker.queue))
 
     @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing owed (no tail, no STREAM_END): `pull` returns None until a `push`."""
+        return not self._stream_open and self._tail_left_ms <= 0 and not any(s.queue for s in self._speakers.values())
+
+    @property
     def queued_ms(self) -> float:
         """The longest speaker queue: the latency the mixer currently adds."""
         longest = max((len(s.queue) for s in self._speakers.values()), default=0)

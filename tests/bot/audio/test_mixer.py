@@ -242,3 +242,16 @@ def test_a_spurt_ending_on_a_whole_frame_has_its_edge_on_the_first_tail_frame():
     assert [edge for kind, edge in got if kind == "voice"] == [True, False, False]
     first_silence = next(edge for kind, edge in got if kind == "silence")
     assert first_silence is True
+
+
+def test_the_mixer_is_idle_only_when_nothing_is_queued_or_owed():
+    """idle: false while audio is queued, through the tail and until STREAM_END has been returned."""
+    mixer = Mixer(tail_ms=40)
+    assert mixer.idle
+    mixer.push(1, _speech(20), now=0.0)
+    assert not mixer.idle
+    outputs = []
+    while STREAM_END not in outputs:
+        assert not mixer.idle  # queued, held, or the tail still owed
+        outputs.append(mixer.pull(len(outputs) * FRAME_S))
+    assert mixer.idle and mixer.pull(1.0) is None
