@@ -28,7 +28,7 @@ RATE = 200  # samples per second per thread
 # (stage, rule) in the order a stack is tested, leaf first; a rule takes (function, file, whole stack text)
 STAGE_RULES: list[tuple[str, object]] = [
     ("transport decrypt", lambda f, p, s: "decrypt_rtp" in f or (p.endswith("reader.py") and "decrypt" in f)),
-    ("DAVE decrypt", lambda f, p, s: p.endswith("bot/audio/dave.py") and f == "_dave_decrypt"),
+    ("DAVE decrypt", lambda f, p, s: ("bot/audio/dave" in p) and f == "_dave_decrypt"),
     ("Opus decode", lambda f, p, s: f == "decode" and p.endswith("opus.py")),
     ("downsample 48k→16k", lambda f, p, s: p.endswith("convert.py") and "sink.py" in s),
     ("upsample 24k→48k", lambda f, p, s: p.endswith("convert.py")),
@@ -41,7 +41,7 @@ STAGE_RULES: list[tuple[str, object]] = [
     ("Live receive", lambda f, p, s: "google/genai" in p or "/bot/live/" in p or "websockets" in p
         or p.endswith("sslproto.py") or f in ("_on_live_event", "_consume_live_events")),
     ("playback queue", lambda f, p, s: p.endswith("playback.py") or p.endswith("voice_encoder.py")),
-    ("voice-recv (reader, jitter buffer, router)", lambda f, p, s: "voice_recv" in p or p.endswith("dave.py")),
+    ("voice-recv (reader, jitter buffer, router)", lambda f, p, s: "voice_recv" in p or "bot/audio/dave" in p),
     ("sink hand-over", lambda f, p, s: p.endswith("sink.py")),
     ("discord.py player", lambda f, p, s: p.endswith("discord/player.py") or p.endswith("voice_client.py")),
     ("storage", lambda f, p, s: "aiosqlite" in p or "sqlite3" in p or "/bot/storage/" in p or p.endswith("turns.py")),
