@@ -437,7 +437,7 @@ async def test_a_join_cancelled_midway_leaves_no_voice_client_registered(monkeyp
 
 async def test_between_talk_spurts_the_input_pump_rests(world, live_server):
     """With nobody talking the pump does not tick (no mixer pulls); a kid's audio wakes it and reaches Live."""
-    conversations, connector, observer, channel, kids = world
+    conversations, connector, _observer, channel, kids = world
     conversation = await conversations.start(request(channel))
     voice = connector.last
     pulls = 0
