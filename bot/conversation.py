@@ -269,9 +269,10 @@ class Conversation:
             case ev.Interrupted():
                 dropped = self._playback.flush()
                 log.debug("conversation.barge_in", extra=self._log_tags(dropped_ms=round(dropped)))
+            case ev.GenerationComplete():  # the reply's end: turn_complete only follows once it played out
+                self._reply_ended()
             case ev.TurnComplete(blocked=blocked):
-                self._playback.end_of_turn()
-                self._tutor_voice.turn_complete()
+                self._reply_ended()
                 if blocked:
                     self._playback.flush()
                     self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
@@ -288,6 +289,12 @@ class Conversation:
             case ev.Reconnecting() | ev.Reconnected():
                 log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
         return False
+
+    def _reply_ended(self) -> None:
+        """All of the reply's audio is in (generation_complete, or turn_complete for a reply without it):
+        let playback finish it, and wake a goodbye waiting for it."""
+        self._playback.end_of_turn()
+        self._tutor_voice.turn_complete()
 
     def _record_usage(self, usage: ev.Usage) -> None:
         """One per-turn snapshot: priced now, added to the bill, stored with its turn."""

@@ -29,12 +29,13 @@ class HistoryTurn:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One client message: 16 kHz input audio, the end of the kids' speech, typed text, or history."""
+    """One client message: 16 kHz input audio, the end of the kids' speech, typed text, history, or tool results."""
 
-    kind: Literal["audio", "audio_end", "text", "history"]
+    kind: Literal["audio", "audio_end", "text", "history", "tool_response"]
     audio: bytes = b""
     text: str = ""
     turns: tuple[HistoryTurn, ...] = ()
+    responses: tuple[types.FunctionResponse, ...] = ()
 
 
 @dataclass(slots=True)
@@ -134,7 +135,11 @@ class ReplayRing:
 
     def take(self, sent_after: float = 0.0) -> list[Outgoing]:
         """Empty the ring, returning the messages (sent after `sent_after`) to replay in order."""
-        kept = [s.message for s in self._items if s.sent_at >= sent_after]
+        return [s.message for s in self.take_sent(sent_after)]
+
+    def take_sent(self, sent_after: float = 0.0) -> list[SentMessage]:
+        """`take`, keeping when and where each message was sent."""
+        kept = [s for s in self._items if s.sent_at >= sent_after]
         self._items.clear()
         self._audio_bytes = 0
         return kept
@@ -154,5 +159,7 @@ async def send_outgoing(session: object, message: Outgoing) -> None:
         await session.send_realtime_input(audio_stream_end=True)
     elif message.kind == "text":
         await session.send_realtime_input(text=message.text)
+    elif message.kind == "tool_response":
+        await session.send_tool_response(function_responses=list(message.responses))
     else:  # history added after start: context only, no reply wanted
         await session.send_client_content(turns=history_contents(message.turns), turn_complete=False)

@@ -186,7 +186,8 @@ class LiveCounters:
             self._reply_reference = None
         self.audio_bytes_received += nbytes
 
-    def turn_complete(self) -> None:
+    def reply_done(self) -> None:
+        """The reply ended (generation_complete, or turn_complete for one without it)."""
         self._reply_started = False
 
     def snapshot(self, *, connected: bool, dropped_bytes: int) -> LiveStats:

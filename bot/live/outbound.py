@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 
 from bot.audio.formats import LIVE_INPUT
 from bot.live.buffers import AudioBoundedQueue, Outgoing, ReplayRing, SentMessage, send_outgoing
@@ -36,6 +37,15 @@ from bot.live.options import LiveConnectOptions, LiveCounters
 
 UNCONFIRMED_MARGIN_S = 0.5  # without an index, messages this recent may not be in the handle yet
 MAX_COALESCED_AUDIO_BYTES = LIVE_INPUT.bytes_for_ms(100)  # one message never carries more (a backlog goes in these)
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a reconnect sends again: `since` is when the oldest replayed message first went out (None: nothing)."""
+
+    queued_ms: float  # all input audio now waiting to go (replayed + queued meanwhile)
+    replayed_ms: float
+    since: float | None
 
 
 class Outbound:
@@ -117,20 +127,23 @@ class Outbound:
         else:
             self._ring.confirm(connection, sent_before=now - UNCONFIRMED_MARGIN_S)
 
-    def requeue_unconfirmed(self, *, resumed: bool, last_turn_complete_at: float) -> float:
-        """After a reconnect: put back in front what the new connection has not heard; returns the ms queued.
+    def requeue_unconfirmed(self, *, resumed: bool, last_turn_complete_at: float) -> Replay:
+        """After a reconnect: put back in front what the new connection has not heard.
 
         A resumed connection hears everything the handle did not cover. A fresh one is re-seeded from the
         transcript, so only what came after the last completed turn is replayed, and never old history.
         """
         if resumed:
-            replay = self._ring.take()
+            replay = self._ring.take_sent()
         else:
-            replay = [m for m in self._ring.take(sent_after=last_turn_complete_at - UNCONFIRMED_MARGIN_S)
-                      if m.kind != "history"]
-        self._outbox.prepend(replay)
+            replay = [m for m in self._ring.take_sent(sent_after=last_turn_complete_at - UNCONFIRMED_MARGIN_S)
+                      if m.message.kind != "history"]
+        self._outbox.prepend([m.message for m in replay])
         if replay:
             self._flush = True  # the new connection should hear it now, not one chunk at a time
             self._held_since = self._held_since or time.monotonic()
         self._ready.set()
-        return LIVE_INPUT.ms_for_bytes(self._outbox.audio_bytes)
+        replayed_audio = sum(len(m.message.audio) for m in replay)
+        return Replay(queued_ms=LIVE_INPUT.ms_for_bytes(self._outbox.audio_bytes),
+                      replayed_ms=LIVE_INPUT.ms_for_bytes(replayed_audio),
+                      since=replay[0].sent_at if replay else None)

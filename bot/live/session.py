@@ -39,9 +39,18 @@ from bot.config import Settings
 from bot.errors import TutorError
 from bot.live.buffers import HistoryTurn, Outgoing
 from bot.live.connection import Connection, close_connection, make_client, open_connection
-from bot.live.events import AudioChunk, Failed, LiveEvent, Reconnected, Reconnecting, TurnComplete, TurnTranscribed
+from bot.live.events import (
+    AudioChunk,
+    Failed,
+    GenerationComplete,
+    LiveEvent,
+    Reconnected,
+    Reconnecting,
+    TurnComplete,
+    TurnTranscribed,
+)
 from bot.live.failures import Verdict, classify, is_auth_problem, scrub
-from bot.live.inbound import read_server_message
+from bot.live.inbound import ServerMessageReader
 from bot.live.options import (
     NO_EXTRAS,
     LiveConnectOptions,
@@ -87,6 +96,7 @@ class LiveSession:
         self._counters = LiveCounters()
         self._outbound = Outbound(connect_options, self._counters)
         self._restart = asyncio.Event()
+        self._reader = ServerMessageReader()
         self._client: genai.Client | None = None
         self._connection: Connection | None = None
         self._connection_count = 0
@@ -95,7 +105,8 @@ class LiveSession:
         self._tasks: set[asyncio.Task] = set()
         self._failures = 0
         self._state = LiveState.IDLE
-        self._last_turn_complete_at = 0.0
+        self._last_reply_end = 0.0  # when the last reply ended (generation_complete, else turn_complete)
+        self._reply_generated = False
 
     # public API -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -144,6 +155,11 @@ class LiveSession:
         """Queue typed text from a kid (`/tutor say`); the tutor answers it."""
         if text.strip() and not self._state.ended:
             self._outbound.push(Outgoing("text", text=text))
+
+    def send_tool_response(self, responses: Sequence[types.FunctionResponse]) -> None:
+        """Queue the results of a `ToolCall` (each `FunctionResponse` names the call's `id`)."""
+        if responses and not self._state.ended:
+            self._outbound.push(Outgoing("tool_response", responses=tuple(responses)))
 
     async def seed_history(self, turns: Sequence[HistoryTurn]) -> None:
         """Add earlier turns: before `start()` they are sent at connect; after it, as client content."""
@@ -312,14 +328,16 @@ class LiveSession:
 
     def _after_reconnect(self, conn: Connection, attempt: int) -> None:
         """Close the turn the old connection cut, put unconfirmed messages back in front, let input flow."""
-        self._stream.cut_by_reconnect(input_replayed=not conn.resumed)
         if conn.resumed:
             self._counters.resumed_count += 1
-        replayed_ms = self._outbound.requeue_unconfirmed(resumed=conn.resumed,
-                                                         last_turn_complete_at=self._last_turn_complete_at)
-        self._stream.emit(Reconnected(resumed=conn.resumed, attempt=attempt, replayed_ms=replayed_ms))
+        replay = self._outbound.requeue_unconfirmed(resumed=conn.resumed,
+                                                    last_turn_complete_at=self._last_reply_end)
+        self._reader.audio.drop()
+        self._stream.cut_by_reconnect(replayed_since=replay.since)
+        self._stream.emit(Reconnected(resumed=conn.resumed, attempt=attempt, replayed_ms=replay.queued_ms))
         log.info("live.reconnected", extra={"live_session": self.id, "connection": conn.number,
-                                            "resumed": conn.resumed, "replayed_ms": round(replayed_ms)})
+                                            "resumed": conn.resumed, "replayed_ms": round(replay.replayed_ms),
+                                            "queued_ms": round(replay.queued_ms)})
 
     # receiving --------------------------------------------------------------------------------
     async def _receive_loop(self, conn: Connection) -> None:
@@ -330,13 +348,18 @@ class LiveSession:
     def _handle_message(self, conn: Connection, message: types.LiveServerMessage) -> None:
         """Publish what the message carries, then act on its resumption update and GoAway."""
         now = time.monotonic()
-        reading = read_server_message(message, now)
+        reading = self._reader.read(message, now)
         for event in reading.events:
             if isinstance(event, AudioChunk):
                 self._counters.reply_audio(len(event.pcm), now)
+            elif isinstance(event, GenerationComplete):
+                self._counters.reply_done()
+                self._last_reply_end, self._reply_generated = now, True
             elif isinstance(event, TurnComplete):
-                self._counters.turn_complete()
-                self._last_turn_complete_at = now
+                self._counters.reply_done()
+                if not self._reply_generated:  # interrupted or blocked: turn_complete is its only end
+                    self._last_reply_end = now
+                self._reply_generated = False
             self._stream.publish(event)
         if reading.resumption is not None:
             self._on_resumption_update(conn, reading.resumption, now)
