@@ -32,7 +32,7 @@ from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
 from bot.live.session import HistoryTurn, LiveSession, SetupExtras
 from bot.storage.repository import Repository
-from bot.tools import ToolCalls
+from bot.tools import ToolCalls, declarations
 from bot.turn_log import TurnLog
 from bot.voice_link import VoiceConnector, VoiceLink
 
@@ -112,8 +112,9 @@ class Conversation:
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
         names = self.kid_names()
-        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language)
-        extras = SetupExtras(language_code=self.request.language.code,
+        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language,
+                                               tools=True)
+        extras = SetupExtras(tools=tuple(declarations()), language_code=self.request.language.code,
                              vocabulary=tuple(transcription_vocabulary(self.level, names)))
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
@@ -286,6 +287,10 @@ class Conversation:
                 return True
             case ev.Usage():
                 self._record_usage(event)
+            case ev.ToolCall(calls=calls):
+                self._tools.on_calls(calls)
+            case ev.ToolCallCancelled(ids=ids):
+                self._tools.on_cancelled(ids)
             case ev.Reconnecting() | ev.Reconnected():
                 log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
         return False
@@ -294,7 +299,7 @@ class Conversation:
         """All of the reply's audio is in (generation_complete, or turn_complete for a reply without it):
         let playback finish it, and wake a goodbye waiting for it."""
         self._playback.end_of_turn()
-        self._tutor_voice.turn_complete()
+        self._tutor_voice.reply_ended()
 
     def _record_usage(self, usage: ev.Usage) -> None:
         """One per-turn snapshot: priced now, added to the bill, stored with its turn."""

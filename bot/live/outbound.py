@@ -136,8 +136,9 @@ class Outbound:
         if resumed:
             replay = self._ring.take_sent()
         else:
+            # A tool result answers a call of the old session: a fresh one never made that call.
             replay = [m for m in self._ring.take_sent(sent_after=last_turn_complete_at - UNCONFIRMED_MARGIN_S)
-                      if m.message.kind != "history"]
+                      if m.message.kind not in ("history", "tool_response")]
         self._outbox.prepend([m.message for m in replay])
         if replay:
             self._flush = True  # the new connection should hear it now, not one chunk at a time

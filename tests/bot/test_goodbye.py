@@ -21,7 +21,7 @@ async def test_end_waits_for_the_goodbye_being_spoken():
     await asyncio.sleep(0.05)
     assert not done.done()
     playback.buffered_ms = 60
-    voice.turn_complete()
+    voice.reply_ended()
     await asyncio.sleep(0.02)
     assert not done.done()  # the last 60 ms are still playing
     await asyncio.wait_for(done, 1)
@@ -35,7 +35,7 @@ async def test_end_before_the_goodbye_waits_for_it_to_start(monkeypatch):
     voice.reply_audio()
     await asyncio.sleep(0.05)
     assert not done.done()
-    voice.turn_complete()
+    voice.reply_ended()
     await asyncio.wait_for(done, 1)
 
 
@@ -53,4 +53,4 @@ async def test_a_goodbye_that_never_ends_is_bounded(monkeypatch):
     voice.reply_audio()
     await asyncio.wait_for(voice.until_goodbye_done(), 1)
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(voice.next_turn_complete(), 0.05)
+        await asyncio.wait_for(voice.next_reply_end(), 0.05)
