@@ -465,8 +465,12 @@ class FakeLiveServer:
             session.meter.text_chars = sum(len(p.get("text") or "") for p in instruction.get("parts") or [])
             self.sessions.append(session)
         conn.session = session
-        if self.setup_delay:
-            await asyncio.sleep(self.setup_delay)
+        if self.setup_delay:  # held back; a client that gives up meanwhile closes the socket, which ends the wait
+            delay = None if math.isinf(self.setup_delay) else self.setup_delay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.ws.wait_closed(), delay)
+            if conn.ws.close_code is not None:
+                return False
         await conn.ws.send(json.dumps({"setupComplete": {"sessionId": session.id}}))
         if self.connection_lifetime_s is not None:
             self._spawn(self._lifetime(conn, self.connection_lifetime_s))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 
 import discord
@@ -15,7 +16,7 @@ import bot.conversation
 import bot.limits
 import bot.tutor
 import bot.voice_link
-from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, TextTooLong, VoiceConnectFailed
+from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, StartStopped, TextTooLong, VoiceConnectFailed
 from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 from bot.tutor import Conversations, StartRequest
@@ -224,6 +225,25 @@ async def test_live_failure_at_start_leaves_nothing_running(world, live_server, 
     assert connector.clients == [] and conversations.get(GUILD) is None
     sessions = await repository.list_sessions(GUILD)
     assert sessions[0].end_reason == "failed to start"
+
+
+async def test_stop_calls_off_a_start_still_waiting_on_live(world, live_server, repository):
+    """Gemini never finishes the setup: `/tutor stop` ends the waiting start at once, nothing is left running."""
+    conversations, connector, _, channel, _ = world
+    live_server.setup_delay = math.inf
+    starting = asyncio.create_task(conversations.start(request(channel)))
+    await live_server.wait_for(lambda: live_server.connections)
+    result = await asyncio.wait_for(conversations.stop(GUILD), 5)
+    with pytest.raises(StartStopped):
+        await asyncio.wait_for(starting, 5)
+    assert result.reason == "stopped with /tutor stop" and result.turns == 0
+    assert connector.clients == [] and conversations.get(GUILD) is None
+    assert (await repository.list_sessions(GUILD))[0].end_reason == "stopped with /tutor stop"
+    await live_server.wait_for(lambda: all(c.closed for c in live_server.connections))
+    live_server.setup_delay = 0.0
+    again = await conversations.start(request(channel))  # the guild's slot is free again
+    await conversations.stop(GUILD)
+    assert again.session_id != result.session_id
 
 
 async def test_live_failure_mid_conversation_ends_with_reason(world, live_server, repository):

@@ -25,10 +25,9 @@ from bot.live.events import (
     Usage,
 )
 from bot.live.session import HistoryTurn, LiveConnectFailed, LiveConnectOptions, LiveSession
-from tests.fake_live import DEADLINE_EXPIRED
+from tests.bot.live.conftest import FAST, Collector
+from tests.fake_live import DEADLINE_EXPIRED, STALE_HANDLE
 
-FAST = LiveConnectOptions(max_retries=3, first_retry_delay=0.01, max_retry_delay=0.05, connect_timeout=5.0,
-                          close_timeout=0.5)
 FRAME = 640  # 20 ms at 16 kHz
 
 
@@ -46,52 +45,6 @@ def numbered(frames: int, seed: int = 0) -> bytes:
 def frame_numbers(audio: bytes) -> list[int]:
     """The numbers of the frames in `audio`, in the order they were heard."""
     return [struct.unpack_from("<I", audio, i)[0] for i in range(0, len(audio) - FRAME + 1, FRAME)]
-
-
-class Collector:
-    """Drains a session's events in the background so tests can wait for the ones they need."""
-
-    def __init__(self, session: LiveSession) -> None:
-        self.events: list = []
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._run(session))
-
-    async def _run(self, session: LiveSession) -> None:
-        async for event in session.events():
-            self.events.append(event)
-            self._changed.set()
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def wait(self, kind: type, count: int = 1, within: float = 10.0) -> list:
-        async with asyncio.timeout(within):
-            while len(self.of(kind)) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.of(kind)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-
-@pytest.fixture
-async def live(settings):
-    sessions: list[tuple[LiveSession, Collector]] = []
-
-    async def make(**kwargs) -> tuple[LiveSession, Collector]:
-        kwargs.setdefault("connect_options", FAST)
-        session = LiveSession(settings, system_instruction="Be a kind tutor.", **kwargs)
-        await session.start()
-        collector = Collector(session)
-        sessions.append((session, collector))
-        return session, collector
-
-    yield make
-    for session, collector in sessions:
-        await session.close()
-        await collector.stop()
 
 
 async def speak(session: LiveSession, audio: bytes, pace: float = 0.0) -> None:
@@ -308,20 +261,6 @@ async def test_repeated_failures_give_up_after_bounded_retries(server, live):
     assert [e.attempt for e in events.of(Reconnecting)] == [1, 2, 3]
 
 
-async def test_unknown_keys_frame_is_transient(server, live):
-    """A frame with only unknown keys (the SDK raises TypeError) leads to a resume, not a crash."""
-    session, events = await live()
-    session.send_text("hello")
-    await events.wait(TurnComplete)
-    await asyncio.sleep(0.05)
-    await server.send_raw({"error": {"code": 500, "message": "boom"}})
-    await events.wait(Reconnected)
-    session.send_text("still there?")
-    await events.wait(TurnComplete, 2)
-    assert server.connections[-1].texts == ["still there?"]
-    assert not events.of(Failed)
-
-
 async def test_seed_history_after_start_sends_context(server, live):
     """seed_history on a running session sends client content without asking for a reply."""
     session, _ = await live()
@@ -458,3 +397,70 @@ async def test_a_tool_call_arrives_and_the_response_reaches_the_server(server, l
     session.send_tool_response([types.FunctionResponse(id=call.id, name=call.name, response={"ok": True})])
     await server.wait_for(lambda: server.tool_responses)
     assert server.tool_responses == [{"id": "call-9", "name": "lookup", "response": {"ok": True}}]
+
+
+async def test_go_away_mid_reply_lets_it_finish_on_the_old_socket(server, live):
+    """GoAway while the tutor speaks: the whole reply arrives on the old socket, then the handover resumes with
+    the handle issued after that reply, and the next turn is answered on the new connection."""
+    server.reply_audio_ms = 1500
+    session, events = await live()
+    session.send_text("tell me about owls")
+    await events.wait(AudioChunk)
+    await server.go_away(time_left=10.0)
+    await events.wait(Reconnected)
+    assert not events.of(Interrupted) and not events.of(Failed)
+    assert sum(len(c.pcm) for c in events.of(AudioChunk)) == 24_000 * 2 * 1500 // 1000
+    tutor = [t for t in events.of(TurnTranscribed) if t.role == "tutor"]
+    assert [(t.text, t.interrupted) for t in tutor] == [(server.reply_text, False)]
+    old, new = server.connections[0], server.connections[1]
+    assert new.handle_used == max(old.session.handles, key=lambda h: int(h.split("-")[1]))  # issued after the reply
+    assert events.of(Reconnected)[0].resumed
+    session.send_text("and bats?")
+    await events.wait(TurnComplete, 2)
+    assert new.texts == ["and bats?"] and old.texts == ["tell me about owls"]
+
+
+async def test_go_away_with_too_little_time_hands_over_before_the_close(server, live):
+    """A reply that cannot finish in time_left is cut just before the deadline (stored interrupted), the new
+    connection is up before the old one closes, and the question, sent after the newest handle, is answered again."""
+    session, events = await live()
+    server.endless_next()
+    session.send_text("count to a million")
+    await events.wait(AudioChunk)
+    await server.go_away(time_left=1.0)
+    await events.wait(Reconnected)
+    await server.wait_for(lambda: server.connections[0].closed_at is not None)
+    assert server.connections[1].opened_at < server.connections[0].closed_at
+    assert [t.interrupted for t in events.of(TurnTranscribed) if t.role == "tutor"] == [True]
+    await events.wait(TurnComplete)
+    assert server.connections[1].texts == ["count to a million"] and not events.of(Failed)
+
+
+async def test_deadline_close_then_a_stale_handle_starts_fresh_and_reseeded(server, live):
+    """1011 "Deadline expired" with no GoAway, then the handle refused with 1007: a fresh session seeded with
+    what was said, not a failure (1007 is also the bad-key code, but this one names no key)."""
+    session, events = await live()
+    session.send_text("what is a comet?")
+    await events.wait(TurnTranscribed)
+    await server.wait_for(lambda: bool(server.sessions[0].handles))
+    await asyncio.sleep(0.05)
+    server.sessions[0].handles.clear()  # the service no longer knows the handle
+    await server.expire()
+    reconnected = (await events.wait(Reconnected))[0]
+    refused, fresh = server.connections[1], server.connections[2]
+    assert refused.refusal == (1007, STALE_HANDLE) and not reconnected.resumed and not events.of(Failed)
+    await server.wait_for(lambda: len(fresh.session.history) >= 1)
+    assert ("model", server.reply_text) in [(t["role"], t["parts"][0]["text"]) for t in fresh.session.history]
+
+
+async def test_a_key_revoked_mid_session_fails_at_once_on_resume(server, live):
+    """A 1007 that names the key while resuming is not a stale handle: the session fails at once, saying so."""
+    session, events = await live()
+    session.send_text("hi")
+    await events.wait(TurnComplete)
+    await server.wait_for(lambda: bool(server.sessions[0].handles))
+    server.api_key = "a-new-key-the-bot-does-not-have"
+    await server.drop()
+    failed = (await events.wait(Failed))[0]
+    assert failed.permanent and "GEMINI_API_KEY" in failed.reason
+    assert len(server.connections) == 2  # one attempt, no retries
