@@ -305,9 +305,8 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     guilds = []
     for h, guild_id in zip(harnesses, guild_ids, strict=True):
         conversation = await conversations.start(StartRequest(
-<<<<<<< HEAD
             guild_id=guild_id, voice_channel=h.channel, starter_id=h.speaker.user_id, starter_name="Kid",
-            level=BUILTIN_LEVELS["space"], age=8))
+            level=BUILTIN_LEVELS["space"], age=8, greet=False))  # replies counted: no greeting
         guilds.append((conversation, h))
     await asyncio.sleep(1.0)  # every player has read its first frame and paused
     packets_before = sum(len(e.arrivals) for e in ears)
@@ -315,15 +314,6 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     idle = await profiled(idle_seconds, use_profiler)
     idle_packets = (sum(len(e.arrivals) for e in ears) - packets_before) / (time.monotonic() - idle_started) / n
 
-=======
-            guild_id=guild_ids[g], voice_channel=channel, starter_id=kids[0].id, starter_name=kids[0].display_name,
-            level=BUILTIN_LEVELS["space"], age=8, greet=False))  # replies counted: no greeting
-        voice = connector.last
-        stagger = (TALK_S + PAUSE_S) / speakers
-        talkers = [Speaker(voice, kid, packets[k], offset_s=k * stagger + g * 0.013, stop=stop)
-                   for k, kid in enumerate(kids)]
-        guilds.append((conversation, voice, talkers, Player(voice, stop)))
->>>>>>> main
     if before_talking is not None:
         await before_talking()
     stop = threading.Event()
