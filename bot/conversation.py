@@ -25,15 +25,18 @@ from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
-from bot.cost import Prices, TokenCounts, usage_tokens
+from bot.cost import Prices
+from bot.cost_meter import CostMeter
 from bot.goodbye import TutorVoice
-from bot.levels import build_system_instruction, transcription_vocabulary
+from bot.kid_names import names_to_tell_the_tutor
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
-from bot.live.session import HistoryTurn, LiveSession, SetupExtras
+from bot.live.session import HistoryTurn, LiveSession
+from bot.live_setup import tutor_setup
 from bot.storage.repository import Repository
-from bot.tools import ToolCalls, declarations
+from bot.tools import ToolCalls
 from bot.turn_log import TurnLog
+from bot.turn_taking import turn_pause_ms
 from bot.voice_link import VoiceConnector, VoiceLink
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,11 @@ PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (te
 SAFETY_REDIRECT = (
     "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
     "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
+)
+GREETING_PROMPT = (
+    "(Note from the app, not from a child: the call has just started. Say hello, say in one short sentence that "
+    "you are a computer helper, not a real person, and that grown-ups can read what is said, then ask one fun "
+    "question about {topic}.)"
 )
 GOODBYE_PROMPT = "(Note from the app: time is up because {reason}. Say a warm goodbye in one short sentence.)"
 
@@ -60,6 +68,7 @@ class Conversation:
     def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
                  observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int,
                  daily_budget_usd: float = float("inf"), spent_today_usd: float = 0.0,
+                 turn_pause_setting_ms: int | None = None,
                  on_closed: Callable[[Conversation], None] = lambda _: None) -> None:
         self.request = request
         self.guild_id = request.guild_id
@@ -73,25 +82,22 @@ class Conversation:
         self.max_session_minutes = max_session_minutes
         self.daily_budget_usd = daily_budget_usd
         self._settings = settings
-        self._prices = Prices.from_settings(settings)
         self._repository = repository
         self._observers = observers
         self._on_closed = on_closed
-        self._mixer = Mixer()
+        self.turn_pause_ms = turn_pause_ms(turn_pause_setting_ms, request.age)  # the pause that ends a kid's turn
+        self._mixer = Mixer(tail_ms=self.turn_pause_ms)
         self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
                               on_flagged=lambda row: self._notify("on_turn_flagged", row),
-                              on_alert=lambda event, turn: self._notify("on_alert", event, turn))
+                              on_alert=lambda event, turn: self._notify("on_alert", event, turn),
+                              chosen_names=request.kid_names)
         self._input_latency_ms: deque[float] = deque(maxlen=500)
         self._last_kid_audio_at: float | None = None
+        self._kid_audio = asyncio.Event()  # wakes the resting input pump
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
-        # The bill so far: this session's usage snapshots (in memory), and the server's day from the database.
-        self.session_tokens = TokenCounts()
-        self.session_total_tokens = 0
-        self.session_cost_usd = 0.0
-        self._spent_at_refresh = spent_today_usd  # the server's spend today when last read
-        self._session_cost_at_refresh = 0.0
+        self.cost = CostMeter(Prices.from_settings(settings), spent_today_usd=spent_today_usd)
         self._ticks = 0
         self._voice: VoiceLink | None = None  # set by start()
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,10 +117,8 @@ class Conversation:
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
         names = self.kid_names()
-        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language,
-                                               tools=True)
-        extras = SetupExtras(tools=tuple(declarations()), language_code=self.request.language.code,
-                             vocabulary=tuple(transcription_vocabulary(self.level, names)))
+        instruction, extras = tutor_setup(self.level, self.age, names, language=self.request.language,
+                                          turn_pause_ms=self.turn_pause_ms)
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
         self.live = live_factory(self._settings, system_instruction=instruction, history=history, extras=extras)
@@ -127,12 +131,16 @@ class Conversation:
         self._turns.start()
         self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
             ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
+        if self.request.greet:  # the tutor speaks first: hello, and that it is a computer grown-ups can read
+            self.live.send_text(GREETING_PROMPT.format(topic=self.level.title))
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
 
     def kid_names(self) -> list[str]:
-        """The names the tutor uses: the people (not bots) in the voice channel when it starts."""
+        """The names the tutor uses: those the people (not bots) in the voice channel when it starts chose
+        (`/tutor name`). A kid without one is not named: their display name may be a parent's."""
         members = getattr(self.voice_channel, "members", None) or []
-        return [m.display_name for m in members if not getattr(m, "bot", False)]
+        present = [m.id for m in members if not getattr(m, "bot", False)]
+        return names_to_tell_the_tutor(present, self.request.kid_names)
 
     async def stop(self, reason: str) -> ConversationResult:
         """End once: store what is pending, close everything in reverse order, tell the observers."""
@@ -190,6 +198,7 @@ class Conversation:
         self._turns.heard(user_id, display_name)
         self._last_kid_audio_at = at
         self._mixer.push(user_id, pcm16k, at)
+        self._kid_audio.set()
 
     def _on_kid_left(self, user_id: int) -> None:
         """A kid left the voice call: their queued audio goes; who spoke when stays for naming turns."""
@@ -199,12 +208,17 @@ class Conversation:
     async def _pump_input(self) -> None:
         """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal.
 
-        When the mixer has fallen behind (a held frame, a stalled loop) it is drained at once, so
-        waiting for jitter never turns into lasting delay.
+        Between talk spurts (the mixer idle: nothing queued, no tail owed) it rests until a kid's audio
+        arrives instead of ticking 50 times a second for nothing. When the mixer has fallen behind (a held
+        frame, a stalled loop) it is drained at once, so waiting for jitter never turns into lasting delay.
         """
         period = FRAME_MS / 1000
         next_tick = time.monotonic()
         while True:
+            if self._mixer.idle:  # nobody talking and nothing owed to Live: rest until a kid's audio comes
+                self._kid_audio.clear()
+                await self._kid_audio.wait()
+                next_tick = time.monotonic()
             now = time.monotonic()
             try:
                 self._send_mixed(self._mixer.pull(now))
@@ -225,11 +239,15 @@ class Conversation:
             return True
         if not out:
             return False
-        self.live.send_audio(out)
+        self.live.send_audio(out, urgent=self._mixer.at_spurt_edge)
         if self._last_kid_audio_at is not None:
             self._input_latency_ms.append((time.monotonic() - self._last_kid_audio_at) * 1000)
             self._last_kid_audio_at = None
         return True
+
+    def rename(self, member_id: int, chosen: str | None) -> None:
+        """A kid set or cleared their chosen name during the call (`/tutor name`)."""
+        self._turns.rename(member_id, chosen)
 
     async def say(self, author_name: str, text: str) -> None:
         """Typed input from `/tutor say`, stored as the child's turn and sent to the tutor."""
@@ -279,7 +297,7 @@ class Conversation:
                 self._stop_soon(endings.LIVE_FAILED.format(detail=reason))
                 return True
             case ev.Usage():
-                self._record_usage(event)
+                self._turns.usage(*self.cost.add(event))
             case ev.ToolCall(calls=calls):
                 self._tools.on_calls(calls)
             case ev.ToolCallCancelled(ids=ids):
@@ -293,21 +311,6 @@ class Conversation:
         let playback finish it, and wake a goodbye waiting for it."""
         self._playback.end_of_turn()
         self._tutor_voice.reply_ended()
-
-    def _record_usage(self, usage: ev.Usage) -> None:
-        """One per-turn snapshot: priced now, added to the bill, stored with its turn."""
-        tokens = usage_tokens(usage)
-        cost = tokens.cost(self._prices)
-        total = max(usage.total_tokens or 0, tokens.total)
-        self.session_tokens += tokens
-        self.session_total_tokens += total
-        self.session_cost_usd += cost
-        self._turns.usage(tokens, total, cost)
-
-    @property
-    def spent_today_usd(self) -> float:
-        """The server's spend today: the database's figure when last read, plus this session's since then."""
-        return self._spent_at_refresh + self.session_cost_usd - self._session_cost_at_refresh
 
     # ----- watchdog --------------------------------------------------------------------------------
 
@@ -331,11 +334,11 @@ class Conversation:
     async def _check_once(self) -> StopReason | None:
         self._ticks += 1
         if self._ticks % MINUTES_REFRESH_TICKS == 1:
-            self._minutes_used_today = await self._repository.minutes_used_today(self.guild_id)
-            # Snapshots still queued for the writer are missed until the next read (at most a turn's worth).
-            session_cost = self.session_cost_usd
-            self._spent_at_refresh = (await self._repository.usage_today(self.guild_id)).cost_usd
-            self._session_cost_at_refresh = session_cost
+            self._minutes_used_today = await self._repository.minutes_used_today(
+                self.guild_id, time_zone=self.request.time_zone)
+            session_cost = self.cost.cost_usd
+            spent = (await self._repository.usage_today(self.guild_id, time_zone=self.request.time_zone)).cost_usd
+            self.cost.read_spend(spent, session_cost_then=session_cost)
         assert self._voice is not None
         connected = await self._voice.check()
         channel = getattr(self._voice.client, "channel", None)
@@ -345,7 +348,7 @@ class Conversation:
             in_original_channel=channel is None or channel.id == self.voice_channel.id,
             humans_in_channel=sum(1 for m in members if not m.bot),
             max_session_minutes=self.max_session_minutes, minutes_used_today=self._minutes_used_today,
-            daily_minutes=self.daily_minutes, spent_today_usd=self.spent_today_usd,
+            daily_minutes=self.daily_minutes, spent_today_usd=self.cost.spent_today_usd,
             daily_budget_usd=self.daily_budget_usd))
 
     async def _say_goodbye(self, reason: str) -> None:
@@ -398,8 +401,8 @@ class Conversation:
             playback_buffered_ms=self._playback.buffered_ms, underruns=self._playback.underruns,
             input_latency_ms=_percentile(latencies, 95), reply_latency_ms=statistics.median(reply) if reply else None,
             minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes,
-            session_cost_usd=self.session_cost_usd, session_tokens=self.session_total_tokens,
-            spent_today_usd=self.spent_today_usd, daily_budget_usd=self.daily_budget_usd,
+            session_cost_usd=self.cost.cost_usd, session_tokens=self.cost.total_tokens,
+            spent_today_usd=self.cost.spent_today_usd, daily_budget_usd=self.daily_budget_usd,
             max_session_minutes=self.max_session_minutes)
 
     async def _notify(self, hook: str, *args: Any) -> None:

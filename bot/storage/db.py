@@ -133,11 +133,34 @@ CREATE INDEX session_events_by_session ON session_events (guild_id, session_id, 
 CREATE INDEX session_events_by_turn ON session_events (turn_id) WHERE turn_id IS NOT NULL;
 """
 
+# V3: a server's time zone (when "today" ends, how times are shown), the title a moderator gave their own
+# topic (the name column keeps the slug commands use), and the name each kid chose for the tutor to use.
+_V3_NAMES_AND_TIME_ZONE = """
+ALTER TABLE guild_settings ADD COLUMN time_zone TEXT;
+ALTER TABLE custom_levels ADD COLUMN title TEXT;
+CREATE TABLE member_names (
+    guild_id   INTEGER NOT NULL,
+    member_id  INTEGER NOT NULL,
+    name       TEXT NOT NULL CHECK (length(trim(name)) > 0),
+    set_by     INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (guild_id, member_id)
+) STRICT;
+"""
+
 # Forward-only: never edit a shipped entry; append a new one. Entry n brings the schema to version n+1.
 # Write each in SQLite's DDL (PostgreSQL's is derived, see bot.storage.dialect); both backends apply the same list.
+# How long a pause ends a child's turn, per server (NULL: the default, see bot.turn_taking).
+_V4_TURN_PAUSE = """
+ALTER TABLE guild_settings ADD COLUMN turn_pause_ms INTEGER
+    CHECK (turn_pause_ms IS NULL OR turn_pause_ms BETWEEN 500 AND 3000);
+"""
+
 MIGRATIONS: tuple[str | Migration, ...] = (
     _V1_INITIAL,
     _V2_COST_AND_TOOLS,
+    _V3_NAMES_AND_TIME_ZONE,
+    _V4_TURN_PAUSE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_BUSY_TIMEOUT_MS = 5000

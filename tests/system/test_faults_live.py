@@ -34,9 +34,9 @@ class RecordingLiveSession(LiveSession):
         super().__init__(*args, **kwargs)
         self.audio_handed = bytearray()
 
-    def send_audio(self, pcm16k: bytes) -> None:
+    def send_audio(self, pcm16k: bytes, *, urgent: bool = False) -> None:
         self.audio_handed += pcm16k
-        super().send_audio(pcm16k)
+        super().send_audio(pcm16k, urgent=urgent)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def world(server, repository, monkeypatch):
 
 def start_request(channel) -> StartRequest:
     return StartRequest(guild_id=GUILD, voice_channel=channel, starter_id=1, starter_name="Ana",
-                        level=BUILTIN_LEVELS["space"], age=8)
+                        level=BUILTIN_LEVELS["space"], age=8, greet=False)  # exact turns are counted
 
 
 def speech(seconds: float) -> bytes:

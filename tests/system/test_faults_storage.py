@@ -64,6 +64,7 @@ async def test_locked_database_delays_turn_writes_but_loses_none(tmp_path, serve
     path = tmp_path / "tutor.sqlite3"
     db = await Database.open(path, busy_timeout_ms=busy_timeout_ms, retry_for=retry_for)
     repository = Repository(db)
+    await repository.update_settings(GUILD, turn_pause_ms=500)  # both turns must complete while the lock holds
     connector = FakeVoiceConnector()
     conversations = Conversations(settings=make_client_settings(server, monkeypatch), repository=repository,
                                   connect=connector, live_factory=functools.partial(LiveSession, connect_options=FAST))
@@ -72,7 +73,7 @@ async def test_locked_database_delays_turn_writes_but_loses_none(tmp_path, serve
     channel.members = list(kids)
     conversation = await conversations.start(StartRequest(
         guild_id=GUILD, voice_channel=channel, starter_id=kids[0].id, starter_name="Ana",
-        level=BUILTIN_LEVELS["space"], age=8))
+        level=BUILTIN_LEVELS["space"], age=8, greet=False))  # exact turns are counted
     stored_during_lock: list[int] = []
     other, released = hold_exclusive_lock(path, LOCK_SECONDS,
                                           lambda: stored_during_lock.append(conversation.status().turns))

@@ -47,6 +47,8 @@ class ModerationQueries(Queries):
         sessions, turns = await self._delete_where(
             guild_id, "s.starter_id = :member_id", {"member_id": member_id},
             extra_turns="t.speaker_id = :member_id")
+        await self._execute("DELETE FROM member_names WHERE guild_id = :guild_id AND member_id = :member_id",
+                            {"guild_id": guild_id, "member_id": member_id})  # the name they chose goes too
         log.info("storage.member_deleted", extra={"guild_id": guild_id, "member_id": member_id,
                                                   "sessions": sessions, "turns": turns})
         return sessions, turns
