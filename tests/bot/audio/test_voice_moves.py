@@ -58,7 +58,9 @@ def assert_heard_exactly_since(h: VoiceServerHarness, first_seq: dict[int, int])
 async def the_bot_is_heard(h: VoiceServerHarness, kid: RemoteUser, since: int, frames: int = 15) -> np.ndarray:
     """Wait until `kid`'s client has decoded `frames` frames of the bot's voice sent after packet `since`."""
     assert await h.wait_until(lambda: len(h.bot_said(kid, since=since)) >= frames, within=3.0), (
-        f"the kid decoded {len(h.bot_said(kid, since=since))} frames of the bot on {h.server.endpoint}")
+        f"the kid decoded {len(h.bot_said(kid, since=since))} of the {len(h.server.rtp_from_bot) - since} packets "
+        f"the bot sent on {h.server.endpoint} (playing: {h.vc.is_playing()}, can encrypt: "
+        f"{h.vc._connection.can_encrypt})")
     left = np.frombuffer(b"".join(h.bot_said(kid, since=since)), "<i2")[0::2]
     assert abs(peak_frequency(left, 48_000) - 440) < 15
     return left
