@@ -22,13 +22,19 @@ import soxr
 from bot.audio.formats import FRAME_MS, LIVE_INPUT, LIVE_INPUT_FRAME_BYTES, LIVE_OUTPUT
 from bot.audio.wavfile import read_wav
 from bot.config import Settings
+from bot.languages import DEFAULT_LANGUAGE
 from bot.live.events import AudioChunk, Failed, GenerationComplete, InputTranscript, OutputTranscript, TurnComplete
-from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
+from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession, SetupExtras
+from bot.tools import declarations
 
 DEFAULT_TEXT = "Hello! Say hi back in one short sentence."
 SILENCE_TAIL_MS = 500
 CHECK_INSTRUCTION = "You are a friendly voice assistant being tested. Answer in one short, cheerful sentence."
 CHECK_OPTIONS = LiveConnectOptions(max_retries=2, first_retry_delay=0.2, max_retry_delay=1.0, connect_timeout=15.0)
+# The setup fields a conversation adds (tools, spoken language, transcription vocabulary), so a field the
+# service refuses (a 1007 at setup) shows up here, in doctor, before it shows up for the kids.
+CHECK_EXTRAS = SetupExtras(tools=tuple(declarations()), language_code=DEFAULT_LANGUAGE.code,
+                           vocabulary=("Jupiter", "Saturn"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +103,8 @@ async def run_live_check(settings: Settings, request: LiveCheckRequest) -> LiveC
         pcm = read_wav_as_live_input(request.wav) if request.wav and not request.text else None
     except ValueError as exc:
         return LiveCheckReport(False, str(exc))
-    session = LiveSession(settings, system_instruction=CHECK_INSTRUCTION, connect_options=CHECK_OPTIONS)
+    session = LiveSession(settings, system_instruction=CHECK_INSTRUCTION, extras=CHECK_EXTRAS,
+                          connect_options=CHECK_OPTIONS)
     heard, said, audio = [], [], bytearray()
     first_audio_at: float | None = None
     rate = LIVE_OUTPUT.sample_rate

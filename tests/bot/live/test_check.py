@@ -53,6 +53,19 @@ async def test_text_check_reports_the_reply(server, monkeypatch):
     print(f"fake-server time to first audio byte (text): {report.first_audio_ms:.1f} ms")
 
 
+async def test_check_sends_the_setup_a_conversation_sends(server, monkeypatch):
+    """The round trip carries the conversation's tools, language and vocabulary (issue 14), so doctor finds a
+    setup field the service refuses before the kids do."""
+    settings = make_client_settings(server, monkeypatch)
+    report = await run_live_check(settings, LiveCheckRequest(text="hi", timeout=10))
+    assert report.ok, report.reason
+    setup = server.connections[0].setup
+    names = {d["name"] for tool in setup["tools"] for d in tool["functionDeclarations"]}
+    assert names == {"alert_grown_up", "end_conversation"}
+    assert setup["generationConfig"]["speechConfig"]["language_code"] == "en-US"
+    assert setup["inputAudioTranscription"]["custom_vocabulary"] == ["Jupiter", "Saturn"]
+
+
 async def test_wav_check_streams_16k_mono_then_ends_the_stream(server, monkeypatch, tmp_path):
     """A 44.1 kHz stereo WAV arrives as 16 kHz mono at the server, with a silence tail and audio_stream_end."""
     settings = make_client_settings(server, monkeypatch)
