@@ -91,6 +91,7 @@ class Conversation:
                               chosen_names=request.kid_names)
         self._input_latency_ms: deque[float] = deque(maxlen=500)
         self._last_kid_audio_at: float | None = None
+        self._kid_audio = asyncio.Event()  # wakes the resting input pump
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
         self.cost = CostMeter(Prices.from_settings(settings), spent_today_usd=spent_today_usd)
@@ -196,6 +197,7 @@ class Conversation:
         self._turns.heard(user_id, display_name)
         self._last_kid_audio_at = at
         self._mixer.push(user_id, pcm16k, at)
+        self._kid_audio.set()
 
     def _on_kid_left(self, user_id: int) -> None:
         """A kid left the voice call: their queued audio goes; who spoke when stays for naming turns."""
@@ -205,12 +207,17 @@ class Conversation:
     async def _pump_input(self) -> None:
         """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal.
 
-        When the mixer has fallen behind (a held frame, a stalled loop) it is drained at once, so
-        waiting for jitter never turns into lasting delay.
+        Between talk spurts (the mixer idle: nothing queued, no tail owed) it rests until a kid's audio
+        arrives instead of ticking 50 times a second for nothing. When the mixer has fallen behind (a held
+        frame, a stalled loop) it is drained at once, so waiting for jitter never turns into lasting delay.
         """
         period = FRAME_MS / 1000
         next_tick = time.monotonic()
         while True:
+            if self._mixer.idle:  # nobody talking and nothing owed to Live: rest until a kid's audio comes
+                self._kid_audio.clear()
+                await self._kid_audio.wait()
+                next_tick = time.monotonic()
             now = time.monotonic()
             try:
                 self._send_mixed(self._mixer.pull(now))
@@ -231,7 +238,7 @@ class Conversation:
             return True
         if not out:
             return False
-        self.live.send_audio(out)
+        self.live.send_audio(out, urgent=self._mixer.at_spurt_edge)
         if self._last_kid_audio_at is not None:
             self._input_latency_ms.append((time.monotonic() - self._last_kid_audio_at) * 1000)
             self._last_kid_audio_at = None

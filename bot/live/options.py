@@ -34,6 +34,7 @@ class LiveConnectOptions:
     first_retry_delay: float = 0.1
     max_retry_delay: float = 5.0
     input_queue_seconds: float = 10.0  # unsent input audio kept while disconnected
+    input_chunk_ms: float = 100.0  # input audio per message while a kid keeps talking (send policy: bot.live.outbound)
     replay_seconds: float = 30.0  # sent-but-unconfirmed input audio kept for replay
     stable_after: float = 10.0  # a connection up this long resets the failure count
     connect_timeout: float = 15.0  # one dial + setup; a setup that never completes costs this
@@ -45,6 +46,8 @@ class LiveConnectOptions:
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.first_retry_delay < 0 or self.input_queue_seconds <= 0:
             raise ValueError("max_retries and first_retry_delay must be >= 0, input_queue_seconds > 0")
+        if not 20 <= self.input_chunk_ms <= 1000:
+            raise ValueError("input_chunk_ms must be 20–1000 (one 20 ms frame up to a second per message)")
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff: first_retry_delay, doubled per attempt, capped."""

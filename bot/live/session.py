@@ -181,10 +181,14 @@ class LiveSession:
                 self._counters.last_error = verdict.reason
                 await asyncio.sleep(self._options.retry_delay(self._failures))
 
-    def send_audio(self, pcm16k: bytes) -> None:
-        """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting."""
+    def send_audio(self, pcm16k: bytes, *, urgent: bool = False) -> None:
+        """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting.
+
+        `urgent`: the frame starts or ends a talk spurt, so it (and what is held before it) goes at once;
+        other audio goes in `input_chunk_ms` messages (see `bot.live.outbound`).
+        """
         if pcm16k and not self._state.ended:
-            self._outbound.push(Outgoing("audio", audio=bytes(pcm16k)))
+            self._outbound.push(Outgoing("audio", audio=bytes(pcm16k)), urgent=urgent)
 
     def end_audio_stream(self) -> None:
         """Tell Gemini the kids stopped talking (after the silence tail); a reply usually follows."""
