@@ -204,10 +204,10 @@ class Conversation:
             self._last_kid_audio_at = None
         return True
 
-    async def say(self, author_name: str, text: str) -> None:
-        """Typed input from `/tutor say`, stored as the child's turn and sent to the tutor."""
+    async def say(self, author_id: int, author_name: str, text: str) -> None:
+        """Typed input from `/tutor say`, stored as the author's turn and sent to the tutor."""
         assert self.live is not None
-        self._turns.typed(author_name, text)
+        self._turns.typed(author_id, author_name, text)
         self.live.send_text(f"{author_name} typed: {text}")
 
     # ----- output: Live → kids and storage ---------------------------------------------------------

@@ -62,10 +62,11 @@ class TurnLog:
             speaker_name = "Tutor"
         self._put(turn, speaker_id, speaker_name)
 
-    def typed(self, author_name: str, text: str) -> None:
-        """A turn typed with `/tutor say`."""
+    def typed(self, author_id: int, author_name: str, text: str) -> None:
+        """A turn typed with `/tutor say`, stored with its author."""
+        self.heard(author_id, author_name)
         now = time.monotonic()
-        self._put(ev.TurnTranscribed("child", text, now, now), None, author_name)
+        self._put(ev.TurnTranscribed("child", text, now, now), author_id, author_name)
 
     def _put(self, turn: ev.TurnTranscribed, speaker_id: int | None, speaker_name: str | None) -> None:
         self._writer.put(PendingTurn(turn.role, turn.text, self._wall(turn.started_at),

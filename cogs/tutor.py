@@ -17,8 +17,9 @@ from discord.ext import commands
 
 from bot.errors import MissingVoicePermissions, NotInVoiceChannel, NotRunning, UnknownLevel
 from bot.levels import BUILTIN_LEVELS, MAX_AGE, MIN_AGE, Level, custom_level, validate_age
+from bot.participants import STOP_RULE
 from bot.tutor import SAY_LIMIT, ConversationResult, ConversationStatus, StartRequest
-from cogs.utils.checks import can_start_tutor, guild_only
+from cogs.utils.checks import can_start_tutor, can_stop_tutor, guild_only
 
 if TYPE_CHECKING:
     from bot.client import TutorBot
@@ -43,7 +44,7 @@ REQUIRED_VOICE_PERMISSIONS: tuple[tuple[str, str], ...] = (
 TRANSCRIPT_NOTICE = (
     "🎙️ **The tutor has joined {channel}** to talk about **{level}**. Say hi!\n"
     "-# Grown-ups: this conversation is transcribed (text only, no audio) and kept for this server's moderators. "
-    "Started by {starter}; anyone can end it with `/tutor stop`."
+    "Started by {starter}; " + STOP_RULE + " can end it with `/tutor stop`."
 )
 NOTICE_NOT_POSTED = ("⚠️ I couldn't post the transcription notice in the voice channel's chat, "
                      "so please tell everyone in the call that the conversation is transcribed.")
@@ -179,7 +180,7 @@ class TutorCog(commands.Cog, name="Tutor"):
         return [app_commands.Choice(name=lv.title[:100], value=lv.name) for lv in levels]
 
     @tutor.command(name="stop", description="End the tutor conversation in this server")
-    @can_start_tutor()
+    @can_stop_tutor()
     async def stop(self, interaction: discord.Interaction[TutorBot]) -> None:
         assert interaction.guild_id is not None
         await interaction.response.defer(ephemeral=True, thinking=True)  # hanging up can take a few seconds
@@ -198,11 +199,12 @@ class TutorCog(commands.Cog, name="Tutor"):
 
     @tutor.command(name="say", description="Type something to the tutor (it answers out loud)")
     @app_commands.describe(text="What to tell the tutor")
-    @can_start_tutor()
+    @guild_only()  # who may type is the core's rule: the people in the call (bot.participants.may_type)
     async def say(self, interaction: discord.Interaction[TutorBot],
                   text: app_commands.Range[str, 1, SAY_LIMIT]) -> None:
         assert interaction.guild_id is not None
-        await self.bot.conversations.say(interaction.guild_id, interaction.user.display_name, text)
+        await self.bot.conversations.say(interaction.guild_id, interaction.user.id, interaction.user.display_name,
+                                         text)
         await interaction.response.send_message("Sent to the tutor.", ephemeral=True)
 
     # ----- ConversationObserver ----------------------------------------------------------------------
