@@ -1,6 +1,7 @@
 """End-to-end load: N guilds' real conversations in one process against a fake Gemini Live server.
 
 Run: `python -m bench.e2e` (or `scripts/bench e2e`), `--guilds 1,5,20 --seconds 20 --think-ms 200`.
+`--processes 2` runs the same guilds spread over 2 bot processes beside 1 process (`bench.processes`).
 
 Each guild is a real `Conversations.start()` (sink → mixer → LiveSession → playback, real SQLite shared by
 all guilds as in the bot) with a `FakeVoiceClient`. Per guild, `--speakers` kids talk in turns (1.5 s of
@@ -31,7 +32,7 @@ import resource
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -249,10 +250,17 @@ def output_latencies(first_chunks: list[float], audible: list[float]) -> list[fl
     return out
 
 
-async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_dir: Path) -> RunResult:
-    """Start `n` conversations, talk for `seconds`, stop them all, and collect the figures."""
+async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_dir: Path, *,
+                     guild_ids: list[int] | None = None, db_path: Path | None = None,
+                     before_talking: Callable[[], Awaitable[None]] | None = None) -> RunResult:
+    """Start `n` conversations, talk for `seconds`, stop them all, and collect the figures.
+
+    For `bench.processes` (one worker per bot process): `guild_ids` (the worker's shard's guilds),
+    `db_path` (one SQLite file all workers share) and `before_talking` (waits until every worker is ready).
+    """
     rss_start = rss_mb()
-    db = await Database.open(db_dir / f"tutor-{n}.sqlite3")
+    guild_ids = guild_ids or [1000 + g for g in range(n)]
+    db = await Database.open(db_path or db_dir / f"tutor-{n}.sqlite3")
     repository = Repository(db)
     connector = FakeVoiceConnector(real_player=False)  # the bench's own Player reads
     conversations = Conversations(settings=settings, repository=repository, connect=connector,
@@ -265,13 +273,15 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
         channel = MockVoiceChannel(name=f"Homework {g}")
         channel.members = list(kids)
         conversation = await conversations.start(StartRequest(
-            guild_id=1000 + g, voice_channel=channel, starter_id=kids[0].id, starter_name=kids[0].display_name,
+            guild_id=guild_ids[g], voice_channel=channel, starter_id=kids[0].id, starter_name=kids[0].display_name,
             level=BUILTIN_LEVELS["space"], age=8))
         voice = connector.last
         stagger = (TALK_S + PAUSE_S) / speakers
         talkers = [Speaker(voice, kid, packets[k], offset_s=k * stagger + g * 0.013, stop=stop)
                    for k, kid in enumerate(kids)]
         guilds.append((conversation, voice, talkers, Player(voice, stop)))
+    if before_talking is not None:
+        await before_talking()
     lag: list[float] = []
     lag_stop = asyncio.Event()
     lag_task = asyncio.create_task(measure_loop_lag(lag, lag_stop))
@@ -362,7 +372,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--speakers", type=int, default=2, help="kids per guild (default 2)")
     parser.add_argument("--think-ms", type=float, default=200.0, help="fake model's think time (default 200)")
     parser.add_argument("--reply-ms", type=float, default=1500.0, help="reply audio length (default 1500)")
-    return parser.parse_args()
+    parser.add_argument("--processes", type=int, default=None, metavar="N",
+                        help="the largest --guilds count over N bot processes, beside 1 process (bench.processes)")
+    return parser.parse_known_args()[0]
 
 
 async def run_all(args: argparse.Namespace, server: Any) -> list[RunResult]:
@@ -374,6 +386,11 @@ async def run_all(args: argparse.Namespace, server: Any) -> list[RunResult]:
 
 def main() -> None:
     args = parse_args()
+    if args.processes:
+        from bench.processes import main as multiprocess_main
+
+        multiprocess_main()
+        return
     discord.opus._load_default()
     if not discord.opus.is_loaded():
         raise SystemExit("libopus is not loadable: install libopus0 (apt-get install libopus0)")

@@ -18,6 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import endings
 from bot.errors import TutorError
 from bot.storage.repository import Repository
 from bot.tutor import Conversations
@@ -31,7 +32,11 @@ log = logging.getLogger(__name__)
 # Loaded in this order by setup_hook; a cog that fails to load stops start-up (see setup_hook).
 INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.tutor", "cogs.moderation")
 
-UNEXPECTED_ERROR = "Something went wrong (reference {reference}). A moderator can find it in the bot's logs."
+UNEXPECTED_ERROR = ("Oops — something went wrong on my side. Please try again in a moment; if it keeps happening, "
+                    "tell a grown-up (code {reference}).")
+# Posted to the moderators' alerts channel (event `tutor_problem`, see cogs/moderation) with the same code.
+UNEXPECTED_ALERT = ("`/{command}` failed unexpectedly (code {reference}). Whoever runs the bot can find the details "
+                    "in its log by searching for that code.")
 
 ConversationsFactory = Callable[["TutorBot"], Conversations]
 
@@ -60,7 +65,18 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
         message = self.describe(original)
         if message is None:
             message = self.report_unexpected(interaction, original)
+        elif isinstance(original, TutorError) and original.detail:
+            self.report_detail(interaction, original.detail)
         await send_ephemeral(interaction, message)
+
+    @staticmethod
+    def report_detail(interaction: discord.Interaction[TutorBot], detail: str) -> None:
+        """The technical side of a kind refusal: to the log and the moderators' alerts channel."""
+        command = interaction.command.qualified_name if interaction.command is not None else None
+        log.warning("command.refused", extra={"command": command, "guild_id": interaction.guild_id,
+                                              "detail": detail})
+        if interaction.guild_id is not None:
+            interaction.client.dispatch("tutor_problem", interaction.guild_id, detail)
 
     @staticmethod
     def describe(error: BaseException) -> str | None:
@@ -68,7 +84,8 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
         if isinstance(error, TutorError):
             return str(error)
         if isinstance(error, app_commands.CommandOnCooldown):
-            return f"Slow down a little: try again in {math.ceil(error.retry_after)}s."
+            seconds = math.ceil(error.retry_after)
+            return f"Slow down a little — try again in {seconds} second{'s' if seconds != 1 else ''}."
         if isinstance(error, app_commands.CheckFailure):
             return str(error) if type(error) is not app_commands.CheckFailure else "You can't use this command here."
         if isinstance(error, app_commands.TransformerError):
@@ -79,7 +96,7 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
         return None
 
     @staticmethod
-    def report_unexpected(interaction: discord.Interaction, error: BaseException) -> str:
+    def report_unexpected(interaction: discord.Interaction[TutorBot], error: BaseException) -> str:
         """Log a bug with a reference the user can quote; no message content or names in the log line."""
         reference = secrets.token_hex(4)
         command = interaction.command.qualified_name if interaction.command is not None else None
@@ -87,6 +104,9 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
             "reference": reference, "command": command, "guild_id": interaction.guild_id,
             "user_id": interaction.user.id if interaction.user is not None else None,
         })
+        if interaction.guild_id is not None:
+            interaction.client.dispatch("tutor_problem", interaction.guild_id,
+                                        UNEXPECTED_ALERT.format(command=command, reference=reference))
         return UNEXPECTED_ERROR.format(reference=reference)
 
 
@@ -136,7 +156,7 @@ class TutorBot(commands.AutoShardedBot):
         A cog that fails to load stops start-up (unlike RoboDanny, which logs and carries on): a tutor
         whose moderators cannot read transcripts must not run.
         """
-        closed = await self.repository.close_dangling_sessions("bot restarted")
+        closed = await self.repository.close_dangling_sessions(endings.RESTARTED)
         log.info("bot.setup", extra={"dangling_sessions_closed": closed, "shards": self.shard_scope.describe(),
                                      "database": self.db.location})
         for extension in INITIAL_EXTENSIONS:
@@ -170,7 +190,7 @@ class TutorBot(commands.AutoShardedBot):
         The goodbyes still reach Discord because the gateway closes last; the database is `__main__`'s to close.
         """
         try:
-            await self.conversations.stop_all("bot shutting down")
+            await self.conversations.stop_all(endings.SHUTTING_DOWN)
         finally:
             try:
                 await self.unload_extensions()

@@ -21,6 +21,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.shards import ShardScope, parse_shard_ids
 
 SECRET_FIELDS = ("discord_token", "gemini_api_key")
+# Chosen with `python -m bot.cost`: a 30-minute session costs $2.02 instead of $5.96 with the service's
+# default window, and the tutor still keeps the last 3–7 minutes of talk (names and topic are in the
+# instruction, which is never cut).
+DEFAULT_COMPRESSION_TRIGGER = 8_000
+DEFAULT_COMPRESSION_TARGET = 4_000
 WHERE_TO_FIX = "in .env (see .env.example) or the environment"
 
 
@@ -62,6 +67,22 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="text or json")
     ssl_cert_file: Path | None = Field(
         None, description="the path of an existing certificate (PEM) file (or left empty)")
+    # Cost: the sliding window that bounds what each turn re-bills, and the price table (dollars per 1M
+    # tokens, gemini-3.8-live paid tier, Sept 2026) the cost meter and the daily budget use.
+    gemini_compression_trigger_tokens: int = Field(
+        DEFAULT_COMPRESSION_TRIGGER, ge=1000, le=131_072,
+        description="a whole number of tokens from 1000 to 131072, such as 8000")
+    gemini_compression_target_tokens: int = Field(
+        DEFAULT_COMPRESSION_TARGET, ge=500, le=131_072,
+        description="a whole number of tokens below GEMINI_COMPRESSION_TRIGGER_TOKENS, such as 4000")
+    gemini_price_audio_in_per_million: float = Field(
+        3.00, ge=0, description="dollars per million audio input tokens, such as 3.00")
+    gemini_price_audio_out_per_million: float = Field(
+        12.00, ge=0, description="dollars per million audio output tokens, such as 12.00")
+    gemini_price_text_in_per_million: float = Field(
+        0.75, ge=0, description="dollars per million text input tokens, such as 0.75")
+    gemini_price_text_out_per_million: float = Field(
+        4.50, ge=0, description="dollars per million text output tokens, such as 4.50")
 
     @model_validator(mode="before")
     @classmethod
@@ -120,6 +141,14 @@ class Settings(BaseSettings):
     def _existing_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.expanduser().is_file():
             raise ValueError("no such file")
+        return value
+
+    @field_validator("gemini_compression_target_tokens")
+    @classmethod
+    def _target_below_trigger(cls, value: int, info: ValidationInfo) -> int:
+        trigger = info.data.get("gemini_compression_trigger_tokens")
+        if trigger is not None and value >= trigger:
+            raise ValueError("not below the trigger")
         return value
 
     def export_to_process(self) -> None:

@@ -19,11 +19,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot import endings
 from bot.audio.formats import FRAME_MS
 from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
+from bot.cost import Prices, TokenCounts, usage_tokens
 from bot.levels import build_system_instruction
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
@@ -56,6 +58,7 @@ class Conversation:
 
     def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
                  observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int,
+                 daily_budget_usd: float = float("inf"), spent_today_usd: float = 0.0,
                  on_closed: Callable[[Conversation], None] = lambda _: None) -> None:
         self.request = request
         self.guild_id = request.guild_id
@@ -67,18 +70,27 @@ class Conversation:
         self.started_mono = time.monotonic()
         self.daily_minutes = daily_minutes
         self.max_session_minutes = max_session_minutes
+        self.daily_budget_usd = daily_budget_usd
         self._settings = settings
+        self._prices = Prices.from_settings(settings)
         self._repository = repository
         self._observers = observers
         self._on_closed = on_closed
         self._mixer = Mixer()
         self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
-                              on_flagged=lambda row: self._notify("on_turn_flagged", row))
+                              on_flagged=lambda row: self._notify("on_turn_flagged", row),
+                              on_alert=lambda event, turn: self._notify("on_alert", event, turn))
         self._input_latency_ms: deque[float] = deque(maxlen=500)
         self._last_kid_audio_at: float | None = None
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
+        # The bill so far: this session's usage snapshots (in memory), and the server's day from the database.
+        self.session_tokens = TokenCounts()
+        self.session_total_tokens = 0
+        self.session_cost_usd = 0.0
+        self._spent_at_refresh = spent_today_usd  # the server's spend today when last read
+        self._session_cost_at_refresh = 0.0
         self._ticks = 0
         self._voice: VoiceLink | None = None  # set by start()
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,7 +105,8 @@ class Conversation:
 
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
-        instruction = build_system_instruction(self.level, self.age)
+        instruction = build_system_instruction(self.level, self.age, self.kid_names(),
+                                               language=self.request.language)
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
         self.live = live_factory(self._settings, system_instruction=instruction, history=history)
@@ -107,6 +120,11 @@ class Conversation:
         self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
             ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
+
+    def kid_names(self) -> list[str]:
+        """The names the tutor uses: the people (not bots) in the voice channel when it starts."""
+        members = getattr(self.voice_channel, "members", None) or []
+        return [m.display_name for m in members if not getattr(m, "bot", False)]
 
     async def stop(self, reason: str) -> ConversationResult:
         """End once: store what is pending, close everything in reverse order, tell the observers."""
@@ -246,11 +264,28 @@ class Conversation:
                 self._turns.record(event)
             case ev.Failed(reason=reason):
                 await self._notify("on_failed", reason)
-                self._stop_soon(f"Gemini Live failed: {reason}")
+                self._stop_soon(endings.LIVE_FAILED.format(detail=reason))
                 return True
+            case ev.Usage():
+                self._record_usage(event)
             case ev.Reconnecting() | ev.Reconnected():
                 log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
         return False
+
+    def _record_usage(self, usage: ev.Usage) -> None:
+        """One per-turn snapshot: priced now, added to the bill, stored with its turn."""
+        tokens = usage_tokens(usage)
+        cost = tokens.cost(self._prices)
+        total = max(usage.total_tokens or 0, tokens.total)
+        self.session_tokens += tokens
+        self.session_total_tokens += total
+        self.session_cost_usd += cost
+        self._turns.usage(tokens, total, cost)
+
+    @property
+    def spent_today_usd(self) -> float:
+        """The server's spend today: the database's figure when last read, plus this session's since then."""
+        return self._spent_at_refresh + self.session_cost_usd - self._session_cost_at_refresh
 
     # ----- watchdog --------------------------------------------------------------------------------
 
@@ -264,8 +299,10 @@ class Conversation:
                 log.exception("conversation.watchdog_error", extra=self._log_tags())
                 continue
             if reason is not None:
+                if reason.budget:
+                    self._turns.budget_stop(reason.text)
                 if reason.goodbye:
-                    await self._say_goodbye(reason.text)
+                    await self._say_goodbye(reason.spoken or reason.text)
                 self._stop_soon(reason.text)
                 return
 
@@ -273,6 +310,10 @@ class Conversation:
         self._ticks += 1
         if self._ticks % MINUTES_REFRESH_TICKS == 1:
             self._minutes_used_today = await self._repository.minutes_used_today(self.guild_id)
+            # Snapshots still queued for the writer are missed until the next read (at most a turn's worth).
+            session_cost = self.session_cost_usd
+            self._spent_at_refresh = (await self._repository.usage_today(self.guild_id)).cost_usd
+            self._session_cost_at_refresh = session_cost
         assert self._voice is not None
         connected = await self._voice.check()
         channel = getattr(self._voice.client, "channel", None)
@@ -282,7 +323,8 @@ class Conversation:
             in_original_channel=channel is None or channel.id == self.voice_channel.id,
             humans_in_channel=sum(1 for m in members if not m.bot),
             max_session_minutes=self.max_session_minutes, minutes_used_today=self._minutes_used_today,
-            daily_minutes=self.daily_minutes))
+            daily_minutes=self.daily_minutes, spent_today_usd=self.spent_today_usd,
+            daily_budget_usd=self.daily_budget_usd))
 
     async def _say_goodbye(self, reason: str) -> None:
         """Let the tutor say bye out loud, waiting for its turn to finish and play out (bounded)."""
@@ -315,7 +357,10 @@ class Conversation:
             packets_concealed=getattr(stats, "concealed", 0),
             playback_buffered_ms=self._playback.buffered_ms, underruns=self._playback.underruns,
             input_latency_ms=_percentile(latencies, 95), reply_latency_ms=statistics.median(reply) if reply else None,
-            minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes)
+            minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes,
+            session_cost_usd=self.session_cost_usd, session_tokens=self.session_total_tokens,
+            spent_today_usd=self.spent_today_usd, daily_budget_usd=self.daily_budget_usd,
+            max_session_minutes=self.max_session_minutes)
 
     async def _notify(self, hook: str, *args: Any) -> None:
         for observer in self._observers:

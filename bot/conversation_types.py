@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.languages import DEFAULT_LANGUAGE, Language
 from bot.levels import Level
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class StartRequest:
     starter_name: str
     level: Level
     age: int
+    language: Language = DEFAULT_LANGUAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,17 @@ class ConversationStatus:
     reply_latency_ms: float | None
     minutes_used_today: float
     daily_minutes: int
+    session_cost_usd: float = 0.0  # this conversation's usage snapshots, summed
+    session_tokens: int = 0
+    spent_today_usd: float = 0.0  # the server's day, this conversation included
+    daily_budget_usd: float = float("inf")
+    max_session_minutes: int = 30
+
+    @property
+    def minutes_left(self) -> float:
+        """Until the first limit ends the talk: today's minutes or this session's length."""
+        return max(0.0, min(self.daily_minutes - self.minutes_used_today,
+                            self.max_session_minutes - self.uptime_s / 60))
 
 
 class ConversationObserver(Protocol):
@@ -73,5 +86,6 @@ class ConversationObserver(Protocol):
 
     async def on_started(self, conversation: Conversation) -> None: ...
     async def on_turn_flagged(self, conversation: Conversation, turn: Any) -> None: ...
+    async def on_alert(self, conversation: Conversation, event: Any, turn: Any) -> None: ...
     async def on_ended(self, conversation: Conversation, result: ConversationResult) -> None: ...
     async def on_failed(self, conversation: Conversation, reason: str) -> None: ...

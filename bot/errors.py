@@ -8,7 +8,13 @@ from __future__ import annotations
 
 
 class TutorError(Exception):
-    """An expected failure whose message is safe and useful to show to the person who asked."""
+    """An expected failure whose message is safe and useful to show to the person who asked.
+
+    The message is what a kid may read: kind, plain, no technical words. `detail` (when set) is the
+    operator's reason, for the logs and the moderators' alerts channel, never for the kid.
+    """
+
+    detail: str | None = None
 
 
 class NotInVoiceChannel(TutorError):
@@ -19,30 +25,31 @@ class NotInVoiceChannel(TutorError):
 class MissingVoicePermissions(TutorError):
     def __init__(self, channel_name: str, missing: list[str]) -> None:
         self.missing = missing
-        super().__init__(f"I can't use **{channel_name}**: I need the {', '.join(missing)} permission(s) there.")
+        plural = "s" if len(missing) > 1 else ""
+        super().__init__(f"I'm not allowed to join **{channel_name}** yet. Ask a grown-up to give me the "
+                         f"{_and(missing)} permission{plural} there.")
 
 
 class AlreadyRunning(TutorError):
     def __init__(self, channel_mention: str) -> None:
-        super().__init__(f"A tutor conversation is already running in {channel_mention}. "
-                         "Join it there, or ask for `/tutor stop` first.")
+        super().__init__(f"The tutor is already talking in {channel_mention} — come and join in there!")
 
 
 class NotRunning(TutorError):
     def __init__(self) -> None:
-        super().__init__("No tutor conversation is running in this server. Start one with `/tutor start`.")
+        super().__init__("The tutor isn't in a call right now. Start it with `/tutor start`!")
 
 
 class UnknownLevel(TutorError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"There is no level called “{name[:50]}”. Pick one from the list as you type.")
+        super().__init__(f"There's no topic called “{name[:50]}”. Start typing and pick one from the list.")
 
 
 class InvalidAge(TutorError, ValueError):
     """Also a ValueError, so code that validates input generically catches it."""
 
     def __init__(self, age: int) -> None:
-        super().__init__(f"The age must be between 4 and 14 (got {age}).")
+        super().__init__("The tutor is for ages 4 to 14 — please pick an age between 4 and 14.")
 
 
 class NotInCall(TutorError):
@@ -54,12 +61,20 @@ class NotInCall(TutorError):
 
 class TextTooLong(TutorError):
     def __init__(self, limit: int) -> None:
-        super().__init__(f"That message is too long: keep it under {limit} characters.")
+        super().__init__(f"Please type a message of 1 to {limit} characters.")
 
 
 class DailyLimitReached(TutorError):
-    def __init__(self, minutes: int) -> None:
-        super().__init__(f"This server has used its {minutes} tutor minutes for today. See you tomorrow!")
+    def __init__(self, minutes: int, resets: str = "at midnight (UTC)") -> None:
+        super().__init__("⏰ You've used today's tutor time — see you tomorrow!\n"
+                         f"-# For grown-ups: this server's limit is {minutes} minutes a day; it starts again {resets}.")
+
+
+class DailyBudgetSpent(TutorError):
+    """The server's daily budget (dollars) is used up; kid words, no money: moderators see it in the settings."""
+
+    def __init__(self) -> None:
+        super().__init__("The tutor has done all its talking for today in this server. See you tomorrow!")
 
 
 class NotFound(TutorError):
@@ -86,4 +101,11 @@ class InvalidSetting(TutorError):
 
 class VoiceConnectFailed(TutorError):
     def __init__(self, detail: str) -> None:
-        super().__init__(f"I couldn't join the voice channel: {detail}")
+        self.detail = f"Joining the voice channel failed: {detail}"
+        super().__init__("I couldn't join your voice channel just now. Please try again in a minute — if it keeps "
+                         "happening, ask a grown-up to check on me.")
+
+
+def _and(items: list[str]) -> str:
+    """"A", "A and B", "A, B and C"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

@@ -8,10 +8,11 @@ the instruction as topic data, never as instructions.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.errors import InvalidAge
+from bot.languages import DEFAULT_LANGUAGE, Language
 
 MIN_AGE = 4
 MAX_AGE = 14
@@ -31,10 +32,38 @@ class Level:
     min_age: int = MIN_AGE
     max_age: int = MAX_AGE
     builtin: bool = True
+    vocabulary: tuple[str, ...] = ()  # topic words the transcription is biased towards
+
+
+# Words kids will say on each built-in topic that speech recognition tends to get wrong.
+_TOPIC_WORDS: dict[str, tuple[str, ...]] = {
+    "space": ("Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune", "Pluto", "astronaut", "rocket",
+              "orbit", "galaxy", "Milky Way", "comet", "asteroid", "telescope"),
+    "dinosaurs": ("Tyrannosaurus rex", "T. rex", "Triceratops", "Stegosaurus", "Brachiosaurus", "Velociraptor",
+                  "Diplodocus", "Ankylosaurus", "Pterodactyl", "fossil", "paleontologist", "herbivore", "carnivore"),
+    "oceans": ("coral reef", "octopus", "jellyfish", "dolphin", "plankton", "tide", "seaweed", "starfish", "narwhal"),
+    "animals": ("mammal", "reptile", "amphibian", "habitat", "kangaroo", "giraffe", "cheetah", "penguin", "hedgehog"),
+    "numbers": ("times tables", "fraction", "half", "quarter", "multiply", "divide", "subtract", "equals"),
+    "shapes": ("triangle", "rectangle", "hexagon", "pentagon", "cylinder", "sphere", "cube", "pyramid", "symmetry"),
+    "words": ("rhyme", "spelling", "syllable", "vowel", "noun", "verb", "adjective", "once upon a time"),
+    "weather": ("thunderstorm", "lightning", "rainbow", "hurricane", "tornado", "cloud", "drizzle", "season"),
+    "human-body": ("skeleton", "muscle", "heart", "lungs", "brain", "stomach", "senses", "blood", "skin"),
+    "music": ("rhythm", "drum", "violin", "piano", "trumpet", "guitar", "melody", "beat", "xylophone"),
+    "science": ("magnet", "experiment", "float", "sink", "volcano", "baking soda", "vinegar", "seed", "prism"),
+    "history": ("pyramid", "pharaoh", "castle", "knight", "Vikings", "Romans", "explorer", "invention"),
+}
+MAX_VOCABULARY = 40
+_WORD = re.compile(r"[^\W\d_][\w'-]{3,}")
+_COMMON = frozenset({
+    "about", "after", "also", "around", "before", "being", "could", "every", "from", "have", "into", "just", "like",
+    "make", "many", "more", "most", "much", "only", "other", "over", "same", "some", "such", "than", "that", "their",
+    "them", "then", "there", "these", "they", "this", "those", "through", "very", "what", "when", "where", "which",
+    "while", "with", "would", "your", "things", "thing",
+})
 
 
 def _builtin(name: str, title: str, description: str, min_age: int, max_age: int) -> Level:
-    return Level(name, title, description, min_age, max_age, builtin=True)
+    return Level(name, title, description, min_age, max_age, builtin=True, vocabulary=_TOPIC_WORDS.get(name, ()))
 
 
 BUILTIN_LEVELS: dict[str, Level] = {level.name: level for level in (
@@ -66,6 +95,16 @@ BUILTIN_LEVELS: dict[str, Level] = {level.name: level for level in (
 )}
 
 
+def topic_title(name: str, custom_titles: Mapping[str, str] | None = None) -> str:
+    """What a person reads for a stored topic name: the built-in title, the server's own title, or the
+    name made readable ("dino-facts" → "Dino facts") for a topic that has since been removed."""
+    if name in BUILTIN_LEVELS:
+        return BUILTIN_LEVELS[name].title
+    if custom_titles and name in custom_titles:
+        return custom_titles[name]
+    return name.replace("-", " ").strip().capitalize() or name
+
+
 def validate_age(age: int) -> int:
     """Return `age` if the tutor supports it; otherwise raise `InvalidAge` (a `ValueError` too)."""
     if isinstance(age, bool) or not isinstance(age, int) or not MIN_AGE <= age <= MAX_AGE:
@@ -77,11 +116,11 @@ def custom_level(name: str, description: str, *, title: str | None = None) -> Le
     """A moderator's own level; raises `ValueError` with a sentence a moderator can act on."""
     slug = name.strip().lower().replace(" ", "-")
     if not 1 <= len(slug) <= NAME_MAX or not _SLUG.match(slug):
-        raise ValueError(f"A level name must be 1–{NAME_MAX} characters of letters, digits, spaces or dashes.")
+        raise ValueError(f"A topic name must be 1 to {NAME_MAX} characters: letters, digits, spaces or dashes.")
     text = " ".join(description.split())
     if not DESCRIPTION_MIN <= len(text) <= DESCRIPTION_MAX:
-        raise ValueError(f"A level description must be {DESCRIPTION_MIN}–{DESCRIPTION_MAX} characters long "
-                         f"(got {len(text)}).")
+        raise ValueError(f"A topic description must be {DESCRIPTION_MIN} to {DESCRIPTION_MAX} characters long "
+                         f"(this one has {len(text)}).")
     return Level(slug, (title or name).strip()[:NAME_MAX], text, MIN_AGE, MAX_AGE, builtin=False)
 
 
@@ -99,13 +138,40 @@ def _age_band(age: int) -> str:
             "examples, and challenge them with “why” and “what if” questions")
 
 
+def topic_words(level: Level) -> list[str]:
+    """A built-in level's own word list, or for a custom level the longer words of its title and description."""
+    if level.vocabulary:
+        return list(level.vocabulary)
+    words: dict[str, str] = {}
+    for word in _WORD.findall(f"{level.title} {level.description}"):
+        if word.lower() not in _COMMON:
+            words.setdefault(word.lower(), word)
+    return list(words.values())
+
+
+def transcription_vocabulary(level: Level, kid_names: Sequence[str] = ()) -> list[str]:
+    """What the input transcription is biased towards: the kids' names first, then the topic's words."""
+    names = [" ".join(n.split())[:32] for n in kid_names if n and n.strip()]
+    seen: set[str] = set()
+    vocabulary = []
+    for term in [*names, *topic_words(level)]:
+        if term.casefold() not in seen:
+            seen.add(term.casefold())
+            vocabulary.append(term)
+    return vocabulary[:MAX_VOCABULARY]
+
+
 def _fence(text: str) -> str:
     """Neutralise anything in untrusted text that could close the fence or look like a heading."""
     return text.replace("<", "‹").replace(">", "›").replace("```", "'''")
 
 
-def build_system_instruction(level: Level, age: int, kid_names: Sequence[str] = ()) -> str:
-    """The tutor's standing orders for one conversation, pitched at `age` and fenced to `level`."""
+def build_system_instruction(level: Level, age: int, kid_names: Sequence[str] = (), *,
+                             language: Language = DEFAULT_LANGUAGE, tools: bool = False) -> str:
+    """The tutor's standing orders for one conversation, pitched at `age`, fenced to `level`, in `language`.
+
+    `tools`: the rules for `alert_grown_up` and `end_conversation` (`bot.tools`), for sessions that declare them.
+    """
     age = validate_age(age)
     names = [" ".join(n.split())[:32] for n in kid_names if n and n.strip()]
     if names:
@@ -137,4 +203,22 @@ def build_system_instruction(level: Level, age: int, kid_names: Sequence[str] = 
         "right away.",
         "If you did not hear something clearly, ask the child to say it again. If you do not know an answer, say "
         "so honestly and suggest finding out together with a grown-up.",
+        _language_rule(language),
+        *([TOOL_RULES] if tools else []),
     ])
+
+
+TOOL_RULES = (
+    "You have two tools. Call alert_grown_up whenever a child shares personal details (a home address, phone "
+    "number, school name, password or full name), says they are hurt, scared, bullied or unsafe, or asks about "
+    "something a grown-up should handle. Give the category and one short, factual sentence for the grown-ups. Do "
+    "not announce the alert; keep talking kindly and follow the safety rules above. Call end_conversation when the "
+    "children say goodbye or ask to stop: say a short, warm goodbye first, then call it. Each tool tells you what "
+    "happened; you do not need to call it again for the same thing."
+)
+
+
+def _language_rule(language: Language) -> str:
+    own = "" if language.native == language.name else f" ({_fence(language.native)})"
+    return (f"Always speak {language.name}{own}, even if a child uses another language: answer in simple "
+            f"{language.name} they can follow, and never switch languages.")

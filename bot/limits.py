@@ -5,7 +5,11 @@ Kept apart from the wiring so every rule is tested with plain numbers, no voice 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from bot import endings
+from bot.cost import dollars
 
 EMPTY_CHANNEL_GRACE_S = 60.0  # nobody but bots in the channel this long → stop
 VOICE_LOST_GRACE_S = 15.0  # discord.py reconnects by itself; give it this long
@@ -13,10 +17,16 @@ VOICE_LOST_GRACE_S = 15.0  # discord.py reconnects by itself; give it this long
 
 @dataclass(frozen=True, slots=True)
 class StopReason:
-    """Why the watchdog ends a conversation; `goodbye` when the tutor should say bye first."""
+    """Why the watchdog ends a conversation; `goodbye` when the tutor should say bye first.
+
+    `text` is stored and shown to the grown-ups; `spoken`, when set, is what the tutor is told to explain
+    to the kids instead (no dollars in a goodbye). `budget` marks a stop by the daily budget.
+    """
 
     text: str
     goodbye: bool = False
+    spoken: str | None = None
+    budget: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,8 @@ class WatchdogReading:
     max_session_minutes: int
     minutes_used_today: float
     daily_minutes: int
+    spent_today_usd: float = 0.0  # the server's usage snapshots today, this conversation's included
+    daily_budget_usd: float = math.inf
 
 
 class LimitRules:
@@ -43,18 +55,26 @@ class LimitRules:
     def check(self, r: WatchdogReading) -> StopReason | None:
         """The first rule that says stop, or None to carry on."""
         if not r.in_original_channel and r.voice_connected:
-            return StopReason("I was moved to another voice channel")
+            return StopReason(endings.MOVED)
         self._disconnected_since = _since(self._disconnected_since, not r.voice_connected, r.now)
         if self._disconnected_since is not None and r.now - self._disconnected_since >= VOICE_LOST_GRACE_S:
-            return StopReason("I was disconnected from the voice channel")
+            return StopReason(endings.DISCONNECTED)
         self._empty_since = _since(self._empty_since, r.humans_in_channel == 0, r.now)
         if self._empty_since is not None and r.now - self._empty_since >= EMPTY_CHANNEL_GRACE_S:
-            return StopReason("everyone left the voice channel")
+            return StopReason(endings.EVERYONE_LEFT)
         if r.now - r.started_at >= r.max_session_minutes * 60:
-            return StopReason(f"the session reached its {r.max_session_minutes}-minute limit", goodbye=True)
+            return StopReason(endings.session_limit(r.max_session_minutes), goodbye=True)
         if r.minutes_used_today >= r.daily_minutes:
-            return StopReason(f"the server reached its {r.daily_minutes} tutor minutes for today", goodbye=True)
+            return StopReason(endings.daily_limit(r.daily_minutes), goodbye=True)
+        if budget_spent(r.spent_today_usd, r.daily_budget_usd):
+            return StopReason(endings.daily_budget(dollars(r.daily_budget_usd), dollars(r.spent_today_usd)),
+                              goodbye=True, spoken="the tutor's time for today is used up", budget=True)
         return None
+
+
+def budget_spent(spent_usd: float, budget_usd: float) -> bool:
+    """The daily budget rule, shared by the watchdog and `/tutor start`: spent up to the budget means stop."""
+    return spent_usd >= budget_usd
 
 
 def _since(started: float | None, condition: bool, now: float) -> float | None:

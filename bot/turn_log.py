@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from bot.audio.mixer import Mixer
+from bot.cost import TokenCounts
 from bot.live import events as ev
 from bot.storage.models import TurnRow
 from bot.storage.repository import Repository
-from bot.turns import PendingTurn, TurnWriter
+from bot.tools import ToolRecord
+from bot.turns import OnAlert, PendingEvent, PendingOutcome, PendingTurn, PendingUsage, TurnWriter
 
 SPEAKER_MEMORY_S = 60  # mixer activity older than this before a turn's end is forgotten
 
@@ -24,9 +26,9 @@ class TurnLog:
     """Names each turn's speakers and queues it for storage; `stored`/`flagged` count what was written."""
 
     def __init__(self, repository: Repository, guild_id: int, session_id: int, mixer: Mixer, *,
-                 started_mono: float, on_flagged: Callable[[TurnRow], Awaitable[None]]) -> None:
+                 started_mono: float, on_flagged: Callable[[TurnRow], Awaitable[None]], on_alert: OnAlert) -> None:
         self._mixer = mixer
-        self._writer = TurnWriter(repository, guild_id, session_id, on_flagged=on_flagged)
+        self._writer = TurnWriter(repository, guild_id, session_id, on_flagged=on_flagged, on_alert=on_alert)
         self._wall_offset = time.time() - time.monotonic()
         self._last_child_turn_end = started_mono
         self.names: dict[int, str] = {}  # display names of the kids heard so far, by member id
@@ -67,6 +69,25 @@ class TurnLog:
         self.heard(author_id, author_name)
         now = time.monotonic()
         self._put(ev.TurnTranscribed("child", text, now, now), author_id, author_name)
+
+    def usage(self, tokens: TokenCounts, total_tokens: int, cost_usd: float) -> None:
+        """A usage snapshot; stored with the turn it came with."""
+        self._writer.put(PendingUsage(tokens, total_tokens, cost_usd, self._wall(time.monotonic())))
+
+    def tool_call(self, record: ToolRecord, *, alert: bool) -> None:
+        """A tool call, stored with the child turn that prompted it; `alert` tells the moderators."""
+        self._writer.put(PendingEvent("tool_call", record.name, self._wall(time.monotonic()), call_id=record.call_id,
+                                      category=record.category, reason=record.reason, outcome=record.outcome,
+                                      belongs_to="child", alert=alert))
+
+    def tool_outcome(self, call_id: str, outcome: str) -> None:
+        """What became of an earlier call (cancelled by the model)."""
+        self._writer.put(PendingOutcome(call_id, outcome))
+
+    def budget_stop(self, reason: str) -> None:
+        """The daily budget ended the conversation; stored with the last turn."""
+        self._writer.put(PendingEvent("budget_stop", "daily_budget", self._wall(time.monotonic()), reason=reason,
+                                      outcome="goodbye, then the conversation ended", alert=False))
 
     def _put(self, turn: ev.TurnTranscribed, speaker_id: int | None, speaker_name: str | None) -> None:
         self._writer.put(PendingTurn(turn.role, turn.text, self._wall(turn.started_at),

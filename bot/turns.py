@@ -3,6 +3,10 @@
 The Live event consumer only enqueues; this task commits each turn as soon as it can (so a crash loses at
 most the turn in progress) and retries a refused write with backoff on top of the repository's own lock
 retries, so a slow or briefly locked disk delays turns but never drops or reorders them.
+
+Usage snapshots and session events (tool calls, budget stops) travel through the same queue, so each is
+written after the turn it belongs to and can point at it: an event at the last child turn (what prompted
+it) or the last turn, a usage snapshot at the last turn (it arrives with the turn's end).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from bot.storage.models import TurnRow
+from bot.cost import TokenCounts
+from bot.storage.models import EventRow, TurnRow
 from bot.storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -37,26 +42,70 @@ class PendingTurn:
     flag_reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingUsage:
+    """One usage snapshot (the bill is their sum), priced when it arrived."""
+
+    tokens: TokenCounts
+    total_tokens: int
+    cost_usd: float
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A tool call or a budget stop; `belongs_to` picks its turn, `alert` tells the moderators about it."""
+
+    kind: Literal["tool_call", "budget_stop"]
+    name: str
+    at: datetime
+    call_id: str | None = None
+    category: str | None = None
+    reason: str = ""
+    outcome: str = ""
+    belongs_to: Literal["child", "last"] = "last"
+    alert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOutcome:
+    """What finally became of an earlier tool call (e.g. the model cancelled it)."""
+
+    call_id: str
+    outcome: str
+
+
+Pending = PendingTurn | PendingUsage | PendingEvent | PendingOutcome
+OnAlert = Callable[[EventRow, "TurnRow | None"], Awaitable[None]]
+
+
+async def _no_alert(event: EventRow, turn: TurnRow | None) -> None:
+    return None
+
+
 class TurnWriter:
-    """Owns the writer task; `stored`/`flagged` count what reached the database."""
+    """Owns the writer task; `stored`/`flagged` count the turns that reached the database."""
 
     def __init__(self, repository: Repository, guild_id: int, session_id: int, *,
-                 on_flagged: Callable[[TurnRow], Awaitable[None]]) -> None:
+                 on_flagged: Callable[[TurnRow], Awaitable[None]], on_alert: OnAlert = _no_alert) -> None:
         self._repository = repository
         self._guild_id = guild_id
         self._session_id = session_id
         self._on_flagged = on_flagged
-        self._queue: asyncio.Queue[PendingTurn] = asyncio.Queue()
+        self._on_alert = on_alert
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._last_turn: int | None = None
+        self._last_child_turn: int | None = None
         self.stored = 0
         self.flagged = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"turn-writer:{self._guild_id}")
 
-    def put(self, turn: PendingTurn) -> None:
-        """Queue a turn; never blocks, never fails."""
-        self._queue.put_nowait(turn)
+    def put(self, item: Pending) -> None:
+        """Queue a turn, usage snapshot, event or outcome; never blocks, never fails."""
+        self._queue.put_nowait(item)
 
     async def close(self, drain_seconds: float) -> None:
         """Let queued turns reach the database (at most `drain_seconds`), then stop the task."""
@@ -71,38 +120,83 @@ class TurnWriter:
 
     async def _run(self) -> None:
         while True:
-            turn = await self._queue.get()
+            item = await self._queue.get()
             try:
-                await self._write(turn)
-            except Exception:  # reporting a flag failed: the turn itself is stored
+                await self._write(item)
+            except Exception:  # reporting a flag or an alert failed: what it reports is stored
                 log.exception("turns.report_failed", extra=self._tags())
             finally:
                 self._queue.task_done()
 
-    async def _write(self, turn: PendingTurn) -> None:
+    async def _write(self, item: Pending) -> None:
+        if isinstance(item, PendingTurn):
+            await self._write_turn(item)
+        elif isinstance(item, PendingUsage):
+            await self._stored(lambda: self._repository.add_usage(
+                self._guild_id, self._session_id, item.tokens, item.cost_usd, total_tokens=item.total_tokens,
+                turn_id=self._last_turn, at=item.at), "usage")
+        elif isinstance(item, PendingEvent):
+            await self._write_event(item)
+        else:
+            await self._stored(lambda: self._repository.set_event_outcome(
+                self._guild_id, self._session_id, item.call_id, item.outcome), "outcome")
+
+    async def _stored(self, write: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """Run one write until it succeeds; None when it never can (session deleted, invalid row)."""
         delay = FIRST_RETRY_S
         while True:
             try:
-                row_id = await self._repository.add_turn(self._guild_id, self._session_id, **_fields(turn))
-                break
+                return await write()
             except LookupError:  # a moderator deleted this session meanwhile: nothing to attach it to
-                log.warning("turns.session_deleted", extra=self._tags())
-                return
-            except ValueError:  # the turn itself is invalid: retrying can never succeed
-                log.exception("turns.rejected", extra=self._tags(role=turn.role))
-                return
+                log.warning("turns.session_deleted", extra=self._tags(what=what))
+                return None
+            except ValueError:  # the row itself is invalid: retrying can never succeed
+                log.exception("turns.rejected", extra=self._tags(what=what))
+                return None
             except Exception:
-                log.exception("turns.write_failed", extra=self._tags(retry_in_s=delay))
+                log.exception("turns.write_failed", extra=self._tags(what=what, retry_in_s=delay))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_S)
+
+    async def _write_turn(self, turn: PendingTurn) -> None:
+        row_id = await self._stored(lambda: self._repository.add_turn(self._guild_id, self._session_id,
+                                                                      **_fields(turn)), f"turn:{turn.role}")
+        if row_id is None:
+            return
         self.stored += 1
+        self._last_turn = row_id
+        if turn.role == "child":
+            self._last_child_turn = row_id
         if turn.flag_reason:
             self.flagged += 1
             log.warning("turns.flagged", extra=self._tags(turn_id=row_id, reason=turn.flag_reason))
-            rows = await self._repository.get_turns(self._guild_id, self._session_id)
-            row = next((r for r in rows if r.id == row_id), None)
+            row = await self._turn_row(row_id)
             if row is not None:
                 await self._on_flagged(row)
+
+    async def _write_event(self, event: PendingEvent) -> None:
+        turn_id = self._last_child_turn if event.belongs_to == "child" else self._last_turn
+        event_id = await self._stored(lambda: self._repository.add_event(
+            self._guild_id, self._session_id, event.kind, event.name, turn_id=turn_id, call_id=event.call_id,
+            category=event.category, reason=event.reason, outcome=event.outcome, at=event.at), f"event:{event.name}")
+        log.info("turns.event", extra=self._tags(event=event.name, kind=event.kind, category=event.category,
+                                                 turn_id=turn_id, outcome=event.outcome))
+        if event_id is None or not event.alert:
+            return
+        turn = await self._turn_row(turn_id) if turn_id is not None else None
+        if turn is not None and turn.flag_reason is None:
+            # The child's words behind an alert are flagged: listed for moderators, never replayed as history.
+            reason = f"alert: {event.category}" if event.category else "alert"
+            if await self._stored(lambda: self._repository.flag_turn(self._guild_id, turn.id, reason), "flag"):
+                turn = await self._turn_row(turn.id)
+        row = next((e for e in await self._repository.session_events(self._guild_id, self._session_id)
+                    if e.id == event_id), None)
+        if row is not None:
+            await self._on_alert(row, turn)
+
+    async def _turn_row(self, turn_id: int) -> TurnRow | None:
+        rows = await self._repository.get_turns(self._guild_id, self._session_id)
+        return next((r for r in rows if r.id == turn_id), None)
 
     def _tags(self, **extra: Any) -> dict[str, Any]:
         return {"guild_id": self._guild_id, "session_id": self._session_id, **extra}

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
+from bot import endings
 from bot.config import Settings
 from bot.conversation import Conversation, LiveFactory
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
-from bot.errors import AlreadyRunning, DailyLimitReached, NotInCall, NotRunning, TextTooLong
+from bot.errors import AlreadyRunning, DailyBudgetSpent, DailyLimitReached, NotInCall, NotRunning, TextTooLong
+from bot.limits import budget_spent
 from bot.live.session import HistoryTurn, LiveSession
 from bot.participants import may_type
 from bot.storage.repository import Repository
@@ -61,21 +63,25 @@ class Conversations:
             settings = await self._repository.get_settings(guild_id)
             if await self._repository.minutes_used_today(guild_id) >= settings.daily_minutes:
                 raise DailyLimitReached(settings.daily_minutes)
+            spent = (await self._repository.usage_today(guild_id)).cost_usd
+            if budget_spent(spent, settings.daily_budget_usd):
+                raise DailyBudgetSpent
             history = [HistoryTurn(t.role, t.text) for t in
                        await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
                        if t.role in ("child", "tutor")]
             session_id = await self._repository.start_session(
                 guild_id, request.voice_channel.id, request.starter_id, request.starter_name,
-                request.level.name, request.age)
+                request.level.name, request.age, language=request.language.code)
             conversation = Conversation(request, session_id=session_id, settings=self._settings,
                                         repository=self._repository, observers=self._observers,
                                         daily_minutes=settings.daily_minutes,
                                         max_session_minutes=settings.max_session_minutes,
+                                        daily_budget_usd=settings.daily_budget_usd, spent_today_usd=spent,
                                         on_closed=self._forget)
             try:
                 await conversation.start(self._connect, self._live_factory, history)
             except BaseException:
-                await self._repository.end_session(guild_id, session_id, "failed to start")
+                await self._repository.end_session(guild_id, session_id, endings.FAILED_TO_START)
                 raise
             self._running[guild_id] = conversation
         finally:
@@ -83,7 +89,7 @@ class Conversations:
         await conversation.notify_started()
         return conversation
 
-    async def stop(self, guild_id: int, reason: str = "stopped with /tutor stop") -> ConversationResult:
+    async def stop(self, guild_id: int, reason: str = endings.STOPPED_BY_COMMAND) -> ConversationResult:
         conversation = self._running.get(guild_id)
         if conversation is None:
             raise NotRunning

@@ -15,11 +15,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import MissingVoicePermissions, NotInVoiceChannel, NotRunning, UnknownLevel
+from bot.cost import dollars
+from bot.endings import CANT_TALK, farewell, talked_for
+from bot.errors import BadOption, MissingVoicePermissions, NotInVoiceChannel, NotRunning, UnknownLevel
+from bot.languages import LANGUAGES, language_for
 from bot.levels import BUILTIN_LEVELS, MAX_AGE, MIN_AGE, Level, custom_level, validate_age
 from bot.participants import STOP_RULE
 from bot.tutor import SAY_LIMIT, ConversationResult, ConversationStatus, StartRequest
-from cogs.utils.checks import can_start_tutor, can_stop_tutor, guild_only
+from cogs.utils.checks import can_start_tutor, can_stop_tutor, guild_only, is_moderator_quietly
+from cogs.utils.formatting import cost_text
 
 if TYPE_CHECKING:
     from bot.client import TutorBot
@@ -28,8 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_CHOICES = 25  # Discord's limit for autocomplete
+MAX_CHOICES = 25  # Discord's limit for autocomplete and choices
 COLOUR = discord.Colour.teal()
+LANGUAGE_CHOICES = [app_commands.Choice(name=lang.label, value=lang.code) for lang in LANGUAGES.values()][:MAX_CHOICES]
 
 # What the bot needs in the caller's voice channel, with the names Discord's settings show.
 # Send Messages is on the list because the transcription notice is not optional.
@@ -42,12 +47,13 @@ REQUIRED_VOICE_PERMISSIONS: tuple[tuple[str, str], ...] = (
 )
 
 TRANSCRIPT_NOTICE = (
-    "🎙️ **The tutor has joined {channel}** to talk about **{level}**. Say hi!\n"
-    "-# Grown-ups: this conversation is transcribed (text only, no audio) and kept for this server's moderators. "
+    "🎙️ **The tutor has joined {channel}** to talk about **{topic}**. Say hi!\n"
+    "The tutor is a computer helper, not a person, and grown-ups can read everything that is said.\n"
+    "-# For grown-ups: the conversation is written down as text (no audio is kept) for this server's moderators. "
     "Started by {starter}; " + STOP_RULE + " can end it with `/tutor stop`."
 )
-NOTICE_NOT_POSTED = ("⚠️ I couldn't post the transcription notice in the voice channel's chat, "
-                     "so please tell everyone in the call that the conversation is transcribed.")
+NOTICE_NOT_POSTED = ("⚠️ I couldn't write in the voice channel's chat. Please tell everyone in the call that the "
+                     "tutor is a computer helper and that grown-ups can read what is said.")
 
 
 def missing_voice_permissions(permissions: discord.Permissions) -> list[str]:
@@ -86,11 +92,20 @@ def find_level(levels: list[Level], typed: str) -> Level:
     raise UnknownLevel(typed)
 
 
+def minutes_words(minutes: float) -> str:
+    """"about 12 minutes", "less than a minute"."""
+    whole = int(minutes)
+    if whole < 1:
+        return "less than a minute"
+    return f"about {whole} minute{'s' if whole != 1 else ''}"
+
+
 def started_embed(conversation: Conversation, request: StartRequest) -> discord.Embed:
-    embed = discord.Embed(title="The tutor is on its way", colour=COLOUR,
+    embed = discord.Embed(title="The tutor is on its way!", colour=COLOUR,
                           description=f"Joining {request.voice_channel.mention}. Say hi when you hear it!")
-    embed.add_field(name="Level", value=request.level.title)
+    embed.add_field(name="Topic", value=request.level.title)
     embed.add_field(name="Age", value=str(request.age))
+    embed.add_field(name="Language", value=request.language.label)
     embed.add_field(name="Channel", value=request.voice_channel.mention)
     embed.set_footer(text=f"Session {conversation.session_id}")
     return embed
@@ -101,14 +116,23 @@ def _ms(value: float | None) -> str:
 
 
 def status_embed(status: ConversationStatus) -> discord.Embed:
-    """Everything an adult might want to check on a running conversation, in one glance."""
-    embed = discord.Embed(title=f"Tutor: {status.level_title}", colour=COLOUR, timestamp=status.started_at)
-    embed.add_field(name="Channel", value=f"<#{status.channel_id}>")
+    """What a kid cares about: the topic, who the tutor has heard, how long it's been, time left."""
+    embed = discord.Embed(title=f"🎙️ Talking about: {status.level_title}", colour=COLOUR)
+    embed.add_field(name="Where", value=f"<#{status.channel_id}>")
+    speakers = ", ".join(discord.utils.escape_markdown(s) for s in status.speakers) or "nobody yet — say hi!"
+    embed.add_field(name="The tutor has heard", value=speakers[:1024])
+    embed.add_field(name="Talking for", value=minutes_words(status.uptime_s / 60).removeprefix("about "))
+    embed.add_field(name="Time left", value=minutes_words(status.minutes_left))
+    return embed
+
+
+def moderator_status_embed(status: ConversationStatus) -> discord.Embed:
+    """The connection figures, for moderators only (sent beside the kid view, still ephemeral)."""
+    embed = discord.Embed(title="For moderators: how the connection is doing", colour=discord.Colour.dark_grey(),
+                          timestamp=status.started_at)
     embed.add_field(name="Age", value=str(status.age))
     embed.add_field(name="Started by", value=discord.utils.escape_markdown(status.starter_name))
-    embed.add_field(name="Uptime", value=clock(status.uptime_s))
-    speakers = ", ".join(discord.utils.escape_markdown(s) for s in status.speakers) or "nobody yet"
-    embed.add_field(name="Heard", value=speakers[:1024])
+    embed.add_field(name="Running for", value=clock(status.uptime_s))
     embed.add_field(name="Turns", value=f"{status.turns} ({status.flagged_turns} flagged)")
     live = "connected" if status.live_connected else "reconnecting"
     embed.add_field(name="Gemini Live", value=f"{live}, {status.reconnects} reconnects")
@@ -118,7 +142,10 @@ def status_embed(status: ConversationStatus) -> discord.Embed:
                                            f"{status.underruns} underruns")
     embed.add_field(name="Latency", value=f"input→Live {_ms(status.input_latency_ms)} (p95), "
                                           f"reply {_ms(status.reply_latency_ms)} (p50)")
-    embed.add_field(name="Today", value=f"{status.minutes_used_today:.0f} of {status.daily_minutes} minutes")
+    embed.add_field(name="Today", value=f"{status.minutes_used_today:.0f} of {status.daily_minutes} minutes used; "
+                                        f"sessions stop after {status.max_session_minutes} minutes")
+    embed.add_field(name="Cost", value=f"this session {cost_text(status.session_cost_usd, status.session_tokens)}; "
+                                       f"today {dollars(status.spent_today_usd)} of {dollars(status.daily_budget_usd)}")
     embed.set_footer(text=f"Session {status.session_id} · started")
     return embed
 
@@ -126,7 +153,8 @@ def status_embed(status: ConversationStatus) -> discord.Embed:
 class TutorCog(commands.Cog, name="Tutor"):
     """The kid-facing commands and the messages posted in the voice channel's chat."""
 
-    tutor = app_commands.Group(name="tutor", description="Talk with the voice tutor", guild_only=True)
+    tutor = app_commands.Group(name="tutor", description="Talk with the voice tutor, a computer helper",
+                               guild_only=True)
 
     def __init__(self, bot: TutorBot) -> None:
         self.bot = bot
@@ -145,11 +173,14 @@ class TutorCog(commands.Cog, name="Tutor"):
 
     # ----- commands --------------------------------------------------------------------------------
 
-    @tutor.command(name="start", description="Start a voice conversation with the tutor in your voice channel")
-    @app_commands.describe(level="What to talk about", age="How old the youngest child in the call is")
+    @tutor.command(name="start", description="Start talking with the tutor in your voice channel")
+    @app_commands.describe(level="The topic to talk about (start typing to see the list)",
+                           age="How old the youngest child in the call is (4 to 14)",
+                           language="The language the tutor speaks (English if you leave it out)")
+    @app_commands.choices(language=LANGUAGE_CHOICES)
     @can_start_tutor()
     async def start(self, interaction: discord.Interaction[TutorBot], level: str,
-                    age: app_commands.Range[int, MIN_AGE, MAX_AGE]) -> None:
+                    age: app_commands.Range[int, MIN_AGE, MAX_AGE], language: str | None = None) -> None:
         """Validate everything first (nothing changes on bad input), then ask the core to start."""
         member = interaction.user
         assert isinstance(member, discord.Member) and interaction.guild is not None  # guaranteed by the check
@@ -161,13 +192,17 @@ class TutorCog(commands.Cog, name="Tutor"):
             raise MissingVoicePermissions(channel.name, missing)
         chosen = find_level(await self.levels_for(interaction.guild.id), level)
         validate_age(age)
+        try:
+            spoken = language_for(language)
+        except ValueError:
+            raise BadOption("Pick a language from the list (or leave it out for English).") from None
 
         await interaction.response.defer(ephemeral=True, thinking=True)
         request = StartRequest(guild_id=interaction.guild.id, voice_channel=channel, starter_id=member.id,
-                               starter_name=member.display_name, level=chosen, age=age)
+                               starter_name=member.display_name, level=chosen, age=age, language=spoken)
         conversation = await self.bot.conversations.start(request)
         notice_posted = await self._post(channel, TRANSCRIPT_NOTICE.format(
-            channel=channel.mention, level=chosen.title, starter=member.mention))
+            channel=channel.mention, topic=chosen.title, starter=member.mention))
         await interaction.followup.send(None if notice_posted else NOTICE_NOT_POSTED,
                                         embed=started_embed(conversation, request), ephemeral=True)
 
@@ -179,23 +214,26 @@ class TutorCog(commands.Cog, name="Tutor"):
         levels = matching_levels(await self.levels_for(interaction.guild_id), current)
         return [app_commands.Choice(name=lv.title[:100], value=lv.name) for lv in levels]
 
-    @tutor.command(name="stop", description="End the tutor conversation in this server")
+    @tutor.command(name="stop", description="Say goodbye to the tutor and end the conversation")
     @can_stop_tutor()
     async def stop(self, interaction: discord.Interaction[TutorBot]) -> None:
         assert interaction.guild_id is not None
         await interaction.response.defer(ephemeral=True, thinking=True)  # hanging up can take a few seconds
         result = await self.bot.conversations.stop(interaction.guild_id)
-        await interaction.followup.send(
-            f"Stopped the tutor after {clock(result.duration_s)} and {result.turns} turns.", ephemeral=True)
+        await interaction.followup.send(f"The tutor has stopped. {talked_for(result.duration_s)}", ephemeral=True)
 
-    @tutor.command(name="status", description="Show how the running tutor conversation is doing")
+    @tutor.command(name="status", description="See what the tutor is talking about and how much time is left")
     @guild_only()
     async def status(self, interaction: discord.Interaction[TutorBot]) -> None:
         assert interaction.guild_id is not None
         conversation = self.bot.conversations.get(interaction.guild_id)
         if conversation is None:
             raise NotRunning
-        await interaction.response.send_message(embed=status_embed(conversation.status()), ephemeral=True)
+        status = conversation.status()
+        embeds = [status_embed(status)]
+        if await is_moderator_quietly(interaction):
+            embeds.append(moderator_status_embed(status))
+        await interaction.response.send_message(embeds=embeds, ephemeral=True)
 
     @tutor.command(name="say", description="Type something to the tutor (it answers out loud)")
     @app_commands.describe(text="What to tell the tutor")
@@ -205,23 +243,21 @@ class TutorCog(commands.Cog, name="Tutor"):
         assert interaction.guild_id is not None
         await self.bot.conversations.say(interaction.guild_id, interaction.user.id, interaction.user.display_name,
                                          text)
-        await interaction.response.send_message("Sent to the tutor.", ephemeral=True)
+        await interaction.response.send_message("Sent! The tutor will answer out loud.", ephemeral=True)
 
     # ----- ConversationObserver ----------------------------------------------------------------------
 
     async def on_failed(self, conversation: Conversation, reason: str) -> None:
-        """Say plainly why the tutor stopped; the goodbye that follows (on_ended) is then skipped."""
+        """Tell the kids kindly, without the technical reason (that goes to the alerts channel and the logs);
+        the goodbye that follows (on_ended) is then skipped."""
         self._failed_sessions.add(conversation.session_id)
-        await self._post(conversation.voice_channel,
-                         f"⚠️ Sorry, the tutor had to stop: {reason}. You can try again with `/tutor start`.")
+        await self._post(conversation.voice_channel, CANT_TALK)
 
     async def on_ended(self, conversation: Conversation, result: ConversationResult) -> None:
         if result.session_id in self._failed_sessions:
             self._failed_sessions.discard(result.session_id)
             return
-        await self._post(conversation.voice_channel,
-                         f"👋 The tutor has left: {result.reason}. We talked for {clock(result.duration_s)} "
-                         f"({result.turns} turns). Thanks for learning together!")
+        await self._post(conversation.voice_channel, farewell(result.reason, result.duration_s))
 
     async def _post(self, channel: discord.abc.Messageable, text: str) -> bool:
         """Post in a voice channel's chat; False (and a log line) when Discord refuses."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 import struct
 import threading
 import time
@@ -35,6 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import aiohttp
 import davey
 import discord
 import discord.opus
@@ -43,12 +43,15 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from discord.ext import voice_recv
+from discord.ext.voice_recv import rtp as vr_rtp
+from discord.ext.voice_recv.reader import PacketDecryptor
 from discord.gateway import DiscordVoiceWebSocket
-from discord.voice_state import ConnectionFlowState
+from nacl.exceptions import CryptoError
 
 from bot.audio.dave import OPUS_SILENCE, DaveVoiceRecvClient
+from tests.fake_voice_server import MODE, FakeVoiceServer, client_ssl_context
+from tests.helpers import FakeMainGateway
 
-MODE = "aead_xchacha20_poly1305_rtpsize"
 GUILD_ID, CHANNEL_ID, BOT_ID = 1, 900_000_000_000_000_002, 111
 SPEAKER_ID, SPEAKER_SSRC, BOT_SSRC = 222, 2002, 1001
 INVALID_OPUS = b"\xfb\x00"  # TOC code 3 with a frame count of 0: libopus reports "corrupted stream"
@@ -305,21 +308,14 @@ def frames_lost(user: RemoteUser, recorder: Recorder) -> Loss:
     return Loss(len(counted), lost, garbled)
 
 
-class _FakeAiohttpWebSocket:
-    """Records what discord.py sends to the voice gateway."""
+@dataclass
+class _BotVoice:
+    """One kid's client decoding what the bot sends to one server."""
 
-    def __init__(self) -> None:
-        self.sent_json: list[dict] = []
-        self.sent_bytes: list[bytes] = []
-
-    async def send_str(self, text: str) -> None:
-        self.sent_json.append(discord.utils._from_json(text))
-
-    async def send_bytes(self, data: bytes) -> None:
-        self.sent_bytes.append(bytes(data))
-
-    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
-        return True
+    decryptor: PacketDecryptor
+    decoder: discord.opus.Decoder = field(default_factory=discord.opus.Decoder)
+    pcm: list[tuple[int, bytes]] = field(default_factory=list)  # (packet index, decoded PCM)
+    read: int = 0
 
 
 def _member_data(user_id: int, *, bot: bool = False) -> dict:
@@ -329,35 +325,37 @@ def _member_data(user_id: int, *, bot: bool = False) -> dict:
 
 
 class VoiceServerHarness:
-    """A connected voice client in a DAVE call with remote kids, reached over loopback UDP.
+    """The bot in a DAVE call with remote kids: discord.py's real connect path against a `FakeVoiceServer`.
 
-    `parties` are the remote members of the call's MLS group, in join order; `speaker` is the first.
+    `parties` are the remote members of the call's MLS group, in join order; `speaker` is the first. `server` is
+    the voice server the call is on now (`move()` changes it); `servers` every one it has been on.
     """
 
     def __init__(self, client: discord.Client, guild: discord.Guild, channel: discord.VoiceChannel, *,
                  switch_at: SwitchAt = "execute") -> None:
         self.client, self.guild, self.channel = client, guild, channel
         self.switch_at: SwitchAt = switch_at
-        self.transport_key = os.urandom(32)
         self.external_sender = FakeExternalSender()
-        self.server_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.server_socket.bind(("127.0.0.1", 0))
         self.parties: list[RemoteUser] = []
-        self._clients: list[voice_recv.VoiceRecvClient] = []
-        self._seq = itertools.count(1)  # the voice gateway numbers what it sends (v8 buffered resume)
+        self.servers: list[FakeVoiceServer] = []
+        self.main_gateway = FakeMainGateway(self._answer_voice_state)
+        self._bot_channel: int | None = None
         self._transition_ids = itertools.count(7)
+        self._syncs = itertools.count(1)
+        self._synced: set[str] = set()
+        self._sync_event = asyncio.Event()
+        self._bot_voice: dict[tuple[int, int], _BotVoice] = {}
+        self.server: FakeVoiceServer
         self.vc: DaveVoiceRecvClient
-        self.ws: DiscordVoiceWebSocket
-        self.fake_ws: _FakeAiohttpWebSocket
         self.speaker: RemoteUser
 
     @classmethod
     async def start(cls, client_cls: type[voice_recv.VoiceRecvClient] = DaveVoiceRecvClient, *, parties: int = 1,
-                    switch_at: SwitchAt = "execute") -> VoiceServerHarness:
-        """Connect `client_cls` into a call with `parties` remote kids in one DAVE group, each SSRC mapped.
+                    switch_at: SwitchAt = "execute", connect_timeout: float = 10.0) -> VoiceServerHarness:
+        """Connect `client_cls` the way `channel.connect()` does, into a call with `parties` kids in one DAVE group.
 
-        The first kid (`SPEAKER_ID`) creates the group and welcomes the bot (epoch 1); the others join after that,
-        each in its own transition, as Discord does when they arrive one by one.
+        The first kid (`SPEAKER_ID`) creates the group with the bot (epoch 1); the others join after that, each in
+        its own transition, as Discord does when they arrive one by one.
         """
         client = discord.Client(intents=discord.Intents(guilds=True, voice_states=True))
         await client._async_setup_hook()
@@ -370,50 +368,70 @@ class VoiceServerHarness:
             "id": str(CHANNEL_ID), "name": "v", "type": 2, "position": 0, "guild_id": str(GUILD_ID),
             "permission_overwrites": [], "bitrate": 64000, "user_limit": 0})
         guild._add_channel(channel)
+        guild._add_member(discord.Member(data=_member_data(BOT_ID, bot=True), guild=guild, state=state))
+        state._add_guild(guild)
+        # discord.py's HTTP session (what dials the voice websocket), trusting the fake servers' certificate
+        client.http._HTTPClient__session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_ssl_context()))
         harness = cls(client, guild, channel, switch_at=switch_at)
-        harness.vc = await harness.connect(client_cls)
-        await harness._join_speaker_group()
+        client.ws = harness.main_gateway
+        harness.server = await harness._new_server()
+        harness.vc = await harness._connect(client_cls, connect_timeout)
+        harness.speaker = harness.add_remote_user(SPEAKER_ID, SPEAKER_SSRC, session=harness._new_session(SPEAKER_ID))
+        harness.parties.append(harness.speaker)
+        await harness._welcome_bot()
+        assert harness.vc._connection.can_encrypt, "DAVE handshake did not complete"
+        await harness.map_ssrc(SPEAKER_ID, SPEAKER_SSRC)
         for n in range(1, parties):
             await harness.join(SPEAKER_ID + n, SPEAKER_SSRC + n)
         return harness
 
-    async def connect(self, client_cls: type[voice_recv.VoiceRecvClient]) -> voice_recv.VoiceRecvClient:
-        """A voice client wired to a fresh fake gateway and a loopback UDP socket (no handshake yet)."""
-        vc = client_cls(self.client, self.channel)
-        connection = vc._connection
-        self.fake_ws = _FakeAiohttpWebSocket()
-        ws = DiscordVoiceWebSocket(self.fake_ws, asyncio.get_running_loop(), hook=connection.hook)
-        ws._connection = connection
-        ws.thread_id = threading.get_ident()
-        ws.gateway = "wss://fake.invalid/?v=8"
-        ws._max_heartbeat_timeout = 60.0
-        connection.ws = self.ws = ws
-        connection.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        connection.socket.bind(("127.0.0.1", 0))
-        connection.socket.setblocking(False)
-        connection.endpoint_ip, connection.voice_port = self.server_socket.getsockname()  # keepalives land here
-        connection.ssrc = BOT_SSRC
-        connection._socket_reader.resume()
-        connection.state = ConnectionFlowState.connected
-        self._clients.append(vc)
-        return vc
+    async def _new_server(self) -> FakeVoiceServer:
+        server = await FakeVoiceServer(bot_ssrc=BOT_SSRC).start()
+        self.servers.append(server)
+        return server
 
-    async def _join_speaker_group(self) -> None:
-        await self.gateway(4, {"mode": MODE, "secret_key": list(self.transport_key), "dave_protocol_version": 1})
-        await self.binary(25, self.external_sender.package)
-        session = self._new_session(SPEAKER_ID)
-        session.get_serialized_key_package()  # readies its pending group, as a client does on op 4
-        commit_welcome = session.process_proposals(
-            APPEND, self.external_sender.proposals_payload(
-                self.external_sender.add_proposal(self.bot_key_package(), CHANNEL_ID, 0)))
-        session.process_commit(commit_welcome.commit)
-        transition = next(self._transition_ids)
-        await self.binary(30, struct.pack(">H", transition) + commit_welcome.welcome)
-        await self.gateway(22, {"transition_id": transition})
-        assert self.vc._connection.can_encrypt, "DAVE handshake did not complete"
-        self.speaker = self.add_remote_user(SPEAKER_ID, SPEAKER_SSRC, session=session)
-        self.parties.append(self.speaker)
-        await self.map_ssrc(SPEAKER_ID, SPEAKER_SSRC)
+    async def _connect(self, client_cls: type[voice_recv.VoiceRecvClient], limit: float) -> DaveVoiceRecvClient:
+        """What `VoiceChannel.connect(cls=client_cls)` does, with the connection's hook observed for `sync()`."""
+        vc = client_cls(self.client, self.channel)
+        self.client._connection._add_voice_client(GUILD_ID, vc)
+        inner = vc._connection.hook
+
+        async def observed(ws: DiscordVoiceWebSocket, msg: dict) -> None:
+            if inner is not None:
+                await inner(ws, msg)
+            data = msg.get("d")
+            if msg.get("op") == 6 and isinstance(data, dict) and str(data.get("t", "")).startswith("sync-"):
+                self._synced.add(data["t"])
+                self._sync_event.set()
+
+        vc._connection.hook = observed
+        await vc.connect(timeout=limit, reconnect=True, self_deaf=False, self_mute=False)
+        return vc  # type: ignore[return-value]
+
+    async def _answer_voice_state(self, guild_id: int, channel_id: int | None, self_mute: bool,
+                                  self_deaf: bool) -> None:
+        """Discord's replies to the bot's op 4: VOICE_STATE_UPDATE, and VOICE_SERVER_UPDATE when it (re)joins.
+
+        A voice state update for the channel the bot is already in changes nothing on Discord's side, so only the
+        VOICE_STATE_UPDATE comes back (no new voice server or token).
+        """
+        await asyncio.sleep(0.005)
+        state = self.client._connection
+        rejoin = channel_id is not None and channel_id != self._bot_channel
+        self._bot_channel = channel_id
+        state.parse_voice_state_update({
+            "guild_id": str(guild_id), "channel_id": str(channel_id) if channel_id else None, "user_id": str(BOT_ID),
+            "session_id": "main-gateway-session", "deaf": False, "mute": False, "self_deaf": self_deaf,
+            "self_mute": self_mute, "self_video": False, "suppress": False, "request_to_speak_timestamp": None,
+            "member": _member_data(BOT_ID, bot=True)})
+        if rejoin:
+            state.parse_voice_server_update({"token": self.server.token, "guild_id": str(guild_id),
+                                             "endpoint": self.server.endpoint})
+
+    @property
+    def transport_key(self) -> bytes:
+        return self.server.transport_key
 
     def add_remote_user(self, user_id: int, ssrc: int, *, session: davey.DaveSession | None = None,
                         bot: bool = False) -> RemoteUser:
@@ -426,15 +444,12 @@ class VoiceServerHarness:
     def _new_session(self, user_id: int) -> davey.DaveSession:
         session = davey.DaveSession(1, user_id, CHANNEL_ID)
         session.set_external_sender(self.external_sender.package)
+        session.get_serialized_key_package()  # readies its pending group, as a client does on op 4
         return session
 
-    def bot_key_package(self) -> bytes:
-        """The key package discord.py sent last (op 26)."""
-        return next(b[1:] for b in reversed(self.fake_ws.sent_bytes) if b[0] == DiscordVoiceWebSocket.MLS_KEY_PACKAGE)
-
-    def bot_sent_ops(self) -> list[int]:
-        """Every JSON op discord.py sent, in order."""
-        return [message["op"] for message in self.fake_ws.sent_json]
+    async def bot_key_package(self, *, after: int = 0) -> bytes:
+        """The newest key package discord.py sent (op 26), once it has sent more than `after` of them."""
+        return (await self.server.wait_for(lambda: self.server.binary_ops(26)[after:]))[-1]
 
     def _epoch(self) -> int:
         first = self.parties[0].session if self.parties else None
@@ -442,23 +457,50 @@ class VoiceServerHarness:
 
     # ---- the voice gateway's messages ---------------------------------------------------------------------------
 
+    async def sync(self) -> None:
+        """Return once discord.py has handled everything sent so far (a HEARTBEAT_ACK its hook reports back)."""
+        nonce = f"sync-{next(self._syncs)}"
+        await self.server.send_json(6, {"t": nonce})
+        async with asyncio.timeout(5.0):
+            while nonce not in self._synced:
+                self._sync_event.clear()
+                await self._sync_event.wait()
+
     async def gateway(self, op: int, data: dict) -> None:
-        """Deliver one JSON op through discord.py's handler (and thus the voice client's hook)."""
-        await self.ws.received_message({"op": op, "d": data, "seq": next(self._seq)})
+        """One JSON op from the voice server, handled by discord.py (and the voice client's hook) on return."""
+        await self.server.send_json(op, data)
+        await self.sync()
 
     async def binary(self, op: int, payload: bytes) -> None:
-        """Deliver one binary DAVE op (25, 27, 29, 30) through discord.py's handler."""
-        await self.ws.received_binary_message(struct.pack(">H", next(self._seq)) + bytes([op]) + payload)
+        """One binary DAVE op (25, 27, 29, 30) from the voice server, handled by discord.py on return."""
+        await self.server.send_binary(op, payload)
+        await self.sync()
 
     async def map_ssrc(self, user_id: int, ssrc: int) -> None:
         """op 5 SPEAKING: what tells voice-recv whose SSRC it is."""
         await self.gateway(5, {"user_id": str(user_id), "ssrc": ssrc, "speaking": 1})
 
     async def _expect_ready(self, transition_id: int) -> None:
-        ready = [m["d"]["transition_id"] for m in self.fake_ws.sent_json if m["op"] == 23]
-        assert transition_id in ready, f"discord.py did not answer op 23 for transition {transition_id}"
+        await self.server.wait_for(lambda: transition_id in [d["transition_id"] for d in self.server.json_ops(23)])
 
     # ---- changes in the call, driven as Discord's voice server drives them --------------------------------------
+
+    async def _welcome_bot(self) -> None:
+        """The bot (just identified, key package sent) is added to the kids' group: op 25, welcome (op 30), op 22.
+
+        The first kid commits the Add; a lone kid's commit creates the group with the bot (epoch 1).
+        """
+        key_package = await self.bot_key_package()
+        await self.binary(25, self.external_sender.package)
+        proposals = self.external_sender.proposals_payload(
+            self.external_sender.add_proposal(key_package, CHANNEL_ID, self._epoch()))
+        commits = [kid.session.process_proposals(APPEND, proposals) for kid in self.parties]
+        for kid in self.parties:
+            kid.session.process_commit(commits[0].commit)
+        transition = next(self._transition_ids)
+        await self.binary(30, struct.pack(">H", transition) + commits[0].welcome)
+        await self._expect_ready(transition)
+        await self.gateway(22, {"transition_id": transition})
 
     async def join(self, user_id: int, ssrc: int, *, between: Between = _no_frames) -> RemoteUser:
         """A kid joins: op 11, Add proposal (op 27), the winning commit (op 29) and welcome, op 22, then op 5.
@@ -519,7 +561,9 @@ class VoiceServerHarness:
         The first kid's commit creates the group; the bot and the other kids are welcomed into it.
         """
         transition = next(self._transition_ids)
+        key_packages_before = len(self.server.binary_ops(26))
         await self.gateway(24, {"transition_id": transition, "epoch": 1, "protocol_version": 1})
+        bot_key_package = await self.bot_key_package(after=key_packages_before)
         for kid in self.parties:
             assert kid.session is not None
             kid.session.reinit(1, kid.user_id, CHANNEL_ID)
@@ -532,7 +576,7 @@ class VoiceServerHarness:
         bot_view = [add(key_packages[kid.user_id], CHANNEL_ID, 0) for kid in self.parties]
         await self.binary(27, bytes([0]) + self.external_sender.proposals_payload(*bot_view))  # its commit loses
         creator, *others = self.parties
-        creator_view = [add(self.bot_key_package(), CHANNEL_ID, 0)] + [
+        creator_view = [add(bot_key_package, CHANNEL_ID, 0)] + [
             add(key_packages[kid.user_id], CHANNEL_ID, 0) for kid in others]
         created = creator.session.process_proposals(APPEND, self.external_sender.proposals_payload(*creator_view))
         creator.session.process_commit(created.commit)
@@ -549,6 +593,68 @@ class VoiceServerHarness:
         for kid in self.parties:
             kid.dave = True
         await between("executed")
+
+    async def move(self, *, between: Between = _no_frames) -> FakeVoiceServer:
+        """Discord moves the call to another voice server: VOICE_SERVER_UPDATE (new endpoint and token) mid-call.
+
+        discord.py closes its voice websocket (4014), connects to the new endpoint (IDENTIFY, READY, IP discovery
+        over its UDP socket, SESSION_DESCRIPTION with a new key, a DAVE session re-initialised) while staying in the
+        channel. The kids move too, and are there first: new SSRCs, the new transport key, a fresh MLS group among
+        them, which the bot is then welcomed into; then their op 5s.
+        """
+        old = self.server
+        self.server = await self._new_server()
+        self.client._connection.parse_voice_server_update({
+            "token": self.server.token, "guild_id": str(GUILD_ID), "endpoint": self.server.endpoint})
+        await between("server_update")
+        self._regroup_kids()
+        await self._welcome_bot()
+        for kid in self.parties:
+            await self.map_ssrc(kid.user_id, kid.ssrc)
+        await between("rejoined")
+        await old.stop()
+        return self.server
+
+    def _regroup_kids(self) -> None:
+        """The kids on a new voice server: new SSRCs and transport key, and a new MLS group of their own."""
+        for kid in self.parties:
+            kid.ssrc += 100
+            kid.transport_key = self.server.transport_key
+            assert kid.session is not None
+            kid.session.reinit(1, kid.user_id, CHANNEL_ID)
+            kid.session.set_external_sender(self.external_sender.package)
+        creator, *others = self.parties
+        if others:
+            key_packages = [kid.session.get_serialized_key_package() for kid in others]
+            created = creator.session.process_proposals(APPEND, self.external_sender.proposals_payload(
+                *[self.external_sender.add_proposal(kp, CHANNEL_ID, 0) for kp in key_packages]))
+            creator.session.process_commit(created.commit)
+            for kid in others:
+                kid.session.process_welcome(created.welcome)
+        else:
+            creator.session.get_serialized_key_package()
+
+    async def welcome_back(self, *, key_packages_before: int) -> None:
+        """The bot identified again (a fresh connection after a refused resume or a dropped socket) and sent key
+        package number `key_packages_before + 1`: the kids regroup, welcome it, and announce their new SSRCs."""
+        await self.server.wait_for(lambda: len(self.server.binary_ops(26)) > key_packages_before, within=15.0)
+        self._regroup_kids()
+        await self._welcome_bot()
+        for kid in self.parties:
+            await self.map_ssrc(kid.user_id, kid.ssrc)
+
+    async def crash(self, code: int = 4015, *, between: Between = _no_frames) -> None:
+        """The voice server's websocket goes away with `code` (4015: "voice server crashed"); UDP keeps flowing.
+
+        `between("closed")` runs while the bot has no voice websocket (messages sent then wait for a resume);
+        returns when the bot has resumed (op 7 accepted) and caught up.
+        """
+        resumes = len(self.server.resumes)
+        await self.server.close(code)
+        await between("closed")
+        await self.server.wait_for(lambda: self.server.resumes[resumes:], within=10.0)
+        await self.sync()
+        await between("resumed")
 
     async def _propose(self, proposals: bytes, between: Between) -> davey.CommitWelcome:
         """op 27 to every member; every member commits; the first kid's commit wins."""
@@ -581,11 +687,10 @@ class VoiceServerHarness:
     # ---- UDP ------------------------------------------------------------------------------------------------------
 
     def send(self, datagrams: Iterable[bytes]) -> int:
-        """Send datagrams to the bot's voice socket; returns how many."""
-        target = self.vc._connection.socket.getsockname()
+        """Relay datagrams to the bot's voice socket from the current voice server; returns how many."""
         sent = 0
         for datagram in datagrams:
-            self.server_socket.sendto(datagram, target)
+            self.server.send_rtp(datagram)
             sent += 1
         return sent
 
@@ -601,6 +706,26 @@ class VoiceServerHarness:
         for _ in range(frames):
             await self.send_paced([d for kid in kids for d in kid.speak()], pace)
 
+    def bot_said(self, listener: RemoteUser, *, since: int = 0) -> list[bytes]:
+        """What the bot sent to the current server from its `since`-th packet on, as `listener`'s client hears it.
+
+        Each voice packet is transport-decrypted with the server's key and DAVE-decrypted with the kid's session
+        (once: DAVE refuses a nonce it has seen, as it should); packets that fail either (before DAVE was ready,
+        or sent with another server's key) are left out.
+        """
+        key = (id(self.server), listener.user_id)
+        heard = self._bot_voice.setdefault(key, _BotVoice(PacketDecryptor(MODE, self.server.transport_key)))
+        for index in range(heard.read, len(self.server.rtp_from_bot)):
+            try:
+                opus = bytes(heard.decryptor.decrypt_rtp(vr_rtp.decode_rtp(self.server.rtp_from_bot[index])))
+                assert listener.session is not None
+                plain = listener.session.decrypt(BOT_ID, davey.MediaType.audio, opus)
+                heard.pcm.append((index, heard.decoder.decode(plain, fec=False)))
+            except (CryptoError, ValueError):
+                pass
+        heard.read = len(self.server.rtp_from_bot)
+        return [pcm for index, pcm in heard.pcm if index >= since]
+
     @staticmethod
     async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> bool:
         """Poll `condition` until true or `within` seconds pass; returns its last value."""
@@ -612,12 +737,17 @@ class VoiceServerHarness:
         return True
 
     async def close(self) -> None:
-        """Stop every client's threads and close sockets and the HTTP session."""
-        for vc in self._clients:
-            if vc.is_listening():
-                vc.stop_listening()
-            vc._connection._socket_reader.stop()
-            vc._connection.socket.close()
-        self.server_socket.close()
+        """Leave the call the way discord.py does, stop the servers, close the HTTP session."""
+        vc = self.vc
+        if vc.is_listening():
+            vc.stop_listening()
+        if self.client._connection._get_voice_client(GUILD_ID) is vc:  # not left yet (a test may have)
+            try:
+                async with asyncio.timeout(3.0):
+                    await vc.disconnect(force=True)
+            except Exception:
+                vc.cleanup()
+        for server in self.servers:
+            await server.stop()
         await self.client.http.close()
         await asyncio.sleep(0.05)  # let reader-stopper threads run their after() callbacks

@@ -218,8 +218,9 @@ class Reply:
     """What the user saw in answer to an interaction."""
 
     content: str | None
-    embed: discord.Embed | None
+    embed: discord.Embed | None  # the first embed, when several were sent
     ephemeral: bool
+    embeds: tuple[discord.Embed, ...] = ()
 
 
 def reply_of(interaction: MockInteraction) -> Reply:
@@ -228,7 +229,8 @@ def reply_of(interaction: MockInteraction) -> Reply:
     assert sender.called, "the interaction was never answered"
     args, kwargs = sender.call_args
     content = args[0] if args else kwargs.get("content")
-    return Reply(content, kwargs.get("embed"), bool(kwargs.get("ephemeral", False)))
+    embeds = tuple(kwargs.get("embeds") or ([kwargs["embed"]] if kwargs.get("embed") else []))
+    return Reply(content, embeds[0] if embeds else None, bool(kwargs.get("ephemeral", False)), embeds)
 
 
 async def run_checks(command: app_commands.Command, interaction: MockInteraction) -> None:
@@ -281,7 +283,8 @@ _STATUS = ConversationStatus(
     age=8, starter_name="Kid", started_at=datetime(2026, 11, 25, 16, 0, tzinfo=UTC), uptime_s=754.0,
     speakers=["Kid", "Sam"], turns=12, flagged_turns=1, reconnects=2, live_connected=True,
     packets_received=15_000, packets_dropped=3, packets_concealed=5, playback_buffered_ms=120.0, underruns=1,
-    input_latency_ms=24.5, reply_latency_ms=640.0, minutes_used_today=18.5, daily_minutes=60)
+    input_latency_ms=24.5, reply_latency_ms=640.0, minutes_used_today=18.5, daily_minutes=60,
+    session_cost_usd=0.42, session_tokens=52_100, spent_today_usd=1.10, daily_budget_usd=5.0)
 
 
 def make_status(**overrides: Any) -> ConversationStatus:
@@ -639,3 +642,23 @@ class FakeDiscordAPI:
 
     async def _guilds(self, request: Any) -> Any:
         return await self._answer(request, self.guilds)
+
+
+class FakeMainGateway:
+    """The voice part of Discord's main gateway, set as `client.ws`: discord.py sends op 4 VOICE_STATE_UPDATE
+    through `voice_state()` (joining, leaving, resuming); `answer(guild_id, channel_id, self_mute, self_deaf)`
+    plays Discord's replies a moment later, as a separate task (the real ones arrive as gateway events)."""
+
+    def __init__(self, answer: Any) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+        self._answer = answer
+        self._tasks: set[Any] = set()
+
+    async def voice_state(self, guild_id: int, channel_id: int | None, self_mute: bool = False,
+                          self_deaf: bool = False) -> None:
+        import asyncio
+
+        self.calls.append((guild_id, channel_id))
+        task = asyncio.get_running_loop().create_task(self._answer(guild_id, channel_id, self_mute, self_deaf))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -37,14 +37,23 @@ discord.py or voice-recv fails loudly instead of silently deafening the bot (`vr
   ConnectionClosed/Timeout (dpy/voice_state.py:672-674): any other exception silently ends heartbeats and DAVE
   transitions while `is_connected()` stays True. `_remove_ssrc` is fixed: upstream dereferences `_reader` even when not
   listening, so op 13 (a user leaves) before `listen()` raised `AttributeError` (vr/voice_client.py:125-129).
+* `VoiceConnectionState` is subclassed (`DaveVoiceConnectionState`): `_connect(..., resume=True)`, which discord.py
+  calls on close code 4015 (dpy/voice_state.py:715-732), really resumes — a new `DiscordVoiceWebSocket` from
+  `from_connection_state(resume=True, seq_ack=...)` polled until op 9 RESUMED, with `token` / `session_id` /
+  `secret_key` / `ws` as they were — and falls back to `disconnect(cleanup=False)` + a fresh connect. Its
+  `SocketReader` (dpy/voice_state.py:86-176, `_do_run` over `state.socket`, `_callbacks`, `_running`, `_end`) is
+  replaced by one that selects for 0.25 s instead of 30 s, so a UDP socket discord.py replaces is noticed.
+* `AudioReader._is_ip_discovery_packet` (vr/reader.py:133) — discovery answers are not counted as RTP.
 * The `discord.ext.voice_recv.reader` logger gets a filter: it logs transport garbage at ERROR once per packet
   (vr/reader.py:149-158, 178); the shim counts those, so one line per interval is enough.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import select
 import threading
 import time
 from collections import deque
@@ -52,9 +61,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import davey
 import discord
 import discord.opus
+from discord.errors import ConnectionClosed
 from discord.ext import voice_recv
 from discord.ext.voice_recv import rtp as vr_rtp
 from discord.ext.voice_recv.gateway import hook as voice_recv_hook
@@ -62,7 +73,7 @@ from discord.ext.voice_recv.opus import PacketDecoder
 from discord.ext.voice_recv.reader import AudioReader, PacketDecryptor, UDPKeepAlive
 from discord.ext.voice_recv.router import PacketRouter
 from discord.gateway import DiscordVoiceWebSocket
-from discord.voice_state import VoiceConnectionState
+from discord.voice_state import SocketReader, VoiceConnectionState
 from nacl.exceptions import CryptoError
 
 from bot.audio.formats import DISCORD_FRAME_BYTES
@@ -79,6 +90,7 @@ DAVE_TAG_BYTES = 8
 DAVE_MIN_TRAILER = DAVE_TAG_BYTES + 1 + 1 + 2  # tag, a 1-byte nonce, the size byte, the marker
 HOLD_SECONDS = 0.15  # how long a DAVE frame may wait for the MLS message that brings its key
 HOLD_MAX_FRAMES = 8  # per stream; beyond that the oldest waiting frame is concealed
+SOCKET_SELECT_SECONDS = 0.25  # how soon the UDP reader notices that discord.py replaced its socket
 _AWAITING_KEYS = (davey.SessionStatus.pending, davey.SessionStatus.awaiting_response)
 _CONCEAL = object()  # feed the packet with no payload: the Opus decoder conceals it (PLC)
 _HOLD = object()  # the key for this frame is probably in an MLS message discord.py has not processed yet
@@ -412,6 +424,8 @@ class DaveAudioReader(AudioReader):
         if len(packet_data) >= 2 and vr_rtp.is_rtcp(packet_data):
             super().callback(packet_data)
             return
+        if self._is_ip_discovery_packet(packet_data):  # discord.py's own answer on every (re)connect, not RTP
+            return
         self.stats.count("packets_received")
         if len(packet_data) <= RTP_HEADER_BYTES:
             self.stats.count("dropped_malformed")
@@ -444,11 +458,112 @@ def _throttle_voice_recv_packet_logs() -> None:
 
 
 async def guarded_hook(ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:
-    """voice-recv's gateway hook, but an exception is logged instead of ending discord.py's voice websocket task."""
+    """voice-recv's gateway hook, but an exception is logged instead of ending discord.py's voice websocket task.
+
+    op 2 READY starts a new voice session (first connect, or a new voice server): the other members' SSRCs from
+    the previous one mean nothing there, so their mapping and decoders go before voice-recv adds the bot's own.
+    """
     try:
+        voice_client = ws._connection.voice_client
+        if msg.get("op") == DiscordVoiceWebSocket.READY and isinstance(voice_client, DaveVoiceRecvClient):
+            voice_client._forget_remote_streams()
         await voice_recv_hook(ws, msg)
     except Exception:
         log.exception("dave.gateway_hook_failed", extra={"op": msg.get("op")})
+
+
+class _ResumingVoiceWebSocket(DiscordVoiceWebSocket):
+    """discord.py's voice websocket that notes op 9 RESUMED, the end of a successful resume."""
+
+    resumed = False
+
+    async def received_message(self, msg: dict[str, Any]) -> None:
+        if msg.get("op") == self.RESUMED:
+            self.resumed = True
+        await super().received_message(msg)
+
+
+class _PromptSocketReader(SocketReader):
+    """discord.py's UDP reader thread (dpy/voice_state.py:148-176), but it looks at the socket again every
+    SOCKET_SELECT_SECONDS instead of every 30 s.
+
+    On a fresh connection discord.py closes the UDP socket and makes a new one (`disconnect` + `_create_socket`).
+    Closing a socket does not wake a select() already waiting on it, so upstream's reader can sit on the dead one
+    for up to 30 s: the new socket's IP discovery answer goes unread, the reconnect times out and the bot leaves
+    the call. Callbacks are also called from a copy of the list, which the loop thread changes while it runs.
+    """
+
+    def _do_run(self) -> None:
+        while not self._end.is_set():
+            if not self._running.is_set():
+                self._running.wait()
+                continue
+            sock = self.state.socket
+            try:
+                readable, _, _ = select.select([sock], [], [], SOCKET_SELECT_SECONDS)
+            except (ValueError, TypeError, OSError):  # closed, or not made yet: look again
+                self._end.wait(0.01)
+                continue
+            if not readable:
+                continue
+            try:
+                data = sock.recv(2048)
+            except OSError:
+                continue
+            for callback in list(self._callbacks):
+                try:
+                    callback(data)
+                except Exception:
+                    log.exception("dave.socket_callback_failed")
+
+
+class DaveVoiceConnectionState(VoiceConnectionState):
+    """discord.py's connection state, with a voice websocket resume that resumes and a prompt UDP reader.
+
+    On close code 4015 ("voice server crashed") discord.py 2.7.1 calls `_connect(resume=True)` (dpy/voice_state.py
+    715-732), which first sends the main gateway a voice state update for the channel the bot is already in and
+    waits for a VOICE_SERVER_UPDATE that does not come, then waits for a SESSION_DESCRIPTION that a resumed session
+    never gets (Discord answers RESUME with HELLO and RESUMED only): after its timeout (30 s) it disconnects and
+    the bot leaves the call. Here a resume is what Discord documents: a new websocket to the same endpoint, op 7
+    RESUME with the session, token and `seq_ack`, until op 9 RESUMED (missed messages are re-sent and handled as
+    they come). The UDP socket, transport key and DAVE session stay as they are. If the server refuses, the bot
+    connects afresh, as discord.py does for other close codes.
+    """
+
+    def __init__(self, voice_client: discord.VoiceClient, *, hook: Any = None) -> None:
+        super().__init__(voice_client, hook=hook)
+        upstream = self._socket_reader  # started (paused) by super().__init__; replaced before any socket exists
+        while upstream.is_alive():  # its run() clears the stop flag once when it starts: stop until it has ended
+            upstream.stop()
+            upstream.join(0.05)
+        self._socket_reader = _PromptSocketReader(self)
+        self._socket_reader.start()
+
+    async def _connect(self, reconnect: bool, timeout: float, self_deaf: bool, self_mute: bool,  # noqa: ASYNC109
+                       resume: bool) -> None:
+        if resume and self.ws and self.token and self.session_id:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._resume_websocket()
+                log.info("dave.voice_resumed", extra={"seq_ack": self.ws.seq_ack})
+                return
+            except (ConnectionClosed, TimeoutError, OSError, aiohttp.ClientError) as error:
+                log.warning("dave.voice_resume_failed", extra={"error": repr(error)})
+            await self.disconnect(cleanup=False)
+            resume = False
+        await super()._connect(reconnect, timeout, self_deaf, self_mute, resume)
+
+    async def _resume_websocket(self) -> None:
+        previous = self.ws
+        ws = await _ResumingVoiceWebSocket.from_connection_state(self, resume=True, hook=self.hook,
+                                                                 seq_ack=previous.seq_ack)
+        ws.secret_key = self.secret_key  # a resumed session keeps its transport key
+        self.ws = ws
+        try:
+            while not ws.resumed:
+                await ws.poll_event()
+        finally:
+            await previous.close()  # stops its heartbeat thread; the socket itself is already gone
 
 
 class DaveVoiceRecvClient(voice_recv.VoiceRecvClient):
@@ -460,8 +575,8 @@ class DaveVoiceRecvClient(voice_recv.VoiceRecvClient):
         _throttle_voice_recv_packet_logs()
 
     def create_connection_state(self) -> VoiceConnectionState:
-        """The connection state with the guarded gateway hook."""
-        return VoiceConnectionState(self, hook=guarded_hook)
+        """The connection state with the guarded gateway hook and a working resume."""
+        return DaveVoiceConnectionState(self, hook=guarded_hook)
 
     def listen(self, sink: voice_recv.AudioSink, *, after: AfterCallback | None = None) -> None:
         """Upstream `listen` (vr/voice_client.py:137-151) with the DAVE reader; `after(error)` runs when it stops."""
@@ -506,6 +621,15 @@ class DaveVoiceRecvClient(voice_recv.VoiceRecvClient):
             if router is not None:
                 router.destroy_decoder(previous_ssrc)
         super()._add_ssrc(user_id, ssrc)
+
+    def _forget_remote_streams(self) -> None:
+        """Drop every SSRC mapping and decoder (a new voice session); op 5s map the new ones."""
+        router = self._reader.packet_router if self._reader else None
+        for ssrc in list(self._ssrc_to_id):
+            if router is not None:
+                router.destroy_decoder(ssrc)
+        self._ssrc_to_id.clear()
+        self._id_to_ssrc.clear()
 
     def _remove_ssrc(self, *, user_id: int) -> None:
         ssrc = self._id_to_ssrc.pop(user_id, None)
@@ -562,6 +686,22 @@ def shim_compatibility_problems() -> list[str]:
     need("self.dave_downgraded = False" in source(getattr(VoiceConnectionState, "_execute_transition", None)),
          "discord.py clears dave_downgraded only when an upgrade's op 22 executes")
     need("self._runner" in state_init, "discord.py vc._connection._runner (voice websocket poller task)")
+    need(all(f"self.{name}" in state_init for name in ("token", "session_id", "secret_key", "ws"))
+         and "self._socket_reader = SocketReader(self)" in state_init,
+         "discord.py vc._connection.token/session_id/secret_key/ws and its SocketReader(self)")
+    reader_run = source(getattr(SocketReader, "_do_run", None))
+    need(all(f"self.{name}" in reader_run for name in ("_end", "_running", "_callbacks", "state.socket")),
+         "discord.py SocketReader._do_run over state.socket/_callbacks/_running/_end")
+    need(list(inspect.signature(VoiceConnectionState._connect).parameters)
+         == ["self", "reconnect", "timeout", "self_deaf", "self_mute", "resume"]
+         and "resume=True" in source(getattr(VoiceConnectionState, "_poll_voice_ws", None))
+         and "cleanup" in inspect.signature(VoiceConnectionState.disconnect).parameters,
+         "discord.py VoiceConnectionState._connect(..., resume) called with resume=True on 4015, disconnect(cleanup=)")
+    need({"resume", "hook", "seq_ack"} <= set(inspect.signature(DiscordVoiceWebSocket.from_connection_state).parameters)
+         and all(hasattr(DiscordVoiceWebSocket, name) for name in ("READY", "RESUMED", "poll_event", "close"))
+         and all(f"self.{name}" in source(DiscordVoiceWebSocket.__init__) for name in ("seq_ack", "secret_key")),
+         "discord.py DiscordVoiceWebSocket.from_connection_state(resume, hook, seq_ack), RESUMED, seq_ack")
+    need(hasattr(AudioReader, "_is_ip_discovery_packet"), "voice_recv AudioReader._is_ip_discovery_packet")
     need("self._hook(self, msg)" in source(DiscordVoiceWebSocket.received_message),
          "discord.py awaits the hook in DiscordVoiceWebSocket.received_message")
     need(all(hasattr(davey.DaveSession, name) for name in ("decrypt", "status"))

@@ -59,7 +59,9 @@ def live_connect_config(settings: Settings, instruction: str, *, handle: str | N
         input_audio_transcription=types.AudioTranscriptionConfig(),
         output_audio_transcription=types.AudioTranscriptionConfig(),
         session_resumption=types.SessionResumptionConfig(handle=handle),
-        context_window_compression=types.ContextWindowCompressionConfig(sliding_window=types.SlidingWindow()),
+        context_window_compression=types.ContextWindowCompressionConfig(  # sizes chosen with `python -m bot.cost`
+            trigger_tokens=settings.gemini_compression_trigger_tokens,
+            sliding_window=types.SlidingWindow(target_tokens=settings.gemini_compression_target_tokens)),
         safety_settings=[types.SafetySetting(category=c, threshold=types.HarmBlockThreshold.BLOCK_LOW_AND_ABOVE)
                          for c in SAFETY_CATEGORIES],
         history_config=types.HistoryConfig(initial_history_in_client_content=True) if seeding else None,

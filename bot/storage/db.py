@@ -88,10 +88,56 @@ CREATE INDEX turns_flagged ON turns (guild_id, started_at) WHERE flag_reason IS 
 CREATE INDEX turns_by_speaker ON turns (guild_id, speaker_id) WHERE speaker_id IS NOT NULL;
 """
 
+# What each conversation costs and what the tutor did. `turn_usage` holds every per-turn usage snapshot (the
+# bill is their sum) with the turn it came with; `session_events` every tool call and budget stop, tied to
+# the turn it belongs to. Both go when their session goes; an event whose turn is erased goes with it (its
+# reason may quote the child), a usage row only loses the link.
+_V2_COST_AND_TOOLS = """
+ALTER TABLE guild_settings ADD COLUMN daily_budget_cents INTEGER NOT NULL DEFAULT 500
+    CHECK (daily_budget_cents BETWEEN 10 AND 100000);
+ALTER TABLE sessions ADD COLUMN language TEXT;
+
+CREATE TABLE turn_usage (
+    id               INTEGER PRIMARY KEY,
+    session_id       INTEGER NOT NULL,
+    guild_id         INTEGER NOT NULL,
+    turn_id          INTEGER REFERENCES turns (id) ON DELETE SET NULL,
+    at               REAL NOT NULL,
+    text_in_tokens   INTEGER NOT NULL DEFAULT 0 CHECK (text_in_tokens >= 0),
+    audio_in_tokens  INTEGER NOT NULL DEFAULT 0 CHECK (audio_in_tokens >= 0),
+    text_out_tokens  INTEGER NOT NULL DEFAULT 0 CHECK (text_out_tokens >= 0),
+    audio_out_tokens INTEGER NOT NULL DEFAULT 0 CHECK (audio_out_tokens >= 0),
+    thoughts_tokens  INTEGER NOT NULL DEFAULT 0 CHECK (thoughts_tokens >= 0),
+    total_tokens     INTEGER NOT NULL DEFAULT 0 CHECK (total_tokens >= 0),
+    cost_usd         REAL NOT NULL DEFAULT 0 CHECK (cost_usd >= 0),
+    FOREIGN KEY (session_id, guild_id) REFERENCES sessions (id, guild_id) ON DELETE CASCADE
+) STRICT;
+CREATE INDEX turn_usage_by_session ON turn_usage (guild_id, session_id);
+CREATE INDEX turn_usage_by_day ON turn_usage (guild_id, at);
+
+CREATE TABLE session_events (
+    id         INTEGER PRIMARY KEY,
+    session_id INTEGER NOT NULL,
+    guild_id   INTEGER NOT NULL,
+    turn_id    INTEGER REFERENCES turns (id) ON DELETE CASCADE,
+    at         REAL NOT NULL,
+    kind       TEXT NOT NULL CHECK (kind IN ('tool_call', 'budget_stop')),
+    name       TEXT NOT NULL,
+    call_id    TEXT,
+    category   TEXT,
+    reason     TEXT NOT NULL DEFAULT '',
+    outcome    TEXT NOT NULL DEFAULT '',
+    FOREIGN KEY (session_id, guild_id) REFERENCES sessions (id, guild_id) ON DELETE CASCADE
+) STRICT;
+CREATE INDEX session_events_by_session ON session_events (guild_id, session_id, at);
+CREATE INDEX session_events_by_turn ON session_events (turn_id) WHERE turn_id IS NOT NULL;
+"""
+
 # Forward-only: never edit a shipped entry; append a new one. Entry n brings the schema to version n+1.
 # Write each in SQLite's DDL (PostgreSQL's is derived, see bot.storage.dialect); both backends apply the same list.
 MIGRATIONS: tuple[str | Migration, ...] = (
     _V1_INITIAL,
+    _V2_COST_AND_TOOLS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_BUSY_TIMEOUT_MS = 5000

@@ -6,9 +6,11 @@ timezone-aware UTC `datetime`s. Daily minute caps are counted per UTC day.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+
+from bot.cost import TokenCounts
 
 Role = Literal["child", "tutor", "system"]
 SummaryStatus = Literal["pending", "ok", "unavailable"]
@@ -19,6 +21,10 @@ SUMMARY_STATUSES: frozenset[str] = frozenset({"pending", "ok", "unavailable"})
 DEFAULT_DAILY_MINUTES = 60
 DEFAULT_MAX_SESSION_MINUTES = 30
 DEFAULT_RETENTION_DAYS = 30
+DEFAULT_DAILY_BUDGET_CENTS = 500  # $5.00 a day: the default 60 minutes cost about $4 with the default compression
+
+EventKind = Literal["tool_call", "budget_stop"]
+EVENT_KINDS: frozenset[str] = frozenset({"tool_call", "budget_stop"})
 
 
 def to_epoch(moment: datetime | float) -> float:
@@ -52,6 +58,7 @@ class SessionRow:
     resumption_handle: str | None
     summary: str | None
     summary_status: SummaryStatus
+    language: str | None = None  # BCP-47 code the tutor spoke; None: English (sessions before languages existed)
 
     @property
     def is_running(self) -> bool:
@@ -82,6 +89,8 @@ class SessionSummaryRow:
     duration: timedelta  # running sessions: up to the moment of the query
     turn_count: int
     flagged_count: int
+    cost_usd: float = 0.0  # the sum of the session's usage snapshots
+    total_tokens: int = 0
 
     @property
     def is_running(self) -> bool:
@@ -122,7 +131,12 @@ class GuildSettings:
     daily_minutes: int = DEFAULT_DAILY_MINUTES
     max_session_minutes: int = DEFAULT_MAX_SESSION_MINUTES
     retention_days: int = DEFAULT_RETENTION_DAYS
+    daily_budget_cents: int = DEFAULT_DAILY_BUDGET_CENTS
     updated_at: datetime | None = None  # None: never saved, these are the defaults
+
+    @property
+    def daily_budget_usd(self) -> float:
+        return self.daily_budget_cents / 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +148,34 @@ class CustomLevel:
     description: str
     created_by: int
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Summed usage snapshots (of a session, or of a server's day): tokens by how they are billed, and dollars."""
+
+    tokens: TokenCounts = field(default_factory=TokenCounts)
+    total_tokens: int = 0  # as the server reported it (falls back to the sum of the kinds)
+    cost_usd: float = 0.0
+    snapshots: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """Something the tutor did or the bot decided during a session: a tool call or a budget stop.
+
+    `turn_id` is the turn it belongs to (for an alert: what the child said), `reason` the model's or the
+    bot's words for why, `outcome` what the bot did about it.
+    """
+
+    id: int
+    session_id: int
+    guild_id: int
+    turn_id: int | None
+    at: datetime
+    kind: EventKind
+    name: str
+    call_id: str | None
+    category: str | None
+    reason: str
+    outcome: str

@@ -1,6 +1,7 @@
 """Every query the bot runs, as one `Repository`; the SQL lives in `bot.storage.queries`, one module per area.
 
-Each query that reads, changes or deletes sessions or turns is scoped by `guild_id`. Three deliberate
+Each query that reads, changes or deletes sessions, turns, their usage or their events is scoped by
+`guild_id`. Three deliberate
 exceptions run across guilds and are listed in `CROSS_GUILD_QUERIES` (tests hold them to it): start-up
 clean-up after a crash, finding which guilds have something to purge, and finding summaries a restart cut
 off. They only touch rows by their own guild's rules; none returns transcript text. Each is limited to the guilds of
@@ -18,6 +19,7 @@ from bot.storage.queries.moderation import ModerationQueries
 from bot.storage.queries.sessions import SessionQueries
 from bot.storage.queries.settings import SETTINGS_IDS, SETTINGS_RANGES, SettingsQueries
 from bot.storage.queries.turns import TurnQueries
+from bot.storage.queries.usage import UsageQueries
 
 __all__ = ["CROSS_GUILD_QUERIES", "MAX_PAGE", "SETTINGS_IDS", "SETTINGS_RANGES", "Repository", "Timestamp"]
 
@@ -29,5 +31,5 @@ CROSS_GUILD_QUERIES: dict[str, str] = {
 }
 
 
-class Repository(SessionQueries, TurnQueries, ModerationQueries, SettingsQueries):
+class Repository(SessionQueries, TurnQueries, ModerationQueries, SettingsQueries, UsageQueries):
     """Async queries over one `Database`; returns frozen dataclasses from `bot.storage.models`."""

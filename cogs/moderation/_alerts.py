@@ -14,9 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.storage.models import TurnRow
+from bot.storage.models import EventRow, TurnRow, UsageTotals
 from bot.summary import SessionSummarizer
-from cogs.utils.formatting import EXCERPT_LIMIT, FLAG_COLOUR, clean, speaker_label, truncate
+from cogs.utils.formatting import (
+    EXCERPT_LIMIT,
+    FLAG_COLOUR,
+    clean,
+    cost_text,
+    describe_flag,
+    event_summary,
+    speaker_label,
+    truncate,
+)
 
 if TYPE_CHECKING:
     from bot.client import TutorBot
@@ -39,12 +48,28 @@ def _level_title(conversation: Conversation) -> str:
 
 def flagged_embed(conversation: Conversation, turn: TurnRow) -> discord.Embed:
     """The excerpt (cut), who said it, the level, the session and how to open it."""
-    embed = discord.Embed(title="🚩 A tutor turn was flagged", colour=FLAG_COLOUR,
-                          description=clean(truncate(turn.text, EXCERPT_LIMIT)) or "*(no text)*")
-    embed.add_field(name="Speaker", value=clean(speaker_label(turn)))
-    embed.add_field(name="Level", value=clean(_level_title(conversation)))
+    embed = discord.Embed(title="🚩 Something in a tutor conversation was flagged", colour=FLAG_COLOUR,
+                          description=clean(truncate(turn.text, EXCERPT_LIMIT)) or "*(nothing was said aloud)*")
+    embed.add_field(name="Said by", value=clean(speaker_label(turn)))
+    embed.add_field(name="Topic", value=clean(_level_title(conversation)))
     embed.add_field(name="Session", value=f"#{conversation.session_id}")
-    embed.add_field(name="Reason", value=clean(truncate(turn.flag_reason or "flagged", 200)), inline=False)
+    embed.add_field(name="Why", value=clean(truncate(describe_flag(turn.flag_reason or "safety"), 200)),
+                    inline=False)
+    embed.add_field(name="View it", value=view_command(conversation.session_id), inline=False)
+    return embed
+
+
+def alert_embed(conversation: Conversation, event: EventRow, turn: TurnRow | None) -> discord.Embed:
+    """The tutor asked for a grown-up: why (category and its reason), what the child said, and where to look."""
+    title, detail = event_summary(event)
+    excerpt = clean(truncate(turn.text, EXCERPT_LIMIT)) if turn is not None and turn.text.strip() else None
+    embed = discord.Embed(title=f"🔔 {title}", colour=FLAG_COLOUR,
+                          description=excerpt or "*(the child's words were not transcribed)*")
+    if turn is not None:
+        embed.add_field(name="Speaker", value=clean(speaker_label(turn)))
+    embed.add_field(name="Topic", value=clean(_level_title(conversation)))
+    embed.add_field(name="Session", value=f"#{conversation.session_id}")
+    embed.add_field(name="Why the tutor asked", value=clean(truncate(detail, 1000)) or "—", inline=False)
     embed.add_field(name="View it", value=view_command(conversation.session_id), inline=False)
     return embed
 
@@ -53,13 +78,16 @@ def failed_embed(conversation: Conversation, reason: str) -> discord.Embed:
     """A conversation stopped because something broke."""
     embed = discord.Embed(title="⚠️ A tutor conversation stopped unexpectedly", colour=WARN_COLOUR,
                           description=clean(truncate(reason, EXCERPT_LIMIT)))
-    embed.add_field(name="Level", value=clean(_level_title(conversation)))
+    embed.add_field(name="What the kids saw", value="The tutor can't talk right now — ask a grown-up to check on it.",
+                    inline=False)
+    embed.add_field(name="Topic", value=clean(_level_title(conversation)))
     embed.add_field(name="Session", value=f"#{conversation.session_id}")
     embed.add_field(name="View it", value=view_command(conversation.session_id), inline=False)
     return embed
 
 
-def summary_embed(conversation: Conversation, result: ConversationResult, summary: str | None) -> discord.Embed:
+def summary_embed(conversation: Conversation, result: ConversationResult, summary: str | None,
+                  usage: UsageTotals | None = None) -> discord.Embed:
     """The after-session note, or a pointer to retry when no summary could be made."""
     minutes = max(1, round(result.duration_s / 60))
     if summary is not None:
@@ -69,11 +97,19 @@ def summary_embed(conversation: Conversation, result: ConversationResult, summar
                        f"Retry with `/transcripts summarize session:{result.session_id}`.")
     embed = discord.Embed(title=f"📝 Tutor session #{result.session_id} ended", colour=SUMMARY_COLOUR,
                           description=description)
-    embed.add_field(name="Level", value=clean(_level_title(conversation)))
+    embed.add_field(name="Topic", value=clean(_level_title(conversation)))
     embed.add_field(name="Length", value=f"{minutes} min · {result.turns} turns")
     embed.add_field(name="Why it ended", value=clean(truncate(result.reason, 200)))
+    if usage is not None:
+        embed.add_field(name="Cost", value=cost_text(usage.cost_usd, usage.total_tokens))
     embed.add_field(name="View it", value=view_command(result.session_id), inline=False)
     return embed
+
+
+def problem_embed(detail: str) -> discord.Embed:
+    """A command was refused or failed for a technical reason; the kid was told kindly, this is the why."""
+    return discord.Embed(title="⚠️ The tutor ran into a problem", colour=WARN_COLOUR,
+                         description=clean(truncate(detail, EXCERPT_LIMIT)))
 
 
 class ModerationAlerts:
@@ -118,9 +154,17 @@ class ModerationAlerts:
     async def on_turn_flagged(self, conversation: Conversation, turn: TurnRow) -> None:
         self._spawn(self.post(conversation.guild_id, flagged_embed(conversation, turn)), f"alert:{turn.id}")
 
+    async def on_alert(self, conversation: Conversation, event: EventRow, turn: TurnRow | None) -> None:
+        """The tutor called alert_grown_up: posted like a flagged turn, with why it fired."""
+        self._spawn(self.post(conversation.guild_id, alert_embed(conversation, event, turn)), f"alert-tool:{event.id}")
+
     async def on_failed(self, conversation: Conversation, reason: str) -> None:
         self._spawn(self.post(conversation.guild_id, failed_embed(conversation, reason)),
                     f"alert-failed:{conversation.session_id}")
+
+    def on_problem(self, guild_id: int, detail: str) -> None:
+        """A command's technical failure (event `tutor_problem` from the tree's error handler)."""
+        self._spawn(self.post(guild_id, problem_embed(detail)), f"alert-problem:{guild_id}")
 
     async def on_ended(self, conversation: Conversation, result: ConversationResult) -> None:
         """Summarise in the background so `/tutor stop` answers at once."""
@@ -146,7 +190,8 @@ class ModerationAlerts:
     async def _summarize_and_post(self, conversation: Conversation, result: ConversationResult) -> None:
         try:
             summary = await self._summarizer.summarize(result.guild_id, result.session_id)
-            await self.post(result.guild_id, summary_embed(conversation, result, summary))
+            usage = await self._bot.repository.session_usage(result.guild_id, result.session_id)
+            await self.post(result.guild_id, summary_embed(conversation, result, summary, usage))
         except Exception:
             log.exception("alerts.summary_post_failed", extra={"guild_id": result.guild_id,
                                                                 "session_id": result.session_id})

@@ -7,14 +7,17 @@ is answered with one ephemeral sentence.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cost import Compression, Prices, simulate_session
+from bot.cost import dollars as format_dollars
 from bot.errors import InvalidSetting
-from bot.levels import BUILTIN_LEVELS, custom_level
+from bot.levels import BUILTIN_LEVELS, custom_level, topic_title
 from bot.storage.models import GuildSettings
 from bot.storage.repository import SETTINGS_RANGES
 from cogs.utils.checks import MODERATOR_PERMISSIONS, moderator_only
@@ -23,12 +26,18 @@ from cogs.utils.formatting import clean, truncate
 if TYPE_CHECKING:
     from bot.client import TutorBot
 
-ALERT_PERMISSIONS = ("view_channel", "send_messages", "embed_links")
+log = logging.getLogger(__name__)
+
+ALERT_PERMISSIONS = {"view_channel": "View Channel", "send_messages": "Send Messages", "embed_links": "Embed Links"}
 UNITS = {"daily_minutes": "minutes a day", "max_session_minutes": "minutes per session",
          "retention_days": "days"}
+BUDGET_LOW, BUDGET_HIGH = (cents / 100 for cents in SETTINGS_RANGES["daily_budget_cents"])
 
 
 def range_sentence(name: str, value: int) -> str:
+    if name == "daily_budget_cents":
+        return (f"`daily-budget` must be between {format_dollars(BUDGET_LOW)} and {format_dollars(BUDGET_HIGH)} a day "
+                f"(got {format_dollars(value / 100)}). Nothing was changed.")
     low, high = SETTINGS_RANGES[name]
     label = name.replace("_", "-")
     return f"`{label}` must be between {low} and {high} {UNITS[name]} (got {value}). Nothing was changed."
@@ -66,7 +75,8 @@ def _everyone_can_read(channel: discord.TextChannel) -> bool:
     return channel.permissions_for(channel.guild.default_role).view_channel
 
 
-def settings_embed(guild: discord.Guild, settings: GuildSettings, custom_names: list[str]) -> discord.Embed:
+def settings_embed(guild: discord.Guild, settings: GuildSettings, custom_names: list[str],
+                   spent_today_usd: float = 0.0) -> discord.Embed:
     """Every setting with its current value; unset ones say what that means."""
 
     def role(role_id: int | None, unset: str) -> str:
@@ -77,11 +87,13 @@ def settings_embed(guild: discord.Guild, settings: GuildSettings, custom_names: 
     embed.add_field(name="Alerts channel",
                     value=f"<#{settings.alerts_channel_id}>" if settings.alerts_channel_id else "not set (no alerts)")
     embed.add_field(name="Starter role", value=role(settings.starter_role_id, "not set (everyone may start)"))
-    embed.add_field(name="Daily minutes", value=str(settings.daily_minutes))
-    embed.add_field(name="Max session minutes", value=str(settings.max_session_minutes))
+    embed.add_field(name="Tutor time per day", value=f"{settings.daily_minutes} minutes for the whole server")
+    embed.add_field(name="Longest conversation", value=f"{settings.max_session_minutes} minutes")
+    embed.add_field(name="Money per day", value=f"{format_dollars(settings.daily_budget_usd)} for the whole server "
+                                                f"({format_dollars(spent_today_usd)} spent today)")
     embed.add_field(name="Transcripts kept", value=f"{settings.retention_days} days")
-    levels = ", ".join(clean(name) for name in custom_names) or "none"
-    embed.add_field(name="Custom levels", value=truncate(levels, 1000), inline=False)
+    topics = ", ".join(clean(topic_title(name)) for name in custom_names) or "none yet (`/tutor-settings add-topic`)"
+    embed.add_field(name="Your own topics", value=truncate(topics, 1000), inline=False)
     return embed
 
 
@@ -102,7 +114,8 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
             (name, value), = fields.items()
             if name in SETTINGS_RANGES and isinstance(value, int):
                 raise InvalidSetting(range_sentence(name, value)) from exc
-            raise InvalidSetting(f"That value was refused. Nothing was changed. ({exc})") from exc
+            log.info("settings.refused", extra={"guild_id": interaction.guild_id, "field": name, "reason": str(exc)})
+            raise InvalidSetting("That value can't be used here. Nothing was changed.") from exc
         await interaction.response.send_message(done, ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
@@ -111,11 +124,13 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
     async def show(self, interaction: discord.Interaction) -> None:
         settings = await self.bot.repository.get_settings(interaction.guild_id)
         levels = [level.name for level in await self.bot.repository.list_custom_levels(interaction.guild_id)]
-        await interaction.response.send_message(embed=settings_embed(interaction.guild, settings, levels),
+        spent = (await self.bot.repository.usage_today(interaction.guild_id)).cost_usd
+        await interaction.response.send_message(embed=settings_embed(interaction.guild, settings, levels, spent),
                                                 ephemeral=True)
 
     @app_commands.command(name="moderator-role", description="Who besides Manage Server may moderate")
-    @app_commands.describe(role="The moderator role; leave empty to clear it")
+    @app_commands.describe(role="Members with this role can read transcripts and change these settings; "
+                                "leave empty to clear it")
     @moderator_only()
     async def moderator_role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
         if role is not None and (problem := moderator_role_problem(role)):
@@ -123,8 +138,8 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
         done = f"Moderator role set to {role.mention}." if role else "Moderator role cleared: Manage Server only."
         await self._update(interaction, done, moderator_role_id=role.id if role else None)
 
-    @app_commands.command(name="alerts-channel", description="Where flagged turns and summaries are posted")
-    @app_commands.describe(channel="A text channel; leave empty to turn alerts off",
+    @app_commands.command(name="alerts-channel", description="Where flagged moments, problems and summaries go")
+    @app_commands.describe(channel="A text channel only moderators can read; leave empty to turn alerts off",
                            everyone_can_read="Set to True only if you really want a channel every member can read")
     @app_commands.rename(everyone_can_read="everyone-can-read")
     @moderator_only()
@@ -132,7 +147,7 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
                              everyone_can_read: bool = False) -> None:
         if channel is not None:
             allowed = channel.permissions_for(channel.guild.me)
-            missing = [name.replace("_", " ") for name in ALERT_PERMISSIONS if not getattr(allowed, name)]
+            missing = [label for name, label in ALERT_PERMISSIONS.items() if not getattr(allowed, name)]
             if missing:
                 raise InvalidSetting(f"I can't post in {channel.mention}: I need {', '.join(missing)} there. "
                                      "Nothing was changed.")
@@ -145,7 +160,8 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
         await self._update(interaction, done, alerts_channel_id=channel.id if channel else None)
 
     @app_commands.command(name="starter-role", description="Only this role (and moderators) may start the tutor")
-    @app_commands.describe(role="The role allowed to start; leave empty so everyone may")
+    @app_commands.describe(role="Only members with this role (and moderators) may use the tutor; leave empty so "
+                                "everyone may")
     @moderator_only()
     async def starter_role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
         if role is not None and (problem := starter_role_problem(role)):
@@ -154,31 +170,49 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
                 else "Starter role cleared: everyone may start the tutor.")
         await self._update(interaction, done, starter_role_id=role.id if role else None)
 
-    @app_commands.command(name="daily-minutes", description="Tutor minutes per day for this server")
-    @app_commands.describe(minutes="1–1440")
+    @app_commands.command(name="daily-minutes", description="How many minutes of tutor time the server gets each day")
+    @app_commands.describe(minutes="Minutes per day for everyone together, 1 to 1440 (default 60); the day ends at "
+                                   "midnight, UTC")
     @moderator_only()
     async def daily_minutes(self, interaction: discord.Interaction,
                             minutes: app_commands.Range[int, 1, 1440]) -> None:
-        await self._update(interaction, f"Daily limit set to {minutes} minutes.", daily_minutes=minutes)
+        await self._update(interaction, f"The tutor can now talk for {minutes} minutes a day in this server.",
+                           daily_minutes=minutes)
 
-    @app_commands.command(name="max-session-minutes", description="Longest single conversation")
-    @app_commands.describe(minutes="1–240")
+    @app_commands.command(name="daily-budget", description="Most this server may spend on the tutor per day (US$)")
+    @app_commands.describe(dollars="0.10 to 1000 (default 5.00); at the limit the tutor says goodbye and new "
+                                   "starts wait for tomorrow")
+    @moderator_only()
+    async def daily_budget(self, interaction: discord.Interaction,
+                           dollars: app_commands.Range[float, BUDGET_LOW, BUDGET_HIGH]) -> None:
+        cents = round(dollars * 100)
+        settings = self.bot.settings
+        typical = simulate_session(30, Compression(settings.gemini_compression_trigger_tokens,
+                                                   settings.gemini_compression_target_tokens),
+                                   Prices.from_settings(settings)).cost
+        await self._update(interaction, f"The tutor can now spend up to {format_dollars(cents / 100)} a day in this "
+                           f"server. A typical 30-minute conversation costs about {format_dollars(typical)}.",
+                           daily_budget_cents=cents)
+
+    @app_commands.command(name="max-session-minutes", description="How long one conversation may last")
+    @app_commands.describe(minutes="1 to 240 (default 30); at the limit the tutor says goodbye and leaves")
     @moderator_only()
     async def max_session_minutes(self, interaction: discord.Interaction,
                                   minutes: app_commands.Range[int, 1, 240]) -> None:
         await self._update(interaction, f"Conversations now stop after {minutes} minutes.",
                            max_session_minutes=minutes)
 
-    @app_commands.command(name="retention-days", description="How long transcripts are kept")
-    @app_commands.describe(days="1–365; older transcripts are deleted within the hour")
+    @app_commands.command(name="retention-days", description="How long transcripts are kept before they are deleted")
+    @app_commands.describe(days="1 to 365 (default 30); older transcripts are deleted for good within the hour")
     @moderator_only()
     async def retention_days(self, interaction: discord.Interaction,
                              days: app_commands.Range[int, 1, 365]) -> None:
         await self._update(interaction, f"Transcripts are now kept for {days} days.", retention_days=days)
 
-    @app_commands.command(name="add-level", description="Add a topic of your own")
-    @app_commands.describe(name="Short name (letters, digits, spaces, dashes)",
-                           description="What the tutor should teach (10–1000 characters)")
+    @app_commands.command(name="add-topic", description="Add a topic of your own for the tutor")
+    @app_commands.describe(name="The topic's name as kids will see it: up to 40 letters, digits, spaces or dashes",
+                           description="What the tutor should teach about it, in a few sentences (10 to 1000 "
+                                       "characters)")
     @moderator_only()
     async def add_level(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 40],
                         description: app_commands.Range[str, 10, 1000]) -> None:
@@ -187,12 +221,14 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
         except ValueError as exc:
             raise InvalidSetting(f"{exc} Nothing was changed.") from exc
         if level.name in BUILTIN_LEVELS:
-            raise InvalidSetting(f"“{level.name}” is a built-in level already. Pick another name.")
+            raise InvalidSetting(f"“{BUILTIN_LEVELS[level.name].title}” is one of the built-in topics already. "
+                                 "Pick another name.")
         added = await self.bot.repository.add_custom_level(interaction.guild_id, level.name, level.description,
                                                           interaction.user.id)
         if not added:
-            raise InvalidSetting(f"This server already has a level called “{clean(level.name)}”.")
-        await interaction.response.send_message(f"Added the level **{clean(level.name)}**.", ephemeral=True)
+            raise InvalidSetting(f"This server already has a topic called “{clean(level.title)}”.")
+        await interaction.response.send_message(f"Added the topic **{clean(level.title)}**: kids can pick it in "
+                                                "`/tutor start` now.", ephemeral=True)
 
     async def custom_level_autocomplete(self, interaction: discord.Interaction,
                                         current: str) -> list[app_commands.Choice[str]]:
@@ -201,14 +237,15 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
             return []
         levels = await self.bot.repository.list_custom_levels(interaction.guild_id)
         needle = current.lower().strip()
-        return [app_commands.Choice(name=lvl.name, value=lvl.name) for lvl in levels if needle in lvl.name][:25]
+        return [app_commands.Choice(name=topic_title(lvl.name), value=lvl.name) for lvl in levels
+                if needle in lvl.name or needle in topic_title(lvl.name).lower()][:25]
 
-    @app_commands.command(name="remove-level", description="Remove a topic this server added")
-    @app_commands.describe(name="The custom level to remove")
+    @app_commands.command(name="remove-topic", description="Remove a topic this server added")
+    @app_commands.describe(name="The topic to remove (start typing to see this server's own)")
     @app_commands.autocomplete(name=custom_level_autocomplete)
     @moderator_only()
     async def remove_level(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 40]) -> None:
         name = name.strip().lower().replace(" ", "-")  # the same slug add-level stored
         if not await self.bot.repository.remove_custom_level(interaction.guild_id, name):
-            raise InvalidSetting(f"This server has no custom level called “{clean(name)}”.")
-        await interaction.response.send_message(f"Removed the level **{clean(name)}**.", ephemeral=True)
+            raise InvalidSetting(f"This server has no topic of its own called “{clean(topic_title(name))}”.")
+        await interaction.response.send_message(f"Removed the topic **{clean(topic_title(name))}**.", ephemeral=True)

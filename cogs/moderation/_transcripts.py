@@ -17,13 +17,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import BadOption, NotFound, SessionStillRunning
-from bot.levels import BUILTIN_LEVELS
+from bot.levels import BUILTIN_LEVELS, topic_title
 from bot.retention import RetentionTask
-from bot.storage.models import SessionRow
+from bot.storage.models import EventRow, SessionRow, TurnRow, UsageTotals
 from bot.summary import SessionSummarizer
 from cogs.moderation._alerts import ModerationAlerts
 from cogs.moderation._views import ConfirmView
-from cogs.utils.checks import MODERATOR_PERMISSIONS, is_moderator, moderator_only
+from cogs.utils.checks import MODERATOR_PERMISSIONS, is_moderator_quietly, moderator_only
 from cogs.utils.formatting import (
     clean,
     flagged_pages,
@@ -56,17 +56,10 @@ def since(days: int | None) -> datetime | None:
     return None if days is None else datetime.now(UTC) - timedelta(days=days)
 
 
-async def may_autocomplete(interaction: discord.Interaction) -> bool:
-    """Autocomplete runs without the command's checks, so suggestions (starter names) are gated here."""
-    try:
-        return await is_moderator(interaction)
-    except app_commands.CheckFailure:
-        return False
-
-
-def session_choice(session: SessionRow) -> app_commands.Choice[int]:
-    """`#42 · 2026-11-25 16:00 · space · Alex` (Discord allows 100 characters)."""
-    name = f"#{session.id} · {session.started_at:%Y-%m-%d %H:%M} · {session.level} · {session.starter_name}"
+def session_choice(session: SessionRow, titles: dict[str, str]) -> app_commands.Choice[int]:
+    """`#42 · 2026-11-25 16:00 · Space and the planets · Alex` (Discord allows 100 characters)."""
+    name = (f"#{session.id} · {session.started_at:%Y-%m-%d %H:%M} · {topic_title(session.level, titles)} · "
+            f"{session.starter_name}")
     return app_commands.Choice(name=name[:100], value=session.id)
 
 
@@ -90,6 +83,11 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
         self.alerts.retry_pending_summaries()
         self.retention.start()
 
+    @commands.Cog.listener()
+    async def on_tutor_problem(self, guild_id: int, detail: str) -> None:
+        """The tree's error handler told a kid something kindly; the moderators get the technical side."""
+        self.alerts.on_problem(guild_id, detail)
+
     async def cog_unload(self) -> None:
         self.bot.conversations.remove_observer(self.alerts)
         await self.retention.aclose()
@@ -105,66 +103,85 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
             raise NotFound("session")
         return session
 
+    async def _contents(self, row: SessionRow) -> tuple[list[TurnRow], list[EventRow], UsageTotals]:
+        """A session's turns, events (tool calls, alerts, budget stops) and summed usage, read in its guild."""
+        repository = self.bot.repository
+        return (await repository.get_turns(row.guild_id, row.id), await repository.session_events(row.guild_id, row.id),
+                await repository.session_usage(row.guild_id, row.id))
+
+    async def _titles(self, guild_id: int) -> dict[str, str]:
+        """This server's own topics, name → title (built-in titles come from bot.levels)."""
+        return {level.name: topic_title(level.name) for level in await self.bot.repository.list_custom_levels(guild_id)}
+
     def _is_running_here(self, guild_id: int, session_id: int) -> bool:
         conversation = self.bot.conversations.get(guild_id)
         return conversation is not None and conversation.session_id == session_id
 
     async def session_autocomplete(self, interaction: discord.Interaction,
                                    current: str) -> list[app_commands.Choice[int]]:
-        """This guild's sessions only, newest first, matching id, starter or level; nothing for non-moderators."""
-        if not await may_autocomplete(interaction):
+        """This guild's sessions only, newest first, matching id, starter or topic; nothing for non-moderators."""
+        if not await is_moderator_quietly(interaction):
             return []
         sessions = await self.bot.repository.search_sessions(interaction.guild_id, current[:50], limit=25)
-        return [session_choice(session) for session in sessions]
+        titles = await self._titles(interaction.guild_id)
+        return [session_choice(session, titles) for session in sessions]
 
-    async def level_autocomplete(self, interaction: discord.Interaction,
+    async def topic_autocomplete(self, interaction: discord.Interaction,
                                  current: str) -> list[app_commands.Choice[str]]:
-        """Built-in and this guild's custom levels."""
-        names = list(BUILTIN_LEVELS)
+        """Built-in and this guild's own topics, shown by title."""
+        titles = {name: level.title for name, level in BUILTIN_LEVELS.items()}
         if interaction.guild_id is not None:
-            names += [level.name for level in await self.bot.repository.list_custom_levels(interaction.guild_id)]
-        needle = current.lower().strip()
-        return [app_commands.Choice(name=name, value=name) for name in names if needle in name.lower()][:25]
+            titles |= await self._titles(interaction.guild_id)
+        needle = current.casefold().strip()
+        return [app_commands.Choice(name=title[:100], value=name) for name, title in titles.items()
+                if needle in title.casefold() or needle in name][:25]
 
     # ----- reading --------------------------------------------------------------------------------
 
     @app_commands.command(name="list", description="Recent tutor sessions, newest first")
-    @app_commands.describe(member="Only sessions this member started or spoke in", level="Only this level",
-                           days="Only the last N days (1–365)")
-    @app_commands.autocomplete(level=level_autocomplete)
+    @app_commands.describe(member="Only sessions this member started or spoke in",
+                           topic="Only sessions about this topic (start typing to see the list)",
+                           days="Only sessions from the last this many days, 1 to 365 (leave empty for all)")
+    @app_commands.autocomplete(topic=topic_autocomplete)
     @moderator_only()
     async def list_sessions(self, interaction: discord.Interaction, member: discord.User | None = None,
-                            level: str | None = None, days: Days | None = None) -> None:
+                            topic: str | None = None, days: Days | None = None) -> None:
         check_days(days)
         rows = await self.bot.repository.list_sessions(
-            interaction.guild_id, member_id=member.id if member else None, level=level or None,
+            interaction.guild_id, member_id=member.id if member else None, level=topic or None,
             since=since(days), limit=LIST_LIMIT)
-        await Paginator(session_list_pages(rows), owner_id=interaction.user.id).send(interaction)
+        titles = await self._titles(interaction.guild_id)
+        await Paginator(session_list_pages(rows, titles=titles), owner_id=interaction.user.id).send(interaction)
 
     @app_commands.command(name="show", description="Read one session's transcript")
-    @app_commands.describe(session="The session (type to search by number, starter or level)")
+    @app_commands.describe(session="The session (type to search by number, who started it, or topic)")
     @app_commands.autocomplete(session=session_autocomplete)
     @moderator_only()
     async def show(self, interaction: discord.Interaction, session: SessionId) -> None:
         row = await self._session(interaction, session)
-        turns = await self.bot.repository.get_turns(interaction.guild_id, row.id)
-        await Paginator(transcript_pages(row, turns), owner_id=interaction.user.id).send(interaction)
+        turns, events, usage = await self._contents(row)
+        titles = await self._titles(interaction.guild_id)
+        await Paginator(transcript_pages(row, turns, titles, events, usage),
+                        owner_id=interaction.user.id).send(interaction)
 
     @app_commands.command(name="export", description="Download one session's transcript as a file")
-    @app_commands.describe(session="The session to export", format="txt to read, json for tools")
+    @app_commands.describe(session="The session to export",
+                           format="txt: a text file to read; json: for spreadsheets and other tools")
     @app_commands.autocomplete(session=session_autocomplete)
     @moderator_only()
     async def export(self, interaction: discord.Interaction, session: SessionId,
                      format: Literal["txt", "json"] = "txt") -> None:
         row = await self._session(interaction, session)
-        turns = await self.bot.repository.get_turns(interaction.guild_id, row.id)
-        text = render_json(row, turns) if format == "json" else render_txt(row, turns)
+        turns, events, usage = await self._contents(row)
+        titles = await self._titles(interaction.guild_id)
+        render = render_json if format == "json" else render_txt
+        text = render(row, turns, titles, events, usage)
         file = discord.File(io.BytesIO(text.encode("utf-8")), filename=f"tutor-session-{row.id}.{format}")
         await interaction.response.send_message(
             f"Transcript of session #{row.id} ({len(turns)} turns).", file=file, ephemeral=True)
 
-    @app_commands.command(name="flagged", description="Turns the safety filter flagged")
-    @app_commands.describe(days="Only the last N days (1–365)")
+    @app_commands.command(name="flagged", description="Only what the safety filter flagged, newest first")
+    @app_commands.describe(days="Only the last this many days, 1 to 365 (leave empty for all)")
     @moderator_only()
     async def flagged(self, interaction: discord.Interaction, days: Days | None = None) -> None:
         check_days(days)
@@ -173,13 +190,13 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
         await Paginator(flagged_pages(turns), owner_id=interaction.user.id).send(interaction)
 
     @app_commands.command(name="summarize", description="Make (or remake) a finished session's summary")
-    @app_commands.describe(session="The session to summarise")
+    @app_commands.describe(session="The session to summarize")
     @app_commands.autocomplete(session=session_autocomplete)
     @moderator_only()
     async def summarize(self, interaction: discord.Interaction, session: SessionId) -> None:
         row = await self._session(interaction, session)
         if row.is_running or self._is_running_here(row.guild_id, row.id):
-            raise SessionStillRunning("summarise")
+            raise SessionStillRunning("summarize")
         await interaction.response.defer(ephemeral=True, thinking=True)
         summary = await self.summarizer.summarize(row.guild_id, row.id)
         if summary is None:

@@ -48,7 +48,8 @@ class NotAllowedToStart(app_commands.CheckFailure):
 
     def __init__(self, role_name: str) -> None:
         self.role_name = role_name
-        super().__init__(f"Only members with the **{role_name}** role (or moderators) can use the tutor here.")
+        super().__init__(f"You need the **{role_name}** role to use the tutor here — ask a grown-up if you'd "
+                         "like it.")
 
 
 class NotAllowedToStop(app_commands.CheckFailure):
@@ -125,6 +126,14 @@ async def may_stop_tutor(interaction: discord.Interaction[TutorBot]) -> bool:
     if may_stop(member.id, channel=channel, starter_id=starter_id, is_moderator=moderates(member, settings)):
         return True
     raise NotAllowedToStop
+
+
+async def is_moderator_quietly(interaction: discord.Interaction[TutorBot]) -> bool:
+    """`is_moderator` as a plain yes/no, for showing moderators a little more (and for autocomplete)."""
+    try:
+        return await is_moderator(interaction)
+    except app_commands.CheckFailure:
+        return False
 
 
 def guild_only() -> Callable[[T], T]:

@@ -8,12 +8,16 @@ rather than cut. Kid text is escaped so that a child saying `*` or `@everyone` r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import discord
 
-from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow
+from bot.cost import dollars
+from bot.languages import DEFAULT_LANGUAGE, language_for
+from bot.levels import topic_title
+from bot.storage.models import EventRow, SessionRow, SessionSummaryRow, TurnRow, UsageTotals
+from bot.tools import ALERT_CATEGORIES, ALERT_GROWN_UP, END_CONVERSATION
 
 DESCRIPTION_LIMIT = 4096
 TOTAL_LIMIT = 6000
@@ -55,19 +59,108 @@ def format_duration(duration: timedelta) -> str:
     return f"{secs} s"
 
 
+# Gemini Live's turn_complete_reason codes (google.genai.types.TurnCompleteReason) in a parent's words.
+_CHILD_SAID = "the safety filter found something unsafe in what was said to the tutor"
+_TUTOR_REPLY = "the safety filter stopped the tutor's reply"
+FLAG_WORDS: dict[str, str] = {
+    "PROHIBITED_INPUT_CONTENT": _CHILD_SAID, "INPUT_OTHER": _CHILD_SAID, "BLOCKLIST": _CHILD_SAID,
+    "INPUT_TEXT_NCII_PROHIBITED": _CHILD_SAID, "INPUT_IP_PROHIBITED": _CHILD_SAID,
+    "INPUT_TEXT_CONTAIN_PROMINENT_PERSON_PROHIBITED": "what was said named a well-known person the filter blocks",
+    "GENERATED_CONTENT_SAFETY": _TUTOR_REPLY, "GENERATED_AUDIO_SAFETY": _TUTOR_REPLY,
+    "GENERATED_CONTENT_PROHIBITED": _TUTOR_REPLY, "GENERATED_CONTENT_BLOCKLIST": _TUTOR_REPLY,
+    "RESPONSE_REJECTED": "the tutor refused to answer",
+    "blocked": "the safety filter stopped this part of the conversation",
+    "safety": "the safety filter stopped this part of the conversation",
+}
+
+
+def describe_flag(reason: str) -> str:
+    """Why a turn was flagged, in words; an unknown code is kept, after words saying what kind of thing it is."""
+    code = reason.strip()
+    if code in FLAG_WORDS:
+        return FLAG_WORDS[code]
+    for known, words in FLAG_WORDS.items():
+        if known.lower() in code.lower():
+            return words
+    return f"flagged by a safety check ({code})" if code else "flagged by a safety check"
+
+
 def turn_markers(turn: TurnRow) -> str:
-    """Short tags after a turn: interrupted and/or flagged with its reason."""
+    """Short tags after a turn: interrupted and/or flagged with its reason in words."""
     marks = []
     if turn.interrupted:
         marks.append("✂️ *interrupted*")
     if turn.flag_reason is not None:
-        marks.append(f"🚩 **flagged: {clean(truncate(turn.flag_reason, 100))}**")
+        marks.append(f"🚩 **flagged: {clean(truncate(describe_flag(turn.flag_reason), 140))}**")
     return (" " + " ".join(marks)) if marks else ""
 
 
 def turn_header(turn: TurnRow) -> str:
     """`**Name** · 16:04:12 UTC` plus markers."""
     return f"**{clean(speaker_label(turn))}** · {turn.started_at:%H:%M:%S}{turn_markers(turn)}"
+
+
+def language_name(code: str | None) -> str:
+    """The spoken language's English name; English for sessions recorded before languages existed."""
+    try:
+        return language_for(code).name
+    except ValueError:
+        return code or DEFAULT_LANGUAGE.name
+
+
+def cost_text(cost_usd: float, tokens: int) -> str:
+    """`$0.42 (52,100 tokens)`."""
+    return f"{dollars(cost_usd)} ({tokens:,} tokens)"
+
+
+def category_text(category: str | None) -> str:
+    """An alert category as moderators read it: `personal details`."""
+    return (category or "alert").replace("_", " ")
+
+
+def event_summary(event: EventRow) -> tuple[str, str]:
+    """(title, detail) of a session event in plain words: what the tutor did or the bot decided, and why."""
+    if event.kind == "budget_stop":
+        return "Daily budget reached", event.reason
+    if event.name == ALERT_GROWN_UP:
+        meaning = ALERT_CATEGORIES.get(event.category or "", "")
+        title = f"Alert for a grown-up ({category_text(event.category)})"
+        return title, f"{event.reason}" + (f" — {meaning}" if meaning else "")
+    if event.name == END_CONVERSATION:
+        return "The tutor ended the call", event.reason
+    return f"Tool call {event.name}", event.reason
+
+
+def event_block(event: EventRow) -> str:
+    """One event as a transcript line: icon, what happened, why, and what was done."""
+    icon = {"budget_stop": "💰"}.get(event.kind) or {ALERT_GROWN_UP: "🔔", END_CONVERSATION: "👋"}.get(event.name, "🛠️")
+    title, detail = event_summary(event)
+    line = f"{icon} **{clean(title)}** · {event.at:%H:%M:%S}"
+    if detail:
+        line += f"\n{clean(truncate(detail, EXCERPT_LIMIT))}"
+    if event.outcome:
+        line += f"\n-# {clean(truncate(event.outcome, 200))}"
+    return line
+
+
+def interleave(turns: Sequence[TurnRow], events: Sequence[EventRow]) -> list[TurnRow | EventRow]:
+    """Turns in order, each followed by the events that belong to it; unlinked events by their time."""
+    linked: dict[int, list[EventRow]] = {}
+    loose: list[EventRow] = []
+    turn_ids = {turn.id for turn in turns}
+    for event in events:
+        if event.turn_id in turn_ids:
+            linked.setdefault(event.turn_id, []).append(event)  # type: ignore[arg-type]
+        else:
+            loose.append(event)
+    out: list[TurnRow | EventRow] = []
+    for turn in turns:
+        while loose and loose[0].at < turn.started_at:
+            out.append(loose.pop(0))
+        out.append(turn)
+        out.extend(linked.get(turn.id, []))
+    out.extend(loose)
+    return out
 
 
 def _chunks(text: str, size: int) -> list[str]:
@@ -120,26 +213,33 @@ def session_title(session: SessionRow | SessionSummaryRow) -> str:
     return f"Session {session.id} · {session.started_at:%Y-%m-%d %H:%M} UTC"
 
 
-def transcript_pages(session: SessionRow, turns: Sequence[TurnRow]) -> list[discord.Embed]:
-    """The whole transcript: summary (when there is one) first, then every turn in order."""
+def transcript_pages(session: SessionRow, turns: Sequence[TurnRow], titles: Mapping[str, str] | None = None,
+                     events: Sequence[EventRow] = (), usage: UsageTotals | None = None) -> list[discord.Embed]:
+    """The whole transcript: summary (when there is one) first, then every turn in order with its events."""
+    language = "" if session.language in (None, DEFAULT_LANGUAGE.code) else f" · {language_name(session.language)}"
+    cost = "" if usage is None else f" · cost {cost_text(usage.cost_usd, usage.total_tokens)}"
     blocks = [
-        f"<#{session.channel_id}> · level **{clean(session.level)}** · age {session.age} · "
-        f"started by **{clean(session.starter_name)}** · {format_duration(session.duration())}"
+        f"<#{session.channel_id}> · topic **{clean(topic_title(session.level, titles))}** · age {session.age}"
+        f"{language} · started by **{clean(session.starter_name)}** · {format_duration(session.duration())}{cost}"
         + ("" if session.ended_at else " · *still running*")
     ]
     if session.summary:
         blocks.append("__Summary__\n" + clean(session.summary))
     elif session.summary_status == "unavailable":
-        blocks.append("*No summary: it could not be made. Try `/transcripts summarize`.*")
+        blocks.append("*No summary: it could not be made. Try again with `/transcripts summarize`.*")
     if not turns:
         blocks.append("*Nothing was said in this session.*")
-    blocks.extend(f"{turn_header(turn)}\n{clean(turn.text)}" for turn in turns)
+    blocks.extend(event_block(item) if isinstance(item, EventRow) else f"{turn_header(item)}\n{clean(item.text)}"
+                  for item in interleave(turns, events))
     flagged = sum(turn.flagged for turn in turns)
-    colour = FLAG_COLOUR if flagged else EMBED_COLOUR
-    return _finish(session_title(session), paginate_blocks(blocks), colour, f"{len(turns)} turns, {flagged} flagged")
+    alerts = sum(event.name == ALERT_GROWN_UP for event in events)
+    colour = FLAG_COLOUR if flagged or alerts else EMBED_COLOUR
+    footer = f"{len(turns)} turns, {flagged} flagged" + (f", {alerts} alert(s)" if alerts else "")
+    return _finish(session_title(session), paginate_blocks(blocks), colour, footer)
 
 
-def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8) -> list[discord.Embed]:
+def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8,
+                       titles: Mapping[str, str] | None = None) -> list[discord.Embed]:
     """Newest-first listing, a few sessions per page."""
     if not rows:
         return _finish("Tutor sessions", ["No sessions match."], EMBED_COLOUR)
@@ -149,8 +249,8 @@ def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8) 
         running = " · *running*" if row.is_running else ""
         blocks.append(
             f"**#{row.id}** · {row.started_at:%Y-%m-%d %H:%M} UTC · <#{row.channel_id}>{running}\n"
-            f"level **{clean(row.level)}** · age {row.age} · by **{clean(row.starter_name)}** · "
-            f"{format_duration(row.duration)} · {row.turn_count} turns{flags}"
+            f"topic **{clean(topic_title(row.level, titles))}** · age {row.age} · by **{clean(row.starter_name)}** · "
+            f"{format_duration(row.duration)} · {row.turn_count} turns · {dollars(row.cost_usd)}{flags}"
         )
     pages = ["\n\n".join(blocks[i : i + per_page]) for i in range(0, len(blocks), per_page)]
     return _finish("Tutor sessions", pages, EMBED_COLOUR, f"{len(rows)} sessions")
@@ -168,22 +268,31 @@ def flagged_pages(turns: Sequence[TurnRow]) -> list[discord.Embed]:
     return _finish("Flagged turns", paginate_blocks(blocks), FLAG_COLOUR, "Open one with /transcripts show")
 
 
-def render_txt(session: SessionRow, turns: Sequence[TurnRow]) -> str:
-    """Plain-text export: a header, the summary, then one line per turn (every turn, uncut)."""
+def render_txt(session: SessionRow, turns: Sequence[TurnRow], titles: Mapping[str, str] | None = None,
+               events: Sequence[EventRow] = (), usage: UsageTotals | None = None) -> str:
+    """Plain-text export: a header, the summary, then one line per turn and event (every one, uncut)."""
     lines = [
         f"Session {session.id}",
         f"Started: {session.started_at.isoformat()}",
         f"Ended: {session.ended_at.isoformat() if session.ended_at else 'still running'}",
         f"Channel id: {session.channel_id}",
-        f"Level: {session.level}  Age: {session.age}  Started by: {session.starter_name}",
+        f"Topic: {topic_title(session.level, titles)}  Age: {session.age}  "
+        f"Language: {language_name(session.language)}  Started by: {session.starter_name}",
     ]
+    if usage is not None:
+        lines.append(f"Cost: {cost_text(usage.cost_usd, usage.total_tokens)} over {usage.snapshots} turn(s)")
     if session.summary:
         lines += ["", "Summary:", session.summary]
     lines.append("")
-    for turn in turns:
-        marks = "".join([" [interrupted]" if turn.interrupted else "",
-                         f" [flagged: {turn.flag_reason}]" if turn.flag_reason is not None else ""])
-        lines.append(f"[{turn.started_at:%H:%M:%S}] {speaker_label(turn)}: {turn.text}{marks}")
+    for item in interleave(turns, events):
+        if isinstance(item, EventRow):
+            title, detail = event_summary(item)
+            outcome = f" [{item.outcome}]" if item.outcome else ""
+            lines.append(f"[{item.at:%H:%M:%S}] ** {title}: {detail}{outcome}")
+            continue
+        marks = "".join([" [interrupted]" if item.interrupted else "",
+                         f" [flagged: {describe_flag(item.flag_reason)}]" if item.flag_reason is not None else ""])
+        lines.append(f"[{item.started_at:%H:%M:%S}] {speaker_label(item)}: {item.text}{marks}")
     return "\n".join(lines) + "\n"
 
 
@@ -191,16 +300,23 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
 
-def render_json(session: SessionRow, turns: Sequence[TurnRow]) -> str:
-    """JSON export: the session's fields and a list of turns, timestamps in ISO 8601 UTC."""
+def render_json(session: SessionRow, turns: Sequence[TurnRow], titles: Mapping[str, str] | None = None,
+                events: Sequence[EventRow] = (), usage: UsageTotals | None = None) -> str:
+    """JSON export: the session's fields, its cost, its turns and its events, timestamps in ISO 8601 UTC."""
     payload = {
         "session": {
             "id": session.id, "guild_id": session.guild_id, "channel_id": session.channel_id,
             "starter_id": session.starter_id, "starter_name": session.starter_name,
-            "level": session.level, "age": session.age,
+            "level": session.level, "topic": topic_title(session.level, titles), "age": session.age,
             "started_at": _iso(session.started_at), "ended_at": _iso(session.ended_at),
             "end_reason": session.end_reason, "summary": session.summary,
-            "summary_status": session.summary_status,
+            "summary_status": session.summary_status, "language": session.language or DEFAULT_LANGUAGE.code,
+        },
+        "cost": None if usage is None else {
+            "usd": round(usage.cost_usd, 6), "total_tokens": usage.total_tokens, "snapshots": usage.snapshots,
+            "tokens": {"text_in": usage.tokens.text_in, "audio_in": usage.tokens.audio_in,
+                       "text_out": usage.tokens.text_out, "audio_out": usage.tokens.audio_out,
+                       "thoughts": usage.tokens.thoughts},
         },
         "turns": [
             {
@@ -208,8 +324,17 @@ def render_json(session: SessionRow, turns: Sequence[TurnRow]) -> str:
                 "speaker_name": speaker_label(turn), "text": turn.text,
                 "started_at": _iso(turn.started_at), "ended_at": _iso(turn.ended_at),
                 "interrupted": turn.interrupted, "flag_reason": turn.flag_reason,
+                "flag_description": describe_flag(turn.flag_reason) if turn.flag_reason is not None else None,
             }
             for turn in turns
+        ],
+        "events": [
+            {
+                "id": event.id, "turn_id": event.turn_id, "at": _iso(event.at), "kind": event.kind,
+                "name": event.name, "call_id": event.call_id, "category": event.category,
+                "reason": event.reason, "outcome": event.outcome,
+            }
+            for event in events
         ],
     }
     return json.dumps(payload, ensure_ascii=False, indent=2)

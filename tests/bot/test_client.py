@@ -222,7 +222,7 @@ async def test_cooldown_says_when_to_try_again(tree) -> None:
     """CommandOnCooldown (itself a CheckFailure) says how many seconds to wait, rounded up."""
     error = app_commands.CommandOnCooldown(app_commands.Cooldown(1, 10), retry_after=2.2)
     reply = await handle_error(tree, MockInteraction(), error)
-    assert reply.content == "Slow down a little: try again in 3s."
+    assert reply.content == "Slow down a little — try again in 3 seconds."
 
 
 async def test_a_bad_argument_gets_a_clear_sentence(tree) -> None:
@@ -248,9 +248,9 @@ async def test_unexpected_errors_get_a_reference_that_is_logged(tree, caplog) ->
     with caplog.at_level(logging.ERROR, logger="bot.client"):
         reply = await handle_error(tree, interaction, KeyError("boom"), command=probe)
 
-    match = re.fullmatch(r"Something went wrong \(reference ([0-9a-f]{8})\)\. "
-                         r"A moderator can find it in the bot's logs\.", reply.content)
-    assert match and reply.ephemeral
+    match = re.fullmatch(r"Oops — something went wrong on my side\. Please try again in a moment; if it keeps "
+                         r"happening, tell a grown-up \(code ([0-9a-f]{8})\)\.", reply.content)
+    assert match and reply.ephemeral and "log" not in reply.content
     [record] = [r for r in caplog.records if r.getMessage() == "command.failed"]
     assert record.reference == match.group(1)
     assert (record.guild_id, record.user_id, record.command) == (interaction.guild_id, interaction.user.id, "probe")

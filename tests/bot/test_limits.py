@@ -46,3 +46,28 @@ def test_session_length_and_daily_cap_say_goodbye():
     assert long is not None and long.goodbye and "30-minute" in long.text
     capped = LimitRules().check(reading(minutes_used_today=60.0))
     assert capped is not None and capped.goodbye and "60 tutor minutes" in capped.text
+
+
+def test_daily_budget_stops_with_a_goodbye_in_kid_words():
+    """Spending the server's daily dollars ends the talk with a goodbye; the spoken reason has no money in it."""
+    rules = LimitRules()
+    assert rules.check(reading(spent_today_usd=4.99, daily_budget_usd=5.0)) is None
+    reason = rules.check(reading(spent_today_usd=5.01, daily_budget_usd=5.0))
+    assert reason is not None and reason.goodbye and reason.budget
+    assert "$5.00 tutor budget" in reason.text and "$5.01 spent" in reason.text
+    assert reason.spoken is not None and "$" not in reason.spoken
+
+
+def test_minutes_are_checked_before_the_budget():
+    """When both are used up, the stop names the minutes (the older, simpler rule)."""
+    reason = LimitRules().check(reading(minutes_used_today=61, spent_today_usd=9, daily_budget_usd=5))
+    assert reason is not None and "minutes" in reason.text and not reason.budget
+
+
+def test_budget_farewell_is_the_daily_time_farewell():
+    """What kids read when the budget ends the talk is the same 'today's tutor time' goodbye, no money in it."""
+    from bot.endings import farewell
+
+    reason = LimitRules().check(reading(spent_today_usd=5.01, daily_budget_usd=5.0))
+    assert farewell(reason.text, 600) == farewell("the server reached its 60 tutor minutes for today", 600)
+    assert "$" not in farewell(reason.text, 600)

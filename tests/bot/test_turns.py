@@ -98,3 +98,31 @@ async def _append(items: list, row) -> None:
 
 async def _ignore(row) -> None:
     return None
+
+
+async def test_usage_and_events_are_stored_with_their_turns(repository):
+    """Through the one queue: usage points at the turn before it, an event at the last child turn, in order."""
+    from bot.cost import TokenCounts
+    from bot.turns import PendingEvent, PendingOutcome, PendingUsage
+
+    session_id = await new_session(repository)
+    alerts = []
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=_ignore,
+                        on_alert=lambda event, turn: _append(alerts, (event, turn)))
+    writer.start()
+    writer.put(turn(0, text="my address is 12 Elm Street"))
+    writer.put(PendingEvent("tool_call", "alert_grown_up", T0, call_id="c1", category="personal_details",
+                            reason="shared an address", outcome="moderators alerted", belongs_to="child", alert=True))
+    writer.put(turn(1, text="Let's keep that private."))
+    writer.put(PendingUsage(TokenCounts(audio_in=80, audio_out=40), 120, 0.00072, T0))
+    writer.put(PendingOutcome("c1", "moderators alerted; the model cancelled it"))
+    await writer.close(5)
+
+    child, tutor = await repository.get_turns(GUILD, session_id)
+    (event,) = await repository.session_events(GUILD, session_id)
+    assert event.turn_id == child.id and event.outcome == "moderators alerted; the model cancelled it"
+    assert child.flag_reason == "alert: personal_details" and tutor.flag_reason is None
+    assert alerts and alerts[0][0].category == "personal_details" and alerts[0][1].id == child.id
+    rows = await repository._db.fetch_all("SELECT turn_id, cost_usd FROM turn_usage WHERE guild_id = ?", (GUILD,))
+    assert [(r["turn_id"], r["cost_usd"]) for r in rows] == [(tutor.id, 0.00072)]
+    assert writer.stored == 2 and writer.flagged == 0

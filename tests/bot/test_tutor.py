@@ -378,12 +378,14 @@ async def test_failed_turn_writes_are_retried_in_order_off_the_audio_path(world,
 
 @pytest.mark.parametrize("error", [TimeoutError(), discord.ClientException("Already connected to a voice channel.")])
 async def test_voice_join_failures_are_a_plain_sentence(error):
-    """A join that times out or is refused becomes VoiceConnectFailed, which the cogs show as it is."""
+    """A join that times out or is refused: a kind sentence for the kid, the technical reason kept as `detail`."""
     channel = MockVoiceChannel()
     channel.connect.side_effect = error
     with pytest.raises(VoiceConnectFailed) as caught:
         await bot.tutor.connect_voice(channel)
-    assert str(caught.value).startswith("I couldn't join the voice channel:")
+    assert str(caught.value).startswith("I couldn't join your voice channel just now. Please try again in a minute")
+    assert caught.value.detail.startswith("Joining the voice channel failed: ")
+    assert "Already connected" not in str(caught.value)
 
 
 async def test_voice_join_failure_closes_live_and_the_session_row(world, live_server, repository):

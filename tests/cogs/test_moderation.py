@@ -193,8 +193,9 @@ def test_command_names():
         "transcripts list", "transcripts show", "transcripts export", "transcripts flagged", "transcripts summarize",
         "transcripts delete session", "transcripts delete member",
         "tutor-settings show", "tutor-settings moderator-role", "tutor-settings alerts-channel",
-        "tutor-settings starter-role", "tutor-settings daily-minutes", "tutor-settings max-session-minutes",
-        "tutor-settings retention-days", "tutor-settings add-level", "tutor-settings remove-level"}
+        "tutor-settings starter-role", "tutor-settings daily-minutes", "tutor-settings daily-budget",
+        "tutor-settings max-session-minutes",
+        "tutor-settings retention-days", "tutor-settings add-topic", "tutor-settings remove-topic"}
 
 
 async def test_non_moderator_is_refused(bot, guild, transcripts, tree):
@@ -239,14 +240,14 @@ async def test_list_paginates_with_buttons(bot, guild, transcripts):
     assert isinstance(view, Paginator) and len(view.pages) == 2 and view.owner_id == interaction.user.id
 
 
-async def test_list_filters_by_member_level_and_days(bot, guild, transcripts):
-    """member, level and days narrow the list."""
+async def test_list_filters_by_member_topic_and_days(bot, guild, transcripts):
+    """member, topic and days narrow the list."""
     kid = MockMember(guild=guild)
     mine = await add_session(bot.repository, guild.id, starter_id=kid.id, level="oceans", minutes_ago=60)
     await add_session(bot.repository, guild.id, level="oceans", minutes_ago=60 * 24 * 5)
     await add_session(bot.repository, guild.id, level="space", minutes_ago=60)
     interaction = moderator(bot, guild)
-    await call_command(command(transcripts, "list"), transcripts, interaction, member=kid, level="oceans", days=2)
+    await call_command(command(transcripts, "list"), transcripts, interaction, member=kid, topic="oceans", days=2)
     description = reply_of(interaction).embed.description
     assert f"#{mine}" in description and description.count("**#") == 1
 
@@ -266,7 +267,9 @@ async def test_show_has_summary_then_marked_turns(bot, guild, transcripts):
     await call_command(command(transcripts, "show"), transcripts, interaction, session=session_id)
     description = reply_of(interaction).embed.description
     assert description.index("Talked about Mars") < description.index(f"turn 0 of {session_id}")
-    assert "**Ada**" in description and "**Tutor**" in description and "flagged: safety: blocked" in description
+    assert "**Ada**" in description and "**Tutor**" in description
+    assert "flagged: the safety filter stopped this part of the conversation" in description
+    assert "topic **Space and the planets**" in description and "**space**" not in description
 
 
 async def test_show_long_transcript_is_paginated_within_limits(bot, guild, transcripts):
@@ -473,7 +476,7 @@ def alerts_channel(bot, guild) -> MockTextChannel:
 
 
 async def test_flagged_turn_alert_goes_to_the_alerts_channel(bot, guild, transcripts):
-    """With an alerts channel set, a flagged turn posts excerpt, speaker, level, session and the command."""
+    """With an alerts channel set, a flagged turn posts excerpt, speaker, topic, why in words, session, command."""
     channel = alerts_channel(bot, guild)
     await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
     session_id = await add_session(bot.repository, guild.id, turns=1, flagged=1, running=True)
@@ -482,8 +485,9 @@ async def test_flagged_turn_alert_goes_to_the_alerts_channel(bot, guild, transcr
     await transcripts.alerts.wait_idle()
     embed = channel.send.call_args.kwargs["embed"]
     fields = {field.name: field.value for field in embed.fields}
-    assert turn.text in embed.description and fields["Speaker"] == "Ada"
-    assert fields["Level"] == "Space and the planets" and fields["Session"] == f"#{session_id}"
+    assert turn.text in embed.description and fields["Said by"] == "Ada"
+    assert fields["Topic"] == "Space and the planets" and fields["Session"] == f"#{session_id}"
+    assert fields["Why"] == "the safety filter stopped this part of the conversation"
     assert fields["View it"] == f"`/transcripts show session:{session_id}`"
 
 
@@ -628,13 +632,14 @@ async def test_single_page_is_sent_without_buttons():
 
 
 async def test_settings_show(bot, guild, settings_cog):
-    """Show lists every setting, including defaults and custom levels."""
+    """Show lists every setting, including defaults and the server's own topics by title."""
     await bot.repository.add_custom_level(guild.id, "volcanoes", "Lava, magma and eruptions.", 1)
     interaction = moderator(bot, guild)
     await call_command(command(settings_cog, "show"), settings_cog, interaction)
     fields = {field.name: field.value for field in reply_of(interaction).embed.fields}
-    assert fields["Daily minutes"] == "60" and fields["Transcripts kept"] == "30 days"
-    assert fields["Custom levels"] == "volcanoes" and fields["Alerts channel"].startswith("not set")
+    assert fields["Tutor time per day"] == "60 minutes for the whole server"
+    assert fields["Longest conversation"] == "30 minutes" and fields["Transcripts kept"] == "30 days"
+    assert fields["Your own topics"] == "Volcanoes" and fields["Alerts channel"].startswith("not set")
 
 
 @pytest.mark.parametrize(("path", "option", "value", "field"), [
@@ -732,22 +737,24 @@ async def test_alerts_channel_set_clear_and_refused_without_permissions(bot, gui
     mute = text_channel(guild, bot=discord.Permissions(view_channel=True))
     reply = await invoke(tree, command(settings_cog, "alerts-channel"), settings_cog, moderator(bot, guild),
                          channel=mute)
-    assert "send messages, embed links" in reply.content
+    assert "I need Send Messages, Embed Links there" in reply.content
     assert (await bot.repository.get_settings(guild.id)).alerts_channel_id == good.id
 
     await call_command(command(settings_cog, "alerts-channel"), settings_cog, moderator(bot, guild))
     assert (await bot.repository.get_settings(guild.id)).alerts_channel_id is None
 
 
-async def test_add_and_remove_level(bot, guild, other_guild, settings_cog, tree):
-    """Add stores a slugged custom level; duplicates, built-ins and bad text are refused; remove deletes it."""
-    add, remove = command(settings_cog, "add-level"), command(settings_cog, "remove-level")
+async def test_add_and_remove_topic(bot, guild, other_guild, settings_cog, tree):
+    """Add stores a slugged topic of the server's own; duplicates, built-ins and bad text are refused; remove
+    deletes it."""
+    add, remove = command(settings_cog, "add-topic"), command(settings_cog, "remove-topic")
     await call_command(add, settings_cog, moderator(bot, guild), name="Volcano Fun",
                        description="Lava, magma, eruptions and famous volcanoes.")
     assert [lvl.name for lvl in await bot.repository.list_custom_levels(guild.id)] == ["volcano-fun"]
     for name, description, expected in (("volcano fun", "Another description here.", "already has"),
                                         ("space", "A duplicate of a built-in.", "built-in"),
                                         ("bad!name", "Fine description text.", "letters, digits"),
+                                        ("Space", "A duplicate of a built-in.", "“Space and the planets” is one"),
                                         ("short", "tiny", "characters long")):
         reply = await invoke(tree, add, settings_cog, moderator(bot, guild), name=name, description=description)
         assert expected in reply.content, name
@@ -756,4 +763,4 @@ async def test_add_and_remove_level(bot, guild, other_guild, settings_cog, tree)
     await call_command(remove, settings_cog, moderator(bot, guild), name="Volcano Fun")
     assert await bot.repository.list_custom_levels(guild.id) == []
     reply = await invoke(tree, remove, settings_cog, moderator(bot, guild), name="volcano-fun")
-    assert "no custom level" in reply.content
+    assert "no topic of its own called “Volcano fun”" in reply.content

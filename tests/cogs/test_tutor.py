@@ -76,20 +76,47 @@ async def test_start_starts_a_conversation_with_what_was_asked(bot, cog, tree) -
     interaction.response.defer.assert_awaited_once_with(ephemeral=True, thinking=True)
     assert reply.ephemeral and reply.content is None
     fields = {f.name: f.value for f in reply.embed.fields}
-    assert fields == {"Level": "Space and the planets", "Age": "8", "Channel": request.voice_channel.mention}
+    assert fields == {"Topic": "Space and the planets", "Age": "8", "Language": "English (US)",
+                      "Channel": request.voice_channel.mention}
+    assert request.language.code == "en-US"
+
+
+async def test_start_speaks_the_chosen_language(bot, cog, tree) -> None:
+    """`language:` picks one of the languages 3.8 speaks; the request carries it and the reply shows it."""
+    reply = await invoke(tree, cog.start, cog, kid_in_voice(bot), level="space", age=8, language="es-US")
+    [(request,)] = bot.conversations.called("start")
+    assert request.language.code == "es-US" and request.language.name == "Spanish"
+    assert {f.name: f.value for f in reply.embed.fields}["Language"] == "Español (Spanish)"
+
+
+def test_start_offers_at_most_25_languages_english_first(cog) -> None:
+    """Discord allows 25 choices; every one is a language the tutor speaks, English (US) first."""
+    from bot.languages import LANGUAGES
+
+    choices = cog.start._params["language"].choices
+    assert 0 < len(choices) <= 25 and choices[0].value == "en-US"
+    assert all(choice.value in LANGUAGES for choice in choices) and not cog.start._params["language"].required
+
+
+async def test_start_refuses_a_language_that_slipped_past_discord(bot, cog, tree) -> None:
+    """A code outside the list (a client can bypass the picker) is refused and nothing starts."""
+    reply = await invoke(tree, cog.start, cog, kid_in_voice(bot), level="space", age=8, language="xx-XX")
+    assert "language" in reply.content and reply.ephemeral
+    assert bot.conversations.called("start") == []
 
 
 async def test_start_posts_the_transcription_notice_in_the_voice_chat(bot, cog, tree) -> None:
-    """Everyone in the call is told, in the voice channel's chat, that it is transcribed for moderators."""
+    """Everyone in the call reads that the tutor is a computer and that grown-ups (moderators) can read it all."""
     interaction = kid_in_voice(bot)
     await invoke(tree, cog.start, cog, interaction, level="dinosaurs", age=6)
 
     channel = interaction.user.voice.channel
     channel.send.assert_awaited_once()
     text = channel.send.await_args.args[0]
-    assert text == TRANSCRIPT_NOTICE.format(channel=channel.mention, level="Dinosaurs",
+    assert text == TRANSCRIPT_NOTICE.format(channel=channel.mention, topic="Dinosaurs",
                                             starter=interaction.user.mention)
-    assert "transcribed" in text and "moderators" in text
+    assert "computer helper, not a person" in text and "grown-ups can read everything" in text
+    assert "moderators" in text and "no audio is kept" in text
     assert channel.send.await_args.kwargs["allowed_mentions"].users is False
 
 
@@ -100,7 +127,7 @@ async def test_start_warns_the_starter_when_the_notice_cannot_be_posted(bot, cog
     reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
 
     assert bot.conversations.called("start")
-    assert "transcribed" in reply.content and reply.ephemeral
+    assert "computer helper" in reply.content and "grown-ups can read" in reply.content and reply.ephemeral
 
 
 async def test_start_accepts_a_level_typed_as_its_title(bot, cog, tree) -> None:
@@ -135,7 +162,8 @@ async def test_start_names_every_missing_voice_permission(bot, cog, tree) -> Non
     perms = discord.Permissions(view_channel=True, use_voice_activation=True, send_messages=True)
     interaction = kid_in_voice(bot, MockVoiceChannel(name="Study Room", bot_permissions=perms))
     reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
-    assert reply.content == "I can't use **Study Room**: I need the Connect, Speak permission(s) there."
+    assert reply.content == ("I'm not allowed to join **Study Room** yet. Ask a grown-up to give me the Connect "
+                             "and Speak permissions there.")
     assert reply.ephemeral
     assert not bot.conversations.called("start")
 
@@ -151,7 +179,7 @@ async def test_start_refuses_an_unknown_level(bot, cog, tree) -> None:
     """A level that is neither built in nor this guild's: one sentence, nothing started."""
     interaction = kid_in_voice(bot)
     reply = await invoke(tree, cog.start, cog, interaction, level="quantum gravity", age=8)
-    assert reply.content == "There is no level called “quantum gravity”. Pick one from the list as you type."
+    assert reply.content == "There's no topic called “quantum gravity”. Start typing and pick one from the list."
     assert not bot.conversations.called("start")
 
 
@@ -176,7 +204,7 @@ async def test_start_refuses_an_age_that_slipped_past_discord(bot, cog, tree, ag
     """Defence in depth: an out-of-range age reaching the callback is refused, nothing started."""
     interaction = kid_in_voice(bot)
     reply = await invoke(tree, cog.start, cog, interaction, level="space", age=age)
-    assert reply.content == f"The age must be between 4 and 14 (got {age})."
+    assert reply.content == "The tutor is for ages 4 to 14 — please pick an age between 4 and 14."
     assert not bot.conversations.called("start")
 
 
@@ -188,7 +216,7 @@ async def test_start_refuses_a_second_conversation_and_says_where(bot, cog, tree
     second = MockInteraction(user=MockMember(guild=first.guild, voice_channel=MockVoiceChannel()), client=bot)
 
     reply = await invoke(tree, cog.start, cog, second, level="space", age=8)
-    assert channel.mention in reply.content and "already running" in reply.content
+    assert reply.content == f"The tutor is already talking in {channel.mention} — come and join in there!"
     assert reply.ephemeral
     second.followup.send.assert_awaited_once()  # deferred first, so the error went through the followup
 
@@ -216,7 +244,8 @@ async def test_start_is_refused_without_the_starter_role(bot, cog, tree) -> None
     interaction.guild.roles = [role]
     bot.repository.get_settings.side_effect = lambda gid: GuildSettings(guild_id=gid, starter_role_id=role.id)
     reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
-    assert reply.content == "Only members with the **Tutor kids** role (or moderators) can use the tutor here."
+    assert reply.content == ("You need the **Tutor kids** role to use the tutor here — ask a grown-up if you'd "
+                             "like it.")
     assert not bot.conversations.called("start")
 
 
@@ -263,46 +292,66 @@ async def running_in(bot: MockBot, cog: TutorCog, tree) -> MockInteraction:
 
 
 async def test_stop_reports_duration_and_turns(bot, cog, tree) -> None:
-    """Stopping answers with mm:ss and the turn count."""
+    """Stopping answers with how long they talked, in words."""
     interaction = await running_in(bot, cog, tree)
     bot.conversations.duration_s, bot.conversations.turns = 125.4, 9
     reply = await invoke(tree, cog.stop, cog, interaction)
     assert bot.conversations.called("stop") == [(interaction.guild.id, "stopped with /tutor stop")]
-    assert reply.content == "Stopped the tutor after 02:05 and 9 turns." and reply.ephemeral
+    assert reply.content == "The tutor has stopped. We talked for 2 minutes." and reply.ephemeral
 
 
 async def test_stop_when_nothing_runs(bot, cog, tree) -> None:
     """Nothing running: the not-running sentence."""
     reply = await invoke(tree, cog.stop, cog, kid_in_voice(bot))
-    assert reply.content == "No tutor conversation is running in this server. Start one with `/tutor start`."
+    assert reply.content == "The tutor isn't in a call right now. Start it with `/tutor start`!"
     assert reply.ephemeral
 
 
-async def test_status_shows_the_live_figures(bot, cog, tree) -> None:
-    """The status embed carries level, starter, uptime, speakers, turns, packets, latency and minutes."""
+async def test_status_for_a_kid_shows_topic_speakers_and_time_left(bot, cog, tree) -> None:
+    """A kid sees the topic, who the tutor heard, how long they have talked and the time left — nothing technical."""
     interaction = await running_in(bot, cog, tree)
+    conversation: FakeConversation = bot.conversations.get(interaction.guild.id)
+    conversation.status_snapshot = make_status(uptime_s=754.0, minutes_used_today=50.0, daily_minutes=60)
+    reply = await invoke(tree, cog.status, cog, interaction)
+
+    assert reply.ephemeral and len(reply.embeds) == 1
+    fields = {f.name: f.value for f in reply.embed.fields}
+    assert reply.embed.title == "🎙️ Talking about: Space and the planets"
+    assert fields["The tutor has heard"] == "Kid, Sam"
+    assert fields["Talking for"] == "12 minutes"
+    assert fields["Time left"] == "about 10 minutes"  # today's 60 minus 50 used, before the 30-minute session cap
+    text = " ".join(f"{f.name} {f.value}" for f in reply.embed.fields)
+    for word in ("packets", "Gemini", "latency", "ms", "underrun", "reconnect"):
+        assert word.lower() not in text.lower()
+
+
+async def test_status_for_a_moderator_adds_the_connection_figures(bot, cog, tree) -> None:
+    """A moderator also gets the connection figures, in a second embed marked for moderators."""
+    interaction = await running_in(bot, cog, tree)
+    interaction.user.guild_permissions = discord.Permissions(manage_guild=True)
     conversation: FakeConversation = bot.conversations.get(interaction.guild.id)
     conversation.status_snapshot = make_status(input_latency_ms=None)
     reply = await invoke(tree, cog.status, cog, interaction)
 
-    assert reply.ephemeral
-    fields = {f.name: f.value for f in reply.embed.fields}
-    assert reply.embed.title == "Tutor: Space and the planets"
+    assert reply.ephemeral and len(reply.embeds) == 2
+    moderator = reply.embeds[1]
+    fields = {f.name: f.value for f in moderator.fields}
+    assert moderator.title.startswith("For moderators")
     assert fields["Started by"] == "Kid"
-    assert fields["Uptime"] == "12:34"
-    assert fields["Heard"] == "Kid, Sam"
+    assert fields["Running for"] == "12:34"
     assert fields["Turns"] == "12 (1 flagged)"
     assert fields["Gemini Live"] == "connected, 2 reconnects"
     assert fields["Voice packets"] == "15000 received, 3 dropped, 5 concealed"
     assert fields["Playback"] == "120 ms buffered, 1 underruns"
     assert fields["Latency"] == "input→Live — (p95), reply 640 ms (p50)"
-    assert fields["Today"] == "18 of 60 minutes"
+    assert fields["Today"] == "18 of 60 minutes used; sessions stop after 30 minutes"
+    assert fields["Cost"] == "this session $0.42 (52,100 tokens); today $1.10 of $5.00"
 
 
 async def test_status_when_nothing_runs(bot, cog, tree) -> None:
     """No conversation: the not-running sentence, ephemerally."""
     reply = await invoke(tree, cog.status, cog, kid_in_voice(bot))
-    assert "No tutor conversation is running" in reply.content and reply.ephemeral
+    assert "The tutor isn't in a call right now" in reply.content and reply.ephemeral
 
 
 async def test_say_sends_the_text_with_the_authors_name(bot, cog, tree) -> None:
@@ -311,7 +360,7 @@ async def test_say_sends_the_text_with_the_authors_name(bot, cog, tree) -> None:
     reply = await invoke(tree, cog.say, cog, interaction, text="Why is Mars red?")
     assert bot.conversations.called("say") == [(interaction.guild.id, interaction.user.id, "Ada",
                                                  "Why is Mars red?")]
-    assert reply.content == "Sent to the tutor." and reply.ephemeral
+    assert reply.content == "Sent! The tutor will answer out loud." and reply.ephemeral
 
 
 async def test_say_from_outside_the_call_is_refused(bot, cog, tree) -> None:
@@ -338,7 +387,7 @@ async def test_stop_follows_the_one_stop_rule(bot, cog, tree) -> None:
         "Join the call if you want to end it.")
     assert bot.conversations.called("stop") == []
     kid_in_the_call = MockInteraction(user=MockMember(guild=guild, voice_channel=channel), client=bot)
-    assert "Stopped the tutor" in (await invoke(tree, cog.stop, cog, kid_in_the_call)).content
+    assert "The tutor has stopped" in (await invoke(tree, cog.stop, cog, kid_in_the_call)).content
     voice = started.user.voice
     for who in (started.user, MockMember(guild=guild, permissions=discord.Permissions(manage_guild=True))):
         started.user.voice = voice
@@ -346,7 +395,7 @@ async def test_stop_follows_the_one_stop_rule(bot, cog, tree) -> None:
         channel.members.remove(started.user)  # the starter left the call: still allowed, like a moderator
         started.user.voice = None
         reply = await invoke(tree, cog.stop, cog, MockInteraction(user=who, client=bot))
-        assert "Stopped the tutor" in reply.content
+        assert "The tutor has stopped" in reply.content
         channel.members.append(started.user)
 
 
@@ -365,7 +414,7 @@ def test_the_notice_and_the_readme_state_the_stop_rule() -> None:
 async def test_say_when_nothing_runs(bot, cog, tree) -> None:
     """No conversation: the not-running sentence."""
     reply = await invoke(tree, cog.say, cog, kid_in_voice(bot), text="hello")
-    assert "No tutor conversation is running" in reply.content
+    assert "The tutor isn't in a call right now" in reply.content
 
 
 def test_say_text_is_limited_by_discord_to_500_characters(cog) -> None:
@@ -378,7 +427,7 @@ async def test_say_too_long_text_is_refused_by_the_core_with_a_sentence(bot, cog
     """Text that slips past Discord is refused with the core's sentence."""
     interaction = await running_in(bot, cog, tree)
     reply = await invoke(tree, cog.say, cog, interaction, text="a" * 501)
-    assert reply.content == "That message is too long: keep it under 500 characters."
+    assert reply.content == "Please type a message of 1 to 500 characters."
 
 
 # ----- the voice-chat posts (ConversationObserver) ---------------------------------------------------
@@ -400,27 +449,39 @@ def ended(conversation: FakeConversation, reason: str = "everyone left the voice
                               65.0, 4, reason)
 
 
-async def test_on_ended_says_goodbye_with_the_duration(bot, cog, tree) -> None:
-    """The goodbye in the voice chat names the reason, the mm:ss duration and the turns."""
+@pytest.mark.parametrize(("reason", "expected"), [
+    ("everyone left the voice channel",
+     "👋 Everyone left, so the tutor said goodbye. We talked for 1 minute. See you next time!"),
+    ("stopped with /tutor stop", "👋 Bye for now! We talked for 1 minute. Thanks for learning together!"),
+    ("the server reached its 60 tutor minutes for today",
+     "⏰ You've used today's tutor time — see you tomorrow! We talked for 1 minute."),
+    ("the session reached its 30-minute limit",
+     "⏰ That's the end of this session. We talked for 1 minute. Great talking with you — see you next time!"),
+])
+async def test_on_ended_says_goodbye_in_kids_words(bot, cog, tree, reason, expected) -> None:
+    """The goodbye in the voice chat says why in a kid's words and how long they talked."""
     interaction = await running_in(bot, cog, tree)
     conversation = bot.conversations.get(interaction.guild.id)
     channel = conversation.voice_channel
     channel.send.reset_mock()
-    await cog.on_ended(conversation, ended(conversation))
-    text = channel.send.await_args.args[0]
-    assert "everyone left the voice channel" in text and "01:05" in text and "4 turns" in text
+    await cog.on_ended(conversation, ended(conversation, reason))
+    assert channel.send.await_args.args[0] == expected
 
 
-async def test_on_failed_explains_and_replaces_the_goodbye(bot, cog, tree) -> None:
-    """A failure posts its plain reason once; the goodbye that follows it is not posted as well."""
+async def test_on_failed_is_kind_and_replaces_the_goodbye(bot, cog, tree) -> None:
+    """A failure posts one kind sentence without the technical reason; the goodbye after it is not posted."""
     interaction = await running_in(bot, cog, tree)
     conversation = bot.conversations.get(interaction.guild.id)
     channel = conversation.voice_channel
     channel.send.reset_mock()
-    await cog.on_failed(conversation, "Gemini Live is not reachable right now")
+    await cog.on_failed(conversation, "Could not connect to Gemini after 3 tries (code 1011).")
     await cog.on_ended(conversation, ended(conversation, "Gemini Live failed: not reachable"))
     channel.send.assert_awaited_once()
-    assert "Gemini Live is not reachable right now" in channel.send.await_args.args[0]
+    text = channel.send.await_args.args[0]
+    assert text == ("😕 Sorry, the tutor can't talk right now. Ask a grown-up to check on it, then try "
+                    "`/tutor start` again.")
+    for word in ("Gemini", "1011", "code", "connect"):
+        assert word not in text
 
 
 async def test_a_refused_post_does_not_raise(bot, cog, tree) -> None:

@@ -18,6 +18,11 @@ def current_time() -> float:
     return time.time()
 
 
+def day_start(at: float) -> float:
+    """The start of the day `at` falls in (UTC midnight): where daily minutes and the daily budget reset."""
+    return from_epoch(at).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
 def page_size(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
@@ -35,7 +40,7 @@ def session_row(row: Row) -> SessionRow:
         started_at=from_epoch(row["started_at"]),
         ended_at=None if row["ended_at"] is None else from_epoch(row["ended_at"]),
         end_reason=row["end_reason"], resumption_handle=row["resumption_handle"], summary=row["summary"],
-        summary_status=row["summary_status"],
+        summary_status=row["summary_status"], language=row["language"],
     )
 
 
@@ -58,6 +63,7 @@ def summary_row(row: Row, at: float) -> SessionSummaryRow:
         end_reason=row["end_reason"], summary_status=row["summary_status"],
         duration=timedelta(seconds=end - row["started_at"]),
         turn_count=row["turn_count"], flagged_count=row["flagged_count"],
+        cost_usd=float(row["cost_usd"]), total_tokens=int(row["total_tokens"]),
     )
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from bot.storage.models import SUMMARY_STATUSES, SessionRow, SessionSummaryRow, SummaryStatus, from_epoch, to_epoch
+from bot.storage.models import SUMMARY_STATUSES, SessionRow, SessionSummaryRow, SummaryStatus, to_epoch
 from bot.storage.queries.base import (
     MAX_PAGE,
     Queries,
     Timestamp,
     current_time,
+    day_start,
     like_escape,
     page_size,
     session_row,
@@ -22,16 +23,17 @@ log = logging.getLogger("bot.storage.repository")
 class SessionQueries(Queries):
     async def start_session(
         self, guild_id: int, channel_id: int, starter_id: int, starter_name: str, level: str, age: int,
-        *, started_at: Timestamp | None = None,
+        *, started_at: Timestamp | None = None, language: str | None = None,
     ) -> int:
-        """Record a new conversation and return its id."""
+        """Record a new conversation (`language`: the BCP-47 code the tutor speaks) and return its id."""
         if not level.strip():
             raise ValueError("level must not be empty")
         row = await self._db.write(lambda tx: tx.fetch_one(
-            "INSERT INTO sessions (guild_id, channel_id, starter_id, starter_name, level, age, started_at) "
-            "VALUES (:guild_id, :channel_id, :starter_id, :starter_name, :level, :age, :started_at) RETURNING id",
+            "INSERT INTO sessions (guild_id, channel_id, starter_id, starter_name, level, age, started_at, language) "
+            "VALUES (:guild_id, :channel_id, :starter_id, :starter_name, :level, :age, :started_at, :language) "
+            "RETURNING id",
             {"guild_id": guild_id, "channel_id": channel_id, "starter_id": starter_id,
-             "starter_name": starter_name, "level": level, "age": age,
+             "starter_name": starter_name, "level": level, "age": age, "language": language,
              "started_at": current_time() if started_at is None else to_epoch(started_at)},
         ))
         session_id = int(row["id"])
@@ -77,7 +79,11 @@ class SessionQueries(Queries):
             "SELECT s.*, "
             "(SELECT COUNT(*) FROM turns t WHERE t.guild_id = s.guild_id AND t.session_id = s.id) AS turn_count, "
             "(SELECT COUNT(*) FROM turns t WHERE t.guild_id = s.guild_id AND t.session_id = s.id "
-            " AND t.flag_reason IS NOT NULL) AS flagged_count "
+            " AND t.flag_reason IS NOT NULL) AS flagged_count, "
+            "(SELECT COALESCE(SUM(u.cost_usd), 0) FROM turn_usage u WHERE u.guild_id = s.guild_id "
+            " AND u.session_id = s.id) AS cost_usd, "
+            "(SELECT COALESCE(SUM(u.total_tokens), 0) FROM turn_usage u WHERE u.guild_id = s.guild_id "
+            " AND u.session_id = s.id) AS total_tokens "
             "FROM sessions s WHERE s.guild_id = :guild_id "
             "AND (s.starter_id = :member_id OR :member_id IS NULL OR EXISTS (SELECT 1 FROM turns m "
             " WHERE m.guild_id = s.guild_id AND m.session_id = s.id AND m.speaker_id = :member_id)) "
@@ -103,13 +109,12 @@ class SessionQueries(Queries):
     async def minutes_used_today(self, guild_id: int, now: Timestamp | None = None) -> float:
         """Minutes of conversation since UTC midnight; a session that began yesterday counts from midnight."""
         at = current_time() if now is None else to_epoch(now)
-        day_start = from_epoch(at).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         row = await self._db.fetch_one(
             "SELECT COALESCE(SUM(GREATEST(0, LEAST(COALESCE(ended_at, :now), :now) "
             "- GREATEST(started_at, :day_start))), 0) "
             "FROM sessions WHERE guild_id = :guild_id AND started_at < :now "
             "AND (ended_at IS NULL OR ended_at > :day_start)",
-            {"guild_id": guild_id, "now": at, "day_start": day_start},
+            {"guild_id": guild_id, "now": at, "day_start": day_start(at)},
         )
         return float(row[0]) / 60.0 if row else 0.0
 

@@ -14,6 +14,7 @@ SETTINGS_RANGES: dict[str, tuple[int, int]] = {
     "daily_minutes": (1, 1440),
     "max_session_minutes": (1, 240),
     "retention_days": (1, 365),
+    "daily_budget_cents": (10, 100_000),  # $0.10 to $1,000 a day
 }
 SETTINGS_IDS: frozenset[str] = frozenset({"moderator_role_id", "alerts_channel_id", "starter_role_id"})
 
@@ -28,7 +29,8 @@ class SettingsQueries(Queries):
             guild_id=row["guild_id"], moderator_role_id=row["moderator_role_id"],
             alerts_channel_id=row["alerts_channel_id"], starter_role_id=row["starter_role_id"],
             daily_minutes=row["daily_minutes"], max_session_minutes=row["max_session_minutes"],
-            retention_days=row["retention_days"], updated_at=from_epoch(row["updated_at"]),
+            retention_days=row["retention_days"], daily_budget_cents=row["daily_budget_cents"],
+            updated_at=from_epoch(row["updated_at"]),
         )
 
     async def update_settings(self, guild_id: int, **fields: int | None) -> GuildSettings:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pytest
 from discord.ext import voice_recv
 from discord.ext.voice_recv.router import PacketRouter
 from discord.gateway import DiscordVoiceWebSocket
-from discord.voice_state import VoiceConnectionState
+from discord.voice_state import SocketReader, VoiceConnectionState
 
 from bot.audio.dave import (
     OPUS_SILENCE,
@@ -23,6 +24,7 @@ from tests.dave_harness import (
     SPEAKER_SSRC,
     Recorder,
     RemoteUser,
+    VoiceServerHarness,
     encode_opus,
     garbage_datagram,
     reference_decode,
@@ -54,7 +56,10 @@ def _state_init_without_dave_downgraded(self, voice_client, *, hook=None):
     (VoiceConnectionState, "__init__", _state_init_without_dave_downgraded, "dave_downgraded"),
     (VoiceConnectionState, "_execute_transition", None, "op 22"),
     (DiscordVoiceWebSocket, "received_message", lambda self, msg: None, "awaits the hook"),
-], ids=["feed_rtp signature", "destroy_decoder gone", "dave_downgraded gone", "transition code gone", "hook call"])
+    (VoiceConnectionState, "_connect", lambda self, reconnect, timeout, deaf, mute: None, "resume=True on 4015"),
+    (SocketReader, "_do_run", lambda self: None, "SocketReader._do_run"),
+], ids=["feed_rtp signature", "destroy_decoder gone", "dave_downgraded gone", "transition code gone", "hook call",
+        "_connect signature", "socket reader loop"])
 def test_shim_check_reports_a_changed_library(monkeypatch, owner, name, replacement, reported):
     """When a private the shim relies on changes or disappears, the check names it (so the test above fails)."""
     if replacement is None:
@@ -163,12 +168,21 @@ async def test_op13_before_listen_is_harmless(harness):
     """A user leaving before listen() does not raise out of discord.py's gateway handler (upstream it does)."""
     await harness.gateway(13, {"user_id": str(SPEAKER_ID)})
     assert harness.vc._get_id_from_ssrc(SPEAKER_SSRC) is None
+    assert harness.vc.voice_gateway_alive()
 
-    stock = await harness.connect(voice_recv.VoiceRecvClient)
-    await harness.map_ssrc(SPEAKER_ID, SPEAKER_SSRC)
-    with pytest.raises(AttributeError):
-        await harness.gateway(13, {"user_id": str(SPEAKER_ID)})
-    assert stock._get_id_from_ssrc(SPEAKER_SSRC) == SPEAKER_ID  # upstream also leaves the map half-cleared
+
+async def test_upstream_op13_before_listen_kills_the_voice_websocket_task():
+    """Negative control: stock voice-recv's op 13 before listen() raises inside discord.py's poller, which dies."""
+    h = await VoiceServerHarness.start(voice_recv.VoiceRecvClient)
+    try:
+        await h.server.send_json(13, {"user_id": str(SPEAKER_ID)})
+        runner = h.vc._connection._runner
+        assert await h.wait_until(runner.done)
+        assert isinstance(runner.exception(), AttributeError)
+        assert h.vc.is_connected()  # and nothing says so: discord.py still reports a connection
+        assert h.vc._get_id_from_ssrc(SPEAKER_SSRC) == SPEAKER_ID  # upstream also leaves the map half-cleared
+    finally:
+        await h.close()
 
 
 async def test_gateway_hook_exception_is_contained(harness, caplog):
@@ -267,3 +281,11 @@ async def test_a_stream_that_changes_hands_starts_fresh(harness):
     first = router.decoders[2102]
     await harness.map_ssrc(SPEAKER_ID + 1, 2102)  # the SSRC now belongs to someone else
     assert 2102 not in router.decoders or router.decoders[2102] is not first
+
+
+async def test_the_connection_reads_udp_with_one_prompt_reader(harness):
+    """The shim's UDP reader replaced discord.py's before any socket existed; the upstream thread has ended."""
+    connection = harness.vc._connection
+    readers = [t for t in threading.enumerate() if getattr(t, "state", None) is connection]
+    assert readers == [connection._socket_reader]
+    assert type(readers[0]).__name__ == "_PromptSocketReader"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.cost import TokenCounts
 from bot.storage.db import Database, IntegrityError
 from bot.storage.models import GuildSettings
 from bot.storage.repository import CROSS_GUILD_QUERIES, Repository
@@ -434,7 +435,7 @@ async def test_schema_refuses_a_turn_in_another_guilds_session(repo: Repository,
 # ------------------------------------------- structural: no query without guild_id
 
 SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
-TOUCHES_TRANSCRIPTS = re.compile(r"\b(sessions|turns)\b", re.IGNORECASE)
+TOUCHES_TRANSCRIPTS = re.compile(r"\b(sessions|turns|turn_usage|session_events)\b", re.IGNORECASE)
 GUILD_SCOPED = re.compile(
     r"\bguild_id\s*=\s*:guild_id\b"  # WHERE/ON ... guild_id = :guild_id
     r"|INSERT\s+INTO\s+\w+\s*\([^)]*\bguild_id\b[^)]*\)\s*VALUES\s*\([^)]*:guild_id\b",  # inserts carry it
@@ -541,6 +542,12 @@ async def test_executed_statements_all_carry_the_guild(repo: Repository, db: Dat
         "add_custom_level": repo.add_custom_level(guild, "Bees", "d", 10),
         "list_custom_levels": repo.list_custom_levels(guild),
         "remove_custom_level": repo.remove_custom_level(guild, "Bees"),
+        "add_usage": repo.add_usage(guild, session_id, TokenCounts(audio_in=10), 0.001, turn_id=turn_id),
+        "session_usage": repo.session_usage(guild, session_id),
+        "usage_today": repo.usage_today(guild, now=at(5)),
+        "add_event": repo.add_event(guild, session_id, "tool_call", "alert_grown_up", turn_id=turn_id, call_id="c1"),
+        "set_event_outcome": repo.set_event_outcome(guild, session_id, "c1", "cancelled"),
+        "session_events": repo.session_events(guild, session_id),
         "delete_member_data": repo.delete_member_data(guild, 99),
         "purge_older_than": repo.purge_older_than(guild, 1, now=at(10)),
         "delete_session": repo.delete_session(guild, session_id),

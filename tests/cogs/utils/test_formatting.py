@@ -12,6 +12,7 @@ from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow
 from cogs.utils.formatting import (
     DESCRIPTION_LIMIT,
     TOTAL_LIMIT,
+    describe_flag,
     flagged_pages,
     format_duration,
     paginate_blocks,
@@ -79,7 +80,8 @@ def test_unavailable_summary_points_to_retry():
 def test_flagged_and_interrupted_are_marked():
     """Flagged turns show their reason; interrupted ones are marked; the embed turns red."""
     pages = transcript_pages(session(), [turn(1, "a", flag_reason="blocked: SAFETY"), turn(2, "b", interrupted=True)])
-    assert "flagged: blocked: SAFETY" in pages[0].description and "interrupted" in pages[0].description
+    assert "flagged: the safety filter stopped this part of the conversation" in pages[0].description
+    assert "interrupted" in pages[0].description and "SAFETY" not in pages[0].description
     assert pages[0].colour == discord.Colour.red()
 
 
@@ -102,13 +104,14 @@ def test_empty_transcript_says_so():
 
 
 def test_session_list_pages_show_every_column():
-    """Each listed session shows date, channel, level, age, starter, duration, turns and flags."""
+    """Each listed session shows date, channel, topic title, age, starter, duration, turns and flags."""
     row = SessionSummaryRow(id=7, guild_id=1, channel_id=55, starter_id=9, starter_name="Ada", level="oceans", age=6,
                             started_at=T0, ended_at=T0 + timedelta(minutes=3), end_reason="stopped",
                             summary_status="ok", duration=timedelta(minutes=3, seconds=5), turn_count=11,
                             flagged_count=2)
     [page] = session_list_pages([row])
-    for piece in ("#7", "2026-11-25 15:00", "<#55>", "oceans", "age 6", "Ada", "3 min 05 s", "11 turns", "2 flagged"):
+    for piece in ("#7", "2026-11-25 15:00", "<#55>", "topic **Oceans and sea life**", "age 6", "Ada", "3 min 05 s",
+                  "11 turns", "2 flagged"):
         assert piece in page.description
 
 
@@ -131,7 +134,7 @@ def test_txt_export_contains_every_turn_uncut():
     turns = [turn(n, f"sentence {n} " + "z" * 5000) for n in range(5)] + [turn(9, "bad", flag_reason="safety")]
     text = render_txt(session(summary="- sum", summary_status="ok"), turns)
     assert all(f"sentence {n} " + "z" * 5000 in text for n in range(5))
-    assert "[flagged: safety]" in text and "- sum" in text
+    assert "[flagged: the safety filter stopped this part of the conversation]" in text and "- sum" in text
 
 
 def test_json_export_parses_and_round_trips():
@@ -154,3 +157,22 @@ def test_truncate_and_paginate_blocks():
     assert truncate("a" * 50, 10) == "a" * 9 + "…"
     pages = paginate_blocks(["x" * 60] * 10, budget=200)
     assert all(len(page) <= 200 for page in pages) and sum(page.count("x") for page in pages) == 600
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    ("GENERATED_CONTENT_SAFETY", "the safety filter stopped the tutor's reply"),
+    ("PROHIBITED_INPUT_CONTENT", "the safety filter found something unsafe in what was said to the tutor"),
+    ("RESPONSE_REJECTED", "the tutor refused to answer"),
+    ("SOMETHING_NEW", "flagged by a safety check (SOMETHING_NEW)"),
+])
+def test_flag_reasons_are_words(code, words):
+    """Live's reason codes read as words; an unknown code still says what kind of thing it is."""
+    assert describe_flag(code) == words
+
+
+def test_custom_topic_title_in_transcripts():
+    """A server's own topic shows by its title; one since removed is made readable from its name."""
+    [page] = transcript_pages(session(level="volcano-fun"), [], {"volcano-fun": "Volcano Fun!"})
+    assert "topic **Volcano Fun\\!**" in page.description or "topic **Volcano Fun!**" in page.description
+    [gone] = transcript_pages(session(level="volcano-fun"), [])
+    assert "topic **Volcano fun**" in gone.description

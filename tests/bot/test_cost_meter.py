@@ -1,0 +1,100 @@
+"""The cost meter and the daily budget through a whole conversation: real SDK against the fake Live server's
+per-turn usage, real SQLite, the fake voice client."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+import pytest
+
+import bot.conversation
+from bot.cost import Prices, TokenCounts
+from bot.errors import DailyBudgetSpent
+from bot.live.session import LiveSession
+from bot.tutor import Conversations
+from tests.bot.test_tutor import FAST, GUILD, RecordingObserver, live_server, request, speech, wait_until, world
+from tests.fake_live import make_client_settings
+from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
+
+__all__ = ["live_server", "world"]  # fixtures shared with test_tutor
+
+
+async def test_usage_is_summed_per_session_and_per_day(world, live_server, repository):
+    """Each reply's usage snapshot is priced, stored with its turn and summed for the session and the day."""
+    conversations, connector, _, channel, kids = world
+    conversation = await conversations.start(request(channel))
+    for _ in range(2):
+        connector.last.speak(kids[0], speech()).join()
+        replies = live_server.replies_sent
+        await live_server.wait_for(lambda: live_server.replies_sent > replies)  # noqa: B023
+    await wait_until(lambda: conversation.status().session_tokens > 0 and conversation.status().turns >= 4)
+    status = conversation.status()
+    await conversations.stop(GUILD)
+
+    stored = await repository.session_usage(GUILD, conversation.session_id)
+    assert stored.snapshots == live_server.replies_sent >= 2 and stored.cost_usd > 0
+    assert stored.cost_usd == pytest.approx(conversation.session_cost_usd)
+    assert status.session_cost_usd > 0 and status.session_tokens >= 120
+    assert stored.tokens.cost(Prices()) == pytest.approx(stored.cost_usd)
+    assert (await repository.usage_today(GUILD)).cost_usd == pytest.approx(stored.cost_usd)
+    assert status.spent_today_usd == pytest.approx(status.session_cost_usd)
+    listed = (await repository.list_sessions(GUILD))[0]
+    assert listed.cost_usd == pytest.approx(stored.cost_usd) and listed.total_tokens == stored.total_tokens
+
+
+async def test_start_is_refused_when_the_days_budget_is_spent(world, repository):
+    """With today's dollars used up, /tutor start says so in kid words and opens nothing."""
+    conversations, connector, _, channel, _ = world
+    await repository.update_settings(GUILD, daily_budget_cents=100)
+    earlier = await repository.start_session(GUILD, 1, 1, "Ana", "space", 8, started_at=time.time() - 60)
+    await repository.add_usage(GUILD, earlier, TokenCounts(audio_in=400_000), 1.20)
+    await repository.end_session(GUILD, earlier, "done")
+    with pytest.raises(DailyBudgetSpent) as refused:
+        await conversations.start(request(channel))
+    assert "$" not in str(refused.value) and "tomorrow" in str(refused.value)
+    assert connector.clients == [] and len(await repository.list_sessions(GUILD)) == 1
+
+
+@pytest.fixture
+def pricey_world(live_server, repository, monkeypatch):
+    """Conversations whose prices make one reply cost about $0.72, so a $0.50 budget is spent by the first."""
+    settings = make_client_settings(live_server, monkeypatch, gemini_price_audio_in_per_million=3_000.0,
+                                    gemini_price_audio_out_per_million=12_000.0)
+    connector = FakeVoiceConnector()
+    observer = RecordingObserver()
+    conversations = Conversations(settings=settings, repository=repository, connect=connector,
+                                  live_factory=functools.partial(LiveSession, connect_options=FAST))
+    conversations.add_observer(observer)
+    kid = MockMember(display_name="Ana")
+    channel = MockVoiceChannel(name="Homework Corner")
+    channel.members = [kid]
+    return conversations, connector, observer, channel, kid
+
+
+async def test_budget_reached_mid_talk_says_goodbye_then_stops(pricey_world, live_server, repository, monkeypatch):
+    """Spending the budget mid-conversation: the tutor says bye (no money words), the stop is stored with a turn."""
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
+    conversations, connector, observer, channel, kid = pricey_world
+    await repository.update_settings(GUILD, daily_budget_cents=50)
+    conversation = await conversations.start(request(channel))
+    connector.last.speak(kid, speech()).join()
+    result = await asyncio.wait_for(conversation.wait_ended(), 15)
+
+    assert "$0.50 tutor budget" in result.reason and observer.ended == [result]
+    goodbye = [t for t in live_server.sessions[0].texts if "goodbye" in t]
+    assert goodbye and "used up" in goodbye[0] and "$" not in goodbye[0]
+    events = await repository.session_events(GUILD, conversation.session_id)
+    assert [(e.kind, e.name) for e in events] == [("budget_stop", "daily_budget")]
+    assert events[0].turn_id is not None and "$0.50" in events[0].reason
+    assert (await repository.get_session(GUILD, conversation.session_id)).end_reason == result.reason
+
+
+async def test_setup_sends_the_chosen_compression(world, live_server):
+    """The sliding window goes out with explicit trigger and target tokens (the numbers `python -m bot.cost` chose)."""
+    conversations, _, _, channel, _ = world
+    await conversations.start(request(channel))
+    compression = live_server.connections[0].setup["contextWindowCompression"]
+    assert compression == {"trigger_tokens": 8000, "sliding_window": {"target_tokens": 4000}}
+    await conversations.stop(GUILD)

@@ -1,0 +1,46 @@
+"""The tutor's languages, and what the chosen one and the kids' names do to the instruction and vocabulary."""
+
+import pytest
+
+from bot.languages import DEFAULT_LANGUAGE, LANGUAGES, language_for
+from bot.levels import BUILTIN_LEVELS, MAX_VOCABULARY, build_system_instruction, custom_level, transcription_vocabulary
+
+
+def test_english_is_the_default_and_codes_are_unique():
+    """Leaving the option out means English (US); each code appears once and fits Discord's 25 choices."""
+    assert language_for(None) is DEFAULT_LANGUAGE and DEFAULT_LANGUAGE.code == "en-US"
+    assert len(LANGUAGES) <= 25 and language_for("ES-us").name == "Spanish"
+
+
+def test_an_unknown_language_is_refused():
+    """A code the tutor does not speak is a ValueError (the cog turns it into a sentence)."""
+    with pytest.raises(ValueError):
+        language_for("tlh")
+
+
+def test_instruction_restricts_the_spoken_language():
+    """3.8 switches languages on its own; the instruction names the chosen one and says to stay in it."""
+    text = build_system_instruction(BUILTIN_LEVELS["space"], 8, language=LANGUAGES["fr-FR"])
+    assert "Always speak French (Français)" in text and "never switch languages" in text
+    assert "Always speak English (US)" in build_system_instruction(BUILTIN_LEVELS["space"], 8)
+
+
+def test_instruction_names_the_kids_and_the_tools_only_when_declared():
+    """Names go in fenced; tool rules appear only for a session that declares the tools."""
+    text = build_system_instruction(BUILTIN_LEVELS["space"], 8, ["Ana", "<Ben>"], tools=True)
+    assert "Ana, ‹Ben›" in text and "alert_grown_up" in text and "end_conversation" in text
+    assert "alert_grown_up" not in build_system_instruction(BUILTIN_LEVELS["space"], 8, ["Ana"])
+
+
+def test_vocabulary_has_names_then_topic_words():
+    """Transcription is biased to the kids' names first, then the level's own words, without repeats."""
+    vocabulary = transcription_vocabulary(BUILTIN_LEVELS["dinosaurs"], ["Ana", " ana", "Ben"])
+    assert vocabulary[:2] == ["Ana", "Ben"] and "Triceratops" in vocabulary
+    assert len(vocabulary) <= MAX_VOCABULARY
+
+
+def test_custom_levels_get_words_from_their_description():
+    """A moderator's level contributes its longer, less common words."""
+    level = custom_level("volcanoes", "How volcanoes erupt: magma, lava and the Ring of Fire.")
+    vocabulary = transcription_vocabulary(level)
+    assert {"magma", "lava", "erupt"} <= set(vocabulary) and "the" not in vocabulary
