@@ -180,7 +180,7 @@ class Player(threading.Thread):
     def run(self) -> None:
         next_at, previous_silent = time.monotonic(), True
         while not self.stop.is_set():
-            source = self.voice.source
+            source = self.voice.playback  # PCM (this bench predates the Opus stage)
             frame = source.read() if source is not None else SILENCE
             silent = frame == SILENCE
             if previous_silent and not silent:
@@ -306,8 +306,7 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
         ends = sorted(t for talker in talkers for t in talker.spurt_ends if t < wall_start + seconds - 1.0)
         result.input_ms += input_latencies(ends, live.voiced_handed_at)
         result.output_ms += output_latencies(live.first_chunk_at, player.audible_starts)
-        tap = voice.source
-        result.feed_to_read_ms += [s * 1000 for s in tap.playback.first_frame_latencies] if tap else []
+        result.feed_to_read_ms += [s * 1000 for s in voice.playback.first_frame_latencies] if voice.source else []
         result.underruns += status.underruns
         written = sum(t.written for t in talkers)
         result.dropped += written - sum(voice.sink.frames_in.values()) + voice.sink.errors

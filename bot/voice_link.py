@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.audio.playback import PlaybackSource
 from bot.audio.sink import AudioCallback, LeftCallback, TutorSink
+from bot.audio.voice_encoder import OpusVoice
 from bot.errors import VoiceConnectFailed
 
 log = logging.getLogger("bot.conversation")
@@ -88,7 +89,15 @@ class VoiceLink:
         """Join, listen and play; on failure the caller's teardown calls `close()`."""
         self.client = await self._connect(self.channel)
         self.listen()
-        self.client.play(self._playback.tap())  # a tap per player: its end must not close the shared audio
+        self.play()
+
+    def play(self) -> None:
+        """Play the tutor's voice, Opus-encoded with `TUTOR_VOICE`, paused whenever there is nothing to say.
+
+        A tap per player: its end must not close the shared audio.
+        """
+        self.client.play(OpusVoice(self._playback.tap()))
+        self._playback.pause_when_idle(self.client)
 
     def listen(self) -> None:
         """(Re)start voice receive with a fresh sink (voice-recv cleans up the old one when its reader ends)."""

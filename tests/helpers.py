@@ -21,6 +21,7 @@ from typing import Any
 from unittest.mock import AsyncMock, MagicMock
 
 import discord
+import discord.opus
 from discord import app_commands
 
 from bot.audio.dave import ReceiveStats
@@ -410,7 +411,10 @@ class FakeVoiceClient:
         self.sent: collections.deque[bytes] = collections.deque(maxlen=3000)  # what the player sent, oldest first
         self.client = SimpleNamespace(loop=loop or asyncio.get_running_loop())  # the player schedules ws.speak here
         self.ws = SimpleNamespace(speak=self._speak)
+        self.speaking: list[int] = []  # every SPEAKING state the player announced, in order
         self._player: discord.player.AudioPlayer | None = None
+        self._held_paused = False
+        self._decoder: Any = None  # a kid's client: decodes the Opus packets the player sends
 
     @property
     def connected(self) -> bool:
@@ -421,7 +425,14 @@ class FakeVoiceClient:
         (self._connected.set if value else self._connected.clear)()
 
     async def _speak(self, state: Any) -> None:
-        """The voice websocket's SPEAKING opcode: nothing to send offline."""
+        """The voice websocket's SPEAKING opcode: recorded, nothing to send offline."""
+        self.speaking.append(int(state))
+
+    @property
+    def playback(self) -> Any:
+        """The conversation's PlaybackSource behind what is playing (VoiceLink plays tap → Opus encoder)."""
+        source = getattr(self.source, "pcm", self.source)
+        return getattr(source, "playback", source)
 
     # the part of the voice client the conversation uses
     def listen(self, sink: Any, *, after: Any = None) -> None:
@@ -455,6 +466,22 @@ class FakeVoiceClient:
             return self._player is not None and self._player.is_playing()
         return self.source is not None
 
+    def pause(self) -> None:
+        """`VoiceClient.pause`: the real player sends five Opus silence frames, SPEAKING off, then rests."""
+        if self._player is not None:
+            self._player.pause()
+        self._held_paused = True
+
+    def resume(self) -> None:
+        if self._player is not None:
+            self._player.resume()
+        self._held_paused = False
+
+    def is_paused(self) -> bool:
+        if self.real_player:
+            return self._player is not None and self._player.is_paused()
+        return self._held_paused
+
     def stop(self) -> None:
         """`VoiceClient.stop`: the player thread ends and calls `source.cleanup()` (held mode: right here)."""
         if self._player is not None:
@@ -472,6 +499,10 @@ class FakeVoiceClient:
         return self.connected
 
     def send_audio_packet(self, data: bytes, *, encode: bool = True) -> None:
+        """What the player sends, recorded as PCM: Opus packets are decoded as a kid's client would."""
+        if not encode:
+            self._decoder = self._decoder or discord.opus.Decoder()
+            data = self._decoder.decode(data, fec=False)
         self.sent.append(bytes(data))
 
     async def disconnect(self, *, force: bool = False) -> None:
@@ -503,9 +534,23 @@ class FakeVoiceClient:
         return [frame for frame in list(self.sent) if frame.count(0) != len(frame)]
 
     def read_playback(self, frames: int) -> list[bytes]:
-        """Held mode: read `frames` frames from the source as discord.py's player would (without pacing)."""
+        """Held mode: up to `frames` frames as discord.py's player would send them (unpaced), decoded to PCM.
+
+        Like the real player, nothing is read while paused, so fewer frames may come back.
+        """
         assert not self.real_player, "the real player is reading this source; use audible()"
-        return [self.source.read() for _ in range(frames)]
+        out = []
+        for _ in range(frames):
+            if self._held_paused:
+                break
+            data = self.source.read()
+            if not data:
+                break
+            if self.source.is_opus():
+                self._decoder = self._decoder or discord.opus.Decoder()
+                data = self._decoder.decode(data, fec=False)
+            out.append(data)
+        return out
 
 
 class FakeVoiceConnector:

@@ -19,6 +19,14 @@ conversation's `close()` ends the source.
 Audio queued beyond `max_queued_ms` is dropped (counted in `dropped_ms`, logged once): Live streams
 faster than real time, and a misbehaving server must not grow the queue without bound.
 
+Idle is free: between replies there is nothing to say, and discord.py's player would still encode,
+encrypt and send 50 silence packets a second with SPEAKING on. Given the voice client
+(`pause_when_idle`), `read()` pauses it once nothing is queued and no turn is open (discord.py then
+sends its five Opus silence frames, turns SPEAKING off and stops reading), and the next `feed()`
+resumes it: the player wakes at once, so the first reply frame leaves sooner than it would have on the
+running 20 ms tick. Both calls are made under `_lock`, so a pause can never land after the resume that
+should have cancelled it.
+
 Two locks, always taken in this order: `_resample_lock` keeps the one `Upsampler` (not thread-safe)
 serial, `_lock` guards the queues. `read()` converts only when `_resample_lock` is free, so the
 player never waits behind resampling; a `flush()` waits for a conversion in progress, so no
@@ -31,6 +39,7 @@ import logging
 import threading
 import time
 from collections import deque
+from typing import Protocol
 
 import discord
 
@@ -44,6 +53,14 @@ MAX_QUEUED_MS = 60_000.0  # a tutor turn is a few sentences; more than a minute 
 _OUT_BYTES_PER_IN_BYTE = 4  # 24 kHz mono s16le → 48 kHz stereo s16le
 LATENCY_HISTORY = 100
 _COMPACT_BYTES = 64 * 1024  # reclaim consumed bytes once this many have piled up at the front
+
+
+class PlayerControl(Protocol):
+    """The part of discord.py's `VoiceClient` that pauses and resumes its player thread."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
 
 
 class PlaybackSource(discord.AudioSource):
@@ -65,9 +82,20 @@ class PlaybackSource(discord.AudioSource):
         self._bytes_read = 0
         self._latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
         self._queued_in_bytes = 0  # 24 kHz bytes in `_unconverted`
+        self._player: PlayerControl | None = None
+        self._paused = False
         self.underruns = 0
         self.frames_read = 0
+        self.pauses = 0
         self.dropped_ms = 0.0  # reply audio refused because the queue was full
+
+    def pause_when_idle(self, player: PlayerControl | None) -> None:
+        """Pause `player` while there is nothing to play, resume it when audio comes (None: never pause).
+
+        Call after `player.play(...)`; the new voice client after a rejoin is bound the same way.
+        """
+        with self._lock:
+            self._player, self._paused = player, False
 
     def feed(self, pcm24k: bytes) -> None:
         """Queue a chunk of Live's 24 kHz mono s16le speech (converted later, off the event loop)."""
@@ -86,6 +114,9 @@ class PlaybackSource(discord.AudioSource):
             self._turn_open = True
             self._queued_in_bytes += len(pcm24k)
             self._unconverted.append((pcm24k, time.monotonic() if opens_turn else None))
+            if self._paused:
+                self._paused = False
+                self._player.resume()  # type: ignore[union-attr]
 
     def _convert_unconverted(self) -> None:
         """Upsample every queued chunk into the frame buffer; call with `_resample_lock` held."""
@@ -142,6 +173,10 @@ class PlaybackSource(discord.AudioSource):
             if len(self._buffer) - self._offset < DISCORD_FRAME_BYTES:
                 if self._turn_open:
                     self.underruns += 1  # mid turn and Live's audio has not kept up
+                elif self._player is not None and not self._paused and not self._unconverted:
+                    self._paused = True  # idle: this is the last frame discord.py sends until feed()
+                    self.pauses += 1
+                    self._player.pause()
                 return SILENCE_FRAME
             frame = bytes(self._buffer[self._offset : self._offset + DISCORD_FRAME_BYTES])
             self._offset += DISCORD_FRAME_BYTES
@@ -160,6 +195,12 @@ class PlaybackSource(discord.AudioSource):
             self._convert_unconverted()
         with self._lock:
             return DISCORD.ms_for_bytes(len(self._buffer) - self._offset)
+
+    @property
+    def is_paused(self) -> bool:
+        """True while the player is paused because there is nothing to play."""
+        with self._lock:
+            return self._paused
 
     @property
     def is_playing(self) -> bool:

@@ -157,7 +157,7 @@ async def close_while_reply_streams(conversation, voice, kid, server) -> None:
     """After one whole turn, a kid asks again and Live closes with 1011 while the long reply is arriving."""
     await one_spoken_turn(conversation, voice, kid, server)
     server.reply_audio_ms, server.chunk_ms = 8000, 40  # ~200 chunks: a long window to close in
-    playing_before = voice.source.playback.frames_read
+    playing_before = voice.playback.frames_read
     received_before = conversation.live.stats.audio_ms_received
     voice.speak(kid, speech(0.6)).join()
     # the second reply is streaming (the first one's audio is still buffered: nobody reads playback here)
@@ -166,7 +166,7 @@ async def close_while_reply_streams(conversation, voice, kid, server) -> None:
     await server.close(*INTERNAL_ERROR)
     await wait_until(lambda: conversation.status().reconnects == 1 and conversation.status().live_connected)
     await wait_until(lambda: conversation.status().turns > stored_before_cut)  # the cut reply is stored
-    assert voice.source.playback.frames_read == playing_before  # nothing consumed it yet: the buffer is intact
+    assert voice.playback.frames_read == playing_before  # nothing consumed it yet: the buffer is intact
     assert {len(frame) for frame in voice.read_playback(10)} == {3840}  # what arrived still plays
     server.reply_audio_ms, server.chunk_ms = 400, 100
 

@@ -160,6 +160,64 @@ def test_first_frame_latency_per_turn():
     assert all(0 <= seconds < 5 for seconds in latencies)
 
 
+class _Player:
+    """Records pause()/resume() as discord.py's VoiceClient would receive them."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+
+def test_idle_read_pauses_the_player_once_and_feed_resumes_it():
+    """Nothing queued and no turn open → one pause; the next chunk → one resume."""
+    source, player = PlaybackSource(), _Player()
+    source.pause_when_idle(player)
+    assert source.read() == SILENCE_FRAME
+    assert source.read() == SILENCE_FRAME  # a read racing the pause does not pause twice
+    assert player.calls == ["pause"] and source.is_paused
+    _feed(source, tone(440, 24_000, 0.1))
+    _feed(source, tone(440, 24_000, 0.1))
+    assert player.calls == ["pause", "resume"] and not source.is_paused
+    assert source.read() != SILENCE_FRAME
+
+
+def test_a_turn_plays_out_before_the_player_rests():
+    """The player pauses only after the turn's last frame, not during an underrun mid turn."""
+    source, player = PlaybackSource(), _Player()
+    source.pause_when_idle(player)
+    _feed(source, tone(440, 24_000, 0.1))
+    queued = int(source.buffered_ms // 20)
+    for _ in range(queued + 2):
+        source.read()  # runs dry mid turn: underruns, no pause
+    assert player.calls == [] and source.underruns == 2
+    source.end_of_turn()
+    while source.read() != SILENCE_FRAME:
+        pass
+    assert player.calls == ["pause"]
+
+
+def test_barge_in_flush_lets_the_player_rest():
+    """After a barge-in flush the next read finds nothing to play and pauses."""
+    source, player = PlaybackSource(), _Player()
+    source.pause_when_idle(player)
+    _feed(source, tone(440, 24_000, 0.5))
+    source.read()
+    source.flush()
+    assert source.read() == SILENCE_FRAME
+    assert player.calls == ["pause"]
+
+
+def test_without_a_player_the_source_never_pauses():
+    """pause_when_idle(None) (and the default) keeps the never-ending behaviour."""
+    source = PlaybackSource()
+    for _ in range(5):
+        assert source.read() == SILENCE_FRAME
+    assert not source.is_paused and source.pauses == 0
 def test_queued_reply_audio_is_capped():
     """A Live server that streams far more than anyone could hear cannot grow the queue past the cap."""
     source = PlaybackSource(max_queued_ms=2000)
