@@ -30,6 +30,7 @@ from bot.levels import build_system_instruction
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
 from bot.live.session import HistoryTurn, LiveSession
+from bot.participants import in_call
 from bot.storage.repository import Repository
 from bot.turn_log import TurnLog
 from bot.voice_link import VoiceConnector, VoiceLink
@@ -151,6 +152,11 @@ class Conversation:
         """Stop from inside one of our own tasks: stop() cancels those, so it runs in a task of its own."""
         if self._stopper is None:
             self._stopper = asyncio.create_task(self.stop(reason), name=f"stop:{self.guild_id}")
+
+    def involves(self, member_id: int) -> bool:
+        """This member started the conversation, is in the call, or was heard or typed in it."""
+        return (member_id == self.request.starter_id or member_id in self._turns.names
+                or in_call(member_id, self.voice_channel))
 
     async def notify_started(self) -> None:
         """Tell the observers (called by the registry once the conversation is registered)."""

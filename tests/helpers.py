@@ -28,7 +28,7 @@ from bot.audio.dave import ReceiveStats
 from bot.client import TutorBot
 from bot.config import Settings
 from bot.errors import AlreadyRunning, NotInCall, NotRunning, TextTooLong
-from bot.participants import may_type
+from bot.participants import in_call, may_type
 from bot.storage.models import GuildSettings
 from bot.storage.repository import Repository
 from bot.tutor import SAY_LIMIT, ConversationResult, ConversationStatus, StartRequest
@@ -138,7 +138,8 @@ class MockMember(_DiscordMock):
     def __init__(self, *, guild: MockGuild | None = None, roles: list[MockRole] | None = None,
                  permissions: discord.Permissions | None = None, voice_channel: Any = None, **kwargs: Any) -> None:
         member_id = kwargs.pop("id", None) or next_id()
-        defaults = {"name": "kid", "display_name": "Kid", "bot": False, "mention": f"<@{member_id}>"}
+        defaults = {"name": "kid", "display_name": "Kid", "global_name": None, "bot": False,
+                    "mention": f"<@{member_id}>"}
         super().__init__(**{**defaults, **kwargs}, id=member_id)
         self.guild = guild if guild is not None else MockGuild()
         self.roles = list(roles or [])
@@ -319,6 +320,9 @@ class FakeConversation:
 
     def status(self) -> ConversationStatus:
         return self.status_snapshot
+
+    def involves(self, member_id: int) -> bool:
+        return member_id == self.request.starter_id or in_call(member_id, self.voice_channel)
 
 
 class FakeConversations:

@@ -429,6 +429,22 @@ async def test_delete_member_removes_their_sessions_and_words(bot, guild, other_
     assert await count_rows(db, "sessions", other_guild.id) == 1 and await count_rows(db, "turns", other_guild.id) == 3
 
 
+async def test_delete_member_confirmed_after_they_started_a_session_deletes_nothing(bot, guild, transcripts, db):
+    """Asked while nothing ran; before the moderator pressed Delete (up to 60 s later) the kid started a new
+    conversation: the press deletes nothing and says why (erasing now would cut into the running session)."""
+    kid = MockMember(guild=guild)
+    await add_session(bot.repository, guild.id, starter_id=kid.id, speaker_id=kid.id, turns=3)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "delete member"), transcripts, interaction, member=kid)
+    view: ConfirmView = sent_kwargs(interaction)["view"]
+    running = await add_session(bot.repository, guild.id, starter_id=kid.id, speaker_id=kid.id, running=True)
+    bot.conversations.running[guild.id] = fake_conversation(guild.id, running, starter_id=kid.id)
+    click = MockInteraction(user=interaction.user, client=bot)
+    await press(view, view.confirm, click)
+    assert "Nothing was deleted" in click.response.edit_message.call_args.kwargs["content"]
+    assert await count_rows(db, "sessions", guild.id) == 2 and await count_rows(db, "turns", guild.id) == 6
+
+
 async def test_delete_member_running_their_conversation_is_refused(bot, guild, transcripts, tree):
     """The starter of the running conversation cannot be erased mid-session."""
     kid = MockMember(guild=guild)
