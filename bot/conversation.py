@@ -26,10 +26,10 @@ from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.cost import Prices, TokenCounts, usage_tokens
-from bot.levels import build_system_instruction
+from bot.levels import build_system_instruction, transcription_vocabulary
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
-from bot.live.session import HistoryTurn, LiveSession
+from bot.live.session import HistoryTurn, LiveSession, SetupExtras
 from bot.participants import in_call
 from bot.storage.repository import Repository
 from bot.turn_log import TurnLog
@@ -106,11 +106,13 @@ class Conversation:
 
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
-        instruction = build_system_instruction(self.level, self.age, self.kid_names(),
-                                               language=self.request.language)
+        names = self.kid_names()
+        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language)
+        extras = SetupExtras(language_code=self.request.language.code,
+                             vocabulary=tuple(transcription_vocabulary(self.level, names)))
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
-        self.live = live_factory(self._settings, system_instruction=instruction, history=history)
+        self.live = live_factory(self._settings, system_instruction=instruction, history=history, extras=extras)
         try:
             await self.live.start()
             await self._voice.open()

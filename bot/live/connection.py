@@ -18,7 +18,7 @@ from google.genai import types
 
 from bot.config import Settings
 from bot.live.buffers import HistoryTurn, history_contents
-from bot.live.options import live_connect_config
+from bot.live.options import NO_EXTRAS, SetupExtras, live_connect_config
 
 
 @dataclass(slots=True)
@@ -41,7 +41,8 @@ def make_client(settings: Settings) -> genai.Client:
 
 
 async def open_connection(client: genai.Client, settings: Settings, instruction: str, *, number: int,
-                          handle: str | None, seed: Sequence[HistoryTurn], within: float) -> Connection:
+                          handle: str | None, seed: Sequence[HistoryTurn], within: float,
+                          extras: SetupExtras = NO_EXTRAS) -> Connection:
     """Dial and send the setup (resuming `handle` if given); a fresh connection is seeded with `seed`.
 
     Gives up after `within` seconds (TimeoutError) and otherwise raises whatever the SDK raises (classified
@@ -52,7 +53,7 @@ async def open_connection(client: genai.Client, settings: Settings, instruction:
         async with asyncio.timeout(within):
             session = await stack.enter_async_context(client.aio.live.connect(
                 model=settings.gemini_model,
-                config=live_connect_config(settings, instruction, handle=handle, seeding=bool(seed))))
+                config=live_connect_config(settings, instruction, handle=handle, seeding=bool(seed), extras=extras)))
             conn = Connection(number, session, stack, resumed=handle is not None)
             if seed:
                 # With initial_history_in_client_content the server reads client content until a

@@ -48,15 +48,30 @@ class LiveConnectOptions:
         return min(self.first_retry_delay * 2 ** max(attempt - 1, 0), self.max_retry_delay)
 
 
-def live_connect_config(settings: Settings, instruction: str, *, handle: str | None,
-                        seeding: bool) -> types.LiveConnectConfig:
-    """The setup every connection sends: audio out, both transcripts, resumption, compression, strict safety."""
+@dataclass(frozen=True, slots=True)
+class SetupExtras:
+    """What one conversation adds to the setup: its tools, the language spoken, the words to listen for."""
+
+    tools: tuple[types.Tool, ...] = ()
+    language_code: str | None = None  # BCP-47, e.g. "es-US"; None: the service's default
+    vocabulary: tuple[str, ...] = ()  # names and topic words the input transcription is biased towards
+
+
+NO_EXTRAS = SetupExtras()
+
+
+def live_connect_config(settings: Settings, instruction: str, *, handle: str | None, seeding: bool,
+                        extras: SetupExtras = NO_EXTRAS) -> types.LiveConnectConfig:
+    """The setup every connection sends: audio out, both transcripts, resumption, compression, strict safety,
+    and the conversation's tools, language and vocabulary."""
     prebuilt = types.PrebuiltVoiceConfig(voice_name=settings.gemini_voice)
     return types.LiveConnectConfig(
         response_modalities=[types.Modality.AUDIO],
-        speech_config=types.SpeechConfig(voice_config=types.VoiceConfig(prebuilt_voice_config=prebuilt)),
+        speech_config=types.SpeechConfig(voice_config=types.VoiceConfig(prebuilt_voice_config=prebuilt),
+                                         language_code=extras.language_code),
         system_instruction=types.Content(role="user", parts=[types.Part(text=instruction)]),
-        input_audio_transcription=types.AudioTranscriptionConfig(),
+        tools=list(extras.tools) or None,
+        input_audio_transcription=types.AudioTranscriptionConfig(custom_vocabulary=list(extras.vocabulary) or None),
         output_audio_transcription=types.AudioTranscriptionConfig(),
         session_resumption=types.SessionResumptionConfig(handle=handle),
         context_window_compression=types.ContextWindowCompressionConfig(  # sizes chosen with `python -m bot.cost`

@@ -42,7 +42,15 @@ from bot.live.connection import Connection, close_connection, make_client, open_
 from bot.live.events import AudioChunk, Failed, LiveEvent, Reconnected, Reconnecting, TurnComplete, TurnTranscribed
 from bot.live.failures import Verdict, classify, is_auth_problem, scrub
 from bot.live.inbound import read_server_message
-from bot.live.options import LiveConnectOptions, LiveCounters, LiveState, LiveStats, check_transition
+from bot.live.options import (
+    NO_EXTRAS,
+    LiveConnectOptions,
+    LiveCounters,
+    LiveState,
+    LiveStats,
+    SetupExtras,
+    check_transition,
+)
 from bot.live.outbound import Outbound
 from bot.live.stream import EventStream
 
@@ -51,7 +59,8 @@ log = logging.getLogger(__name__)
 MAX_SEED_TURNS = 60
 DEFAULT_CONNECT_OPTIONS = LiveConnectOptions()
 
-__all__ = ["HistoryTurn", "LiveConnectFailed", "LiveConnectOptions", "LiveSession", "LiveState", "LiveStats"]
+__all__ = ["HistoryTurn", "LiveConnectFailed", "LiveConnectOptions", "LiveSession", "LiveState", "LiveStats",
+           "SetupExtras"]
 
 
 class LiveConnectFailed(TutorError):
@@ -66,9 +75,11 @@ class LiveSession:
     """One Gemini Live conversation; see the module docstring for the contract."""
 
     def __init__(self, settings: Settings, *, system_instruction: str, history: Sequence[HistoryTurn] = (),
+                 extras: SetupExtras = NO_EXTRAS,
                  connect_options: LiveConnectOptions = DEFAULT_CONNECT_OPTIONS) -> None:
         self._settings = settings
         self._instruction = system_instruction
+        self._extras = extras  # tools, language, vocabulary: sent in every connection's setup
         self._options = connect_options
         self._history: list[HistoryTurn] = list(history)
         self.id = uuid.uuid4().hex[:8]
@@ -198,7 +209,7 @@ class LiveSession:
         seed = self._seed_turns() if handle is None else []
         log.info("live.connecting", extra={"live_session": self.id, "connection": number, "resume": handle is not None})
         conn = await open_connection(self._client, self._settings, self._instruction, number=number, handle=handle,
-                                     seed=seed, within=self._options.connect_timeout)
+                                     seed=seed, within=self._options.connect_timeout, extras=self._extras)
         log.info("live.connected", extra={"live_session": self.id, "connection": number,
                                           "resumed": conn.resumed, "seeded_turns": len(seed)})
         return conn

@@ -4,6 +4,9 @@ import pytest
 
 from bot.languages import DEFAULT_LANGUAGE, LANGUAGES, language_for
 from bot.levels import BUILTIN_LEVELS, MAX_VOCABULARY, build_system_instruction, custom_level, transcription_vocabulary
+from tests.bot.test_tutor import live_server, world
+
+__all__ = ["live_server", "world"]  # fixtures shared with test_tutor
 
 
 def test_english_is_the_default_and_codes_are_unique():
@@ -44,3 +47,22 @@ def test_custom_levels_get_words_from_their_description():
     level = custom_level("volcanoes", "How volcanoes erupt: magma, lava and the Ring of Fire.")
     vocabulary = transcription_vocabulary(level)
     assert {"magma", "lava", "erupt"} <= set(vocabulary) and "the" not in vocabulary
+
+
+async def test_setup_carries_language_names_and_topic_words(world, live_server):
+    """Through the real SDK: speech_config.language_code, the instruction's rule, and custom_vocabulary with the
+    kids' names (the people in the channel) and the topic's words."""
+    import dataclasses
+
+    from tests.bot.test_tutor import GUILD, request
+
+    conversations, _, _, channel, _ = world
+    await conversations.start(dataclasses.replace(request(channel, level="dinosaurs"), language=LANGUAGES["de-DE"]))
+    setup = live_server.connections[0].setup
+    assert setup["generationConfig"]["speechConfig"]["language_code"] == "de-DE"
+    instruction = setup["systemInstruction"]["parts"][0]["text"]
+    assert "Always speak German (Deutsch)" in instruction and "Ana, Ben" in instruction
+    assert "TutorBot" not in instruction  # bots in the channel are not kids
+    vocabulary = setup["inputAudioTranscription"]["custom_vocabulary"]
+    assert vocabulary[:2] == ["Ana", "Ben"] and "Triceratops" in vocabulary
+    await conversations.stop(GUILD)

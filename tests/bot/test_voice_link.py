@@ -17,7 +17,7 @@ import pytest
 from discord.ext.voice_recv import rtp as vr_rtp
 from discord.ext.voice_recv.reader import PacketDecryptor
 
-import bot.audio.dave
+import bot.audio.dave.receive
 import bot.voice_link
 from bot.audio.playback import PlaybackSource
 from bot.audio.voice_encoder import TUTOR_VOICE, OpusVoice
@@ -30,11 +30,9 @@ RTP_VOICE = 0x78  # discord.py's payload type; keepalives are not RTP
 
 @pytest.fixture
 async def harness(monkeypatch):
-    monkeypatch.setattr(bot.audio.dave, "KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(bot.audio.dave.receive, "KEEPALIVE_SECONDS", 0.05)
     monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)  # no gateway acknowledges here
     h = await VoiceServerHarness.start()
-    h.vc._connection.socket.connect(h.server_socket.getsockname())  # as the handshake leaves it in production
-    h.server_socket.setblocking(False)
     yield h
     await h.close()
     for thread in threading.enumerate():
@@ -57,21 +55,24 @@ async def link(harness):
 
 def sent_voice(harness: VoiceServerHarness) -> list[bytes]:
     """The Opus packets the bot sent since the last call, decrypted as the kid's client would."""
-    decryptor = PacketDecryptor(MODE, harness.transport_key)
+    server = harness.server
+    decryptor = PacketDecryptor(MODE, server.transport_key)
+    start = _read_upto.get(id(server), 0)
+    datagrams = server.rtp_from_bot[start:]
+    _read_upto[id(server)] = start + len(datagrams)
     packets = []
-    while True:
-        try:
-            datagram = harness.server_socket.recv(4096)
-        except (BlockingIOError, OSError):
-            return packets
-        if len(datagram) > 12 and datagram[1] == RTP_VOICE:
-            plain = bytes(decryptor.decrypt_rtp(vr_rtp.decode_rtp(datagram)))
-            packets.append(harness.speaker.session.decrypt(BOT_ID, davey.MediaType.audio, plain))
+    for datagram in datagrams:
+        plain = bytes(decryptor.decrypt_rtp(vr_rtp.decode_rtp(datagram)))
+        packets.append(harness.speaker.session.decrypt(BOT_ID, davey.MediaType.audio, plain))
+    return packets
+
+
+_read_upto: dict[int, int] = {}  # per voice server: how many of the bot's datagrams sent_voice() has read
 
 
 def speaking_states(harness: VoiceServerHarness) -> list[int]:
     """Every SPEAKING value the bot told the voice gateway, in order."""
-    return [m["d"]["speaking"] for m in harness.fake_ws.sent_json if m["op"] == 5]
+    return [data["speaking"] for data in harness.server.json_ops(5)]
 
 
 async def until(condition, within: float = 3.0) -> None:

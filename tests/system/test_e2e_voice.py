@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 
-import bot.audio.dave
+import bot.audio.dave.receive
 import bot.conversation
 import bot.voice_link
 from bot.levels import BUILTIN_LEVELS
@@ -31,7 +31,7 @@ FAST = LiveConnectOptions(max_retries=2, first_retry_delay=0.01, max_retry_delay
 
 @pytest.fixture
 async def harness(monkeypatch):
-    monkeypatch.setattr(bot.audio.dave, "KEEPALIVE_SECONDS", 0.05)  # so its thread notices the stop quickly
+    monkeypatch.setattr(bot.audio.dave.receive, "KEEPALIVE_SECONDS", 0.05)  # so its thread notices the stop quickly
     h = await VoiceServerHarness.start()
     yield h
     await h.close()
