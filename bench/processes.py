@@ -150,8 +150,9 @@ def print_report(rows: list[dict[str, Any]], args: argparse.Namespace, load: tup
         underruns = f"{sum(r['underruns'] for r in one)} → {sum(r['underruns'] for r in many)}"
         print(f"\n{args.processes} processes vs 1 (same run): in p95 {ratio('input_ms', 95)}, "
               f"out p95 {ratio('output_ms', 95)}, loop lag p99 {ratio('loop_lag_ms', 99)}, underruns {underruns}")
-    print(f"(in: last packet into the sink → its audio handed to LiveSession; out: first reply chunk received → "
-          f"first audible frame read; fake server CPU {server_cpu:.0f} % of a core, not counted above)")
+    print(f"(in: last packet into the sink → its audio handed to LiveSession, counted up to 700 ms, so ~690+ means "
+          f"at least that; out: first reply chunk received → first audible frame read; fake server CPU "
+          f"{server_cpu:.0f} % of a core, not counted above; the load average includes other work on the machine)")
 
 
 async def run_all(args: argparse.Namespace, server: Any) -> list[dict[str, Any]]:

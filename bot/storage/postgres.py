@@ -25,6 +25,7 @@ log = logging.getLogger("bot.storage.db")
 DEFAULT_POOL_SIZE = 5
 _MIGRATION_LOCK = 7_416_817_239  # any constant bigint; shared by every process of this bot on the database
 
+
 class ConnectionLost(Exception):
     """The server dropped the connection (restart, failover, terminated backend); it was thrown away."""
 
@@ -130,6 +131,8 @@ class PostgresDatabase(Database):
         async with self._pool.acquire() as conn:
             try:
                 yield conn
+            except CommitOutcomeUnknown:
+                raise  # already handled, and never to be retried
             except Exception as exc:
                 if isinstance(exc, _BROKEN) or not _usable(conn):
                     with contextlib.suppress(asyncpg.InterfaceError):

@@ -14,6 +14,7 @@ import pytest
 from bot.storage import db as db_module
 from bot.storage.db import SCHEMA_VERSION, Database, SchemaTooNew, split_statements
 from bot.storage.dialect import Migration, postgres_ddl, postgres_query
+from bot.storage.postgres import CommitOutcomeUnknown
 from tests.conftest import database_location
 
 TABLES = {"guild_settings", "custom_levels", "sessions", "turns"}
@@ -259,6 +260,32 @@ async def test_connection_lost_mid_transaction_is_retried_whole(location: str, p
         await db.close()
     retries = [r for r in caplog.records if r.getMessage() == "storage.locked_retry"]
     assert retries and retries[0].error == "ConnectionLost"
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_connection_lost_during_commit_is_not_retried(location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If COMMIT itself fails the change may already be stored: `write` says so instead of running the work
+    again (a turn stored twice is as wrong as a lost one)."""
+    db = await Database.open(location)
+    calls = 0
+
+    async def work(tx) -> None:
+        nonlocal calls
+        calls += 1
+        await tx.execute("INSERT INTO custom_levels VALUES (1, 'x', 'd', 2, 0)")
+
+    async def failing_commit(self) -> None:
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+    try:
+        monkeypatch.setattr(asyncpg.transaction.Transaction, "commit", failing_commit)
+        with pytest.raises(CommitOutcomeUnknown):
+            await db.write(work)
+        assert calls == 1
+        monkeypatch.undo()
+        await db.execute("INSERT INTO custom_levels VALUES (1, 'y', 'd', 2, 0)")  # the pool recovered
+    finally:
+        await db.close()
 
 
 def test_postgres_placeholders() -> None:
