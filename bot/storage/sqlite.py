@@ -91,8 +91,6 @@ class SQLiteDatabase(Database):
         db = cls(conn, location, retry_for=retry_for)
 
         async def configure() -> None:
-            for name, arity, function in SQLITE_FUNCTIONS:
-                await conn.create_function(name, arity, function, deterministic=True)
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             # Switching a new file to WAL takes the write lock: another process opening it at the same moment
             # (shard processes starting together) makes this fail with "locked", so it is retried like a write.
@@ -101,6 +99,10 @@ class SQLiteDatabase(Database):
             await conn.execute("PRAGMA foreign_keys = ON")
 
         try:
+            # Outside the retried part: after a "locked" PRAGMA, sqlite3_create_function can fail with
+            # "Error creating function" (seen when shard processes open a new file together).
+            for name, arity, function in SQLITE_FUNCTIONS:
+                await conn.create_function(name, arity, function, deterministic=True)
             await db._with_retry(configure, "open")
             await db._migrate()
         except BaseException:
