@@ -118,6 +118,7 @@ def merged(results: list[e2e.RunResult]) -> dict[str, Any]:
         **pool, "guilds": sum(r.guilds for r in results), "processes": len(results),
         "cpu": [r.cpu_percent for r in results], "underruns": sum(r.underruns for r in results),
         "dropped": sum(r.dropped for r in results), "turns": sum(r.turns_stored for r in results),
+        "replies": sum(r.replies_heard for r in results),
         "rss": [r.rss_end_mb for r in results],
     }
 
@@ -129,14 +130,15 @@ def print_report(rows: list[dict[str, Any]], args: argparse.Namespace, load: tup
           f"configuration, one shared SQLite (WAL) file, fake Live in its own process; {os.cpu_count()} cores, "
           f"load average {load[0]:.2f} before / {load[1]:.2f} after\n")
     print(f"{'processes':>9} {'guilds':>6} {'in ms p50/p95':>14} {'out ms p50/p95':>15} {'loop lag p99':>12} "
-          f"{'underruns':>9} {'drop':>5} {'CPU % per process':>22} {'RSS MB each':>14} {'turns':>6}")
+          f"{'underruns':>9} {'replies':>7} {'drop':>5} {'CPU % per process':>22} {'RSS MB each':>14} {'turns':>6}")
     for row in rows:
         cpu = " + ".join(f"{c:.0f}" for c in row["cpu"])
         rss = " / ".join(f"{m:.0f}" for m in row["rss"])
         print(f"{row['processes']:>9} {row['guilds']:>6} "
               f"{pct(row['input_ms'], 50):6.1f} /{pct(row['input_ms'], 95):6.1f} "
               f"{pct(row['output_ms'], 50):6.1f} /{pct(row['output_ms'], 95):6.1f} "
-              f"{pct(row['loop_lag_ms'], 99):12.1f} {row['underruns']:>9} {row['dropped']:>5} {cpu:>22} "
+              f"{pct(row['loop_lag_ms'], 99):12.1f} {row['underruns']:>9} {row['replies']:>7} {row['dropped']:>5} "
+              f"{cpu:>22} "
               f"{rss:>14} {row['turns']:>6}")
     by_processes: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
@@ -147,7 +149,10 @@ def print_report(rows: list[dict[str, Any]], args: argparse.Namespace, load: tup
             a = sum(pct(r[key], p) for r in one) / len(one)
             b = sum(pct(r[key], p) for r in many) / len(many)
             return f"×{b / a:.2f}" if a else "n/a"
-        underruns = f"{sum(r['underruns'] for r in one)} → {sum(r['underruns'] for r in many)}"
+        def per_reply(rows: list[dict[str, Any]]) -> str:
+            return f"{sum(r['underruns'] for r in rows) / max(1, sum(r['replies'] for r in rows)):.2f}"
+        underruns = (f"{sum(r['underruns'] for r in one)} → {sum(r['underruns'] for r in many)} "
+                     f"({per_reply(one)} → {per_reply(many)} per reply heard)")
         print(f"\n{args.processes} processes vs 1 (same run): in p95 {ratio('input_ms', 95)}, "
               f"out p95 {ratio('output_ms', 95)}, loop lag p99 {ratio('loop_lag_ms', 99)}, underruns {underruns}")
     print(f"(in: last packet into the sink → its audio handed to LiveSession, counted up to 700 ms, so ~690+ means "

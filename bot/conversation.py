@@ -26,12 +26,14 @@ from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.cost import Prices, TokenCounts, usage_tokens
+from bot.goodbye import TutorVoice
 from bot.levels import build_system_instruction, transcription_vocabulary
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
 from bot.live.session import HistoryTurn, LiveSession, SetupExtras
 from bot.participants import in_call
 from bot.storage.repository import Repository
+from bot.tools import ToolCalls, declarations
 from bot.turn_log import TurnLog
 from bot.voice_link import VoiceConnector, VoiceLink
 
@@ -40,7 +42,6 @@ log = logging.getLogger(__name__)
 WATCHDOG_INTERVAL_S = 1.0
 CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
-GOODBYE_TIMEOUT_S = 10.0
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
 PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (tests lower it)
 SAFETY_REDIRECT = (
@@ -99,7 +100,11 @@ class Conversation:
         self._stop_lock = asyncio.Lock()
         self._result: ConversationResult | None = None
         self._stopper: asyncio.Task[ConversationResult] | None = None  # owned here; stop() is idempotent
-        self._turn_waiter: asyncio.Future[None] | None = None
+        self._tutor_voice = TutorVoice(self._playback)
+        self._tools = ToolCalls(respond=self._send_tool_results, record=self._turns.tool_call,
+                                outcome=self._turns.tool_outcome, end=self._end_after_goodbye,
+                                call_off_end=self._call_off_end)
+        self._ending: asyncio.Task[None] | None = None  # end_conversation: waiting for the goodbye to play
         self.live: LiveSession | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------------
@@ -107,8 +112,9 @@ class Conversation:
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
         names = self.kid_names()
-        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language)
-        extras = SetupExtras(language_code=self.request.language.code,
+        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language,
+                                               tools=True)
+        extras = SetupExtras(tools=tuple(declarations()), language_code=self.request.language.code,
                              vocabulary=tuple(transcription_vocabulary(self.level, names)))
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
@@ -134,9 +140,10 @@ class Conversation:
         async with self._stop_lock:
             if self._result is not None:
                 return self._result
-            for task in self._tasks:  # never our own: self-stops run in `_stopper`
+            tasks = [*self._tasks, *([self._ending] if self._ending not in (None, asyncio.current_task()) else [])]
+            for task in tasks:  # never our own: self-stops run in `_stopper`
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._teardown()
             try:
                 await self._repository.end_session(self.guild_id, self.session_id, reason)
@@ -258,27 +265,40 @@ class Conversation:
         match event:
             case ev.AudioChunk(pcm=pcm):
                 self._playback.feed(pcm)
+                self._tutor_voice.reply_audio()
             case ev.Interrupted():
                 dropped = self._playback.flush()
                 log.debug("conversation.barge_in", extra=self._log_tags(dropped_ms=round(dropped)))
+            case ev.GenerationComplete():  # the reply's end: turn_complete only follows once it played out
+                self._reply_ended()
             case ev.TurnComplete(blocked=blocked):
-                self._playback.end_of_turn()
-                if self._turn_waiter is not None and not self._turn_waiter.done():
-                    self._turn_waiter.set_result(None)
+                self._reply_ended()
                 if blocked:
                     self._playback.flush()
                     self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
             case ev.TurnTranscribed():
                 self._turns.record(event)
+                if event.role == "child":
+                    self._tools.child_spoke()
             case ev.Failed(reason=reason):
                 await self._notify("on_failed", reason)
                 self._stop_soon(endings.LIVE_FAILED.format(detail=reason))
                 return True
             case ev.Usage():
                 self._record_usage(event)
+            case ev.ToolCall(calls=calls):
+                self._tools.on_calls(calls)
+            case ev.ToolCallCancelled(ids=ids):
+                self._tools.on_cancelled(ids)
             case ev.Reconnecting() | ev.Reconnected():
                 log.info("conversation.live_reconnect", extra=self._log_tags(event=type(event).__name__))
         return False
+
+    def _reply_ended(self) -> None:
+        """All of the reply's audio is in (generation_complete, or turn_complete for a reply without it):
+        let playback finish it, and wake a goodbye waiting for it."""
+        self._playback.end_of_turn()
+        self._tutor_voice.reply_ended()
 
     def _record_usage(self, usage: ev.Usage) -> None:
         """One per-turn snapshot: priced now, added to the bill, stored with its turn."""
@@ -337,12 +357,30 @@ class Conversation:
     async def _say_goodbye(self, reason: str) -> None:
         """Let the tutor say bye out loud, waiting for its turn to finish and play out (bounded)."""
         assert self.live is not None
-        self._turn_waiter = asyncio.get_running_loop().create_future()
+        waiting = asyncio.ensure_future(self._tutor_voice.after_prompted_goodbye())
         self.live.send_text(GOODBYE_PROMPT.format(reason=reason))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
-                await self._turn_waiter
-                await asyncio.sleep(self._playback.buffered_ms / 1000)  # let the goodbye play out
+        await waiting
+
+    # ----- tools: what the tutor asks the bot to do --------------------------------------------------
+
+    def _send_tool_results(self, responses: list[Any]) -> None:
+        assert self.live is not None
+        self.live.send_tool_response(responses)
+
+    def _end_after_goodbye(self, reason: str) -> None:
+        """end_conversation: the call ends once the tutor's goodbye has been said and played."""
+        if self._ending is None or self._ending.done():
+            self._ending = asyncio.create_task(self._finish_after_goodbye(reason), name=f"ending:{self.guild_id}")
+
+    async def _finish_after_goodbye(self, reason: str) -> None:
+        await self._tutor_voice.until_goodbye_done()
+        self._stop_soon(endings.tutor_ended(reason))
+
+    def _call_off_end(self) -> None:
+        """The model withdrew its end_conversation (a child spoke again): the call goes on."""
+        if self._ending is not None and not self._ending.done():
+            self._ending.cancel()
+        self._ending = None
 
     # ----- reporting -------------------------------------------------------------------------------
 

@@ -35,6 +35,14 @@ def daily_budget(budget: str, spent: str) -> str:
     return f"the server reached its {budget} tutor budget for today ({spent} spent)"
 
 
+TUTOR_ENDED = "the tutor ended the call"
+
+
+def tutor_ended(reason: str) -> str:
+    """The tutor ended the call with end_conversation; `reason` is the tutor's own few words."""
+    return f"{TUTOR_ENDED}: {' '.join(reason.split())[:120] or 'the children said goodbye'}"
+
+
 _SESSION_LIMIT = re.compile(r"the session reached its (\d+)-minute limit")
 _DAILY_BUDGET = re.compile(r"the server reached its \$[\d.,]+ tutor budget for today \(\$[\d.,]+ spent\)")
 _DAILY_LIMIT = re.compile(r"the server reached its (\d+) tutor minutes for today")
@@ -64,6 +72,8 @@ def farewell(reason: str, seconds: float) -> str:
         return _FAREWELLS[reason].format(talked=talked)
     if _SESSION_LIMIT.fullmatch(reason):
         return f"⏰ That's the end of this session. {talked} Great talking with you — see you next time!"
+    if reason.startswith(TUTOR_ENDED):
+        return f"👋 Bye for now! {talked} Thanks for learning together — see you next time!"
     if _DAILY_LIMIT.fullmatch(reason) or _DAILY_BUDGET.fullmatch(reason):  # kids hear no money talk
         return f"⏰ You've used today's tutor time — see you tomorrow! {talked}"
     if reason.startswith(LIVE_FAILED.format(detail="")):

@@ -35,6 +35,11 @@ class AlreadyRunning(TutorError):
         super().__init__(f"The tutor is already talking in {channel_mention} — come and join in there!")
 
 
+class StartStopped(TutorError):
+    def __init__(self) -> None:
+        super().__init__("The tutor was stopped before it could join. Start it again with `/tutor start` any time!")
+
+
 class NotRunning(TutorError):
     def __init__(self) -> None:
         super().__init__("The tutor isn't in a call right now. Start it with `/tutor start`!")

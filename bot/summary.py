@@ -51,7 +51,9 @@ def anonymised_lines(turns: Sequence[TurnRow]) -> list[str]:
         else:
             key = turn.speaker_id if turn.speaker_id is not None else turn.speaker_name
             who = aliases.setdefault(key, f"Child {len(aliases) + 1}")
-        marks = (" [interrupted]" if turn.interrupted else "") + (" [FLAGGED by safety]" if turn.flagged else "")
+        alerted = turn.flag_reason is not None and turn.flag_reason.startswith("alert")
+        flag = " [the tutor asked a grown-up to look at this]" if alerted else " [FLAGGED by safety]"
+        marks = (" [interrupted]" if turn.interrupted else "") + (flag if turn.flagged else "")
         lines.append(f"{who}: {' '.join(turn.text.split())}{marks}")
     return lines
 

@@ -7,16 +7,20 @@ try again: 3.8 re-issues a call two to five times when a tool answers with nothi
 (`gemini_live_38.md` §A), and a repeat is answered "already done" without acting twice.
 
 `ToolDesk.decide(call)` is pure: it checks the arguments and returns a `ToolDecision` (the response for the
-model, the record for the transcript, and what the conversation should do). `bot.conversation` acts on it.
+model, the record for the transcript, and what the conversation should do). `ToolCalls` carries the
+decisions out through what `bot.conversation` hands it (send, record, end).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from google.genai import types
+
+log = logging.getLogger(__name__)
 
 ALERT_GROWN_UP = "alert_grown_up"
 END_CONVERSATION = "end_conversation"
@@ -161,3 +165,50 @@ class ToolDesk:
             _response(call, status="ok", ending=True, retryable=False,
                       message="The call ends as soon as your goodbye has finished playing. Say nothing more."),
             ToolRecord(END_CONVERSATION, call.id, reason, "call ended after the goodbye"), action="end")
+
+
+class ToolCalls:
+    """One conversation's tool calls: each decided, answered, recorded with its turn, and acted on.
+
+    The conversation gives it what to do: `respond` sends results to Live, `record`/`outcome` go to the turn
+    log (an alert is recorded with `alert=True`, which tells the moderators), `end` ends the call after the
+    goodbye, and `call_off_end` cancels that when the model withdraws its `end_conversation`.
+    """
+
+    def __init__(self, *, respond: Callable[[list[types.FunctionResponse]], None],
+                 record: Callable[[ToolRecord, bool], None], outcome: Callable[[str, str], None],
+                 end: Callable[[str], None], call_off_end: Callable[[], None]) -> None:
+        self._desk = ToolDesk()
+        self._respond, self._record, self._outcome = respond, record, outcome
+        self._end, self._call_off_end = end, call_off_end
+        self._names: dict[str, str] = {}  # call id → function name, for cancellations
+
+    def child_spoke(self) -> None:
+        """A child turn was stored: alerts in a category already used count again."""
+        self._desk.child_spoke()
+
+    def on_calls(self, calls: Sequence[FunctionCallLike]) -> None:
+        """A `ToolCall`: decide each call, answer them all in one message, then act."""
+        decisions = [self._desk.decide(call) for call in calls]
+        self._respond([d.response for d in decisions])
+        for call, decision in zip(calls, decisions, strict=True):
+            self._names[call.id] = call.name
+            self._record(decision.record, decision.action == "alert")
+            log.info("tools.call", extra={"tool": decision.record.name, "call_id": call.id,
+                                          "category": decision.record.category, "outcome": decision.record.outcome})
+            if decision.action == "end":
+                self._end(decision.record.reason)
+
+    def on_cancelled(self, ids: Sequence[str]) -> None:
+        """A `ToolCallCancelled`: an end is called off; an alert already sent stands (a grown-up still looks)."""
+        for call_id in ids:
+            name = self._names.get(call_id)
+            if name is None:
+                continue
+            if self._desk.cancelled(call_id):
+                self._call_off_end()
+                self._outcome(call_id, "called off: the model cancelled it when a child spoke again")
+            elif name == ALERT_GROWN_UP:
+                self._outcome(call_id, "moderators alerted; the model later cancelled the call (a child spoke), "
+                                       "the alert stands")
+            log.info("tools.cancelled", extra={"tool": name, "call_id": call_id})

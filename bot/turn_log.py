@@ -74,11 +74,11 @@ class TurnLog:
         """A usage snapshot; stored with the turn it came with."""
         self._writer.put(PendingUsage(tokens, total_tokens, cost_usd, self._wall(time.monotonic())))
 
-    def tool_call(self, record: ToolRecord, *, alert: bool) -> None:
+    def tool_call(self, record: ToolRecord, alert: bool) -> None:
         """A tool call, stored with the child turn that prompted it; `alert` tells the moderators."""
         self._writer.put(PendingEvent("tool_call", record.name, self._wall(time.monotonic()), call_id=record.call_id,
                                       category=record.category, reason=record.reason, outcome=record.outcome,
-                                      belongs_to="child", alert=alert))
+                                      belongs_to="prompt", alert=alert))
 
     def tool_outcome(self, call_id: str, outcome: str) -> None:
         """What became of an earlier call (cancelled by the model)."""

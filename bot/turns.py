@@ -5,13 +5,18 @@ most the turn in progress) and retries a refused write with backoff on top of th
 retries, so a slow or briefly locked disk delays turns but never drops or reorders them.
 
 Usage snapshots and session events (tool calls, budget stops) travel through the same queue, so each is
-written after the turn it belongs to and can point at it: an event at the last child turn (what prompted
-it) or the last turn, a usage snapshot at the last turn (it arrives with the turn's end).
+written after the turn it belongs to and can point at it. A usage snapshot arrives with the end of a reply:
+it points at the last turn. A tool call arrives while the tutor is answering, often before the child's words
+are transcribed (3.8 does not order the input transcription against the reply), so it belongs to the
+reply's prompt: the child turn already written since the last tutor turn, or else the next child turn
+written — held until then (at most `HOLD_FOR_PROMPT_S`, then stored without one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 0.5
 MAX_RETRY_S = 10.0
+HOLD_FOR_PROMPT_S = 8.0  # a tool call waits this long for its child turn; a reply's prompt closes with the reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +70,7 @@ class PendingEvent:
     category: str | None = None
     reason: str = ""
     outcome: str = ""
-    belongs_to: Literal["child", "last"] = "last"
+    belongs_to: Literal["prompt", "last"] = "last"
     alert: bool = False
 
 
@@ -97,7 +103,8 @@ class TurnWriter:
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._last_turn: int | None = None
-        self._last_child_turn: int | None = None
+        self._last_role: str | None = None
+        self._held: list[PendingEvent] = []  # tool calls waiting for the child turn that prompted them
         self.stored = 0
         self.flagged = 0
 
@@ -118,16 +125,26 @@ class TurnWriter:
             log.error("turns.unsaved", extra=self._tags(count=self._queue.qsize()))
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        if self._held:  # the session ended before the prompt's words came: store the calls without them
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._release_held(None), drain_seconds)
 
     async def _run(self) -> None:
         while True:
-            item = await self._queue.get()
             try:
-                await self._write(item)
-            except Exception:  # reporting a flag or an alert failed: what it reports is stored
-                log.exception("turns.report_failed", extra=self._tags())
-            finally:
-                self._queue.task_done()
+                item = await (asyncio.wait_for(self._queue.get(), HOLD_FOR_PROMPT_S) if self._held
+                              else self._queue.get())
+            except TimeoutError:  # no child turn came for the held calls: store them without one
+                await self._guarded(self._release_held(None))
+                continue
+            await self._guarded(self._write(item))
+            self._queue.task_done()
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:  # reporting a flag or an alert failed: what it reports is stored
+            log.exception("turns.report_failed", extra=self._tags())
 
     async def _write(self, item: Pending) -> None:
         if isinstance(item, PendingTurn):
@@ -137,10 +154,21 @@ class TurnWriter:
                 self._guild_id, self._session_id, item.tokens, item.cost_usd, total_tokens=item.total_tokens,
                 turn_id=self._last_turn, at=item.at), "usage")
         elif isinstance(item, PendingEvent):
-            await self._write_event(item)
+            if item.belongs_to == "prompt" and self._last_role != "child":
+                self._held.append(item)  # its prompt is still to be written
+            else:
+                await self._write_event(item, self._last_turn)
+        elif any(event.call_id == item.call_id for event in self._held):
+            self._held = [dataclasses.replace(e, outcome=item.outcome) if e.call_id == item.call_id else e
+                          for e in self._held]
         else:
             await self._stored(lambda: self._repository.set_event_outcome(
                 self._guild_id, self._session_id, item.call_id, item.outcome), "outcome")
+
+    async def _release_held(self, turn_id: int | None) -> None:
+        held, self._held = self._held, []
+        for event in held:
+            await self._write_event(event, turn_id)
 
     async def _stored(self, write: Callable[[], Awaitable[Any]], what: str) -> Any:
         """Run one write until it succeeds; None when it never can (session deleted, invalid row)."""
@@ -165,9 +193,9 @@ class TurnWriter:
         if row_id is None:
             return
         self.stored += 1
-        self._last_turn = row_id
-        if turn.role == "child":
-            self._last_child_turn = row_id
+        self._last_turn, self._last_role = row_id, turn.role
+        if turn.role == "child" and self._held:
+            await self._release_held(row_id)
         if turn.flag_reason:
             self.flagged += 1
             log.warning("turns.flagged", extra=self._tags(turn_id=row_id, reason=turn.flag_reason))
@@ -175,8 +203,7 @@ class TurnWriter:
             if row is not None:
                 await self._on_flagged(row)
 
-    async def _write_event(self, event: PendingEvent) -> None:
-        turn_id = self._last_child_turn if event.belongs_to == "child" else self._last_turn
+    async def _write_event(self, event: PendingEvent, turn_id: int | None) -> None:
         event_id = await self._stored(lambda: self._repository.add_event(
             self._guild_id, self._session_id, event.kind, event.name, turn_id=turn_id, call_id=event.call_id,
             category=event.category, reason=event.reason, outcome=event.outcome, at=event.at), f"event:{event.name}")
@@ -189,6 +216,7 @@ class TurnWriter:
             # The child's words behind an alert are flagged: listed for moderators, never replayed as history.
             reason = f"alert: {event.category}" if event.category else "alert"
             if await self._stored(lambda: self._repository.flag_turn(self._guild_id, turn.id, reason), "flag"):
+                self.flagged += 1
                 turn = await self._turn_row(turn.id)
         row = next((e for e in await self._repository.session_events(self._guild_id, self._session_id)
                     if e.id == event_id), None)

@@ -7,12 +7,23 @@ shapes (`StartRequest`, `ConversationStatus`, …) live in `bot.conversation_typ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
 
 from bot import endings
 from bot.config import Settings
 from bot.conversation import Conversation, LiveFactory
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
-from bot.errors import AlreadyRunning, DailyBudgetSpent, DailyLimitReached, NotInCall, NotRunning, TextTooLong
+from bot.errors import (
+    AlreadyRunning,
+    DailyBudgetSpent,
+    DailyLimitReached,
+    NotInCall,
+    NotRunning,
+    StartStopped,
+    TextTooLong,
+)
 from bot.limits import budget_spent
 from bot.live.session import HistoryTurn, LiveSession
 from bot.participants import may_type
@@ -25,7 +36,45 @@ __all__ = [
 ]
 
 SAY_LIMIT = 500
+STOP_WAIT_S = 10.0  # how long /tutor stop waits for a start it called off to undo itself
 HISTORY_TURNS = 20
+
+
+class _Starting:
+    """A /tutor start still connecting; `/tutor stop` can call it off (the start then raises `StartStopped`)."""
+
+    def __init__(self, request: StartRequest) -> None:
+        self.request = request
+        self.session_id = 0
+        self._task: asyncio.Future[None] | None = None
+        self.stopped = False
+        self._done = asyncio.Event()
+
+    async def run(self, starting: Coroutine[Any, Any, None]) -> None:
+        """Run the connecting part; raises `StartStopped` if `stop()` called it off."""
+        if self.stopped:
+            starting.close()
+            raise StartStopped
+        self._task = asyncio.ensure_future(starting)
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            if self.stopped:
+                raise StartStopped from None
+            raise
+        finally:
+            self._done.set()
+
+    async def stop(self, reason: str) -> ConversationResult:
+        """Call the start off and wait (bounded) until it has undone what it did."""
+        self.stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_WAIT_S):
+                    await self._done.wait()
+        return ConversationResult(self.request.guild_id, self.session_id, self.request.voice_channel.id, 0.0, 0,
+                                  reason)
 
 
 class Conversations:
@@ -38,7 +87,7 @@ class Conversations:
         self._connect = connect
         self._live_factory = live_factory
         self._running: dict[int, Conversation] = {}
-        self._starting: set[int] = set()
+        self._starting: dict[int, _Starting] = {}  # guilds whose /tutor start is still connecting
         self._observers: list[ConversationObserver] = []
 
     def add_observer(self, observer: ConversationObserver) -> None:
@@ -58,7 +107,7 @@ class Conversations:
             raise AlreadyRunning(running.voice_channel.mention)
         if guild_id in self._starting:
             raise AlreadyRunning(request.voice_channel.mention)
-        self._starting.add(guild_id)
+        starting = self._starting[guild_id] = _Starting(request)
         try:
             settings = await self._repository.get_settings(guild_id)
             if await self._repository.minutes_used_today(guild_id) >= settings.daily_minutes:
@@ -78,19 +127,27 @@ class Conversations:
                                         max_session_minutes=settings.max_session_minutes,
                                         daily_budget_usd=settings.daily_budget_usd, spent_today_usd=spent,
                                         on_closed=self._forget)
+            starting.session_id = session_id
             try:
-                await conversation.start(self._connect, self._live_factory, history)
-            except BaseException:
-                await self._repository.end_session(guild_id, session_id, endings.FAILED_TO_START)
+                await starting.run(conversation.start(self._connect, self._live_factory, history))
+                if starting.stopped:  # the stop came just as the start finished: end it like any stop
+                    await conversation.stop(endings.STOPPED_BY_COMMAND)
+                    raise StartStopped
+            except BaseException as exc:
+                stopped = isinstance(exc, StartStopped)
+                await self._repository.end_session(guild_id, session_id,
+                                                   endings.STOPPED_BY_COMMAND if stopped else endings.FAILED_TO_START)
                 raise
             self._running[guild_id] = conversation
         finally:
-            self._starting.discard(guild_id)
+            del self._starting[guild_id]
         await conversation.notify_started()
         return conversation
 
     async def stop(self, guild_id: int, reason: str = endings.STOPPED_BY_COMMAND) -> ConversationResult:
         conversation = self._running.get(guild_id)
+        if conversation is None and (starting := self._starting.get(guild_id)) is not None:
+            return await starting.stop(reason)  # still connecting (Gemini may be slow to answer): call it off
         if conversation is None:
             raise NotRunning
         return await conversation.stop(reason)

@@ -1,25 +1,27 @@
-"""A local stand-in for Discord's voice server, so DAVE receive runs offline through the real code paths.
+"""A DAVE call on a local stand-in for Discord, so receive, transitions and moves run offline through the real code.
 
-Pieces (adapted from /work/shared/dave_recv_check.py):
-
+* `VoiceServerHarness.start(parties=N)` connects a real `DaveVoiceRecvClient` the way `channel.connect()` does:
+  discord.py's own `VoiceClient.connect` against `FakeMainGateway` (tests/helpers.py: VOICE_STATE_UPDATE and
+  VOICE_SERVER_UPDATE through discord.py's own ConnectionState parsers) and `FakeVoiceServer`
+  (tests/fake_voice_server.py: the voice gateway over TLS, UDP with IP discovery). N remote kids share one real
+  davey MLS group with the bot; the first creates it, the others join one by one.
+* `gateway(op, d)` / `binary(op, payload)` send one voice gateway message and return once discord.py has handled it
+  (`sync()`: a HEARTBEAT_ACK its hook reports back). The call changes the way Discord's voice server drives them:
+  `join`, `leave`, `downgrade`, `upgrade` (ops 11/13, 21–31), `move` (VOICE_SERVER_UPDATE: a new server),
+  `crash` (the voice websocket closes; the bot resumes), `welcome_back` (after a fresh connection). Each takes a
+  `between(step)` coroutine called after every protocol step, so a test can put frames in exactly the windows
+  where receive used to lose them. `switch_at` says when the remote kids start *sending* with a new protocol
+  context: "execute" (at op 22, as the DAVE whitepaper tells clients) or "commit" (as soon as their own MLS state
+  moved, as davey-based clients do: new-epoch frames can reach the bot before its own commit).
 * `FakeExternalSender` plays the voice server's MLS external sender (a P-256 key signing RFC 9420 Add and Remove
   proposals).
-* `VoiceServerHarness.start(parties=N)` builds a real `DaveVoiceRecvClient` whose gateway messages go through
-  discord.py's real `DiscordVoiceWebSocket` handlers: op 4 (session + op 26 key package), op 25 (external sender),
-  op 30 (welcome; discord.py answers op 23), op 22 (execute), op 5 (SSRC → user), ops 11/13 (join/leave), 21/24
-  (downgrade/upgrade), 27/29 (proposals/commit). The bot's UDP socket is bound on 127.0.0.1 and read by discord.py's
-  SocketReader thread. `parties` remote kids share one real davey MLS group with the bot.
-* The call changes the way Discord's voice server drives them: `join`, `leave`, `downgrade`, `upgrade`. Each takes a
-  `between(step)` coroutine called after every protocol step, so a test can put frames in exactly the windows where
-  receive used to lose them. `switch_at` says when the remote kids start *sending* with the new protocol context:
-  "execute" (at op 22, what the DAVE whitepaper tells clients to do) or "commit" (as soon as their own MLS state
-  moved, what davey-based clients do — frames in the new epoch can reach the bot before its own commit).
-* `RemoteUser` is a remote client: its own davey session, RTP stream state and voice (a tone of its own pitch); it
-  builds datagrams the way Discord delivers them (aead_xchacha20_poly1305_rtpsize, 0xBEDE header extension in the
-  AAD, DAVE-encrypted Opus), logs every frame it sent, and makes broken variants. `truncated_datagram()` /
-  `garbage_datagram()` need no user.
-* `Recorder` is an AudioSink that keeps what voice-recv delivers; `frames_lost(user, recorder)` compares it with
-  what the user sent (lost = missing, concealed or garbled).
+* `RemoteUser` is a kid's client: its davey session, RTP stream state and voice (a tone of its own pitch); it builds
+  datagrams as Discord relays them (aead_xchacha20_poly1305_rtpsize, 0xBEDE extension in the AAD, DAVE-encrypted
+  Opus), logs every frame it sent, and makes broken variants. `truncated_datagram()` / `garbage_datagram()` need
+  no user.
+* Receiving: `Recorder` keeps what voice-recv delivers; `frames_lost(user, recorder)` compares it with what the
+  user sent (lost = missing or concealed, garbled = wrong Opus). `bot_said(kid)` is what the bot sent, decoded as
+  that kid's client would.
 """
 
 from __future__ import annotations
@@ -344,7 +346,7 @@ class VoiceServerHarness:
         self._syncs = itertools.count(1)
         self._synced: set[str] = set()
         self._sync_event = asyncio.Event()
-        self._bot_voice: dict[tuple[int, int], _BotVoice] = {}
+        self._bot_voice: dict[tuple[int, bytes, int], _BotVoice] = {}
         self.server: FakeVoiceServer
         self.vc: DaveVoiceRecvClient
         self.speaker: RemoteUser
@@ -713,7 +715,7 @@ class VoiceServerHarness:
         (once: DAVE refuses a nonce it has seen, as it should); packets that fail either (before DAVE was ready,
         or sent with another server's key) are left out.
         """
-        key = (id(self.server), listener.user_id)
+        key = (id(self.server), self.server.transport_key, listener.user_id)  # a new session has a new key
         heard = self._bot_voice.setdefault(key, _BotVoice(PacketDecryptor(MODE, self.server.transport_key)))
         for index in range(heard.read, len(self.server.rtp_from_bot)):
             try:

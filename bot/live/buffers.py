@@ -29,12 +29,13 @@ class HistoryTurn:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One client message: 16 kHz input audio, the end of the kids' speech, typed text, or history."""
+    """One client message: 16 kHz input audio, the end of the kids' speech, typed text, history, or tool results."""
 
-    kind: Literal["audio", "audio_end", "text", "history"]
+    kind: Literal["audio", "audio_end", "text", "history", "tool_response", "interrupt"]
     audio: bytes = b""
     text: str = ""
     turns: tuple[HistoryTurn, ...] = ()
+    responses: tuple[types.FunctionResponse, ...] = ()
 
 
 @dataclass(slots=True)
@@ -134,7 +135,11 @@ class ReplayRing:
 
     def take(self, sent_after: float = 0.0) -> list[Outgoing]:
         """Empty the ring, returning the messages (sent after `sent_after`) to replay in order."""
-        kept = [s.message for s in self._items if s.sent_at >= sent_after]
+        return [s.message for s in self.take_sent(sent_after)]
+
+    def take_sent(self, sent_after: float = 0.0) -> list[SentMessage]:
+        """`take`, keeping when and where each message was sent."""
+        kept = [s for s in self._items if s.sent_at >= sent_after]
         self._items.clear()
         self._audio_bytes = 0
         return kept
@@ -154,5 +159,24 @@ async def send_outgoing(session: object, message: Outgoing) -> None:
         await session.send_realtime_input(audio_stream_end=True)
     elif message.kind == "text":
         await session.send_realtime_input(text=message.text)
+    elif message.kind == "tool_response":
+        await session.send_tool_response(function_responses=list(message.responses))
+    elif message.kind == "interrupt":  # turn_complete=True unconditionally interrupts generation on 3.8
+        await session.send_client_content(turns=[types.Content(role="user", parts=[types.Part(text=message.text)])],
+                                          turn_complete=True)
     else:  # history added after start: context only, no reply wanted
         await session.send_client_content(turns=history_contents(message.turns), turn_complete=False)
+
+
+def cap_seed(turns: Sequence[HistoryTurn], *, max_turns: int = 60, max_chars: int = 20_000,
+             max_turn_chars: int = 2_000) -> list[HistoryTurn]:
+    """The newest turns that fit the caps, oldest first; a long turn is cut (a server or a store can hold huge ones)."""
+    kept: list[HistoryTurn] = []
+    total = 0
+    for turn in reversed(turns):
+        text = turn.text[:max_turn_chars]
+        if len(kept) >= max_turns or total + len(text) > max_chars:
+            break
+        kept.append(turn if text == turn.text else HistoryTurn(turn.role, text))
+        total += len(text)
+    return kept[::-1]

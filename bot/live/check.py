@@ -22,7 +22,7 @@ import soxr
 from bot.audio.formats import FRAME_MS, LIVE_INPUT, LIVE_INPUT_FRAME_BYTES, LIVE_OUTPUT
 from bot.audio.wavfile import read_wav
 from bot.config import Settings
-from bot.live.events import AudioChunk, Failed, InputTranscript, OutputTranscript, TurnComplete
+from bot.live.events import AudioChunk, Failed, GenerationComplete, InputTranscript, OutputTranscript, TurnComplete
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 
 DEFAULT_TEXT = "Hello! Say hi back in one short sentence."
@@ -117,7 +117,9 @@ async def run_live_check(settings: Settings, request: LiveCheckRequest) -> LiveC
                     said.append(event.text)
                 elif isinstance(event, Failed):
                     return LiveCheckReport(False, event.reason)
-                elif isinstance(event, TurnComplete) and (audio or event.blocked):
+                elif isinstance(event, GenerationComplete) and audio:
+                    break  # the whole reply is in; turn_complete waits for its playback time
+                elif isinstance(event, TurnComplete) and (audio or event.reason is not None):
                     break
             input_done = await sender
     except LiveConnectFailed as exc:

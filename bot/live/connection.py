@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ from google.genai import types
 from bot.config import Settings
 from bot.live.buffers import HistoryTurn, history_contents
 from bot.live.options import NO_EXTRAS, SetupExtras, live_connect_config
+
+DEFAULT_TIME_LEFT_S = 5.0  # a GoAway without a readable time_left: assume little time
+MIN_HANDOVER_MARGIN_S = 0.5
+MAX_HANDOVER_MARGIN_S = 5.0
 
 
 @dataclass(slots=True)
@@ -31,7 +36,9 @@ class Connection:
     resumed: bool
     connected_at: float = field(default_factory=time.monotonic)
     next_index: int = 1  # the client message index of the next send; the setup message is index 0
-    going_away: bool = False
+    last_message_at: float = field(default_factory=time.monotonic)  # the newest server message (or the connect)
+    go_away_deadline: float | None = None  # GoAway came: hand over before this (monotonic)
+    replacing: bool = False  # the replacement is being dialled with the handle chosen then
 
 
 def make_client(settings: Settings) -> genai.Client:
@@ -72,3 +79,13 @@ async def close_connection(conn: Connection, within: float) -> None:
     with contextlib.suppress(Exception, asyncio.CancelledError):
         async with asyncio.timeout(within):
             await conn.stack.aclose()
+
+
+def handover_deadline(time_left: str | None, now: float) -> float:
+    """When to be on the new connection at the latest, given GoAway's `time_left` ("60s", "1.5s", None).
+
+    A reply in progress may finish on the old socket until then; the margin leaves time to dial.
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)s\s*", time_left or "")
+    seconds = float(match.group(1)) if match else DEFAULT_TIME_LEFT_S
+    return now + max(0.0, seconds - min(MAX_HANDOVER_MARGIN_S, max(MIN_HANDOVER_MARGIN_S, seconds / 4)))

@@ -23,7 +23,18 @@ class AudioChunk:
 
 @dataclass(frozen=True, slots=True)
 class InputTranscript:
-    """A fragment of what the kids said, as Gemini heard it (arrives in pieces)."""
+    """What the kids said, as Gemini heard it: 3.x sends it once, `finished`; older models in pieces.
+
+    It is not ordered against the reply: it may come before the tutor starts, during the reply or after it.
+    """
+
+    text: str
+    finished: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InterimTranscript:
+    """A low-latency guess at what a kid is saying right now (replaced, not extended, by the next one)."""
 
     text: str
 
@@ -38,6 +49,15 @@ class OutputTranscript:
 @dataclass(frozen=True, slots=True)
 class Interrupted:
     """A kid spoke over the tutor: drop all queued reply audio now."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationComplete:
+    """The tutor has said everything for this reply (the end of a reply: all its audio has arrived).
+
+    `TurnComplete` follows seconds later, once the server reckons the audio has played out; an
+    interrupted reply has no `GenerationComplete`.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +82,40 @@ class TurnTranscribed:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token accounting reported by the server."""
+    """One turn's token accounting (the bill is the sum of these); the prompt re-counts the whole context.
+
+    `prompt_by_modality` / `response_by_modality` map "TEXT", "AUDIO", … to token counts.
+    """
 
     total_tokens: int
     prompt_tokens: int | None = None
     response_tokens: int | None = None
+    thoughts_tokens: int | None = None
+    prompt_by_modality: dict[str, int] = field(default_factory=dict)
+    response_by_modality: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """One function the model wants called: answer it with `LiveSession.send_tool_response(id, …)`."""
+
+    id: str
+    name: str
+    args: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks for function calls (NON_BLOCKING by default on 3.8: it may keep talking meanwhile)."""
+
+    calls: tuple[FunctionCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallCancelled:
+    """Calls the model no longer wants answered (a kid spoke meanwhile): drop their results."""
+
+    ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +145,6 @@ class Failed:
 
 
 LiveEvent = (
-    AudioChunk | InputTranscript | OutputTranscript | Interrupted | TurnComplete | TurnTranscribed
-    | Usage | Reconnecting | Reconnected | Failed
+    AudioChunk | InputTranscript | InterimTranscript | OutputTranscript | Interrupted | GenerationComplete
+    | TurnComplete | TurnTranscribed | Usage | ToolCall | ToolCallCancelled | Reconnecting | Reconnected | Failed
 )

@@ -36,8 +36,11 @@ class LiveConnectOptions:
     input_queue_seconds: float = 10.0  # unsent input audio kept while disconnected
     replay_seconds: float = 30.0  # sent-but-unconfirmed input audio kept for replay
     stable_after: float = 10.0  # a connection up this long resets the failure count
-    connect_timeout: float = 15.0
+    connect_timeout: float = 15.0  # one dial + setup; a setup that never completes costs this
+    start_timeout: float = 30.0  # all of start(): dials, retries and backoff together
     close_timeout: float = 2.0
+    max_reply_seconds: float = 90.0  # a reply longer than this is stopped (a server streaming forever)
+    answer_timeout: float = 30.0  # input ended and not one message since: the connection is stuck
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.first_retry_delay < 0 or self.input_queue_seconds <= 0:
@@ -143,6 +146,7 @@ class LiveStats:
     audio_ms_dropped: float
     last_error: str | None
     response_latency_ms: tuple[float, ...]
+    frames_skipped: int = 0  # server frames this SDK could not read (skipped, connection kept)
 
     @property
     def response_latency_p50_ms(self) -> float | None:
@@ -160,6 +164,8 @@ class LiveCounters:
     audio_bytes_received: int = 0
     last_error: str | None = None
     last_input_sent_at: float | None = None
+    last_prompt_at: float | None = None  # the kids' input last ended (audio_end or text sent)
+    frames_skipped: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     _reply_reference: float | None = None
     _reply_started: bool = False
@@ -172,6 +178,7 @@ class LiveCounters:
             self.last_input_sent_at = now
         elif kind in ("audio_end", "text"):
             self._reply_reference = now
+            self.last_prompt_at = now
 
     def reply_audio(self, nbytes: int, now: float) -> None:
         """Reply audio arrived; the first chunk of a turn gives one latency sample."""
@@ -183,7 +190,8 @@ class LiveCounters:
             self._reply_reference = None
         self.audio_bytes_received += nbytes
 
-    def turn_complete(self) -> None:
+    def reply_done(self) -> None:
+        """The reply ended (generation_complete, or turn_complete for one without it)."""
         self._reply_started = False
 
     def snapshot(self, *, connected: bool, dropped_bytes: int) -> LiveStats:
@@ -192,5 +200,5 @@ class LiveCounters:
             messages_sent=self.messages_sent, audio_ms_sent=LIVE_INPUT.ms_for_bytes(self.audio_bytes_sent),
             audio_ms_received=LIVE_OUTPUT.ms_for_bytes(self.audio_bytes_received),
             audio_ms_dropped=LIVE_INPUT.ms_for_bytes(dropped_bytes), last_error=self.last_error,
-            response_latency_ms=tuple(self.latencies),
+            response_latency_ms=tuple(self.latencies), frames_skipped=self.frames_skipped,
         )

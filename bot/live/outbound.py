@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from bot.audio.formats import LIVE_INPUT
 from bot.live.buffers import AudioBoundedQueue, Outgoing, ReplayRing, SentMessage, send_outgoing
@@ -23,6 +24,15 @@ from bot.live.options import LiveConnectOptions, LiveCounters
 
 UNCONFIRMED_MARGIN_S = 0.5  # without an index, messages this recent may not be in the handle yet
 MAX_COALESCED_AUDIO_BYTES = LIVE_INPUT.bytes_for_ms(100)  # frames queued behind each other go as one message
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a reconnect sends again: `since` is when the oldest replayed message first went out (None: nothing)."""
+
+    queued_ms: float  # all input audio now waiting to go (replayed + queued meanwhile)
+    replayed_ms: float
+    since: float | None
 
 
 class Outbound:
@@ -66,17 +76,21 @@ class Outbound:
         else:
             self._ring.confirm(connection, sent_before=now - UNCONFIRMED_MARGIN_S)
 
-    def requeue_unconfirmed(self, *, resumed: bool, last_turn_complete_at: float) -> float:
-        """After a reconnect: put back in front what the new connection has not heard; returns the ms queued.
+    def requeue_unconfirmed(self, *, resumed: bool, last_turn_complete_at: float) -> Replay:
+        """After a reconnect: put back in front what the new connection has not heard.
 
         A resumed connection hears everything the handle did not cover. A fresh one is re-seeded from the
         transcript, so only what came after the last completed turn is replayed, and never old history.
         """
         if resumed:
-            replay = self._ring.take()
+            replay = self._ring.take_sent()
         else:
-            replay = [m for m in self._ring.take(sent_after=last_turn_complete_at - UNCONFIRMED_MARGIN_S)
-                      if m.kind != "history"]
-        self._outbox.prepend(replay)
+            # A tool result answers a call of the old session: a fresh one never made that call.
+            replay = [m for m in self._ring.take_sent(sent_after=last_turn_complete_at - UNCONFIRMED_MARGIN_S)
+                      if m.message.kind not in ("history", "tool_response")]
+        self._outbox.prepend([m.message for m in replay])
         self._ready.set()
-        return LIVE_INPUT.ms_for_bytes(self._outbox.audio_bytes)
+        replayed_audio = sum(len(m.message.audio) for m in replay)
+        return Replay(queued_ms=LIVE_INPUT.ms_for_bytes(self._outbox.audio_bytes),
+                      replayed_ms=LIVE_INPUT.ms_for_bytes(replayed_audio),
+                      since=replay[0].sent_at if replay else None)

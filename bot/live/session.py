@@ -35,13 +35,26 @@ from collections.abc import AsyncIterator, Sequence
 from google import genai
 from google.genai import types
 
+from bot.audio.formats import LIVE_OUTPUT
 from bot.config import Settings
 from bot.errors import TutorError
-from bot.live.buffers import HistoryTurn, Outgoing
-from bot.live.connection import Connection, close_connection, make_client, open_connection
-from bot.live.events import AudioChunk, Failed, LiveEvent, Reconnected, Reconnecting, TurnComplete, TurnTranscribed
+from bot.live.buffers import HistoryTurn, Outgoing, cap_seed
+from bot.live.connection import Connection, close_connection, handover_deadline, make_client, open_connection
+from bot.live.events import (
+    AudioChunk,
+    Failed,
+    GenerationComplete,
+    Interrupted,
+    LiveEvent,
+    OutputTranscript,
+    Reconnected,
+    Reconnecting,
+    TurnComplete,
+    TurnTranscribed,
+)
 from bot.live.failures import Verdict, classify, is_auth_problem, scrub
-from bot.live.inbound import read_server_message
+from bot.live.frames import Skipped, receive_messages
+from bot.live.inbound import ServerMessageReader
 from bot.live.options import (
     NO_EXTRAS,
     LiveConnectOptions,
@@ -57,6 +70,11 @@ from bot.live.stream import EventStream
 log = logging.getLogger(__name__)
 
 MAX_SEED_TURNS = 60
+MAX_SEED_CHARS = 20_000  # what a fresh connection is seeded with, newest turns first (~5k tokens)
+MAX_SEED_TURN_CHARS = 2_000  # one seeded turn is cut here
+UNANSWERED_LIMIT = 2  # reconnects in a row for a server that takes input and never answers, then fail
+REPLY_STOP_NOTE = ("(Note from the app, not from a child: your reply went on far too long and was stopped. "
+                   "Stop now and ask the children one short question.)")
 DEFAULT_CONNECT_OPTIONS = LiveConnectOptions()
 
 __all__ = ["HistoryTurn", "LiveConnectFailed", "LiveConnectOptions", "LiveSession", "LiveState", "LiveStats",
@@ -69,6 +87,19 @@ class LiveConnectFailed(TutorError):
     def __init__(self, failure: Failed) -> None:
         self.failure = failure
         super().__init__(failure.reason)
+
+
+class _StartFailed(Exception):
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+
+
+class _Unanswered(Exception):
+    """The server took the kids' input and sent nothing at all for `answer_timeout`."""
+
+
+class _RunawayReply(Exception):
+    """A reply went on after it was stopped at `max_reply_seconds`."""
 
 
 class LiveSession:
@@ -86,7 +117,14 @@ class LiveSession:
         self._stream = EventStream(max_remembered=MAX_SEED_TURNS)  # only the newest turns can be re-seeded
         self._counters = LiveCounters()
         self._outbound = Outbound(connect_options, self._counters)
-        self._restart = asyncio.Event()
+        self._restart = asyncio.Event()  # set by a GoAway
+        self._progress = asyncio.Event()  # set when a reply completes or a handle arrives (GoAway waits on it)
+        self._replying = False  # the model has started a reply whose turn_complete has not come
+        self._handle_covers_replies = True  # no model output since the newest handle (or since connecting)
+        self._reply_bytes = 0  # audio of the reply in progress
+        self._reply_muted = False  # that reply ran past max_reply_seconds: the rest of it is dropped
+        self._unanswered_count = 0  # connections in a row that took input and never answered
+        self._reader = ServerMessageReader()
         self._client: genai.Client | None = None
         self._connection: Connection | None = None
         self._connection_count = 0
@@ -95,7 +133,8 @@ class LiveSession:
         self._tasks: set[asyncio.Task] = set()
         self._failures = 0
         self._state = LiveState.IDLE
-        self._last_turn_complete_at = 0.0
+        self._last_reply_end = 0.0  # when the last reply ended (generation_complete, else turn_complete)
+        self._reply_generated = False
 
     # public API -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -104,20 +143,20 @@ class LiveSession:
             raise RuntimeError(f"LiveSession.start() called while {self._state.name}")
         self._set_state(LiveState.CONNECTING, "start")
         self._client = make_client(self._settings)
-        while True:
-            try:
-                connection = await self._open(handle=None)
-                break
-            except Exception as exc:
-                verdict = self._classify(exc)
-                self._failures += 1
-                if verdict.permanent or self._failures > self._options.max_retries:
-                    failure = self._fail(verdict if verdict.permanent else Verdict(
-                        f"Could not connect to Gemini after {self._failures} tries ({verdict.reason}).", False,
-                        verdict.code))
-                    await self.close()
-                    raise LiveConnectFailed(failure) from None
-                await asyncio.sleep(self._options.retry_delay(self._failures))
+        verdict = Verdict("no answer yet", False)
+        try:
+            async with asyncio.timeout(self._options.start_timeout):
+                connection = await self._first_connection()
+        except TimeoutError:
+            connection = None
+            verdict = Verdict(f"Gemini did not finish setting up the connection within "
+                              f"{self._options.start_timeout:g} s.", False)
+        except _StartFailed as failed:
+            connection, verdict = None, failed.verdict
+        if connection is None:
+            failure = self._fail(verdict)
+            await self.close()
+            raise LiveConnectFailed(failure) from None
         if self._state is not LiveState.CONNECTING:  # closed while connecting: nobody will serve it
             await close_connection(connection, self._options.close_timeout)
             return
@@ -125,6 +164,22 @@ class LiveSession:
         self._connection = connection
         self._set_state(LiveState.READY, "connected")
         self._supervisor = asyncio.create_task(self._supervise(), name=f"live-{self.id}")
+
+    async def _first_connection(self) -> Connection:
+        """Dial until one connection is up; raises `_StartFailed` once retrying cannot help."""
+        while True:
+            try:
+                return await self._open(handle=None)
+            except Exception as exc:
+                verdict = self._classify(exc)
+                self._failures += 1
+                if verdict.permanent:
+                    raise _StartFailed(verdict) from None
+                if self._failures > self._options.max_retries:
+                    raise _StartFailed(Verdict(f"Could not connect to Gemini after {self._failures} tries "
+                                               f"({verdict.reason}).", False, verdict.code)) from None
+                self._counters.last_error = verdict.reason
+                await asyncio.sleep(self._options.retry_delay(self._failures))
 
     def send_audio(self, pcm16k: bytes) -> None:
         """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting."""
@@ -141,9 +196,15 @@ class LiveSession:
         if text.strip() and not self._state.ended:
             self._outbound.push(Outgoing("text", text=text))
 
+    def send_tool_response(self, responses: Sequence[types.FunctionResponse]) -> None:
+        """Queue the results of a `ToolCall` (each `FunctionResponse` names the call's `id`)."""
+        if responses and not self._state.ended:
+            self._outbound.push(Outgoing("tool_response", responses=tuple(responses)))
+
     async def seed_history(self, turns: Sequence[HistoryTurn]) -> None:
         """Add earlier turns: before `start()` they are sent at connect; after it, as client content."""
-        turns = tuple(t for t in turns if t.text.strip())
+        turns = tuple(cap_seed([t for t in turns if t.text.strip()], max_turns=MAX_SEED_TURNS,
+                               max_chars=MAX_SEED_CHARS, max_turn_chars=MAX_SEED_TURN_CHARS))
         if not turns:
             return
         self._history.extend(turns)
@@ -199,7 +260,9 @@ class LiveSession:
 
     # connection -------------------------------------------------------------------------------
     def _seed_turns(self) -> list[HistoryTurn]:
-        return (self._history + self._stream.completed_turns)[-MAX_SEED_TURNS:]
+        """The newest turns that fit: at most MAX_SEED_TURNS and MAX_SEED_CHARS, each cut to MAX_SEED_TURN_CHARS."""
+        return cap_seed(self._history + self._stream.completed_turns, max_turns=MAX_SEED_TURNS,
+                        max_chars=MAX_SEED_CHARS, max_turn_chars=MAX_SEED_TURN_CHARS)
 
     async def _open(self, handle: str | None) -> Connection:
         """Dial the next connection: resume `handle`, or start fresh seeded with the turns so far."""
@@ -224,6 +287,9 @@ class LiveSession:
                 verdict = await self._serve(conn)
                 if verdict is None:  # GoAway: already replaced by _serve
                     continue
+                if self._state.ended:  # _serve gave up on the session
+                    await close_connection(conn, self._options.close_timeout)
+                    return
                 self._connection = None
                 self._set_state(LiveState.RECONNECTING, verdict.reason)
                 await close_connection(conn, self._options.close_timeout)
@@ -242,20 +308,67 @@ class LiveSession:
         self._restart.clear()
         send = self._spawn(self._outbound.run(conn), "send")
         recv = self._spawn(self._receive_loop(conn), "recv")
+        watch = self._spawn(self._watch_answers(conn), "answers")
         restart = self._spawn(self._restart.wait(), "restart")
-        done, _ = await asyncio.wait({send, recv, restart}, return_when=asyncio.FIRST_COMPLETED)
-        await self._cancel({send, restart})
-        if restart in done and not recv.done():
-            return await self._handle_go_away(conn, recv)
+        done, _ = await asyncio.wait({send, recv, watch, restart}, return_when=asyncio.FIRST_COMPLETED)
+        await self._cancel({restart})
+        if restart in done and not (recv.done() or send.done() or watch.done()):
+            verdict = await self._drain_after_go_away(conn, send, recv)
+            if verdict is None:
+                await self._cancel({watch})
+                return await self._hand_over(conn, send, recv)
+        if watch in done:
+            await self._cancel({send, recv})
+            return self._unanswered(conn)
+        await self._cancel({send, watch})
         if send in done and not recv.done():  # the receiver usually has the close code: give it a moment
             await asyncio.wait({recv}, timeout=0.5)
         await self._cancel({recv})
         error = next((t.exception() for t in (recv, send) if t.done() and not t.cancelled() and t.exception()), None)
+        if isinstance(error, _RunawayReply):
+            return Verdict("Gemini's reply would not stop", False)
         return self._classify(error) if error else Verdict("the connection ended", False)
 
-    async def _handle_go_away(self, old: Connection, old_recv: asyncio.Task) -> Verdict | None:
-        """Proactive handover: the old socket keeps delivering the reply while the new one connects."""
+    def _unanswered(self, conn: Connection) -> Verdict:
+        """The server stopped answering: reconnect, and after UNANSWERED_LIMIT times in a row give up."""
+        self._unanswered_count += 1
+        seconds = self._options.answer_timeout
+        log.warning("live.unanswered", extra={"live_session": self.id, "connection": conn.number,
+                                              "times": self._unanswered_count})
+        if self._unanswered_count >= UNANSWERED_LIMIT:
+            self._fail(Verdict(f"Gemini stopped answering: it took the children's input and sent nothing for "
+                               f"{seconds:g} s, {self._unanswered_count} times in a row.", False))
+        return Verdict(f"Gemini sent nothing for {seconds:g} s after the children spoke", False)
+
+    async def _drain_after_go_away(self, conn: Connection, send: asyncio.Task, recv: asyncio.Task) -> Verdict | None:
+        """GoAway: keep serving the old socket until the reply in progress is over and a handle covers it.
+
+        Returns None when it is time to hand over (that point, or the deadline `time_left` allows), or the
+        verdict if the old socket ended first (the normal reconnect path then resumes).
+        """
         self._set_state(LiveState.HANDING_OVER, "go_away")
+        assert conn.go_away_deadline is not None
+        while not self._ready_to_hand_over():
+            left = conn.go_away_deadline - time.monotonic()
+            if left <= 0:
+                log.warning("live.go_away_deadline", extra={"live_session": self.id, "replying": self._replying})
+                return None
+            self._progress.clear()
+            progress = self._spawn(self._progress.wait(), "progress")
+            done, _ = await asyncio.wait({send, recv, progress}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            await self._cancel({progress})
+            if send in done or recv in done:
+                return Verdict("the connection closed after GoAway", False)
+        return None
+
+    def _ready_to_hand_over(self) -> bool:
+        """No reply is in progress, and the newest handle already covers everything the model said."""
+        return not self._replying and self._handle_covers_replies
+
+    async def _hand_over(self, old: Connection, send: asyncio.Task, old_recv: asyncio.Task) -> Verdict | None:
+        """Stop sending on the old socket, resume on a new one with the newest handle, replay the rest."""
+        await self._cancel({send})
+        old.replacing = True
         self._counters.reconnects += 1
         self._stream.emit(Reconnecting("go_away", 1))
         log.info("live.reconnecting", extra={"live_session": self.id, "reason": "go_away", "attempt": 1})
@@ -308,48 +421,100 @@ class LiveSession:
 
     def _after_reconnect(self, conn: Connection, attempt: int) -> None:
         """Close the turn the old connection cut, put unconfirmed messages back in front, let input flow."""
-        self._stream.cut_by_reconnect(input_replayed=not conn.resumed)
         if conn.resumed:
             self._counters.resumed_count += 1
-        replayed_ms = self._outbound.requeue_unconfirmed(resumed=conn.resumed,
-                                                         last_turn_complete_at=self._last_turn_complete_at)
-        self._stream.emit(Reconnected(resumed=conn.resumed, attempt=attempt, replayed_ms=replayed_ms))
+        self._replying, self._handle_covers_replies = False, True  # the cut reply is over; nothing said here yet
+        self._reply_bytes, self._reply_muted = 0, False
+        replay = self._outbound.requeue_unconfirmed(resumed=conn.resumed,
+                                                    last_turn_complete_at=self._last_reply_end)
+        self._reader.audio.drop()
+        self._stream.cut_by_reconnect(replayed_since=replay.since)
+        self._stream.emit(Reconnected(resumed=conn.resumed, attempt=attempt, replayed_ms=replay.queued_ms))
         log.info("live.reconnected", extra={"live_session": self.id, "connection": conn.number,
-                                            "resumed": conn.resumed, "replayed_ms": round(replayed_ms)})
+                                            "resumed": conn.resumed, "replayed_ms": round(replay.replayed_ms),
+                                            "queued_ms": round(replay.queued_ms)})
 
     # receiving --------------------------------------------------------------------------------
     async def _receive_loop(self, conn: Connection) -> None:
-        while True:  # receive() ends after every turn_complete
-            async for message in conn.session.receive():
-                self._handle_message(conn, message)
+        async for message in receive_messages(conn.session, self._on_frame_skipped):
+            conn.last_message_at = time.monotonic()
+            self._handle_message(conn, message)
+
+    def _on_frame_skipped(self, skipped: Skipped) -> None:
+        """A frame this SDK cannot read: counted and logged, the connection and the reply go on."""
+        self._counters.frames_skipped += 1
+        log.warning("live.frame_skipped", extra={"live_session": self.id, "reason": skipped.reason,
+                                                 "bytes": skipped.size, "skipped": self._counters.frames_skipped})
+
+    async def _watch_answers(self, conn: Connection) -> None:
+        """Raise `_Unanswered` when the kids' input ended and not one message came for `answer_timeout`."""
+        while True:
+            await asyncio.sleep(min(1.0, self._options.answer_timeout / 4))
+            prompt_at = self._counters.last_prompt_at
+            if prompt_at is not None and prompt_at > conn.last_message_at \
+                    and time.monotonic() - prompt_at > self._options.answer_timeout:
+                raise _Unanswered
 
     def _handle_message(self, conn: Connection, message: types.LiveServerMessage) -> None:
         """Publish what the message carries, then act on its resumption update and GoAway."""
         now = time.monotonic()
-        reading = read_server_message(message, now)
+        reading = self._reader.read(message, now)
         for event in reading.events:
+            if isinstance(event, AudioChunk | OutputTranscript):
+                self._replying, self._handle_covers_replies, self._unanswered_count = True, False, 0
+                if self._runaway_reply(event):
+                    continue  # the kids hear no more of it
             if isinstance(event, AudioChunk):
                 self._counters.reply_audio(len(event.pcm), now)
+            elif isinstance(event, GenerationComplete):
+                self._counters.reply_done()
+                self._last_reply_end, self._reply_generated = now, True
             elif isinstance(event, TurnComplete):
-                self._counters.turn_complete()
-                self._last_turn_complete_at = now
+                self._replying, self._handle_covers_replies, self._unanswered_count = False, False, 0
+                self._reply_bytes, self._reply_muted = 0, False
+                self._progress.set()
+                self._counters.reply_done()
+                if not self._reply_generated:  # interrupted or blocked: turn_complete is its only end
+                    self._last_reply_end = now
+                self._reply_generated = False
             self._stream.publish(event)
         if reading.resumption is not None:
             self._on_resumption_update(conn, reading.resumption, now)
-        if reading.go_away is not None and not conn.going_away:
-            conn.going_away = True
+        if reading.go_away is not None and conn.go_away_deadline is None:
+            conn.go_away_deadline = handover_deadline(reading.go_away.time_left, now)
             log.info("live.go_away", extra={"live_session": self.id, "connection": conn.number,
-                                            "time_left": reading.go_away.time_left, "have_handle": bool(self._handle)})
+                                            "time_left": reading.go_away.time_left, "have_handle": bool(self._handle),
+                                            "replying": self._replying})
             self._restart.set()
+
+    def _runaway_reply(self, event: LiveEvent) -> bool:
+        """True for output of a reply past `max_reply_seconds`: it is stopped (Interrupted, and the model is asked
+        to stop); if it still runs on for as long again, the connection is replaced (`_RunawayReply`)."""
+        if isinstance(event, AudioChunk):
+            self._reply_bytes += len(event.pcm)
+        cap = LIVE_OUTPUT.bytes_for_ms(self._options.max_reply_seconds * 1000)
+        if self._reply_muted:
+            if self._reply_bytes > 2 * cap:
+                raise _RunawayReply
+            return True
+        if self._reply_bytes <= cap:
+            return False
+        log.warning("live.reply_stopped", extra={"live_session": self.id, "seconds": self._options.max_reply_seconds})
+        self._reply_muted = True
+        self._stream.publish(Interrupted())
+        self._outbound.push(Outgoing("interrupt", text=REPLY_STOP_NOTE))
+        return True
 
     def _on_resumption_update(self, conn: Connection, update: types.LiveServerSessionResumptionUpdate,
                               now: float) -> None:
-        if conn.going_away:
-            # Mid-handover the new connection resumes from the handle we already had; confirming
-            # more here would drop messages that handle does not cover.
+        if conn.replacing:
+            # The replacement resumes from the handle chosen when dialling began; confirming more here
+            # would drop messages that handle does not cover.
             return
         if update.resumable and update.new_handle:
             self._handle = update.new_handle
+            self._handle_covers_replies = True
+            self._progress.set()
             index = update.last_consumed_client_message_index
             self._outbound.confirm(conn.number, through_index=int(index) if index is not None else None, now=now)
 

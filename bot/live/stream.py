@@ -46,9 +46,9 @@ class EventStream:
             self._completed.append(HistoryTurn(turn.role, turn.text))
         self.emit(turn)
 
-    def cut_by_reconnect(self, *, input_replayed: bool) -> None:
+    def cut_by_reconnect(self, *, replayed_since: float | None) -> None:
         """The connection was replaced: emit the reply it cut as an interrupted turn (see the assembler)."""
-        for turn in self._assembler.cut_by_reconnect(input_replayed=input_replayed):
+        for turn in self._assembler.cut_by_reconnect(replayed_since=replayed_since):
             self.emit_turn(turn)
 
     def flush(self) -> None:

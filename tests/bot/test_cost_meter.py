@@ -59,9 +59,10 @@ async def test_start_is_refused_when_the_days_budget_is_spent(world, repository)
 
 @pytest.fixture
 def pricey_world(live_server, repository, monkeypatch):
-    """Conversations whose prices make one reply cost about $0.72, so a $0.50 budget is spent by the first."""
-    settings = make_client_settings(live_server, monkeypatch, gemini_price_audio_in_per_million=3_000.0,
-                                    gemini_price_audio_out_per_million=12_000.0)
+    """Conversations whose prices make one reply cost well over $0.50 (the fake bills ~25 audio tokens a second,
+    as 3.8 does), so a $0.50 budget is spent by the first."""
+    settings = make_client_settings(live_server, monkeypatch, gemini_price_audio_in_per_million=30_000.0,
+                                    gemini_price_audio_out_per_million=120_000.0)
     connector = FakeVoiceConnector()
     observer = RecordingObserver()
     conversations = Conversations(settings=settings, repository=repository, connect=connector,

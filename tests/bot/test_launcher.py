@@ -27,12 +27,15 @@ if mode == "crash-once" and not os.path.exists(marker):
     open(marker, "w").close()
     sys.exit(3)
 if mode == "config-error" and index == "2":
+    while not os.path.exists(os.path.join(os.environ["CHILD_DIR"], "listening-1")):
+        time.sleep(0.01)  # fail only once process 1 listens for SIGTERM, so "goodbye" shows it got one
     sys.exit(78)
 if mode in ("serve", "config-error", "deaf"):
     if mode == "deaf":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
         signal.signal(signal.SIGTERM, lambda *_: (print("goodbye", flush=True), sys.exit(0)))
+    open(os.path.join(os.environ["CHILD_DIR"], f"listening-{index}"), "w").close()
     while True:
         time.sleep(0.05)
 """
@@ -40,9 +43,10 @@ if mode in ("serve", "config-error", "deaf"):
 
 @pytest.fixture
 def child(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    def use(mode: str) -> list[str]:
+    def use(mode: str, marker_dir: Path = tmp_path) -> list[str]:
+        marker_dir.mkdir(exist_ok=True)
         monkeypatch.setenv("CHILD_MODE", mode)
-        monkeypatch.setenv("CHILD_DIR", str(tmp_path))
+        monkeypatch.setenv("CHILD_DIR", str(marker_dir))
         return [sys.executable, "-c", CHILD]
     return use
 
@@ -54,10 +58,10 @@ def supervisor(tmp_path: Path, command: list[str], processes: int = 2, shard_cou
     return Supervisor(plans, command, first_backoff_s=0.05, out=out, **options), out
 
 
-async def wait_for_logs(tmp_path: Path, processes: int, text: str = "shards") -> None:
-    for _ in range(200):
-        logs = [tmp_path / "logs" / f"bot-{i + 1}.log" for i in range(processes)]
-        if all(log.exists() and text in log.read_text() for log in logs):
+async def wait_until_listening(marker_dir: Path, processes: int) -> None:
+    """Until every child has its SIGTERM handler in place (it leaves a marker file)."""
+    for _ in range(400):
+        if all((marker_dir / f"listening-{i + 1}").exists() for i in range(processes)):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("children did not start")
@@ -110,14 +114,14 @@ async def test_stop_passes_sigterm_on_and_kills_what_ignores_it(tmp_path: Path, 
     killed after the timeout; nothing is restarted."""
     sup, _ = supervisor(tmp_path, child("serve"))
     running = asyncio.ensure_future(sup.run())
-    await wait_for_logs(tmp_path, 2)
+    await wait_until_listening(tmp_path, 2)
     sup.stop()
     assert await asyncio.wait_for(running, 20) == 0
     assert all("goodbye" in (tmp_path / "logs" / f"bot-{i}.log").read_text() for i in (1, 2))
 
-    deaf, _ = supervisor(tmp_path / "deaf", child("deaf"), stop_timeout_s=0.5)
+    deaf, _ = supervisor(tmp_path / "deaf", child("deaf", tmp_path / "deaf"), stop_timeout_s=0.5)
     running = asyncio.ensure_future(deaf.run())
-    await wait_for_logs(tmp_path / "deaf", 2)
+    await wait_until_listening(tmp_path / "deaf", 2)
     deaf.stop()
     assert await asyncio.wait_for(running, 20) == 0
     assert deaf.starts == {0: 1, 1: 1}

@@ -193,3 +193,13 @@ async def test_summaries_a_restart_cut_off_are_made_at_start_up(repository, serv
     assert (await repository.get_session(GUILD, first)).summary_status == "ok"
     assert (await repository.get_session(OTHER_GUILD, second)).summary == CANNED_SUMMARY
     assert await repository.pending_summaries() == []
+
+
+def test_a_turn_an_alert_flagged_is_marked_as_such_for_the_summary():
+    """The summary model reads that the tutor asked a grown-up to look, not that a safety filter fired."""
+    from bot.storage.models import TurnRow
+
+    alerted = TurnRow(1, 1, GUILD, "child", 7, "Zoe", "someone is mean to me", T0, T0, False, "alert: bullied")
+    blocked = TurnRow(2, 1, GUILD, "tutor", None, None, "", T0, T0, False, "GENERATED_CONTENT_SAFETY")
+    first, second = anonymised_lines([alerted, blocked])
+    assert first.endswith("[the tutor asked a grown-up to look at this]") and second.endswith("[FLAGGED by safety]")

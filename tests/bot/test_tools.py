@@ -75,3 +75,44 @@ def test_an_unknown_tool_gets_an_informative_error():
     assert decision.action is None and decision.response.response["status"] == "error"
     assert ALERT_GROWN_UP in decision.response.response["error"] and decision.response.response["retryable"] is False
     assert decision.record.outcome == "refused: no such tool"
+
+
+class Recorder:
+    """What ToolCalls hands to the conversation."""
+
+    def __init__(self) -> None:
+        self.responses, self.records, self.outcomes, self.ended, self.called_off = [], [], [], [], 0
+
+    def calls(self):
+        from bot.tools import ToolCalls
+
+        def call_off():
+            self.called_off += 1
+
+        return ToolCalls(respond=self.responses.append, record=lambda r, alert: self.records.append((r, alert)),
+                         outcome=lambda call_id, text: self.outcomes.append((call_id, text)),
+                         end=self.ended.append, call_off_end=call_off)
+
+
+def test_calls_are_answered_together_recorded_and_acted_on():
+    """One ToolCall with two calls: one message with both results, both recorded, the alert marked, the end run."""
+    seen = Recorder()
+    tools = seen.calls()
+    tools.on_calls([Call("a1", ALERT_GROWN_UP, {"reason": "sad", "category": "scared"}),
+                    Call("e1", END_CONVERSATION, {"reason": "bye"})])
+    (responses,) = seen.responses
+    assert [r.id for r in responses] == ["a1", "e1"]
+    assert [(r.name, alert) for r, alert in seen.records] == [(ALERT_GROWN_UP, True), (END_CONVERSATION, False)]
+    assert seen.ended == ["bye"]
+
+
+def test_cancelling_an_end_calls_it_off_and_an_alert_stands():
+    """A withdrawn end stops the ending; a withdrawn alert keeps the alert and says so; unknown ids are ignored."""
+    seen = Recorder()
+    tools = seen.calls()
+    tools.on_calls([Call("a1", ALERT_GROWN_UP, {"reason": "hurt", "category": "hurt"})])
+    tools.on_calls([Call("e1", END_CONVERSATION, {"reason": "bye"})])
+    tools.on_cancelled(["e1", "a1", "nope"])
+    assert seen.called_off == 1
+    assert [call_id for call_id, _ in seen.outcomes] == ["e1", "a1"]
+    assert "called off" in seen.outcomes[0][1] and "the alert stands" in seen.outcomes[1][1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -112,7 +113,7 @@ async def test_usage_and_events_are_stored_with_their_turns(repository):
     writer.start()
     writer.put(turn(0, text="my address is 12 Elm Street"))
     writer.put(PendingEvent("tool_call", "alert_grown_up", T0, call_id="c1", category="personal_details",
-                            reason="shared an address", outcome="moderators alerted", belongs_to="child", alert=True))
+                            reason="shared an address", outcome="moderators alerted", belongs_to="prompt", alert=True))
     writer.put(turn(1, text="Let's keep that private."))
     writer.put(PendingUsage(TokenCounts(audio_in=80, audio_out=40), 120, 0.00072, T0))
     writer.put(PendingOutcome("c1", "moderators alerted; the model cancelled it"))
@@ -125,4 +126,50 @@ async def test_usage_and_events_are_stored_with_their_turns(repository):
     assert alerts and alerts[0][0].category == "personal_details" and alerts[0][1].id == child.id
     rows = await repository._db.fetch_all("SELECT turn_id, cost_usd FROM turn_usage WHERE guild_id = ?", (GUILD,))
     assert [(r["turn_id"], r["cost_usd"]) for r in rows] == [(tutor.id, 0.00072)]
-    assert writer.stored == 2 and writer.flagged == 0
+    assert writer.stored == 2 and writer.flagged == 1  # the alert flagged the child's words
+
+
+async def test_a_call_before_its_prompt_waits_for_the_childs_turn(repository):
+    """3.8 may call a tool before the child's words are transcribed: the call is stored with the next child turn."""
+    from bot.turns import PendingEvent, PendingOutcome
+
+    session_id = await new_session(repository)
+    alerts = []
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=_ignore,
+                        on_alert=lambda event, turn: _append(alerts, (event, turn)))
+    writer.start()
+    writer.put(turn(0, text="hi"))
+    writer.put(turn(1, text="Hello! What shall we talk about?"))
+    writer.put(PendingEvent("tool_call", "alert_grown_up", T0, call_id="c9", category="hurt", reason="hurt",
+                            belongs_to="prompt", alert=True))
+    writer.put(PendingOutcome("c9", "moderators alerted; cancelled by the model"))
+    writer.put(turn(2, text="someone hurt me"))
+    await writer.close(5)
+    turns = await repository.get_turns(GUILD, session_id)
+    (event,) = await repository.session_events(GUILD, session_id)
+    assert event.turn_id == turns[2].id and event.outcome.endswith("cancelled by the model")
+    assert alerts[0][1].text == "someone hurt me" and turns[2].flag_reason == "alert: hurt"
+
+
+async def test_a_call_whose_prompt_never_comes_is_stored_anyway(repository, monkeypatch):
+    """No child turn after the call: it is stored (and alerted) without a turn, after the hold, or at close."""
+    from bot.turns import PendingEvent
+
+    monkeypatch.setattr(bot.turns, "HOLD_FOR_PROMPT_S", 0.05)
+    session_id = await new_session(repository)
+    alerts = []
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=_ignore,
+                        on_alert=lambda event, turn: _append(alerts, (event, turn)))
+    writer.start()
+    writer.put(PendingEvent("tool_call", "alert_grown_up", T0, call_id="c1", category="scared", belongs_to="prompt",
+                            alert=True))
+    for _ in range(100):
+        if alerts:
+            break
+        await asyncio.sleep(0.02)
+    assert alerts and alerts[0][1] is None
+    monkeypatch.setattr(bot.turns, "HOLD_FOR_PROMPT_S", 60)
+    writer.put(PendingEvent("tool_call", "end_conversation", T0, call_id="c2", belongs_to="prompt"))
+    await writer.close(5)
+    assert [(e.call_id, e.turn_id) for e in await repository.session_events(GUILD, session_id)] == [
+        ("c1", None), ("c2", None)]

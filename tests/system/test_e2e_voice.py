@@ -81,3 +81,46 @@ async def test_a_kid_speaks_through_dave_and_hears_the_tutor(harness, repository
         assert abs(peak_frequency(left, 48_000) - 440) < 15  # the fake model speaks a 440 Hz tone
         turns = await repository.get_turns(GUILD_ID, conversation.session_id)
         assert [t.role for t in turns] == ["child", "tutor"] and turns[0].speaker_id == SPEAKER_ID
+
+
+async def test_the_tutor_keeps_hearing_and_answering_when_the_call_moves(harness, repository, monkeypatch):
+    """A voice server move between two questions: the second still reaches Live, its answer still reaches the
+    kid (through the new server, encrypted for the new DAVE group), and both exchanges are stored."""
+    monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)
+    async with FakeLiveServer(think_time=0.05, reply_audio_ms=600) as live_server:
+        settings = make_client_settings(live_server, monkeypatch)
+
+        async def connect(channel):
+            return harness.vc
+
+        conversations = Conversations(settings=settings, repository=repository, connect=connect,
+                                      live_factory=functools.partial(LiveSession, connect_options=FAST))
+        conversation = await conversations.start(StartRequest(
+            guild_id=GUILD_ID, voice_channel=harness.channel, starter_id=SPEAKER_ID, starter_name="Kid",
+            level=BUILTIN_LEVELS["space"], age=8))
+
+        async def ask(freq: float, answers: int) -> np.ndarray:
+            """One second of the kid's voice; returns what Live heard of it once the tutor has answered."""
+            start = len(live_server.current.audio)
+            opus = encode_opus(sine_frames(50, freq=freq, amplitude=8000))
+            await harness.send_paced((harness.speaker.frame(f) for f in opus), pace=0.02)
+            await live_server.wait_for(lambda: live_server.current.audio_stream_ends >= answers, within=10)
+            async with asyncio.timeout(10):
+                while conversation.status().turns < 2 * answers:
+                    await asyncio.sleep(0.05)
+            return np.frombuffer(bytes(live_server.current.audio)[start:], "<i2")
+
+        first = await ask(300.0, 1)
+        assert abs(peak_frequency(first[:16_000], 16_000) - 300) < 10
+        await asyncio.sleep(1.0)  # the first answer plays out
+        await harness.move()
+        second = await ask(500.0, 2)
+        assert len(second) >= 16_000 * 0.8 and abs(peak_frequency(second[:16_000], 16_000) - 500) < 10
+        await asyncio.sleep(1.0)  # the second answer plays, through the new voice server
+        await conversations.stop(GUILD_ID)
+
+        left = np.frombuffer(b"".join(harness.bot_said(harness.speaker)), "<i2")[0::2]
+        assert len(left[np.abs(left) > 2000]) > 48_000 * 0.3, "the answer after the move never reached the kid"
+        assert abs(peak_frequency(left, 48_000) - 440) < 15
+        turns = await repository.get_turns(GUILD_ID, conversation.session_id)
+        assert [t.role for t in turns] == ["child", "tutor", "child", "tutor"]

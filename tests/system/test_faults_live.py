@@ -12,11 +12,13 @@ import functools
 
 import pytest
 
+from bot.audio.formats import LIVE_INPUT
 from bot.levels import BUILTIN_LEVELS
+from bot.live.outbound import UNCONFIRMED_MARGIN_S
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 from bot.storage import Database, Repository
 from bot.tutor import Conversations, StartRequest
-from tests.fake_live import FakeLiveServer, make_client_settings
+from tests.fake_live import FakeLiveServer, make_client_settings, replayed_overlap
 from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
 from tests.signals import tone
 
@@ -146,7 +148,10 @@ async def test_close_while_a_kid_is_speaking_loses_no_input(world, server, repos
     assert (after_close.handle_used is not None) == handle_first
     heard = server.sessions[-1].audio
     assert len(live.audio_handed) >= 16_000 * 2 * 1.4  # the whole spurt was mixed and handed over
-    assert bytes(heard) == bytes(live.audio_handed)  # no gap, no duplicate, across the reconnect
+    # No gap across the reconnect; without a consumed index (the real service) what went out in the last
+    # UNCONFIRMED_MARGIN_S before the newest handle may be heard twice.
+    duplicated = replayed_overlap(bytes(heard), bytes(live.audio_handed))
+    assert duplicated is not None and duplicated <= LIVE_INPUT.bytes_for_ms(UNCONFIRMED_MARGIN_S * 1000)
     await conversations.stop(GUILD)
     turns = await repository.get_turns(GUILD, conversation.session_id)
     assert [t.role for t in turns] == ["child", "tutor"] * (2 if handle_first else 1)
@@ -162,13 +167,17 @@ async def close_while_reply_streams(conversation, voice, kid, server) -> None:
     voice.speak(kid, speech(0.6)).join()
     # the second reply is streaming (the first one's audio is still buffered: nobody reads playback here)
     await wait_until(lambda: conversation.live.stats.audio_ms_received > received_before + 200)
-    stored_before_cut = conversation.status().turns  # the first exchange and the second question
+    stored_before_cut = conversation.status().turns  # the first exchange (the question waits for its reply)
+    replies_before_cut = server.replies_sent
     await server.close(*INTERNAL_ERROR)
+    server.reply_audio_ms, server.chunk_ms = 400, 100
     await wait_until(lambda: conversation.status().reconnects == 1 and conversation.status().live_connected)
     await wait_until(lambda: conversation.status().turns > stored_before_cut)  # the cut reply is stored
     assert voice.playback.frames_read == playing_before  # nothing consumed it yet: the buffer is intact
     assert {len(frame) for frame in voice.read_playback(10)} == {3840}  # what arrived still plays
-    server.reply_audio_ms, server.chunk_ms = 400, 100
+    # The question was sent after the newest handle, so it is replayed and answered again, in full.
+    await server.wait_for(lambda: server.replies_sent > replies_before_cut)
+    await wait_until(lambda: conversation.status().turns >= stored_before_cut + 3)
 
 
 async def test_close_while_the_reply_streams_recovers_and_a_later_turn_works(world, server, repository):

@@ -20,8 +20,9 @@ class ReceiveStats:
     `packets_received` counts RTP datagrams reaching the reader; each ends in exactly one of `decrypted`,
     `passed_silence`, `passed_plain` (plain Opus accepted: not an E2EE call, downgraded, an upgrade not yet
     executed, or davey's passthrough window), `concealed`, `dropped_unknown_ssrc` or `dropped_malformed` (voice-recv
-    itself skips silence from unknown SSRCs before the shim sees it). `held` counts DAVE frames that first waited for
-    the MLS message carrying their key (each still ends decrypted or concealed). `opus_errors` counts frames the
+    itself skips silence from unknown SSRCs before the shim sees it). `held` counts frames that first waited: DAVE
+    frames for the MLS message carrying their key, and the frames of the same stream queued behind them (each
+    still ends in one of the outcomes above). `opus_errors` counts frames the
     decoder rejected after a successful decrypt (replaced by silence).
     """
 

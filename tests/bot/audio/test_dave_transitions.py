@@ -9,6 +9,7 @@ soon as their own MLS state moved, so their new-epoch frames can reach the bot b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -62,6 +63,8 @@ async def finish(h: VoiceServerHarness, kids: list[RemoteUser]) -> dict[int, Los
 def assert_nothing_lost(h: VoiceServerHarness, losses: dict[int, Loss]) -> None:
     """0 lost, 0 garbled, nothing encrypted reached Opus, and every kid's audio is bit-exact from the first frame."""
     report = {uid: (loss.sent, loss.lost, loss.garbled) for uid, loss in losses.items()}
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split(" ")[0]
+    print(f"frames lost per kid (sent, lost, garbled) in {test}: {report}")  # shown with pytest -s
     assert all(loss.total == 0 for loss in losses.values()), f"frames lost per kid (sent, lost, garbled): {report}"
     vc: DaveVoiceRecvClient = h.vc
     assert vc.receive_stats.opus_errors == 0

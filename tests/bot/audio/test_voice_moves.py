@@ -158,3 +158,23 @@ async def test_discord_py_alone_does_not_resume_and_leaves_the_call():
         assert h.server.resumes == [] and h.main_gateway.calls == [(1, CHANNEL_ID), (1, CHANNEL_ID), (1, None)]
     finally:
         await h.close()
+
+
+async def test_a_dropped_voice_websocket_reconnects_and_the_bot_hears_again(call):
+    """The TCP connection is cut (1006): discord.py leaves and rejoins (after its backoff) on a new UDP socket,
+    which the shim's reader picks up; the kids welcome the bot into a fresh group and are heard exactly again."""
+    h = call
+    vc: DaveVoiceRecvClient = h.vc
+    await h.speak(h.parties, 3)
+    key_packages, old_socket = len(h.server.binary_ops(26)), vc._connection.socket
+    h.server.drop()
+    await h.welcome_back(key_packages_before=key_packages)
+    assert h.server.close_codes[0] is None and vc._connection.socket is not old_socket
+    assert h.main_gateway.calls == [(1, CHANNEL_ID), (1, None), (1, CHANNEL_ID)]  # left and joined again
+    assert vc.is_connected() and vc.listener_alive() and vc.is_playing() and vc._connection.can_encrypt
+    first_seq = {kid.user_id: kid.seq for kid in h.parties}
+    await h.speak(h.parties, 6)
+    assert await h.wait_until(lambda: all(
+        len(heard_since(h, kid, first_seq[kid.user_id])) >= 5 for kid in h.parties), within=3.0)
+    assert_heard_exactly_since(h, first_seq)
+    await the_bot_is_heard(h, h.speaker, 0)

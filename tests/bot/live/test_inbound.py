@@ -6,8 +6,18 @@ import base64
 
 from google.genai import types
 
-from bot.live.events import AudioChunk, InputTranscript, Interrupted, OutputTranscript, TurnComplete, Usage
-from bot.live.inbound import rate_from_mime, read_server_message, turn_complete_event
+from bot.live.events import (
+    AudioChunk,
+    FunctionCall,
+    InputTranscript,
+    Interrupted,
+    OutputTranscript,
+    ToolCall,
+    ToolCallCancelled,
+    TurnComplete,
+    Usage,
+)
+from bot.live.inbound import ServerMessageReader, rate_from_mime, turn_complete_event
 
 
 def message(obj: dict) -> types.LiveServerMessage:
@@ -18,7 +28,7 @@ def message(obj: dict) -> types.LiveServerMessage:
 def test_a_bundled_message_becomes_every_event_in_order():
     """Input transcript, audio, output transcript, interrupted, turn_complete, usage — plus the signals."""
     pcm = b"\x01\x00" * 10
-    reading = read_server_message(message({
+    reading = ServerMessageReader().read(message({
         "serverContent": {"inputTranscription": {"text": "hi"}, "outputTranscription": {"text": "Hello"},
                           "modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000",
                                                                   "data": base64.b64encode(pcm).decode()}}]},
@@ -32,13 +42,34 @@ def test_a_bundled_message_becomes_every_event_in_order():
 
 
 def test_only_documented_block_reasons_block():
-    """Benign reasons and no reason are not blocks; a safety reason is."""
+    """Benign reasons, RESPONSE_REJECTED and no reason are not blocks; a safety reason is."""
     assert not turn_complete_event(None).blocked
     assert not turn_complete_event(types.TurnCompleteReason.NEED_MORE_INPUT).blocked
+    assert not turn_complete_event(types.TurnCompleteReason.RESPONSE_REJECTED).blocked
+    assert not turn_complete_event(types.TurnCompleteReason.MAX_REGENERATION_REACHED).blocked
     assert turn_complete_event(types.TurnCompleteReason.GENERATED_CONTENT_SAFETY).blocked
+    assert turn_complete_event(types.TurnCompleteReason.PROHIBITED_INPUT_CONTENT).blocked
 
 
 def test_rate_is_read_from_the_mime_type():
     """`audio/pcm;rate=N` gives N; no rate means Live's 24 kHz."""
     assert rate_from_mime("audio/pcm;rate=16000") == 16_000
     assert rate_from_mime("audio/pcm") == 24_000 and rate_from_mime(None) == 24_000
+
+
+def test_tool_calls_and_cancellations_become_events():
+    """A toolCall lists its function calls (id, name, args); a cancellation lists ids."""
+    reader = ServerMessageReader()
+    call = reader.read(message({"toolCall": {"functionCalls": [{"id": "c1", "name": "f", "args": {"x": 1}}]}}), 0)
+    cancel = reader.read(message({"toolCallCancellation": {"ids": ["c1"]}}), 0)
+    assert call.events == [ToolCall((FunctionCall("c1", "f", {"x": 1}),))]
+    assert cancel.events == [ToolCallCancelled(("c1",))]
+
+
+def test_usage_keeps_thoughts_and_modality_details():
+    """usageMetadata → Usage with thoughts tokens and tokens per modality."""
+    (usage,) = ServerMessageReader().read(message({"usageMetadata": {
+        "promptTokenCount": 30, "responseTokenCount": 20, "thoughtsTokenCount": 136, "totalTokenCount": 186,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}, {"modality": "AUDIO", "tokenCount": 20}],
+        "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 20}]}}), 0).events
+    assert usage == Usage(186, 30, 20, 136, {"TEXT": 10, "AUDIO": 20}, {"AUDIO": 20})

@@ -3,80 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import struct
 
 import pytest
+from google.genai import types
 
 from bot.live.events import (
     AudioChunk,
     Failed,
+    GenerationComplete,
     InputTranscript,
     Interrupted,
     OutputTranscript,
     Reconnected,
     Reconnecting,
+    ToolCall,
     TurnComplete,
     TurnTranscribed,
     Usage,
 )
 from bot.live.session import HistoryTurn, LiveConnectFailed, LiveConnectOptions, LiveSession
-from bot.live.transcript import TranscriptAssembler
-from tests.fake_live import DEADLINE_EXPIRED
+from tests.bot.live.conftest import FAST, Collector
+from tests.fake_live import DEADLINE_EXPIRED, STALE_HANDLE
 
-FAST = LiveConnectOptions(max_retries=3, first_retry_delay=0.01, max_retry_delay=0.05, connect_timeout=5.0,
-                          close_timeout=0.5)
 FRAME = 640  # 20 ms at 16 kHz
 
 
 def pattern(nbytes: int, seed: int = 0) -> bytes:
-    """Distinct, recognisable input audio so gaps and duplicates show up."""
+    """Loud, recognisable input audio (the fake's voice detection hears it as speech)."""
     return bytes((i * 7 + seed) % 251 for i in range(nbytes))
 
 
-class Collector:
-    """Drains a session's events in the background so tests can wait for the ones they need."""
-
-    def __init__(self, session: LiveSession) -> None:
-        self.events: list = []
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._run(session))
-
-    async def _run(self, session: LiveSession) -> None:
-        async for event in session.events():
-            self.events.append(event)
-            self._changed.set()
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def wait(self, kind: type, count: int = 1, within: float = 10.0) -> list:
-        async with asyncio.timeout(within):
-            while len(self.of(kind)) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.of(kind)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+def numbered(frames: int, seed: int = 0) -> bytes:
+    """`frames` 20 ms frames of loud audio, each starting with its own number, so gaps and duplicates show."""
+    body = pattern(FRAME - 4, seed)
+    return b"".join(struct.pack("<I", seed << 16 | i) + body for i in range(frames))
 
 
-@pytest.fixture
-async def live(settings):
-    sessions: list[tuple[LiveSession, Collector]] = []
-
-    async def make(**kwargs) -> tuple[LiveSession, Collector]:
-        kwargs.setdefault("connect_options", FAST)
-        session = LiveSession(settings, system_instruction="Be a kind tutor.", **kwargs)
-        await session.start()
-        collector = Collector(session)
-        sessions.append((session, collector))
-        return session, collector
-
-    yield make
-    for session, collector in sessions:
-        await session.close()
-        await collector.stop()
+def frame_numbers(audio: bytes) -> list[int]:
+    """The numbers of the frames in `audio`, in the order they were heard."""
+    return [struct.unpack_from("<I", audio, i)[0] for i in range(0, len(audio) - FRAME + 1, FRAME)]
 
 
 async def speak(session: LiveSession, audio: bytes, pace: float = 0.0) -> None:
@@ -119,16 +87,30 @@ async def test_audio_in_gives_transcripts_audio_and_turns(server, live):
     assert sum(len(c.pcm) for c in chunks) == 24_000 * 2 * 600 // 1000
     assert [(t.role, t.text) for t in turns] == [("child", server.child_text), ("tutor", server.reply_text)]
     assert turns[0].ended_at <= turns[1].started_at <= turns[1].ended_at
-    assert events.of(Usage)[0].total_tokens == 120
+    generated_at = next(i for i, e in enumerate(events.events) if isinstance(e, GenerationComplete))
+    assert generated_at < next(i for i, e in enumerate(events.events) if isinstance(e, TurnComplete))
+    usage = events.of(Usage)[0]
+    assert usage.thoughts_tokens == server.thoughts_tokens and set(usage.prompt_by_modality) == {"TEXT", "AUDIO"}
+    assert usage.total_tokens == usage.prompt_tokens + usage.response_tokens + usage.thoughts_tokens
     assert session.stats.response_latency_ms and session.stats.audio_ms_sent == pytest.approx(500)
+
+
+async def test_usage_is_per_turn_and_grows_with_the_context(server, live):
+    """Every turn's prompt re-counts the whole context, so per-turn prompt tokens grow turn after turn."""
+    session, events = await live()
+    for turn in range(1, 4):
+        await speak(session, pattern(FRAME * 25, seed=turn))
+        session.end_audio_stream()
+        await events.wait(TurnComplete, turn)
+    prompts = [u.prompt_tokens for u in events.of(Usage)]
+    assert len(prompts) == 3 and prompts[0] < prompts[1] < prompts[2]
+    assert all(u.response_by_modality == {"AUDIO": u.response_tokens} for u in events.of(Usage))
 
 
 async def test_one_message_with_everything_is_handled_fully(server, live):
     """Audio, both transcripts, usage and turn_complete bundled in one message all become events, in order."""
     _, events = await live()
     pcm = b"\x01\x00" * 480
-    import base64
-
     await server.send_raw({"serverContent": {
         "inputTranscription": {"text": "hi"}, "outputTranscription": {"text": "Hello!"},
         "modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000",
@@ -136,8 +118,8 @@ async def test_one_message_with_everything_is_handled_fully(server, live):
         "turnComplete": True}, "usageMetadata": {"totalTokenCount": 7}})
     await events.wait(TurnTranscribed, 2)
     kinds = [type(e).__name__ for e in events.events]
-    assert kinds[:4] == ["InputTranscript", "AudioChunk", "TurnTranscribed", "OutputTranscript"]
-    assert "TurnComplete" in kinds and "Usage" in kinds
+    assert kinds == ["InputTranscript", "AudioChunk", "OutputTranscript", "TurnComplete", "TurnTranscribed",
+                     "TurnTranscribed", "Usage"]
     assert events.of(AudioChunk)[0].pcm == pcm
     assert [t.text for t in events.of(TurnTranscribed)] == ["hi", "Hello!"]
 
@@ -190,9 +172,13 @@ async def test_go_away_hands_over_proactively_without_losing_audio(server, live)
 
 
 async def test_unexpected_1011_mid_input_resumes_and_every_byte_arrives(server, live):
-    """A 1011 while a kid is talking: resume with the handle, replay the unconfirmed audio, lose nothing."""
+    """A 1011 while a kid is talking: resume with the handle, replay the unconfirmed audio, lose nothing.
+
+    With no consumed index (the real service), what was sent in the last UNCONFIRMED_MARGIN_S before the
+    handle arrived is replayed: those frames (and only those) may be heard twice.
+    """
     session, events = await live()
-    audio = pattern(FRAME * 60, seed=3)
+    audio = numbered(60, seed=3)
     await speak(session, audio[:FRAME * 20], pace=0.002)
     await server.wait_for(lambda: server.audio_received() >= FRAME * 20)
     await server.send_resumption_update()
@@ -204,7 +190,10 @@ async def test_unexpected_1011_mid_input_resumes_and_every_byte_arrives(server, 
     await events.wait(TurnComplete)
     assert events.of(Reconnecting)[0].attempt == 1
     assert server.connections[1].handle_used is not None
-    assert bytes(server.sessions[0].audio) == audio
+    heard, sent = frame_numbers(bytes(server.sessions[0].audio)), frame_numbers(audio)
+    assert list(dict.fromkeys(heard)) == sent  # every frame, in order
+    duplicated = [n for n in set(heard) if heard.count(n) > 1]
+    assert all(sent.index(n) < 20 for n in duplicated)  # only frames sent just before the handle
     assert len(server.sessions) == 1 and not events.of(Failed)
 
 
@@ -272,20 +261,6 @@ async def test_repeated_failures_give_up_after_bounded_retries(server, live):
     assert [e.attempt for e in events.of(Reconnecting)] == [1, 2, 3]
 
 
-async def test_unknown_keys_frame_is_transient(server, live):
-    """A frame with only unknown keys (the SDK raises TypeError) leads to a resume, not a crash."""
-    session, events = await live()
-    session.send_text("hello")
-    await events.wait(TurnComplete)
-    await asyncio.sleep(0.05)
-    await server.send_raw({"error": {"code": 500, "message": "boom"}})
-    await events.wait(Reconnected)
-    session.send_text("still there?")
-    await events.wait(TurnComplete, 2)
-    assert server.connections[-1].texts == ["still there?"]
-    assert not events.of(Failed)
-
-
 async def test_seed_history_after_start_sends_context(server, live):
     """seed_history on a running session sends client content without asking for a reply."""
     session, _ = await live()
@@ -346,11 +321,11 @@ async def test_failure_count_resets_after_a_stable_connection(server, settings):
         await events.stop()
 
 
-async def test_without_consumed_index_no_input_is_lost(server, live):
-    """A server that reports no consumed index: replay errs towards duplicates, every frame still arrives."""
-    server.report_consumed_index = False
+async def test_with_a_consumed_index_every_byte_arrives_exactly_once(server, live):
+    """The kinder server (opt-in) that reports the consumed index: replay is exact, nothing twice."""
+    server.report_consumed_index = True
     session, events = await live()
-    audio = pattern(FRAME * 50, seed=5)
+    audio = numbered(50, seed=5)
     await speak(session, audio[:FRAME * 20], pace=0.002)
     await server.wait_for(lambda: server.audio_received() >= FRAME * 20)
     await server.send_resumption_update()
@@ -360,64 +335,7 @@ async def test_without_consumed_index_no_input_is_lost(server, live):
     await events.wait(Reconnected)
     session.end_audio_stream()
     await events.wait(TurnComplete)
-    heard = bytes(server.sessions[0].audio)
-    assert all(audio[i:i + FRAME] in heard for i in range(0, len(audio), FRAME))
-    assert heard.endswith(audio[FRAME * 30:])
-
-
-def test_assembler_closes_child_turn_when_tutor_answers():
-    """Child fragments form one turn that ends when the tutor starts; the tutor turn ends at turn_complete."""
-    clock = iter([1.0, 1.5, 2.0, 2.5, 3.0]).__next__
-    assembler = TranscriptAssembler(clock)
-    assert assembler.feed(InputTranscript("Why is")) == []
-    assert assembler.feed(InputTranscript(" the sky blue?")) == []
-    child = assembler.feed(AudioChunk(b"\0\0"))
-    assert [(t.role, t.text, t.started_at, t.ended_at) for t in child] == [("child", "Why is the sky blue?", 1.0, 1.5)]
-    assert assembler.feed(OutputTranscript("Because of  light.")) == []
-    tutor = assembler.feed(TurnComplete())
-    assert [(t.role, t.text, t.started_at, t.ended_at) for t in tutor] == [("tutor", "Because of light.", 2.0, 3.0)]
-
-
-def test_assembler_keeps_a_child_who_talks_over_the_tutor():
-    """A child turn begun during an interrupted reply outlives that turn_complete and prompts the next reply."""
-    assembler = TranscriptAssembler(iter(range(10)).__next__)
-    assembler.feed(OutputTranscript("Once upon"))
-    assembler.feed(InputTranscript("wait, wait"))
-    assembler.feed(Interrupted())
-    done = assembler.feed(TurnComplete())
-    assert [(t.role, t.text, t.interrupted) for t in done] == [("tutor", "Once upon", True)]
-    later = assembler.feed(OutputTranscript("Yes?"))
-    assert [(t.role, t.text) for t in later] == [("child", "wait, wait")]
-
-
-def test_assembler_records_a_block_even_without_text():
-    """A blocked turn_complete flags the child's turn and records an empty flagged tutor turn."""
-    assembler = TranscriptAssembler(iter(range(10)).__next__)
-    assembler.feed(InputTranscript("something bad"))
-    done = assembler.feed(TurnComplete("PROHIBITED_INPUT_CONTENT", blocked=True))
-    assert [(t.role, t.text, t.flag_reason) for t in done] == [
-        ("child", "something bad", "PROHIBITED_INPUT_CONTENT"), ("tutor", "", "PROHIBITED_INPUT_CONTENT")]
-    assert assembler.flush() == []
-
-
-def test_assembler_ends_a_reply_cut_by_a_reconnect_as_interrupted():
-    """A replaced connection closes the reply it was streaming, marked interrupted, even before any words."""
-    assembler = TranscriptAssembler(iter(range(10)).__next__)
-    assembler.feed(AudioChunk(b"\0\0"))
-    done = assembler.cut_by_reconnect(input_replayed=False)
-    assert [(t.role, t.text, t.interrupted) for t in done] == [("tutor", "", True)]
-    later = assembler.feed(OutputTranscript("Hello again"))
-    assert later == [] and [t.text for t in assembler.feed(TurnComplete())] == ["Hello again"]
-
-
-def test_assembler_drops_a_child_turn_whose_audio_is_replayed():
-    """On a fresh connection the kid's audio is replayed and transcribed again: the old fragments go."""
-    assembler = TranscriptAssembler(iter(range(10)).__next__)
-    assembler.feed(InputTranscript("Why is the sky blue?"))
-    assert assembler.cut_by_reconnect(input_replayed=True) == []
-    assembler.feed(InputTranscript("Why is the sky blue?"))
-    done = assembler.feed(OutputTranscript("Because"))
-    assert [(t.role, t.text) for t in done] == [("child", "Why is the sky blue?")]
+    assert frame_numbers(bytes(server.sessions[0].audio)) == frame_numbers(audio)
 
 
 async def test_close_keeps_the_turn_in_progress_for_storage(server, settings):
@@ -468,3 +386,81 @@ async def test_a_close_reason_echoing_the_key_is_scrubbed(server, settings, capl
     assert "***" in caught.value.failure.reason and caught.value.failure.permanent
     assert server.api_key not in caught.value.failure.reason and server.api_key not in caplog.text
     await session.close()
+
+
+async def test_a_tool_call_arrives_and_the_response_reaches_the_server(server, live):
+    """A toolCall becomes a ToolCall event; send_tool_response puts the result on the wire with its id."""
+    session, events = await live()
+    await server.send_raw({"toolCall": {"functionCalls": [{"id": "call-9", "name": "lookup", "args": {"q": "moon"}}]}})
+    (call,) = (await events.wait(ToolCall))[0].calls
+    assert (call.id, call.name, call.args) == ("call-9", "lookup", {"q": "moon"})
+    session.send_tool_response([types.FunctionResponse(id=call.id, name=call.name, response={"ok": True})])
+    await server.wait_for(lambda: server.tool_responses)
+    assert server.tool_responses == [{"id": "call-9", "name": "lookup", "response": {"ok": True}}]
+
+
+async def test_go_away_mid_reply_lets_it_finish_on_the_old_socket(server, live):
+    """GoAway while the tutor speaks: the whole reply arrives on the old socket, then the handover resumes with
+    the handle issued after that reply, and the next turn is answered on the new connection."""
+    server.reply_audio_ms = 1500
+    session, events = await live()
+    session.send_text("tell me about owls")
+    await events.wait(AudioChunk)
+    await server.go_away(time_left=10.0)
+    await events.wait(Reconnected)
+    assert not events.of(Interrupted) and not events.of(Failed)
+    assert sum(len(c.pcm) for c in events.of(AudioChunk)) == 24_000 * 2 * 1500 // 1000
+    tutor = [t for t in events.of(TurnTranscribed) if t.role == "tutor"]
+    assert [(t.text, t.interrupted) for t in tutor] == [(server.reply_text, False)]
+    old, new = server.connections[0], server.connections[1]
+    assert new.handle_used == max(old.session.handles, key=lambda h: int(h.split("-")[1]))  # issued after the reply
+    assert events.of(Reconnected)[0].resumed
+    session.send_text("and bats?")
+    await events.wait(TurnComplete, 2)
+    assert new.texts == ["and bats?"] and old.texts == ["tell me about owls"]
+
+
+async def test_go_away_with_too_little_time_hands_over_before_the_close(server, live):
+    """A reply that cannot finish in time_left is cut just before the deadline (stored interrupted), the new
+    connection is up before the old one closes, and the question, sent after the newest handle, is answered again."""
+    session, events = await live()
+    server.endless_next()
+    session.send_text("count to a million")
+    await events.wait(AudioChunk)
+    await server.go_away(time_left=1.0)
+    await events.wait(Reconnected)
+    await server.wait_for(lambda: server.connections[0].closed_at is not None)
+    assert server.connections[1].opened_at < server.connections[0].closed_at
+    assert [t.interrupted for t in events.of(TurnTranscribed) if t.role == "tutor"] == [True]
+    await events.wait(TurnComplete)
+    assert server.connections[1].texts == ["count to a million"] and not events.of(Failed)
+
+
+async def test_deadline_close_then_a_stale_handle_starts_fresh_and_reseeded(server, live):
+    """1011 "Deadline expired" with no GoAway, then the handle refused with 1007: a fresh session seeded with
+    what was said, not a failure (1007 is also the bad-key code, but this one names no key)."""
+    session, events = await live()
+    session.send_text("what is a comet?")
+    await events.wait(TurnTranscribed)
+    await server.wait_for(lambda: bool(server.sessions[0].handles))
+    await asyncio.sleep(0.05)
+    server.sessions[0].handles.clear()  # the service no longer knows the handle
+    await server.expire()
+    reconnected = (await events.wait(Reconnected))[0]
+    refused, fresh = server.connections[1], server.connections[2]
+    assert refused.refusal == (1007, STALE_HANDLE) and not reconnected.resumed and not events.of(Failed)
+    await server.wait_for(lambda: len(fresh.session.history) >= 1)
+    assert ("model", server.reply_text) in [(t["role"], t["parts"][0]["text"]) for t in fresh.session.history]
+
+
+async def test_a_key_revoked_mid_session_fails_at_once_on_resume(server, live):
+    """A 1007 that names the key while resuming is not a stale handle: the session fails at once, saying so."""
+    session, events = await live()
+    session.send_text("hi")
+    await events.wait(TurnComplete)
+    await server.wait_for(lambda: bool(server.sessions[0].handles))
+    server.api_key = "a-new-key-the-bot-does-not-have"
+    await server.drop()
+    failed = (await events.wait(Failed))[0]
+    assert failed.permanent and "GEMINI_API_KEY" in failed.reason
+    assert len(server.connections) == 2  # one attempt, no retries
