@@ -274,7 +274,7 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
         channel.members = list(kids)
         conversation = await conversations.start(StartRequest(
             guild_id=guild_ids[g], voice_channel=channel, starter_id=kids[0].id, starter_name=kids[0].display_name,
-            level=BUILTIN_LEVELS["space"], age=8))
+            level=BUILTIN_LEVELS["space"], age=8, greet=False))  # replies counted: no greeting
         voice = connector.last
         stagger = (TALK_S + PAUSE_S) / speakers
         talkers = [Speaker(voice, kid, packets[k], offset_s=k * stagger + g * 0.013, stop=stop)

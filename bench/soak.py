@@ -70,7 +70,7 @@ async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
             channel.members = list(kids)
             conversation = await conversations.start(StartRequest(
                 guild_id=77, voice_channel=channel, starter_id=kids[0].id, starter_name="Kid0",
-                level=BUILTIN_LEVELS["space"], age=8))
+                level=BUILTIN_LEVELS["space"], age=8, greet=False))  # replies counted: no greeting
             voice, stop = connector.last, threading.Event()
             threads = [Speaker(voice, kid, speech_packets(TALK_S, k), offset_s=k * 2.25, stop=stop)
                        for k, kid in enumerate(kids)]

@@ -27,6 +27,7 @@ from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.cost import Prices, TokenCounts, usage_tokens
 from bot.goodbye import TutorVoice
+from bot.kid_names import names_to_tell_the_tutor
 from bot.levels import build_system_instruction, transcription_vocabulary
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
@@ -47,6 +48,11 @@ PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (te
 SAFETY_REDIRECT = (
     "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
     "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
+)
+GREETING_PROMPT = (
+    "(Note from the app, not from a child: the call has just started. Say hello, say in one short sentence that "
+    "you are a computer helper, not a real person, and that grown-ups can read what is said, then ask one fun "
+    "question about {topic}.)"
 )
 GOODBYE_PROMPT = "(Note from the app: time is up because {reason}. Say a warm goodbye in one short sentence.)"
 
@@ -82,7 +88,8 @@ class Conversation:
         self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
                               on_flagged=lambda row: self._notify("on_turn_flagged", row),
-                              on_alert=lambda event, turn: self._notify("on_alert", event, turn))
+                              on_alert=lambda event, turn: self._notify("on_alert", event, turn),
+                              chosen_names=request.kid_names)
         self._input_latency_ms: deque[float] = deque(maxlen=500)
         self._last_kid_audio_at: float | None = None
         self._rules = LimitRules()
@@ -128,12 +135,16 @@ class Conversation:
         self._turns.start()
         self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
             ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
+        if self.request.greet:  # the tutor speaks first: hello, and that it is a computer grown-ups can read
+            self.live.send_text(GREETING_PROMPT.format(topic=self.level.title))
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
 
     def kid_names(self) -> list[str]:
-        """The names the tutor uses: the people (not bots) in the voice channel when it starts."""
+        """The names the tutor uses: those the people (not bots) in the voice channel when it starts chose
+        (`/tutor name`). A kid without one is not named: their display name may be a parent's."""
         members = getattr(self.voice_channel, "members", None) or []
-        return [m.display_name for m in members if not getattr(m, "bot", False)]
+        present = [m.id for m in members if not getattr(m, "bot", False)]
+        return names_to_tell_the_tutor(present, self.request.kid_names)
 
     async def stop(self, reason: str) -> ConversationResult:
         """End once: store what is pending, close everything in reverse order, tell the observers."""
@@ -237,6 +248,10 @@ class Conversation:
             self._last_kid_audio_at = None
         return True
 
+    def rename(self, member_id: int, chosen: str | None) -> None:
+        """A kid set or cleared their chosen name during the call (`/tutor name`)."""
+        self._turns.rename(member_id, chosen)
+
     async def say(self, author_id: int, author_name: str, text: str) -> None:
         """Typed input from `/tutor say`, stored as the author's turn and sent to the tutor."""
         assert self.live is not None
@@ -337,10 +352,12 @@ class Conversation:
     async def _check_once(self) -> StopReason | None:
         self._ticks += 1
         if self._ticks % MINUTES_REFRESH_TICKS == 1:
-            self._minutes_used_today = await self._repository.minutes_used_today(self.guild_id)
+            self._minutes_used_today = await self._repository.minutes_used_today(
+                self.guild_id, time_zone=self.request.time_zone)
             # Snapshots still queued for the writer are missed until the next read (at most a turn's worth).
             session_cost = self.session_cost_usd
-            self._spent_at_refresh = (await self._repository.usage_today(self.guild_id)).cost_usd
+            self._spent_at_refresh = (await self._repository.usage_today(
+                self.guild_id, time_zone=self.request.time_zone)).cost_usd
             self._session_cost_at_refresh = session_cost
         assert self._voice is not None
         connected = await self._voice.check()

@@ -5,7 +5,8 @@ Shared by `bot.conversation` (which fills them), `bot.tutor` (the registry) and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +28,10 @@ class StartRequest:
     level: Level
     age: int
     language: Language = DEFAULT_LANGUAGE
+    greet: bool = True  # the tutor opens with hello and says it is a computer helper (tests of exact turns: False)
+    # Filled in by `Conversations.start` from storage:
+    kid_names: Mapping[int, str] = field(default_factory=dict)  # member id → the name they chose (bot.kid_names)
+    time_zone: str | None = None  # the server's (bot.timezones); None is UTC
 
 
 @dataclass(frozen=True, slots=True)

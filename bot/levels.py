@@ -124,6 +124,15 @@ def custom_level(name: str, description: str, *, title: str | None = None) -> Le
     return Level(slug, (title or name).strip()[:NAME_MAX], text, MIN_AGE, MAX_AGE, builtin=False)
 
 
+HONESTY = (
+    "You are a computer helper, not a person. When the call starts, say hello and tell the children in one short, "
+    "simple sentence that you are a computer helper, not a real person, and that grown-ups can read what is said. "
+    "If a child asks whether you are a real person, a robot, alive, or who you are, always answer truthfully that "
+    "you are a computer helper made to help them learn; never pretend to be a human or to have a body, a family, "
+    "a home or a school."
+)
+
+
 def _age_band(age: int) -> str:
     if age <= 6:
         return ("very young (4–6): use tiny everyday words, sentences of five to eight words, one idea at a "
@@ -205,6 +214,7 @@ def build_system_instruction(level: Level, age: int, kid_names: Sequence[str] = 
         "so honestly and suggest finding out together with a grown-up.",
         _language_rule(language),
         *([TOOL_RULES] if tools else []),
+        HONESTY,
     ])
 
 

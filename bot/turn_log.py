@@ -8,11 +8,12 @@ for the database.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from bot.audio.mixer import Mixer
 from bot.cost import TokenCounts
+from bot.kid_names import name_for
 from bot.live import events as ev
 from bot.storage.models import TurnRow
 from bot.storage.repository import Repository
@@ -26,12 +27,14 @@ class TurnLog:
     """Names each turn's speakers and queues it for storage; `stored`/`flagged` count what was written."""
 
     def __init__(self, repository: Repository, guild_id: int, session_id: int, mixer: Mixer, *,
-                 started_mono: float, on_flagged: Callable[[TurnRow], Awaitable[None]], on_alert: OnAlert) -> None:
+                 started_mono: float, on_flagged: Callable[[TurnRow], Awaitable[None]], on_alert: OnAlert,
+                 chosen_names: Mapping[int, str] | None = None) -> None:
         self._mixer = mixer
         self._writer = TurnWriter(repository, guild_id, session_id, on_flagged=on_flagged, on_alert=on_alert)
         self._wall_offset = time.time() - time.monotonic()
         self._last_child_turn_end = started_mono
-        self.names: dict[int, str] = {}  # display names of the kids heard so far, by member id
+        self.names: dict[int, str] = {}  # the kids heard so far, by member id: chosen name, else display name
+        self._chosen: dict[int, str] = dict(chosen_names or {})
 
     @property
     def stored(self) -> int:
@@ -49,7 +52,16 @@ class TurnLog:
 
     def heard(self, user_id: int, display_name: str) -> None:
         """A kid's audio arrived (their name is kept for the transcript and `/tutor status`)."""
-        self.names.setdefault(user_id, display_name)
+        self.names.setdefault(user_id, name_for(user_id, display_name, self._chosen))
+
+    def rename(self, user_id: int, chosen: str | None) -> None:
+        """A kid chose (or dropped) a name mid-call: later turns use it."""
+        if chosen:
+            self._chosen[user_id] = chosen
+            if user_id in self.names:
+                self.names[user_id] = chosen
+        else:
+            self._chosen.pop(user_id, None)
 
     def record(self, turn: ev.TurnTranscribed) -> None:
         """A turn Live transcribed: child turns are credited to whoever the mixer heard."""

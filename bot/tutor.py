@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Coroutine
 from typing import Any
 
-from bot import endings
+from bot import endings, timezones
 from bot.config import Settings
 from bot.conversation import Conversation, LiveFactory
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
@@ -110,9 +111,12 @@ class Conversations:
         starting = self._starting[guild_id] = _Starting(request)
         try:
             settings = await self._repository.get_settings(guild_id)
-            if await self._repository.minutes_used_today(guild_id) >= settings.daily_minutes:
-                raise DailyLimitReached(settings.daily_minutes)
-            spent = (await self._repository.usage_today(guild_id)).cost_usd
+            request = dataclasses.replace(request, time_zone=settings.time_zone,
+                                          kid_names=await self._repository.member_names(guild_id))
+            if await self._repository.minutes_used_today(guild_id, time_zone=request.time_zone) \
+                    >= settings.daily_minutes:
+                raise DailyLimitReached(settings.daily_minutes, timezones.resets(request.time_zone))
+            spent = (await self._repository.usage_today(guild_id, time_zone=request.time_zone)).cost_usd
             if budget_spent(spent, settings.daily_budget_usd):
                 raise DailyBudgetSpent
             history = [HistoryTurn(t.role, t.text) for t in
@@ -151,6 +155,12 @@ class Conversations:
         if conversation is None:
             raise NotRunning
         return await conversation.stop(reason)
+
+    def rename(self, guild_id: int, member_id: int, chosen: str | None) -> None:
+        """Pass a chosen name (or its removal) to the guild's running conversation, if there is one."""
+        conversation = self._running.get(guild_id)
+        if conversation is not None:
+            conversation.rename(member_id, chosen)
 
     async def say(self, guild_id: int, author_id: int, author_name: str, text: str) -> None:
         """Typed input to the running tutor; refused (nothing sent, nothing stored) from outside the call."""

@@ -18,8 +18,9 @@ from discord.ext import commands
 from bot.cost import dollars
 from bot.endings import CANT_TALK, farewell, talked_for
 from bot.errors import BadOption, MissingVoicePermissions, NotInVoiceChannel, NotRunning, UnknownLevel
+from bot.kid_names import clean_kid_name
 from bot.languages import LANGUAGES, language_for
-from bot.levels import BUILTIN_LEVELS, MAX_AGE, MIN_AGE, Level, custom_level, validate_age
+from bot.levels import BUILTIN_LEVELS, MAX_AGE, MIN_AGE, Level, custom_level, topic_title, validate_age
 from bot.participants import STOP_RULE
 from bot.tutor import SAY_LIMIT, ConversationResult, ConversationStatus, StartRequest
 from cogs.utils.checks import can_start_tutor, can_stop_tutor, guild_only, is_moderator_quietly
@@ -69,11 +70,13 @@ def clock(seconds: float) -> str:
 
 
 def level_from_custom(row: CustomLevel) -> Level:
-    """A stored custom level as a `Level`; a row saved before validation existed is used as it is."""
+    """A stored custom level as a `Level` titled as its moderator typed it; a row saved before validation existed
+    is used as it is."""
+    title = row.title or topic_title(row.name)
     try:
-        return custom_level(row.name, row.description)
+        return custom_level(row.name, row.description, title=title)
     except ValueError:
-        return Level(row.name, row.name, row.description, builtin=False)
+        return Level(row.name, title, row.description, builtin=False)
 
 
 def matching_levels(levels: list[Level], typed: str) -> list[Level]:
@@ -241,9 +244,31 @@ class TutorCog(commands.Cog, name="Tutor"):
     async def say(self, interaction: discord.Interaction[TutorBot],
                   text: app_commands.Range[str, 1, SAY_LIMIT]) -> None:
         assert interaction.guild_id is not None
-        await self.bot.conversations.say(interaction.guild_id, interaction.user.id, interaction.user.display_name,
-                                         text)
+        chosen = (await self.bot.repository.member_names(interaction.guild_id)).get(interaction.user.id)
+        await self.bot.conversations.say(interaction.guild_id, interaction.user.id,
+                                         chosen or interaction.user.display_name, text)
         await interaction.response.send_message("Sent! The tutor will answer out loud.", ephemeral=True)
+
+    @tutor.command(name="name", description="Tell the tutor what to call you")
+    @app_commands.describe(name="Your first name or nickname; leave it empty and the tutor won't use a name")
+    @can_start_tutor()
+    async def set_name(self, interaction: discord.Interaction[TutorBot],
+                       name: app_commands.Range[str, 1, 64] | None = None) -> None:
+        """The name the tutor and the transcript use for the caller (a kid on a parent's account, say)."""
+        assert interaction.guild_id is not None
+        member_id = interaction.user.id
+        if name is None:
+            await self.bot.repository.clear_member_name(interaction.guild_id, member_id)
+            self.bot.conversations.rename(interaction.guild_id, member_id, None)
+            reply = "OK! The tutor won't use a name for you."
+        else:
+            chosen = clean_kid_name(name)
+            await self.bot.repository.set_member_name(interaction.guild_id, member_id, chosen, set_by=member_id)
+            self.bot.conversations.rename(interaction.guild_id, member_id, chosen)
+            reply = f"Got it! The tutor will call you **{discord.utils.escape_markdown(chosen)}**."
+            if self.bot.conversations.get(interaction.guild_id) is not None:
+                reply += " (In this call it may not know yet; it will next time you start it.)"
+        await interaction.response.send_message(reply, ephemeral=True)
 
     # ----- ConversationObserver ----------------------------------------------------------------------
 

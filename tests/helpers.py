@@ -173,6 +173,7 @@ class MockRepository(_DiscordMock):
         super().__init__(**kwargs)
         self.get_settings.side_effect = lambda guild_id: GuildSettings(guild_id=guild_id)
         self.list_custom_levels.return_value = []
+        self.member_names.return_value = {}
 
 
 def make_bot(**settings: Any) -> TutorBot:
@@ -370,6 +371,9 @@ class FakeConversations:
             raise NotRunning
         return ConversationResult(guild_id, conversation.session_id, conversation.voice_channel.id,
                                   self.duration_s, self.turns, reason)
+
+    def rename(self, guild_id: int, member_id: int, chosen: str | None) -> None:
+        self._enter("rename", guild_id, member_id, chosen)
 
     async def say(self, guild_id: int, author_id: int, author_name: str, text: str) -> None:
         self._enter("say", guild_id, author_id, author_name, text)

@@ -133,12 +133,27 @@ CREATE INDEX session_events_by_session ON session_events (guild_id, session_id, 
 CREATE INDEX session_events_by_turn ON session_events (turn_id) WHERE turn_id IS NOT NULL;
 """
 
+# V3: a server's time zone (when "today" ends, how times are shown), the title a moderator gave their own
+# topic (the name column keeps the slug commands use), and the name each kid chose for the tutor to use.
+_V3_NAMES_AND_TIME_ZONE = """
+ALTER TABLE guild_settings ADD COLUMN time_zone TEXT;
+ALTER TABLE custom_levels ADD COLUMN title TEXT;
+CREATE TABLE member_names (
+    guild_id   INTEGER NOT NULL,
+    member_id  INTEGER NOT NULL,
+    name       TEXT NOT NULL CHECK (length(trim(name)) > 0),
+    set_by     INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (guild_id, member_id)
+) STRICT;
+"""
+
 # Who spoke or typed in each turn: every member, not only the loudest (a turn can have several, and a moderator's
 # "delete this member" must find every turn their words are in). `ordinal` 0 is credited first (the loudest, or
 # the typist). Existing rows move here: `turns.speaker_id` (spoken turns), and typed turns, which were stored
 # with the author's name only, are credited to the session's starter or to a member named so elsewhere in that
 # session. Then `turns.speaker_id` goes.
-_V3_TURN_SPEAKERS = """
+_V4_TURN_SPEAKERS = """
 CREATE TABLE turn_speakers (
     turn_id   INTEGER NOT NULL REFERENCES turns (id) ON DELETE CASCADE,
     guild_id  INTEGER NOT NULL,
@@ -172,7 +187,8 @@ ALTER TABLE turns DROP COLUMN speaker_id;
 MIGRATIONS: tuple[str | Migration, ...] = (
     _V1_INITIAL,
     _V2_COST_AND_TOOLS,
-    _V3_TURN_SPEAKERS,
+    _V3_NAMES_AND_TIME_ZONE,
+    _V4_TURN_SPEAKERS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_BUSY_TIMEOUT_MS = 5000

@@ -1,7 +1,8 @@
 """Frozen dataclasses the repository returns: callers never see `sqlite3.Row`.
 
 Time convention: the database stores every instant as UTC unix seconds (`REAL`); these dataclasses carry
-timezone-aware UTC `datetime`s. Daily minute caps are counted per UTC day.
+timezone-aware UTC `datetime`s. Daily minute caps are counted per day of the server's time zone (UTC
+unless set, see `bot.timezones`).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ class GuildSettings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     daily_budget_cents: int = DEFAULT_DAILY_BUDGET_CENTS
     updated_at: datetime | None = None  # None: never saved, these are the defaults
+    time_zone: str | None = None  # IANA name; None is UTC (see bot.timezones)
 
     @property
     def daily_budget_usd(self) -> float:
@@ -156,10 +158,11 @@ class CustomLevel:
     """A level a guild's moderators added on top of the built-in catalog."""
 
     guild_id: int
-    name: str
+    name: str  # the slug commands use
     description: str
     created_by: int
     created_at: datetime
+    title: str | None = None  # what the moderator typed; None for topics added before titles were kept
 
 
 @dataclass(frozen=True, slots=True)

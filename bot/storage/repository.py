@@ -9,13 +9,14 @@ this process's shards (`Repository(db, shards=…)`, see `bot.shards`), so proce
 never repeat one another's work.
 
 Times: parameters accept an aware `datetime` or UTC unix seconds; results carry aware UTC datetimes; the
-file stores UTC unix seconds. Daily minutes are counted per UTC day.
+file stores UTC unix seconds. Daily minutes are counted per day of the guild's time zone (UTC unless set).
 """
 
 from __future__ import annotations
 
 from bot.storage.queries.base import MAX_PAGE, Timestamp
 from bot.storage.queries.moderation import ModerationQueries
+from bot.storage.queries.names import MemberNameQueries
 from bot.storage.queries.sessions import SessionQueries
 from bot.storage.queries.settings import SETTINGS_IDS, SETTINGS_RANGES, SettingsQueries
 from bot.storage.queries.turns import TurnQueries
@@ -31,5 +32,5 @@ CROSS_GUILD_QUERIES: dict[str, str] = {
 }
 
 
-class Repository(SessionQueries, TurnQueries, ModerationQueries, SettingsQueries, UsageQueries):
+class Repository(SessionQueries, TurnQueries, ModerationQueries, SettingsQueries, UsageQueries, MemberNameQueries):
     """Async queries over one `Database`; returns frozen dataclasses from `bot.storage.models`."""

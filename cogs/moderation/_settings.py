@@ -14,14 +14,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import timezones
 from bot.cost import Compression, Prices, simulate_session
 from bot.cost import dollars as format_dollars
 from bot.errors import InvalidSetting
+from bot.kid_names import clean_kid_name
 from bot.levels import BUILTIN_LEVELS, custom_level, topic_title
 from bot.storage.models import GuildSettings
 from bot.storage.repository import SETTINGS_RANGES
 from cogs.utils.checks import MODERATOR_PERMISSIONS, moderator_only
-from cogs.utils.formatting import clean, truncate
+from cogs.utils.formatting import clean, own_topic_titles, truncate
 
 if TYPE_CHECKING:
     from bot.client import TutorBot
@@ -75,8 +77,8 @@ def _everyone_can_read(channel: discord.TextChannel) -> bool:
     return channel.permissions_for(channel.guild.default_role).view_channel
 
 
-def settings_embed(guild: discord.Guild, settings: GuildSettings, custom_names: list[str],
-                   spent_today_usd: float = 0.0) -> discord.Embed:
+def settings_embed(guild: discord.Guild, settings: GuildSettings, topic_titles: list[str],
+                   spent_today_usd: float = 0.0, kid_names: dict[int, str] | None = None) -> discord.Embed:
     """Every setting with its current value; unset ones say what that means."""
 
     def role(role_id: int | None, unset: str) -> str:
@@ -87,13 +89,19 @@ def settings_embed(guild: discord.Guild, settings: GuildSettings, custom_names: 
     embed.add_field(name="Alerts channel",
                     value=f"<#{settings.alerts_channel_id}>" if settings.alerts_channel_id else "not set (no alerts)")
     embed.add_field(name="Starter role", value=role(settings.starter_role_id, "not set (everyone may start)"))
-    embed.add_field(name="Tutor time per day", value=f"{settings.daily_minutes} minutes for the whole server")
+    embed.add_field(name="Tutor time per day", value=f"{settings.daily_minutes} minutes for the whole server, "
+                                                     f"starting again {timezones.resets(settings.time_zone)}")
     embed.add_field(name="Longest conversation", value=f"{settings.max_session_minutes} minutes")
     embed.add_field(name="Money per day", value=f"{format_dollars(settings.daily_budget_usd)} for the whole server "
                                                 f"({format_dollars(spent_today_usd)} spent today)")
     embed.add_field(name="Transcripts kept", value=f"{settings.retention_days} days")
-    topics = ", ".join(clean(topic_title(name)) for name in custom_names) or "none yet (`/tutor-settings add-topic`)"
+    embed.add_field(name="Time zone", value=f"{timezones.label(settings.time_zone)} (when the day ends, and the "
+                                            "times in transcripts)")
+    topics = ", ".join(clean(title) for title in topic_titles) or "none yet (`/tutor-settings add-topic`)"
     embed.add_field(name="Your own topics", value=truncate(topics, 1000), inline=False)
+    names = ", ".join(f"<@{member_id}> → {clean(name)}" for member_id, name in (kid_names or {}).items())
+    embed.add_field(name="Names the tutor uses", value=truncate(names, 1000) if names else
+                    "none yet (kids set theirs with `/tutor name`, or use `/tutor-settings kid-name`)", inline=False)
     return embed
 
 
@@ -107,7 +115,7 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
         self.bot = bot
         super().__init__()
 
-    async def _update(self, interaction: discord.Interaction, done: str, **fields: int | None) -> None:
+    async def _update(self, interaction: discord.Interaction, done: str, **fields: int | str | None) -> None:
         try:
             await self.bot.repository.update_settings(interaction.guild_id, **fields)
         except ValueError as exc:
@@ -123,10 +131,13 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
     @moderator_only()
     async def show(self, interaction: discord.Interaction) -> None:
         settings = await self.bot.repository.get_settings(interaction.guild_id)
-        levels = [level.name for level in await self.bot.repository.list_custom_levels(interaction.guild_id)]
-        spent = (await self.bot.repository.usage_today(interaction.guild_id)).cost_usd
-        await interaction.response.send_message(embed=settings_embed(interaction.guild, settings, levels, spent),
-                                                ephemeral=True)
+        titles = own_topic_titles(await self.bot.repository.list_custom_levels(interaction.guild_id))
+        names = await self.bot.repository.member_names(interaction.guild_id)
+        spent = (await self.bot.repository.usage_today(interaction.guild_id,
+                                                       time_zone=settings.time_zone)).cost_usd
+        await interaction.response.send_message(
+            embed=settings_embed(interaction.guild, settings, list(titles.values()), spent, names), ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none())
 
     @app_commands.command(name="moderator-role", description="Who besides Manage Server may moderate")
     @app_commands.describe(role="Members with this role can read transcripts and change these settings; "
@@ -172,12 +183,13 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
 
     @app_commands.command(name="daily-minutes", description="How many minutes of tutor time the server gets each day")
     @app_commands.describe(minutes="Minutes per day for everyone together, 1 to 1440 (default 60); the day ends at "
-                                   "midnight, UTC")
+                                   "midnight in the server's time zone")
     @moderator_only()
     async def daily_minutes(self, interaction: discord.Interaction,
                             minutes: app_commands.Range[int, 1, 1440]) -> None:
-        await self._update(interaction, f"The tutor can now talk for {minutes} minutes a day in this server.",
-                           daily_minutes=minutes)
+        settings = await self.bot.repository.get_settings(interaction.guild_id)
+        await self._update(interaction, f"The tutor can now talk for {minutes} minutes a day in this server; the "
+                           f"time starts again {timezones.resets(settings.time_zone)}.", daily_minutes=minutes)
 
     @app_commands.command(name="daily-budget", description="Most this server may spend on the tutor per day (US$)")
     @app_commands.describe(dollars="0.10 to 1000 (default 5.00); at the limit the tutor says goodbye and new "
@@ -224,7 +236,7 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
             raise InvalidSetting(f"“{BUILTIN_LEVELS[level.name].title}” is one of the built-in topics already. "
                                  "Pick another name.")
         added = await self.bot.repository.add_custom_level(interaction.guild_id, level.name, level.description,
-                                                          interaction.user.id)
+                                                          interaction.user.id, title=level.title)
         if not added:
             raise InvalidSetting(f"This server already has a topic called “{clean(level.title)}”.")
         await interaction.response.send_message(f"Added the topic **{clean(level.title)}**: kids can pick it in "
@@ -235,17 +247,61 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
         """This guild's custom levels only."""
         if interaction.guild_id is None:
             return []
-        levels = await self.bot.repository.list_custom_levels(interaction.guild_id)
-        needle = current.lower().strip()
-        return [app_commands.Choice(name=topic_title(lvl.name), value=lvl.name) for lvl in levels
-                if needle in lvl.name or needle in topic_title(lvl.name).lower()][:25]
+        titles = own_topic_titles(await self.bot.repository.list_custom_levels(interaction.guild_id))
+        needle = current.casefold().strip()
+        return [app_commands.Choice(name=title[:100], value=name) for name, title in titles.items()
+                if needle in name or needle in title.casefold()][:25]
 
     @app_commands.command(name="remove-topic", description="Remove a topic this server added")
     @app_commands.describe(name="The topic to remove (start typing to see this server's own)")
     @app_commands.autocomplete(name=custom_level_autocomplete)
     @moderator_only()
     async def remove_level(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 40]) -> None:
-        name = name.strip().lower().replace(" ", "-")  # the same slug add-level stored
+        name = name.strip().lower().replace(" ", "-")  # the same slug add-topic stored
+        titles = own_topic_titles(await self.bot.repository.list_custom_levels(interaction.guild_id))
+        title = titles.get(name, topic_title(name))
         if not await self.bot.repository.remove_custom_level(interaction.guild_id, name):
-            raise InvalidSetting(f"This server has no topic of its own called “{clean(topic_title(name))}”.")
-        await interaction.response.send_message(f"Removed the topic **{clean(topic_title(name))}**.", ephemeral=True)
+            raise InvalidSetting(f"This server has no topic of its own called “{clean(title)}”.")
+        await interaction.response.send_message(f"Removed the topic **{clean(title)}**.", ephemeral=True)
+
+    async def time_zone_autocomplete(self, interaction: discord.Interaction,
+                                     current: str) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=name, value=name) for name in timezones.matching(current)]
+
+    @app_commands.command(name="time-zone", description="When the server's day ends, and the time shown in "
+                                                        "transcripts")
+    @app_commands.describe(zone="A place such as Europe/London or America/New_York (type a city to search); "
+                                "leave empty for UTC")
+    @app_commands.autocomplete(zone=time_zone_autocomplete)
+    @moderator_only()
+    async def time_zone(self, interaction: discord.Interaction, zone: app_commands.Range[str, 1, 64] | None = None
+                        ) -> None:
+        name = zone.strip() if zone else None
+        if name is not None and not timezones.is_known(name):
+            raise InvalidSetting(f"“{clean(name[:64])}” is not a time zone I know. Start typing a city and pick one "
+                                 "from the list. Nothing was changed.")
+        stored = None if name in (None, timezones.DEFAULT) else name
+        local_now = discord.utils.utcnow().astimezone(timezones.zone(stored))
+        done = (f"The server's time zone is now {timezones.label(stored)} (it is {local_now:%H:%M} there). "
+                f"The daily tutor time starts again {timezones.resets(stored)}, and transcripts show times in this "
+                "zone.")
+        await self._update(interaction, done, time_zone=stored)
+
+    @app_commands.command(name="kid-name", description="Set the name the tutor calls a member (for a kid on a "
+                                                       "parent's account)")
+    @app_commands.describe(member="The member (the account the kid uses)",
+                           name="What the tutor should call them; leave empty to use no name")
+    @moderator_only()
+    async def kid_name(self, interaction: discord.Interaction, member: discord.Member,
+                       name: app_commands.Range[str, 1, 64] | None = None) -> None:
+        guild_id = interaction.guild_id
+        if name is None:
+            await self.bot.repository.clear_member_name(guild_id, member.id)
+            self.bot.conversations.rename(guild_id, member.id, None)
+            done = f"Cleared: the tutor won't call {member.mention} by any name (and never by their display name)."
+        else:
+            chosen = clean_kid_name(name)
+            await self.bot.repository.set_member_name(guild_id, member.id, chosen, set_by=interaction.user.id)
+            self.bot.conversations.rename(guild_id, member.id, chosen)
+            done = f"The tutor will call {member.mention} **{clean(chosen)}**, and transcripts will show that name."
+        await interaction.response.send_message(done, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())

@@ -17,7 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import BadOption, NotFound, SessionStillRunning
-from bot.levels import BUILTIN_LEVELS, topic_title
+from bot.levels import BUILTIN_LEVELS
 from bot.retention import RetentionTask
 from bot.storage.models import EventRow, SessionRow, TurnRow, UsageTotals
 from bot.summary import SessionSummarizer
@@ -25,11 +25,14 @@ from cogs.moderation._alerts import ModerationAlerts
 from cogs.moderation._views import ConfirmView
 from cogs.utils.checks import MODERATOR_PERMISSIONS, is_moderator_quietly, moderator_only
 from cogs.utils.formatting import (
+    ServerView,
     clean,
     flagged_pages,
     format_duration,
+    own_topic_titles,
     render_json,
     render_txt,
+    server_view,
     session_list_pages,
     transcript_pages,
 )
@@ -56,10 +59,9 @@ def since(days: int | None) -> datetime | None:
     return None if days is None else datetime.now(UTC) - timedelta(days=days)
 
 
-def session_choice(session: SessionRow, titles: dict[str, str]) -> app_commands.Choice[int]:
-    """`#42 · 2026-11-25 16:00 · Space and the planets · Alex` (Discord allows 100 characters)."""
-    name = (f"#{session.id} · {session.started_at:%Y-%m-%d %H:%M} · {topic_title(session.level, titles)} · "
-            f"{session.starter_name}")
+def session_choice(session: SessionRow, view: ServerView) -> app_commands.Choice[int]:
+    """`#42 · 2026-11-25 16:00 Europe/London · Space and the planets · Alex` (Discord allows 100 characters)."""
+    name = f"#{session.id} · {view.when(session.started_at)} · {view.topic(session.level)} · {session.starter_name}"
     return app_commands.Choice(name=name[:100], value=session.id)
 
 
@@ -109,10 +111,6 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
         return (await repository.get_turns(row.guild_id, row.id), await repository.session_events(row.guild_id, row.id),
                 await repository.session_usage(row.guild_id, row.id))
 
-    async def _titles(self, guild_id: int) -> dict[str, str]:
-        """This server's own topics, name → title (built-in titles come from bot.levels)."""
-        return {level.name: topic_title(level.name) for level in await self.bot.repository.list_custom_levels(guild_id)}
-
     def _is_running_here(self, guild_id: int, session_id: int) -> bool:
         conversation = self.bot.conversations.get(guild_id)
         return conversation is not None and conversation.session_id == session_id
@@ -123,15 +121,15 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
         if not await is_moderator_quietly(interaction):
             return []
         sessions = await self.bot.repository.search_sessions(interaction.guild_id, current[:50], limit=25)
-        titles = await self._titles(interaction.guild_id)
-        return [session_choice(session, titles) for session in sessions]
+        view = await server_view(self.bot.repository, interaction.guild_id)
+        return [session_choice(session, view) for session in sessions]
 
     async def topic_autocomplete(self, interaction: discord.Interaction,
                                  current: str) -> list[app_commands.Choice[str]]:
         """Built-in and this guild's own topics, shown by title."""
         titles = {name: level.title for name, level in BUILTIN_LEVELS.items()}
         if interaction.guild_id is not None:
-            titles |= await self._titles(interaction.guild_id)
+            titles |= own_topic_titles(await self.bot.repository.list_custom_levels(interaction.guild_id))
         needle = current.casefold().strip()
         return [app_commands.Choice(name=title[:100], value=name) for name, title in titles.items()
                 if needle in title.casefold() or needle in name][:25]
@@ -150,8 +148,8 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
         rows = await self.bot.repository.list_sessions(
             interaction.guild_id, member_id=member.id if member else None, level=topic or None,
             since=since(days), limit=LIST_LIMIT)
-        titles = await self._titles(interaction.guild_id)
-        await Paginator(session_list_pages(rows, titles=titles), owner_id=interaction.user.id).send(interaction)
+        view = await server_view(self.bot.repository, interaction.guild_id)
+        await Paginator(session_list_pages(rows, view=view), owner_id=interaction.user.id).send(interaction)
 
     @app_commands.command(name="show", description="Read one session's transcript")
     @app_commands.describe(session="The session (type to search by number, who started it, or topic)")
@@ -160,8 +158,8 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
     async def show(self, interaction: discord.Interaction, session: SessionId) -> None:
         row = await self._session(interaction, session)
         turns, events, usage = await self._contents(row)
-        titles = await self._titles(interaction.guild_id)
-        await Paginator(transcript_pages(row, turns, titles, events, usage),
+        view = await server_view(self.bot.repository, interaction.guild_id)
+        await Paginator(transcript_pages(row, turns, view, events, usage),
                         owner_id=interaction.user.id).send(interaction)
 
     @app_commands.command(name="export", description="Download one session's transcript as a file")
@@ -173,9 +171,9 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
                      format: Literal["txt", "json"] = "txt") -> None:
         row = await self._session(interaction, session)
         turns, events, usage = await self._contents(row)
-        titles = await self._titles(interaction.guild_id)
+        view = await server_view(self.bot.repository, interaction.guild_id)
         render = render_json if format == "json" else render_txt
-        text = render(row, turns, titles, events, usage)
+        text = render(row, turns, view, events, usage)
         file = discord.File(io.BytesIO(text.encode("utf-8")), filename=f"tutor-session-{row.id}.{format}")
         await interaction.response.send_message(
             f"Transcript of session #{row.id} ({len(turns)} turns).", file=file, ephemeral=True)
@@ -187,7 +185,8 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
         check_days(days)
         turns = await self.bot.repository.flagged_turns(interaction.guild_id, since=since(days),
                                                         limit=FLAGGED_LIMIT)
-        await Paginator(flagged_pages(turns), owner_id=interaction.user.id).send(interaction)
+        view = await server_view(self.bot.repository, interaction.guild_id)
+        await Paginator(flagged_pages(turns, view), owner_id=interaction.user.id).send(interaction)
 
     @app_commands.command(name="summarize", description="Make (or remake) a finished session's summary")
     @app_commands.describe(session="The session to summarize")
@@ -223,7 +222,8 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
             turns = await self.bot.repository.delete_session(guild_id, session_id)
             return f"Deleted session #{session_id} and its {turns} turn(s)."
 
-        question = (f"Delete session #{row.id} ({row.started_at:%Y-%m-%d %H:%M} UTC, started by "
+        view = await server_view(self.bot.repository, row.guild_id)
+        question = (f"Delete session #{row.id} ({view.when(row.started_at)}, started by "
                     f"**{clean(row.starter_name)}**, {format_duration(row.duration())}) and its whole transcript? "
                     "This cannot be undone.")
         await self._ask(interaction, question, do_delete)

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import discord
 
+from bot import timezones
 from bot.cost import dollars
 from bot.languages import DEFAULT_LANGUAGE, language_for
 from bot.levels import topic_title
-from bot.storage.models import EventRow, SessionRow, SessionSummaryRow, TurnRow, UsageTotals
+from bot.storage.models import CustomLevel, EventRow, SessionRow, SessionSummaryRow, TurnRow, UsageTotals
 from bot.tools import ALERT_CATEGORIES, ALERT_GROWN_UP, END_CONVERSATION
+
+if TYPE_CHECKING:
+    from bot.storage.repository import Repository
 
 DESCRIPTION_LIMIT = 4096
 TOTAL_LIMIT = 6000
@@ -25,6 +31,39 @@ PAGE_BUDGET = 3800  # description budget per page: leaves room for title, footer
 EXCERPT_LIMIT = 300
 EMBED_COLOUR = discord.Colour.blurple()
 FLAG_COLOUR = discord.Colour.red()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """What a server's own settings change in how things read: its topics' titles and its time zone."""
+
+    titles: Mapping[str, str] = field(default_factory=dict)  # its own topics: name → title
+    time_zone: str | None = None  # None is UTC
+
+    def topic(self, name: str) -> str:
+        return topic_title(name, self.titles)
+
+    def when(self, moment: datetime) -> str:
+        """`2026-11-25 16:00 Europe/London`."""
+        return timezones.show(moment, self.time_zone)
+
+    def clock(self, moment: datetime) -> str:
+        """`16:04:12`, local to the server (the zone is named once per page, in the title)."""
+        return moment.astimezone(timezones.zone(self.time_zone)).strftime("%H:%M:%S")
+
+
+UTC_VIEW = ServerView()
+
+
+def own_topic_titles(rows: Iterable[CustomLevel]) -> dict[str, str]:
+    """A server's own topics, name → the title its moderator typed (or the name made readable, for old rows)."""
+    return {row.name: row.title or topic_title(row.name) for row in rows}
+
+
+async def server_view(repository: Repository, guild_id: int) -> ServerView:
+    """This server's titles and time zone, read from storage (two small queries)."""
+    settings = await repository.get_settings(guild_id)
+    return ServerView(own_topic_titles(await repository.list_custom_levels(guild_id)), settings.time_zone)
 
 
 def speaker_label(turn: TurnRow) -> str:
@@ -95,9 +134,9 @@ def turn_markers(turn: TurnRow) -> str:
     return (" " + " ".join(marks)) if marks else ""
 
 
-def turn_header(turn: TurnRow) -> str:
-    """`**Name** · 16:04:12 UTC` plus markers."""
-    return f"**{clean(speaker_label(turn))}** · {turn.started_at:%H:%M:%S}{turn_markers(turn)}"
+def turn_header(turn: TurnRow, view: ServerView = UTC_VIEW) -> str:
+    """`**Name** · 16:04:12` (the server's time) plus markers."""
+    return f"**{clean(speaker_label(turn))}** · {view.clock(turn.started_at)}{turn_markers(turn)}"
 
 
 def language_name(code: str | None) -> str:
@@ -131,11 +170,11 @@ def event_summary(event: EventRow) -> tuple[str, str]:
     return f"Tool call {event.name}", event.reason
 
 
-def event_block(event: EventRow) -> str:
+def event_block(event: EventRow, view: ServerView = UTC_VIEW) -> str:
     """One event as a transcript line: icon, what happened, why, and what was done."""
     icon = {"budget_stop": "💰"}.get(event.kind) or {ALERT_GROWN_UP: "🔔", END_CONVERSATION: "👋"}.get(event.name, "🛠️")
     title, detail = event_summary(event)
-    line = f"{icon} **{clean(title)}** · {event.at:%H:%M:%S}"
+    line = f"{icon} **{clean(title)}** · {view.clock(event.at)}"
     if detail:
         line += f"\n{clean(truncate(detail, EXCERPT_LIMIT))}"
     if event.outcome:
@@ -208,18 +247,18 @@ def _finish(title: str, descriptions: list[str], colour: discord.Colour, footer:
     return embeds
 
 
-def session_title(session: SessionRow | SessionSummaryRow) -> str:
-    """`Session 42 · 2026-11-25 16:00 UTC`."""
-    return f"Session {session.id} · {session.started_at:%Y-%m-%d %H:%M} UTC"
+def session_title(session: SessionRow | SessionSummaryRow, view: ServerView = UTC_VIEW) -> str:
+    """`Session 42 · 2026-11-25 16:00 Europe/London`."""
+    return f"Session {session.id} · {view.when(session.started_at)}"
 
 
-def transcript_pages(session: SessionRow, turns: Sequence[TurnRow], titles: Mapping[str, str] | None = None,
+def transcript_pages(session: SessionRow, turns: Sequence[TurnRow], view: ServerView = UTC_VIEW,
                      events: Sequence[EventRow] = (), usage: UsageTotals | None = None) -> list[discord.Embed]:
     """The whole transcript: summary (when there is one) first, then every turn in order with its events."""
     language = "" if session.language in (None, DEFAULT_LANGUAGE.code) else f" · {language_name(session.language)}"
     cost = "" if usage is None else f" · cost {cost_text(usage.cost_usd, usage.total_tokens)}"
     blocks = [
-        f"<#{session.channel_id}> · topic **{clean(topic_title(session.level, titles))}** · age {session.age}"
+        f"<#{session.channel_id}> · topic **{clean(view.topic(session.level))}** · age {session.age}"
         f"{language} · started by **{clean(session.starter_name)}** · {format_duration(session.duration())}{cost}"
         + ("" if session.ended_at else " · *still running*")
     ]
@@ -229,17 +268,18 @@ def transcript_pages(session: SessionRow, turns: Sequence[TurnRow], titles: Mapp
         blocks.append("*No summary: it could not be made. Try again with `/transcripts summarize`.*")
     if not turns:
         blocks.append("*Nothing was said in this session.*")
-    blocks.extend(event_block(item) if isinstance(item, EventRow) else f"{turn_header(item)}\n{clean(item.text)}"
-                  for item in interleave(turns, events))
+    blocks.extend(event_block(item, view) if isinstance(item, EventRow)
+                  else f"{turn_header(item, view)}\n{clean(item.text)}" for item in interleave(turns, events))
     flagged = sum(turn.flagged for turn in turns)
     alerts = sum(event.name == ALERT_GROWN_UP for event in events)
     colour = FLAG_COLOUR if flagged or alerts else EMBED_COLOUR
     footer = f"{len(turns)} turns, {flagged} flagged" + (f", {alerts} alert(s)" if alerts else "")
-    return _finish(session_title(session), paginate_blocks(blocks), colour, footer)
+    return _finish(session_title(session, view), paginate_blocks(blocks), colour,
+                   f"{footer} · times in {timezones.label(view.time_zone)}")
 
 
 def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8,
-                       titles: Mapping[str, str] | None = None) -> list[discord.Embed]:
+                       view: ServerView = UTC_VIEW) -> list[discord.Embed]:
     """Newest-first listing, a few sessions per page."""
     if not rows:
         return _finish("Tutor sessions", ["No sessions match."], EMBED_COLOUR)
@@ -248,35 +288,35 @@ def session_list_pages(rows: Sequence[SessionSummaryRow], *, per_page: int = 8,
         flags = f" · 🚩 **{row.flagged_count} flagged**" if row.flagged_count else ""
         running = " · *running*" if row.is_running else ""
         blocks.append(
-            f"**#{row.id}** · {row.started_at:%Y-%m-%d %H:%M} UTC · <#{row.channel_id}>{running}\n"
-            f"topic **{clean(topic_title(row.level, titles))}** · age {row.age} · by **{clean(row.starter_name)}** · "
+            f"**#{row.id}** · {view.when(row.started_at)} · <#{row.channel_id}>{running}\n"
+            f"topic **{clean(view.topic(row.level))}** · age {row.age} · by **{clean(row.starter_name)}** · "
             f"{format_duration(row.duration)} · {row.turn_count} turns · {dollars(row.cost_usd)}{flags}"
         )
     pages = ["\n\n".join(blocks[i : i + per_page]) for i in range(0, len(blocks), per_page)]
     return _finish("Tutor sessions", pages, EMBED_COLOUR, f"{len(rows)} sessions")
 
 
-def flagged_pages(turns: Sequence[TurnRow]) -> list[discord.Embed]:
+def flagged_pages(turns: Sequence[TurnRow], view: ServerView = UTC_VIEW) -> list[discord.Embed]:
     """Every flagged turn with its session id, so a moderator can open the full transcript."""
     if not turns:
         return _finish("Flagged turns", ["No flagged turns. 🎉"], EMBED_COLOUR)
     blocks = [
-        f"Session **#{turn.session_id}** · {turn.started_at:%Y-%m-%d %H:%M} UTC · {turn_header(turn)}\n"
+        f"Session **#{turn.session_id}** · {view.when(turn.started_at)} · {turn_header(turn, view)}\n"
         f"{clean(truncate(turn.text))}"
         for turn in turns
     ]
     return _finish("Flagged turns", paginate_blocks(blocks), FLAG_COLOUR, "Open one with /transcripts show")
 
 
-def render_txt(session: SessionRow, turns: Sequence[TurnRow], titles: Mapping[str, str] | None = None,
+def render_txt(session: SessionRow, turns: Sequence[TurnRow], view: ServerView = UTC_VIEW,
                events: Sequence[EventRow] = (), usage: UsageTotals | None = None) -> str:
     """Plain-text export: a header, the summary, then one line per turn and event (every one, uncut)."""
     lines = [
         f"Session {session.id}",
-        f"Started: {session.started_at.isoformat()}",
-        f"Ended: {session.ended_at.isoformat() if session.ended_at else 'still running'}",
+        f"Started: {view.when(session.started_at)}",
+        f"Ended: {view.when(session.ended_at) if session.ended_at else 'still running'}",
         f"Channel id: {session.channel_id}",
-        f"Topic: {topic_title(session.level, titles)}  Age: {session.age}  "
+        f"Topic: {view.topic(session.level)}  Age: {session.age}  "
         f"Language: {language_name(session.language)}  Started by: {session.starter_name}",
     ]
     if usage is not None:
@@ -288,11 +328,11 @@ def render_txt(session: SessionRow, turns: Sequence[TurnRow], titles: Mapping[st
         if isinstance(item, EventRow):
             title, detail = event_summary(item)
             outcome = f" [{item.outcome}]" if item.outcome else ""
-            lines.append(f"[{item.at:%H:%M:%S}] ** {title}: {detail}{outcome}")
+            lines.append(f"[{view.clock(item.at)}] ** {title}: {detail}{outcome}")
             continue
         marks = "".join([" [interrupted]" if item.interrupted else "",
                          f" [flagged: {describe_flag(item.flag_reason)}]" if item.flag_reason is not None else ""])
-        lines.append(f"[{item.started_at:%H:%M:%S}] {speaker_label(item)}: {item.text}{marks}")
+        lines.append(f"[{view.clock(item.started_at)}] {speaker_label(item)}: {item.text}{marks}")
     return "\n".join(lines) + "\n"
 
 
@@ -300,14 +340,15 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
 
-def render_json(session: SessionRow, turns: Sequence[TurnRow], titles: Mapping[str, str] | None = None,
+def render_json(session: SessionRow, turns: Sequence[TurnRow], view: ServerView = UTC_VIEW,
                 events: Sequence[EventRow] = (), usage: UsageTotals | None = None) -> str:
     """JSON export: the session's fields, its cost, its turns and its events, timestamps in ISO 8601 UTC."""
     payload = {
         "session": {
             "id": session.id, "guild_id": session.guild_id, "channel_id": session.channel_id,
             "starter_id": session.starter_id, "starter_name": session.starter_name,
-            "level": session.level, "topic": topic_title(session.level, titles), "age": session.age,
+            "level": session.level, "topic": view.topic(session.level), "age": session.age,
+            "time_zone": timezones.label(view.time_zone),
             "started_at": _iso(session.started_at), "ended_at": _iso(session.ended_at),
             "end_reason": session.end_reason, "summary": session.summary,
             "summary_status": session.summary_status, "language": session.language or DEFAULT_LANGUAGE.code,

@@ -163,7 +163,7 @@ async def test_all_extensions_load_together_without_duplicate_command_names(db) 
         names = [c.name for c in bot.tree.get_commands()]
         assert len(names) == len(set(names))
         tutor = bot.tree.get_command("tutor")
-        assert {c.name for c in tutor.commands} == {"start", "stop", "status", "say"}
+        assert {c.name for c in tutor.commands} == {"start", "stop", "status", "say", "name"}
         for command in bot.tree.walk_commands():
             assert command.description and command.description != "…", command.qualified_name
     finally:

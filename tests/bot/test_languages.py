@@ -49,14 +49,16 @@ def test_custom_levels_get_words_from_their_description():
     assert {"magma", "lava", "erupt"} <= set(vocabulary) and "the" not in vocabulary
 
 
-async def test_setup_carries_language_names_and_topic_words(world, live_server):
+async def test_setup_carries_language_names_and_topic_words(world, live_server, repository):
     """Through the real SDK: speech_config.language_code, the instruction's rule, and custom_vocabulary with the
-    kids' names (the people in the channel) and the topic's words."""
+    kids' chosen names (of the people in the channel) and the topic's words."""
     import dataclasses
 
     from tests.bot.test_tutor import GUILD, request
 
-    conversations, _, _, channel, _ = world
+    conversations, _, _, channel, kids = world
+    for kid in kids:
+        await repository.set_member_name(GUILD, kid.id, kid.display_name, set_by=kid.id)
     await conversations.start(dataclasses.replace(request(channel, level="dinosaurs"), language=LANGUAGES["de-DE"]))
     setup = live_server.connections[0].setup
     assert setup["generationConfig"]["speechConfig"]["language_code"] == "de-DE"

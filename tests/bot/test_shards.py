@@ -23,6 +23,8 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 _RNG = random.Random(16)
 GUILDS = [_RNG.randrange(1 << 50, 1 << 62) for _ in range(40)]
 
+LEVELS = "custom_levels (guild_id, name, description, created_by, created_at)"  # named: columns get added
+
 
 def test_shard_of_is_discords_rule() -> None:
     """(guild_id >> 22) % shard_count, as discord.py's AutoShardedClient routes a guild's events."""
@@ -109,7 +111,7 @@ def processes_over(database: Database, count: int = 2) -> list[Repository]:
 async def test_shard_filter_selects_exactly_the_owned_guilds(database: Database) -> None:
     """The SQL condition and `owns` agree for every guild, on this backend's integer arithmetic."""
     for guild_id in GUILDS:
-        await database.execute("INSERT INTO custom_levels VALUES (?, 'x', 'd', 1, 0)", (guild_id,))
+        await database.execute(f"INSERT INTO {LEVELS} VALUES (?, 'x', 'd', 1, 0)", (guild_id,))
     for scope in (ShardScope(4, (1, 2)), ShardScope(3, (0,)), ShardScope(2, (0, 1))):
         condition, params = scope.sql_filter("guild_id")
         rows = await database.fetch_all(f"SELECT guild_id FROM custom_levels WHERE {condition}", params)

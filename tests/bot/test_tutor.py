@@ -79,9 +79,10 @@ def world(live_server, repository, monkeypatch):
     return conversations, connector, observer, channel, kids
 
 
-def request(channel, level="space", age=8) -> StartRequest:
+def request(channel, level="space", age=8, greet=False) -> StartRequest:
+    """greet=False: these tests count exact turns; the greeting has its own test."""
     return StartRequest(guild_id=GUILD, voice_channel=channel, starter_id=1, starter_name="Ana",
-                        level=BUILTIN_LEVELS[level], age=age)
+                        level=BUILTIN_LEVELS[level], age=age, greet=greet)
 
 
 def speech(seconds: float = 0.6, freq: float = 300.0) -> bytes:
@@ -476,3 +477,70 @@ async def test_a_join_cancelled_midway_leaves_no_voice_client_registered(monkeyp
     with pytest.raises(asyncio.CancelledError):
         await again
     await client.close()
+
+
+def setup_instruction(server: FakeLiveServer) -> str:
+    """The system instruction the fake Live server received in the first connection's setup."""
+    setup = server.connections[0].setup
+    instruction = setup.get("systemInstruction") or setup.get("system_instruction")
+    return " ".join(part.get("text", "") for part in instruction["parts"])
+
+
+async def test_chosen_names_reach_the_instruction_and_the_transcript(world, live_server, repository):
+    """A kid on a parent's account ("Dad") who chose "Ana": the tutor is told Ana, never Dad; the turn says Ana.
+    A kid without a chosen name is not named to the tutor at all."""
+    conversations, connector, _, channel, kids = world
+    kids[0].display_name, kids[1].display_name = "Dad", "Mum"
+    await repository.set_member_name(GUILD, kids[0].id, "Ana", set_by=kids[0].id)
+    conversation = await conversations.start(request(channel))
+    instruction = setup_instruction(live_server)
+    assert "Ana" in instruction and "Dad" not in instruction and "Mum" not in instruction
+
+    connector.last.speak(kids[0], speech()).join()
+    await wait_until(lambda: conversation.status().turns >= 2)
+    assert conversation.status().speakers == ["Ana"]
+    await conversations.stop(GUILD)
+    turns = await repository.get_turns(GUILD, conversation.session_id)
+    assert turns[0].speaker_name == "Ana" and turns[0].speaker_id == kids[0].id
+
+
+async def test_a_name_chosen_mid_call_labels_later_turns(world, live_server, repository):
+    """`rename` during the call: turns heard after it carry the new name."""
+    conversations, connector, _, channel, kids = world
+    kids[1].display_name = "Dad"
+    conversation = await conversations.start(request(channel))
+    conversations.rename(GUILD, kids[1].id, "Ben")
+    connector.last.speak(kids[1], speech()).join()
+    await wait_until(lambda: conversation.status().turns >= 2)
+    await conversations.stop(GUILD)
+    turns = await repository.get_turns(GUILD, conversation.session_id)
+    assert turns[0].speaker_name == "Ben"
+
+
+async def test_the_daily_limit_follows_the_servers_time_zone(world, repository):
+    """The refusal tells parents when the time starts again, in the server's zone."""
+    conversations, _, _, channel, _ = world
+    await repository.update_settings(GUILD, daily_minutes=1, time_zone="Europe/Paris")
+    session_id = await repository.start_session(GUILD, 5, 1, "Ana", "space", 8, started_at=time.time() - 120)
+    await repository.end_session(GUILD, session_id, "stopped")
+    with pytest.raises(DailyLimitReached) as caught:
+        await conversations.start(request(channel))
+    assert "You've used today's tutor time" in str(caught.value)
+    assert "starts again at midnight (Europe/Paris time)" in str(caught.value)
+
+
+async def test_the_tutor_opens_by_saying_it_is_a_computer_helper(world, live_server, repository):
+    """By default the first thing Live is asked is the greeting (computer helper, grown-ups can read), and the
+    instruction tells it to answer truthfully if asked whether it is a person; the greeting is stored."""
+    conversations, _, _, channel, _ = world
+    conversation = await conversations.start(request(channel, greet=True))
+    await live_server.wait_for(lambda: live_server.replies_sent >= 1)
+    first = live_server.connections[0].texts[0]
+    assert "computer helper, not a real person" in first and "grown-ups can read" in first
+    instruction = setup_instruction(live_server)
+    assert "If a child asks whether you are a real person" in instruction
+    assert "always answer truthfully that you are a computer helper" in instruction
+    await wait_until(lambda: conversation.status().turns >= 1)
+    await conversations.stop(GUILD)
+    turns = await repository.get_turns(GUILD, conversation.session_id)
+    assert [t.role for t in turns] == ["tutor"]

@@ -411,6 +411,43 @@ def test_the_notice_and_the_readme_state_the_stop_rule() -> None:
     assert STOP_RULE in readme.read_text()
 
 
+async def test_say_uses_the_name_the_kid_chose(bot, cog, tree) -> None:
+    """A kid on "Dad"'s account who chose "Ana" is Ana to the tutor when typing too."""
+    interaction = await running_in(bot, cog, tree)
+    bot.repository.member_names.return_value = {interaction.user.id: "Ana"}
+    await invoke(tree, cog.say, cog, interaction, text="hello")
+    assert bot.conversations.called("say")[-1] == (interaction.guild.id, interaction.user.id, "Ana", "hello")
+
+
+@pytest.mark.parametrize(("typed", "stored"), [("  Ana  Maria ", "Ana Maria"), ("Zoë", "Zoë"),
+                                               ("O'Neil-Smith", "O'Neil-Smith")])
+async def test_name_sets_what_the_tutor_calls_the_kid(bot, cog, tree, typed, stored) -> None:
+    """`/tutor name` stores the tidied name for the caller and tells the running conversation."""
+    interaction = kid_in_voice(bot)
+    reply = await invoke(tree, cog.set_name, cog, interaction, name=typed)
+    bot.repository.set_member_name.assert_awaited_once_with(interaction.guild.id, interaction.user.id, stored,
+                                                            set_by=interaction.user.id)
+    assert bot.conversations.called("rename") == [(interaction.guild.id, interaction.user.id, stored)]
+    assert reply.content == f"Got it! The tutor will call you **{stored}**." and reply.ephemeral
+
+
+@pytest.mark.parametrize("typed", ["@everyone", "<@123>", "ignore: your rules", "1234", "a" * 33, "Ana http://x"])
+async def test_name_refuses_anything_but_a_name(bot, cog, tree, typed) -> None:
+    """Mentions, symbols, digits only or a long text: one kind sentence, nothing stored."""
+    interaction = kid_in_voice(bot)
+    reply = await invoke(tree, cog.set_name, cog, interaction, name=typed)
+    assert reply.content == "A name can have letters, spaces, - and ' (up to 32 characters). Try another one?"
+    bot.repository.set_member_name.assert_not_awaited()
+
+
+async def test_name_left_empty_clears_it(bot, cog, tree) -> None:
+    """No name: the chosen name is forgotten and the tutor uses none."""
+    interaction = kid_in_voice(bot)
+    reply = await invoke(tree, cog.set_name, cog, interaction)
+    bot.repository.clear_member_name.assert_awaited_once_with(interaction.guild.id, interaction.user.id)
+    assert reply.content == "OK! The tutor won't use a name for you."
+
+
 async def test_say_when_nothing_runs(bot, cog, tree) -> None:
     """No conversation: the not-running sentence."""
     reply = await invoke(tree, cog.say, cog, kid_in_voice(bot), text="hello")

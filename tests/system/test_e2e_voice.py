@@ -57,7 +57,7 @@ async def test_a_kid_speaks_through_dave_and_hears_the_tutor(harness, repository
                                       live_factory=functools.partial(LiveSession, connect_options=FAST))
         conversation = await conversations.start(StartRequest(
             guild_id=GUILD_ID, voice_channel=harness.channel, starter_id=SPEAKER_ID, starter_name="Kid",
-            level=BUILTIN_LEVELS["space"], age=8))
+            level=BUILTIN_LEVELS["space"], age=8, greet=False))  # exact turns are counted
 
         opus = encode_opus(sine_frames(50, freq=300.0, amplitude=8000))  # one second of a kid's "voice"
         await harness.send_paced((harness.speaker.frame(f) for f in opus), pace=0.02)
@@ -97,7 +97,7 @@ async def test_the_tutor_keeps_hearing_and_answering_when_the_call_moves(harness
                                       live_factory=functools.partial(LiveSession, connect_options=FAST))
         conversation = await conversations.start(StartRequest(
             guild_id=GUILD_ID, voice_channel=harness.channel, starter_id=SPEAKER_ID, starter_name="Kid",
-            level=BUILTIN_LEVELS["space"], age=8))
+            level=BUILTIN_LEVELS["space"], age=8, greet=False))  # exact turns are counted
 
         async def ask(freq: float, answers: int) -> np.ndarray:
             """One second of the kid's voice; returns what Live heard of it once the tutor has answered."""

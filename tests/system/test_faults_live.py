@@ -70,7 +70,7 @@ def world(server, repository, monkeypatch):
 
 def start_request(channel) -> StartRequest:
     return StartRequest(guild_id=GUILD, voice_channel=channel, starter_id=1, starter_name="Ana",
-                        level=BUILTIN_LEVELS["space"], age=8)
+                        level=BUILTIN_LEVELS["space"], age=8, greet=False)  # exact turns are counted
 
 
 def speech(seconds: float) -> bytes:

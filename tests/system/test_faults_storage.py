@@ -72,7 +72,7 @@ async def test_locked_database_delays_turn_writes_but_loses_none(tmp_path, serve
     channel.members = list(kids)
     conversation = await conversations.start(StartRequest(
         guild_id=GUILD, voice_channel=channel, starter_id=kids[0].id, starter_name="Ana",
-        level=BUILTIN_LEVELS["space"], age=8))
+        level=BUILTIN_LEVELS["space"], age=8, greet=False))  # exact turns are counted
     stored_during_lock: list[int] = []
     other, released = hold_exclusive_lock(path, LOCK_SECONDS,
                                           lambda: stored_during_lock.append(conversation.status().turns))

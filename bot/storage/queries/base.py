@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot import timezones
 from bot.shards import ALL_SHARDS, ShardScope
 from bot.storage.db import Database, Row, Transaction
 from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow, from_epoch
@@ -19,9 +20,10 @@ def current_time() -> float:
     return time.time()
 
 
-def day_start(at: float) -> float:
-    """The start of the day `at` falls in (UTC midnight): where daily minutes and the daily budget reset."""
-    return from_epoch(at).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+def day_start(at: float, time_zone: str | None = None) -> float:
+    """The start of the day `at` falls in (midnight in the server's time zone, UTC when None): where daily minutes
+    and the daily budget reset."""
+    return timezones.day_start(from_epoch(at), time_zone).timestamp()
 
 
 def page_size(limit: int) -> int:

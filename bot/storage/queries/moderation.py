@@ -81,6 +81,8 @@ class ModerationQueries(Queries):
                     "UPDATE sessions SET summary = NULL, summary_status = 'pending' "  # noqa: S608
                     f"WHERE guild_id = :guild_id AND id IN ({placeholders}) AND summary_status != 'pending'",
                     {"guild_id": guild_id, **ids})
+            await tx.execute("DELETE FROM member_names WHERE guild_id = :guild_id AND member_id = :member_id",
+                             bound)  # the name they chose goes too
             return ErasureReport(sessions=sessions, turns=turns, labels=labels, summaries=summaries)
 
         report = await self._db.write(work)

@@ -107,15 +107,17 @@ class SessionQueries(Queries):
         )
         return [session_row(row) for row in rows]
 
-    async def minutes_used_today(self, guild_id: int, now: Timestamp | None = None) -> float:
-        """Minutes of conversation since UTC midnight; a session that began yesterday counts from midnight."""
+    async def minutes_used_today(self, guild_id: int, now: Timestamp | None = None, *,
+                                 time_zone: str | None = None) -> float:
+        """Minutes of conversation since midnight in the server's time zone (UTC when None); a session that began
+        yesterday counts from midnight."""
         at = current_time() if now is None else to_epoch(now)
         row = await self._db.fetch_one(
             "SELECT COALESCE(SUM(GREATEST(0, LEAST(COALESCE(ended_at, :now), :now) "
             "- GREATEST(started_at, :day_start))), 0) "
             "FROM sessions WHERE guild_id = :guild_id AND started_at < :now "
             "AND (ended_at IS NULL OR ended_at > :day_start)",
-            {"guild_id": guild_id, "now": at, "day_start": day_start(at)},
+            {"guild_id": guild_id, "now": at, "day_start": day_start(at, time_zone)},
         )
         return float(row[0]) / 60.0 if row else 0.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from bot import timezones
 from bot.storage.db import IntegrityError
 from bot.storage.models import CustomLevel, GuildSettings, from_epoch
 from bot.storage.queries.base import Queries, current_time
@@ -17,6 +18,7 @@ SETTINGS_RANGES: dict[str, tuple[int, int]] = {
     "daily_budget_cents": (10, 100_000),  # $0.10 to $1,000 a day
 }
 SETTINGS_IDS: frozenset[str] = frozenset({"moderator_role_id", "alerts_channel_id", "starter_role_id"})
+SETTINGS_ZONES: frozenset[str] = frozenset({"time_zone"})
 
 
 class SettingsQueries(Queries):
@@ -30,10 +32,10 @@ class SettingsQueries(Queries):
             alerts_channel_id=row["alerts_channel_id"], starter_role_id=row["starter_role_id"],
             daily_minutes=row["daily_minutes"], max_session_minutes=row["max_session_minutes"],
             retention_days=row["retention_days"], daily_budget_cents=row["daily_budget_cents"],
-            updated_at=from_epoch(row["updated_at"]),
+            updated_at=from_epoch(row["updated_at"]), time_zone=row["time_zone"],
         )
 
-    async def update_settings(self, guild_id: int, **fields: int | None) -> GuildSettings:
+    async def update_settings(self, guild_id: int, **fields: int | str | None) -> GuildSettings:
         """Change some settings (ids may be None to clear); ValueError, with nothing changed, on a bad field."""
         if not fields:
             raise ValueError("no settings to change")
@@ -50,16 +52,19 @@ class SettingsQueries(Queries):
         log.info("storage.settings_updated", extra={"guild_id": guild_id, "fields": ",".join(columns)})
         return await self.get_settings(guild_id)
 
-    async def add_custom_level(self, guild_id: int, name: str, description: str, created_by: int) -> bool:
-        """Add a level; False if this guild already has one with that name (case-insensitive)."""
+    async def add_custom_level(self, guild_id: int, name: str, description: str, created_by: int,
+                               title: str | None = None) -> bool:
+        """Add a level (`name` the slug, `title` what people read); False if this guild already has one with that
+        name (case-insensitive)."""
         if not name.strip():
             raise ValueError("a level needs a name")
         try:
             await self._execute(
-                "INSERT INTO custom_levels (guild_id, name, description, created_by, created_at) "
-                "VALUES (:guild_id, :name, :description, :created_by, :created_at)",
+                "INSERT INTO custom_levels (guild_id, name, description, created_by, created_at, title) "
+                "VALUES (:guild_id, :name, :description, :created_by, :created_at, :title)",
                 {"guild_id": guild_id, "name": name.strip(), "description": description.strip(),
-                 "created_by": created_by, "created_at": current_time()},
+                 "created_by": created_by, "created_at": current_time(),
+                 "title": title.strip() if title and title.strip() else None},
             )
         except IntegrityError:
             return False
@@ -76,11 +81,12 @@ class SettingsQueries(Queries):
     async def list_custom_levels(self, guild_id: int) -> list[CustomLevel]:
         """This guild's custom levels, by name."""
         rows = await self._db.fetch_all(
-            "SELECT guild_id, name, description, created_by, created_at FROM custom_levels "
+            "SELECT guild_id, name, description, created_by, created_at, title FROM custom_levels "
             "WHERE guild_id = ? ORDER BY name", (guild_id,),
         )
         return [CustomLevel(guild_id=r["guild_id"], name=r["name"], description=r["description"],
-                            created_by=r["created_by"], created_at=from_epoch(r["created_at"])) for r in rows]
+                            created_by=r["created_by"], created_at=from_epoch(r["created_at"]), title=r["title"])
+                for r in rows]
 
 
 def validate_setting(name: str, value: object) -> None:
@@ -91,5 +97,9 @@ def validate_setting(name: str, value: object) -> None:
     elif name in SETTINGS_IDS:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
             raise ValueError(f"{name} must be a Discord id or None, got {value!r}")
+    elif name in SETTINGS_ZONES:
+        if value is not None and not (isinstance(value, str) and timezones.is_known(value)):
+            raise ValueError(f"{name} must be an IANA time zone name such as Europe/London, or None, got {value!r}")
     else:
-        raise ValueError(f"unknown setting {name!r}; allowed: {sorted(SETTINGS_RANGES.keys() | SETTINGS_IDS)}")
+        allowed = sorted(SETTINGS_RANGES.keys() | SETTINGS_IDS | SETTINGS_ZONES)
+        raise ValueError(f"unknown setting {name!r}; allowed: {allowed}")

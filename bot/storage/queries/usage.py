@@ -48,12 +48,15 @@ class UsageQueries(Queries):
             "AND u.session_id = :session_id", {"guild_id": guild_id, "session_id": session_id})
         return _totals(row)
 
-    async def usage_today(self, guild_id: int, now: Timestamp | None = None) -> UsageTotals:
-        """What this server spent today (since UTC midnight, like the daily minutes), over all its sessions."""
+    async def usage_today(self, guild_id: int, now: Timestamp | None = None, *,
+                          time_zone: str | None = None) -> UsageTotals:
+        """What this server spent today (since midnight in its time zone, like the daily minutes), over all its
+        sessions."""
         at = current_time() if now is None else to_epoch(now)
         row = await self._db.fetch_one(
             f"SELECT {_TOTALS} FROM turn_usage u WHERE u.guild_id = :guild_id "  # noqa: S608
-            "AND u.at >= :day_start AND u.at <= :now", {"guild_id": guild_id, "day_start": day_start(at), "now": at})
+            "AND u.at >= :day_start AND u.at <= :now",
+            {"guild_id": guild_id, "day_start": day_start(at, time_zone), "now": at})
         return _totals(row)
 
     async def add_event(

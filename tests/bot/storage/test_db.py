@@ -17,7 +17,9 @@ from bot.storage.dialect import Migration, postgres_ddl, postgres_query
 from bot.storage.postgres import CommitOutcomeUnknown
 from tests.conftest import database_location
 
-TABLES = {"guild_settings", "custom_levels", "sessions", "turns"}
+TABLES = {"guild_settings", "custom_levels", "sessions", "turns", "member_names"}
+
+LEVELS = "custom_levels (guild_id, name, description, created_by, created_at)"  # named: columns get added
 
 
 @pytest.fixture
@@ -80,7 +82,8 @@ async def test_both_backends_build_the_same_tables_and_columns(tmp_path: Path, p
 async def test_reopen_keeps_data_and_runs_no_migration(location: str, caplog: pytest.LogCaptureFixture) -> None:
     """Opening a migrated database again changes nothing and applies no migration."""
     db = await Database.open(location)
-    await db.execute("INSERT INTO custom_levels VALUES (1, 'space', 'planets', 2, 0)")
+    await db.execute("INSERT INTO custom_levels (guild_id, name, description, created_by, created_at) "
+                     "VALUES (1, 'space', 'planets', 2, 0)")
     await db.close()
     caplog.set_level(logging.INFO, logger="bot.storage.db")
     caplog.clear()
@@ -143,7 +146,8 @@ async def test_failed_migration_rolls_back_completely(location: str, monkeypatch
 async def test_new_migration_is_applied_on_reopen(location: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Appending a migration upgrades an existing database by exactly that step, keeping its data."""
     db = await Database.open(location)
-    await db.execute("INSERT INTO custom_levels VALUES (1, 'space', 'd', 2, 0)")
+    await db.execute("INSERT INTO custom_levels (guild_id, name, description, created_by, created_at) "
+                     "VALUES (1, 'space', 'd', 2, 0)")
     await db.close()
     extended = (*db_module.MIGRATIONS, "ALTER TABLE custom_levels ADD COLUMN emoji TEXT;",
                 Migration(sqlite="CREATE INDEX levels_by_creator ON custom_levels (created_by);",
@@ -164,14 +168,14 @@ async def test_write_rolls_back_when_work_fails(location: str) -> None:
     db = await Database.open(location)
 
     async def half_done(tx) -> None:
-        await tx.execute("INSERT INTO custom_levels VALUES (1, 'a', 'd', 2, 0)")
+        await tx.execute(f"INSERT INTO {LEVELS} VALUES (1, 'a', 'd', 2, 0)")
         raise KeyError("boom")
 
     try:
         with pytest.raises(KeyError):
             await db.write(half_done)
         assert await db.fetch_all("SELECT * FROM custom_levels") == []
-        await db.write(lambda tx: tx.execute("INSERT INTO custom_levels VALUES (1, 'b', 'd', 2, 0)"))
+        await db.write(lambda tx: tx.execute(f"INSERT INTO {LEVELS} VALUES (1, 'b', 'd', 2, 0)"))
         assert len(await db.fetch_all("SELECT * FROM custom_levels")) == 1
     finally:
         await db.close()
@@ -183,7 +187,7 @@ async def test_concurrent_write_transactions_do_not_interleave(location: str) ->
 
     async def insert_then_count(index: int) -> None:
         async def work(tx) -> None:
-            await tx.execute("INSERT INTO custom_levels VALUES (1, ?, 'd', 2, 0)", (f"level {index}",))
+            await tx.execute(f"INSERT INTO {LEVELS} VALUES (1, ?, 'd', 2, 0)", (f"level {index}",))
             await asyncio.sleep(0)  # give other tasks the chance to interleave, if they could
             changed = await tx.execute("UPDATE custom_levels SET description = 'done' WHERE name = ?",
                                        (f"level {index}",))
@@ -202,10 +206,10 @@ async def test_collate_nocase_is_case_insensitive_on_both(location: str) -> None
     """`COLLATE NOCASE` columns: equality and uniqueness ignore case on PostgreSQL as on SQLite."""
     db = await Database.open(location)
     try:
-        await db.execute("INSERT INTO custom_levels VALUES (1, 'Space', 'd', 2, 0)")
+        await db.execute(f"INSERT INTO {LEVELS} VALUES (1, 'Space', 'd', 2, 0)")
         assert (await db.fetch_one("SELECT COUNT(*) FROM custom_levels WHERE name = ?", ("sPACE",)))[0] == 1
         with pytest.raises(db_module.IntegrityError):
-            await db.execute("INSERT INTO custom_levels VALUES (1, 'SPACE', 'd', 2, 0)")
+            await db.execute(f"INSERT INTO {LEVELS} VALUES (1, 'SPACE', 'd', 2, 0)")
     finally:
         await db.close()
 
@@ -243,17 +247,17 @@ async def test_connection_lost_mid_transaction_is_retried_whole(location: str, p
     async def work(tx) -> None:
         nonlocal attempts
         attempts += 1
-        await tx.execute("INSERT INTO custom_levels VALUES (1, 'first', 'd', 2, 0)")
+        await tx.execute(f"INSERT INTO {LEVELS} VALUES (1, 'first', 'd', 2, 0)")
         if attempts == 1:
             assert await terminate_client_connections(postgres_server) >= 1
-        await tx.execute("INSERT INTO custom_levels VALUES (1, 'second', 'd', 2, 0)")
+        await tx.execute(f"INSERT INTO {LEVELS} VALUES (1, 'second', 'd', 2, 0)")
 
     try:
         await db.write(work)
         assert attempts == 2
         assert sorted(r[0] for r in await db.fetch_all("SELECT name FROM custom_levels")) == ["first", "second"]
         await terminate_client_connections(postgres_server)  # now while idle in the pool
-        await asyncio.gather(*(db.execute("INSERT INTO custom_levels VALUES (1, ?, 'd', 2, 0)", (f"after {i}",))
+        await asyncio.gather(*(db.execute(f"INSERT INTO {LEVELS} VALUES (1, ?, 'd', 2, 0)", (f"after {i}",))
                                for i in range(5)))
         assert (await db.fetch_one("SELECT COUNT(*) FROM custom_levels"))[0] == 7
     finally:
@@ -365,7 +369,7 @@ async def test_write_retries_while_another_process_holds_the_lock(
     db = await Database.open(path, busy_timeout_ms=20)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
-    other.execute("INSERT INTO custom_levels VALUES (1, 'theirs', 'd', 2, 0)")
+    other.execute(f"INSERT INTO {LEVELS} VALUES (1, 'theirs', 'd', 2, 0)")
     released = asyncio.Event()
 
     def release() -> None:
@@ -375,7 +379,7 @@ async def test_write_retries_while_another_process_holds_the_lock(
     caplog.set_level(logging.WARNING, logger="bot.storage.db")
     asyncio.get_running_loop().call_later(0.6, release)
     try:
-        await db.write(lambda conn: conn.execute("INSERT INTO custom_levels VALUES (1, 'ours', 'd', 2, 0)"))
+        await db.write(lambda conn: conn.execute(f"INSERT INTO {LEVELS} VALUES (1, 'ours', 'd', 2, 0)"))
         assert released.is_set()
         names = {r[0] for r in await db.fetch_all("SELECT name FROM custom_levels")}
         assert names == {"theirs", "ours"}
@@ -393,7 +397,7 @@ async def test_write_gives_up_after_retry_window(tmp_path: Path) -> None:
     other.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(sqlite3.OperationalError, match="locked"):
-            await db.write(lambda conn: conn.execute("INSERT INTO custom_levels VALUES (1, 'x', 'd', 2, 0)"))
+            await db.write(lambda conn: conn.execute(f"INSERT INTO {LEVELS} VALUES (1, 'x', 'd', 2, 0)"))
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -401,11 +405,11 @@ async def test_write_gives_up_after_retry_window(tmp_path: Path) -> None:
 
 
 async def test_the_turn_speakers_migration_moves_existing_rows(location: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Version 3 moves `turns.speaker_id` into `turn_speakers`; typed turns (stored with a name only) are
+    """Version 4 moves `turns.speaker_id` into `turn_speakers`; typed turns (stored with a name only) are
     credited to the starter or to the member of that name in the session; the old column is gone."""
     from bot.storage.repository import Repository
 
-    step = db_module.MIGRATIONS.index(db_module._V3_TURN_SPEAKERS)
+    step = db_module.MIGRATIONS.index(db_module._V4_TURN_SPEAKERS)
     monkeypatch.setattr(db_module, "MIGRATIONS", db_module.MIGRATIONS[:step])
     monkeypatch.setattr(db_module, "SCHEMA_VERSION", step)
     db = await Database.open(location)

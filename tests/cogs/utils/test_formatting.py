@@ -12,6 +12,7 @@ from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow
 from cogs.utils.formatting import (
     DESCRIPTION_LIMIT,
     TOTAL_LIMIT,
+    ServerView,
     describe_flag,
     flagged_pages,
     format_duration,
@@ -172,7 +173,17 @@ def test_flag_reasons_are_words(code, words):
 
 def test_custom_topic_title_in_transcripts():
     """A server's own topic shows by its title; one since removed is made readable from its name."""
-    [page] = transcript_pages(session(level="volcano-fun"), [], {"volcano-fun": "Volcano Fun!"})
+    [page] = transcript_pages(session(level="volcano-fun"), [], ServerView({"volcano-fun": "Volcano Fun!"}))
     assert "topic **Volcano Fun\\!**" in page.description or "topic **Volcano Fun!**" in page.description
     [gone] = transcript_pages(session(level="volcano-fun"), [])
     assert "topic **Volcano fun**" in gone.description
+
+
+def test_times_are_shown_in_the_servers_zone():
+    """With a time zone, the title, each turn's clock and the txt export use local time and name the zone."""
+    view = ServerView(time_zone="Asia/Tokyo")  # UTC+9
+    [page] = transcript_pages(session(), [turn(1, "hi")], view)
+    assert page.title == "Session 42 · 2026-11-26 00:00 Asia/Tokyo"
+    assert "· 00:00:01" in page.description and "times in Asia/Tokyo" in page.footer.text
+    text = render_txt(session(), [turn(1, "hi")], view)
+    assert "Started: 2026-11-26 00:00 Asia/Tokyo" in text and "[00:00:01] Ada: hi" in text
