@@ -25,7 +25,8 @@ from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
-from bot.cost import Prices, TokenCounts, usage_tokens
+from bot.cost import Prices
+from bot.cost_meter import CostMeter
 from bot.goodbye import TutorVoice
 from bot.kid_names import names_to_tell_the_tutor
 from bot.levels import build_system_instruction, transcription_vocabulary
@@ -80,7 +81,6 @@ class Conversation:
         self.max_session_minutes = max_session_minutes
         self.daily_budget_usd = daily_budget_usd
         self._settings = settings
-        self._prices = Prices.from_settings(settings)
         self._repository = repository
         self._observers = observers
         self._on_closed = on_closed
@@ -94,12 +94,7 @@ class Conversation:
         self._last_kid_audio_at: float | None = None
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
-        # The bill so far: this session's usage snapshots (in memory), and the server's day from the database.
-        self.session_tokens = TokenCounts()
-        self.session_total_tokens = 0
-        self.session_cost_usd = 0.0
-        self._spent_at_refresh = spent_today_usd  # the server's spend today when last read
-        self._session_cost_at_refresh = 0.0
+        self.cost = CostMeter(Prices.from_settings(settings), spent_today_usd=spent_today_usd)
         self._ticks = 0
         self._voice: VoiceLink | None = None  # set by start()
         self._tasks: list[asyncio.Task[None]] = []
@@ -300,7 +295,7 @@ class Conversation:
                 self._stop_soon(endings.LIVE_FAILED.format(detail=reason))
                 return True
             case ev.Usage():
-                self._record_usage(event)
+                self._turns.usage(*self.cost.add(event))
             case ev.ToolCall(calls=calls):
                 self._tools.on_calls(calls)
             case ev.ToolCallCancelled(ids=ids):
@@ -314,21 +309,6 @@ class Conversation:
         let playback finish it, and wake a goodbye waiting for it."""
         self._playback.end_of_turn()
         self._tutor_voice.reply_ended()
-
-    def _record_usage(self, usage: ev.Usage) -> None:
-        """One per-turn snapshot: priced now, added to the bill, stored with its turn."""
-        tokens = usage_tokens(usage)
-        cost = tokens.cost(self._prices)
-        total = max(usage.total_tokens or 0, tokens.total)
-        self.session_tokens += tokens
-        self.session_total_tokens += total
-        self.session_cost_usd += cost
-        self._turns.usage(tokens, total, cost)
-
-    @property
-    def spent_today_usd(self) -> float:
-        """The server's spend today: the database's figure when last read, plus this session's since then."""
-        return self._spent_at_refresh + self.session_cost_usd - self._session_cost_at_refresh
 
     # ----- watchdog --------------------------------------------------------------------------------
 
@@ -354,11 +334,9 @@ class Conversation:
         if self._ticks % MINUTES_REFRESH_TICKS == 1:
             self._minutes_used_today = await self._repository.minutes_used_today(
                 self.guild_id, time_zone=self.request.time_zone)
-            # Snapshots still queued for the writer are missed until the next read (at most a turn's worth).
-            session_cost = self.session_cost_usd
-            self._spent_at_refresh = (await self._repository.usage_today(
-                self.guild_id, time_zone=self.request.time_zone)).cost_usd
-            self._session_cost_at_refresh = session_cost
+            session_cost = self.cost.cost_usd
+            spent = (await self._repository.usage_today(self.guild_id, time_zone=self.request.time_zone)).cost_usd
+            self.cost.read_spend(spent, session_cost_then=session_cost)
         assert self._voice is not None
         connected = await self._voice.check()
         channel = getattr(self._voice.client, "channel", None)
@@ -368,7 +346,7 @@ class Conversation:
             in_original_channel=channel is None or channel.id == self.voice_channel.id,
             humans_in_channel=sum(1 for m in members if not m.bot),
             max_session_minutes=self.max_session_minutes, minutes_used_today=self._minutes_used_today,
-            daily_minutes=self.daily_minutes, spent_today_usd=self.spent_today_usd,
+            daily_minutes=self.daily_minutes, spent_today_usd=self.cost.spent_today_usd,
             daily_budget_usd=self.daily_budget_usd))
 
     async def _say_goodbye(self, reason: str) -> None:
@@ -421,8 +399,8 @@ class Conversation:
             playback_buffered_ms=self._playback.buffered_ms, underruns=self._playback.underruns,
             input_latency_ms=_percentile(latencies, 95), reply_latency_ms=statistics.median(reply) if reply else None,
             minutes_used_today=self._minutes_used_today, daily_minutes=self.daily_minutes,
-            session_cost_usd=self.session_cost_usd, session_tokens=self.session_total_tokens,
-            spent_today_usd=self.spent_today_usd, daily_budget_usd=self.daily_budget_usd,
+            session_cost_usd=self.cost.cost_usd, session_tokens=self.cost.total_tokens,
+            spent_today_usd=self.cost.spent_today_usd, daily_budget_usd=self.daily_budget_usd,
             max_session_minutes=self.max_session_minutes)
 
     async def _notify(self, hook: str, *args: Any) -> None:

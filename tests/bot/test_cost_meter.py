@@ -35,7 +35,7 @@ async def test_usage_is_summed_per_session_and_per_day(world, live_server, repos
 
     stored = await repository.session_usage(GUILD, conversation.session_id)
     assert stored.snapshots == live_server.replies_sent >= 2 and stored.cost_usd > 0
-    assert stored.cost_usd == pytest.approx(conversation.session_cost_usd)
+    assert stored.cost_usd == pytest.approx(conversation.cost.cost_usd)
     assert status.session_cost_usd > 0 and status.session_tokens >= 120
     assert stored.tokens.cost(Prices()) == pytest.approx(stored.cost_usd)
     assert (await repository.usage_today(GUILD)).cost_usd == pytest.approx(stored.cost_usd)
@@ -99,3 +99,18 @@ async def test_setup_sends_the_chosen_compression(world, live_server):
     compression = live_server.connections[0].setup["contextWindowCompression"]
     assert compression == {"trigger_tokens": 8000, "sliding_window": {"target_tokens": 4000}}
     await conversations.stop(GUILD)
+
+
+def test_meter_sums_snapshots_and_adds_them_to_the_days_spend():
+    """CostMeter: each snapshot priced and summed; today's spend is the last read plus what came since."""
+    from bot.cost_meter import CostMeter
+    from bot.live.events import Usage
+
+    meter = CostMeter(Prices(), spent_today_usd=1.00)
+    snapshot = Usage(1886, 1300, 450, 136, {"TEXT": 700, "AUDIO": 600}, {"AUDIO": 450})
+    tokens, total, cost = meter.add(snapshot)
+    assert tokens == TokenCounts(text_in=700, audio_in=600, audio_out=450, thoughts=136) and total == 1886
+    assert cost == pytest.approx(tokens.cost(Prices())) and meter.spent_today_usd == pytest.approx(1.00 + cost)
+    meter.read_spend(1.00 + cost, session_cost_then=meter.cost_usd)  # the database now holds it
+    meter.add(snapshot)
+    assert meter.cost_usd == pytest.approx(2 * cost) and meter.spent_today_usd == pytest.approx(1.00 + 2 * cost)
