@@ -1,24 +1,31 @@
-"""End-to-end load: N guilds' real conversations in one process against a fake Gemini Live server.
+"""End to end on the production path: N guilds' real conversations over real DAVE, UDP and discord.py's player.
 
-Run: `python -m bench.e2e` (or `scripts/bench e2e`), `--guilds 1,5,20 --seconds 20 --think-ms 200`.
+Run: `python -m bench.e2e` (or `scripts/bench e2e`), `--guilds 1,5,20 --seconds 20 --idle-seconds 6`;
 `--processes 2` runs the same guilds spread over 2 bot processes beside 1 process (`bench.processes`).
 
-Each guild is a real `Conversations.start()` (sink → mixer → LiveSession → playback, real SQLite shared by
-all guilds as in the bot) with a `FakeVoiceClient`. Per guild, `--speakers` kids talk in turns (1.5 s of
-speech, 3 s pause, offset so they do not overlap): their Opus packets are encoded up front (that is the
-kids' clients' work) and decoded in the speaker thread at 20 ms pace (that is voice-recv's work, so it
-counts), then written to the sink. One player thread per guild calls `PlaybackSource.read()` every 20 ms
-like discord.py's AudioPlayer. The fake server runs in a child process, so this process's CPU time is the
-bot's alone (the server's own CPU is printed beside it).
+Each guild is a real `Conversations.start()` whose voice client is the `DaveVoiceRecvClient` of a DAVE harness
+call (`tests/dave_harness.py`: discord.py's real connect path against a local voice server, 2 kids in one real
+davey MLS group). Both directions are the production path:
 
-Latency method (documented because it is what the goals are checked on):
-* input: the speaker thread stamps the last packet of a talk spurt just before `sink.write`; a LiveSession
-  subclass stamps every non-silent frame handed to `send_audio`. Latency = last non-silent hand-over after
-  the spurt's end − that stamp (sink → soxr → loop hand-over → mixer jitter hold → pump tick). The
-  websocket write after the hand-over runs on the same event loop: its delay is the loop lag, reported too.
-* output: `AudioChunk.received_at` of a reply's first chunk (LiveSession stamps it when the frame is
-  parsed) → the first non-silent 3840-byte frame a player tick got from `read()` (includes waiting for the
-  next 20 ms tick, ~10 ms on average, as in discord.py).
+* in — each kid is a thread that, at 20 ms pace, DAVE-encrypts its Opus frame with its own davey session,
+  wraps it in RTP with transport encryption and sends it over loopback UDP; the bot's socket is read by
+  voice-recv's reader, decrypted (transport, then DAVE in the shim), jitter-buffered, decoded and routed to
+  the sink → downsampler → mixer → pump → `LiveSession` → the fake Live server (its own process);
+* out — reply audio → `PlaybackSource` → discord.py's own `AudioPlayer` thread → Opus encode (`TUTOR_VOICE`)
+  → DAVE encrypt → transport encrypt → UDP to the voice server's socket, where an "ear" thread stamps every
+  packet as it arrives (the kids' clients' side; what they heard is DAVE-decrypted after the run).
+
+Kids talk in turns (1.5 s of speech, 3 s pause, offset so they do not overlap); the fake answers 200 ms after
+each end of speech with 1.5 s of audio. Phases per row: voice connected with no conversation (baseline), the
+conversations started and idle, then talking. CPU per stage comes from py-spy samples of this process
+(`bench/profile.py`); the kids' and the voice servers' work is attributed to the harness and left out.
+
+Latency (documented because the goals are checked on it):
+* in: a kid's last packet of a talk spurt leaving its socket → the message carrying that audio written to
+  the Live socket (UDP, voice-recv, decode, downsample, mixer jitter hold, pump tick, send policy, SDK);
+* out: a reply's first chunk parsed by `LiveSession` → the first packet of that reply arriving at the kid's
+  socket (playback queue, player wake-up, upsample, encode, DAVE, UDP);
+* loop lag: how late a 10 ms sleep on the event loop wakes; underruns: `PlaybackSource` ran dry mid-turn.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import bisect
 import multiprocessing
 import os
 import resource
+import select
 import tempfile
 import threading
 import time
@@ -39,22 +47,25 @@ from types import SimpleNamespace
 from typing import Any
 
 import discord.opus
-import numpy as np
 
-from bot.audio.formats import DISCORD_FRAME_BYTES
+import bot.voice_link
+from bench import profile, wire
+from bot.audio.playback import PlaybackSource
 from bot.levels import BUILTIN_LEVELS
 from bot.live import events as ev
 from bot.live.session import LiveSession
 from bot.storage import Database, Repository
 from bot.tutor import Conversations, StartRequest
+from tests.dave_harness import VoiceServerHarness
 from tests.fake_live import FakeLiveServer, make_client_settings
-from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
 
 FRAME_S = 0.02
 TALK_S, PAUSE_S = 1.5, 3.0
-SILENCE = bytes(DISCORD_FRAME_BYTES)
+RTP_VOICE = 0x78
+REPLY_GAP_S = 0.1  # a packet after this long a silence from the bot starts a new reply
 GOAL_LATENCY_MS = 40.0
-GOAL_CORE_PERCENT = 1.0
+GOAL_TALKING_KID_PERCENT = 2.0
+GOAL_IDLE_PERCENT = 0.1
 
 
 # ----- the fake Live server, in its own process --------------------------------------------------------
@@ -91,19 +102,19 @@ def settings_for(server: Any) -> Any:
 
 
 class InstrumentedLiveSession(LiveSession):
-    """The real LiveSession; stamps voiced input handed to it and the first reply chunk of each turn."""
+    """The real LiveSession; stamps voiced input handed to it (time, bytes so far) and each reply's first chunk."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.voiced_handed_at: list[float] = []
+        self.voiced_handed: list[tuple[float, int]] = []
         self.audio_handed = 0
         self.first_chunk_at: list[float] = []
 
-    def send_audio(self, pcm16k: bytes) -> None:
+    def send_audio(self, pcm16k: bytes, *, urgent: bool = False) -> None:
         self.audio_handed += len(pcm16k)
         if pcm16k.strip(b"\0"):
-            self.voiced_handed_at.append(time.monotonic())
-        super().send_audio(pcm16k)
+            self.voiced_handed.append((time.monotonic(), self.audio_handed))
+        super().send_audio(pcm16k, urgent=urgent)
 
     async def events(self) -> AsyncIterator[ev.LiveEvent]:
         in_turn = False
@@ -116,81 +127,66 @@ class InstrumentedLiveSession(LiveSession):
             yield event
 
 
-def speech_packets(seconds: float, seed: int) -> list[bytes]:
-    """Opus packets of a speech-like signal: harmonics at a syllable rhythm plus breath noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(48_000 * seconds)) / 48_000
-    pitch = 150 + 40 * seed % 120
-    voice = sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 10))
-    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)  # ~4 syllables a second
-    mono = np.clip(voice * envelope * 5000 + rng.normal(0, 400, t.size), -32768, 32767).astype("<i2")
-    pcm = np.repeat(mono, 2).tobytes()
-    encoder = discord.opus.Encoder()
-    encoder.set_bitrate(64)
-    return [encoder.encode(pcm[i:i + DISCORD_FRAME_BYTES], encoder.SAMPLES_PER_FRAME)
-            for i in range(0, len(pcm) - DISCORD_FRAME_BYTES + 1, DISCORD_FRAME_BYTES)]
-
-
 @dataclass(eq=False)  # threads must stay hashable
-class Speaker(threading.Thread):
-    """A kid: decode each packet like voice-recv's router, write it to the current sink, 20 ms apart."""
+class Kid(threading.Thread):
+    """A kid's client: talk spurts of its own voice, DAVE + transport encrypted, over UDP, 20 ms apart."""
 
-    voice: Any
-    member: Any
-    packets: list[bytes]
+    harness: VoiceServerHarness
+    party: Any  # tests.dave_harness.RemoteUser
     offset_s: float
     stop: threading.Event
     spurt_ends: list[float] = field(default_factory=list)
-    written: int = 0
-    talk_s: float = TALK_S
-    pause_s: float = PAUSE_S
+    sent: int = 0
 
     def __post_init__(self) -> None:
-        super().__init__(daemon=True)
+        super().__init__(daemon=True, name=f"kid-{self.party.user_id}")
 
     def run(self) -> None:
-        decoder = discord.opus.Decoder()
         next_at = time.monotonic() + self.offset_s
         while not self.stop.is_set():
             time.sleep(max(0.0, next_at - time.monotonic()))
             last = 0.0
-            for packet in self.packets[: round(self.talk_s / FRAME_S)]:
-                pcm = decoder.decode(packet)
+            for _ in range(round(TALK_S / FRAME_S)):
+                datagram = self.party.speak(1)[0]
                 last = time.monotonic()
-                self.voice.sink.write(self.member, SimpleNamespace(pcm=pcm))
-                self.written += 1
+                self.harness.server.send_rtp(datagram)
+                self.sent += 1
                 next_at += FRAME_S
                 time.sleep(max(0.0, next_at - time.monotonic()))
             self.spurt_ends.append(last)
-            next_at += self.pause_s
+            next_at += PAUSE_S
 
 
-@dataclass(eq=False)
-class Player(threading.Thread):
-    """discord.py's AudioPlayer: one `read()` per 20 ms tick; stamps each reply's first audible frame."""
+class Ear(threading.Thread):
+    """The kids' side of the voice server's UDP socket: stamps every packet the bot sends as it arrives.
 
-    voice: Any
-    stop: threading.Event
-    audible_starts: list[float] = field(default_factory=list)
-    late_ticks: int = 0
+    Takes the socket over from the server's event-loop reader (after the bot's IP discovery), so a busy
+    loop does not delay the stamps; packets are kept in `server.rtp_from_bot` for `harness.bot_said()`.
+    """
 
-    def __post_init__(self) -> None:
-        super().__init__(daemon=True)
+    def __init__(self, harness: VoiceServerHarness) -> None:
+        super().__init__(daemon=True, name=f"ear-{id(harness):x}")
+        self.server = harness.server
+        self.arrivals: list[float] = []
+        self._done = threading.Event()
+        asyncio.get_running_loop().remove_reader(self.server._udp.fileno())
 
     def run(self) -> None:
-        next_at, previous_silent = time.monotonic(), True
-        while not self.stop.is_set():
-            source = self.voice.playback  # PCM (this bench predates the Opus stage)
-            frame = source.read() if source is not None else SILENCE
-            silent = frame == SILENCE
-            if previous_silent and not silent:
-                self.audible_starts.append(time.monotonic())
-            previous_silent = silent
-            next_at += FRAME_S
-            delay = next_at - time.monotonic()
-            if delay < -FRAME_S:
-                self.late_ticks += 1
-            time.sleep(max(0.0, delay))
+        udp = self.server._udp
+        while not self._done.is_set():
+            ready, _, _ = select.select([udp], [], [], 0.05)
+            while ready:
+                try:
+                    data = udp.recv(4096)
+                except (BlockingIOError, OSError):
+                    break
+                if len(data) > 12 and data[1] == RTP_VOICE:
+                    self.arrivals.append(time.monotonic())
+                    self.server.rtp_from_bot.append(data)
+
+    def close(self) -> None:
+        self._done.set()
+        self.join(1.0)
 
 
 async def measure_loop_lag(samples: list[float], stop: asyncio.Event) -> None:
@@ -211,15 +207,20 @@ class RunResult:
     seconds: float
     input_ms: list[float]
     output_ms: list[float]
-    feed_to_read_ms: list[float]
     loop_lag_ms: list[float]
-    cpu_percent: float
+    cpu_percent: float  # this process while talking, harness included (py-spy separates it: `stages`)
     underruns: int
     dropped: int
     rss_start_mb: float
     rss_end_mb: float
     turns_stored: int
     replies_heard: int
+    stages: dict[str, float] = field(default_factory=dict)  # % of a core per stage while talking
+    idle_stages: dict[str, float] = field(default_factory=dict)  # the same with every conversation idle
+    baseline_stages: dict[str, float] = field(default_factory=dict)  # voice connected, no conversation
+    idle_packets_per_s: float = 0.0  # voice packets the bot sent per idle conversation
+    talking_share: float = 0.0  # kids talking on average, per kid
+    audible_replies: int = 0  # replies the kids' clients decrypted and heard
 
 
 def rss_mb() -> float:
@@ -230,92 +231,134 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def input_latencies(spurt_ends: list[float], handed: list[float]) -> list[float]:
-    """For each spurt end, the last voiced hand-over before the next spurt could start (ms)."""
+def bot_total(stages: dict[str, float]) -> float:
+    """The bot's share of a core: every stage but the harness."""
+    return sum(v for k, v in stages.items() if k != "harness")
+
+
+def input_latencies(spurt_ends: list[float], live: InstrumentedLiveSession) -> list[float]:
+    """Each spurt's last packet sent → the message carrying its audio written to the Live socket (ms)."""
     out = []
+    handed_at = [t for t, _ in live.voiced_handed]
+    genai_session = live._connection.session if live._connection is not None else None
     for end in spurt_ends:
-        lo, hi = bisect.bisect_left(handed, end), bisect.bisect_left(handed, end + 0.7)
-        if hi > lo:
-            out.append((handed[hi - 1] - end) * 1000)
+        lo, hi = bisect.bisect_left(handed_at, end), bisect.bisect_left(handed_at, end + 0.7)
+        if hi > lo and genai_session is not None:
+            written = wire.written_at(genai_session, live.voiced_handed[hi - 1][1])
+            if written is not None:
+                out.append((written - end) * 1000)
     return out
 
 
-def output_latencies(first_chunks: list[float], audible: list[float]) -> list[float]:
-    """Each reply's first chunk → the first audible frame read after it (ms)."""
+def output_latencies(first_chunks: list[float], arrivals: list[float]) -> list[float]:
+    """Each reply's first chunk parsed → the first packet of a new burst at the kid's socket after it (ms)."""
+    starts = [t for i, t in enumerate(arrivals) if i == 0 or t - arrivals[i - 1] > REPLY_GAP_S]
     out = []
     for chunk_at in first_chunks:
-        i = bisect.bisect_left(audible, chunk_at)
-        if i < len(audible):
-            out.append((audible[i] - chunk_at) * 1000)
+        i = bisect.bisect_left(starts, chunk_at)
+        if i < len(starts) and starts[i] - chunk_at < 1.0:
+            out.append((starts[i] - chunk_at) * 1000)
     return out
+
+
+async def profiled(seconds: float, enabled: bool) -> dict[str, float]:
+    """% of a core per stage over the next `seconds` (py-spy), or {} when profiling is off."""
+    if not enabled:
+        await asyncio.sleep(seconds)
+        return {}
+    profiler = profile.Profiler(seconds)
+    await profiler.start()
+    return await profiler.stop()
 
 
 async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_dir: Path, *,
                      guild_ids: list[int] | None = None, db_path: Path | None = None,
-                     before_talking: Callable[[], Awaitable[None]] | None = None) -> RunResult:
-    """Start `n` conversations, talk for `seconds`, stop them all, and collect the figures.
+                     before_talking: Callable[[], Awaitable[None]] | None = None,
+                     idle_seconds: float = 6.0, use_profiler: bool | None = None) -> RunResult:
+    """Connect `n` DAVE calls, measure them without and with idle conversations, then talking, and collect.
 
     For `bench.processes` (one worker per bot process): `guild_ids` (the worker's shard's guilds),
     `db_path` (one SQLite file all workers share) and `before_talking` (waits until every worker is ready).
     """
+    use_profiler = profile.available() if use_profiler is None else use_profiler
+    wire.install()
+    bot.voice_link.VOICE_DISCONNECT_TIMEOUT_S = 0.5  # no gateway acknowledges the leave here
     rss_start = rss_mb()
     guild_ids = guild_ids or [1000 + g for g in range(n)]
     db = await Database.open(db_path or db_dir / f"tutor-{n}.sqlite3")
     repository = Repository(db)
-    connector = FakeVoiceConnector(real_player=False)  # the bench's own Player reads
-    conversations = Conversations(settings=settings, repository=repository, connect=connector,
+    harnesses = [await VoiceServerHarness.start(parties=speakers) for _ in range(n)]
+    for h in harnesses:  # discord.py's send path uses sendall(); the handshake leaves the socket connected
+        await h.wait_until(lambda h=h: h.server.bot_address is not None)
+    by_channel = {id(h.channel): h for h in harnesses}
+
+    async def connect(channel: Any) -> Any:
+        return by_channel[id(channel)].vc
+
+    ears = [Ear(h) for h in harnesses]
+    for ear in ears:
+        ear.start()
+    baseline = await profiled(idle_seconds, use_profiler)
+
+    conversations = Conversations(settings=settings, repository=repository, connect=connect,
                                   live_factory=InstrumentedLiveSession)
-    packets = [speech_packets(TALK_S, seed) for seed in range(speakers)]
-    stop = threading.Event()
     guilds = []
-    for g in range(n):
-        kids = [MockMember(display_name=f"Kid{g}-{k}") for k in range(speakers)]
-        channel = MockVoiceChannel(name=f"Homework {g}")
-        channel.members = list(kids)
+    for h, guild_id in zip(harnesses, guild_ids, strict=True):
         conversation = await conversations.start(StartRequest(
-            guild_id=guild_ids[g], voice_channel=channel, starter_id=kids[0].id, starter_name=kids[0].display_name,
+            guild_id=guild_id, voice_channel=h.channel, starter_id=h.speaker.user_id, starter_name="Kid",
             level=BUILTIN_LEVELS["space"], age=8, greet=False))  # replies counted: no greeting
-        voice = connector.last
-        stagger = (TALK_S + PAUSE_S) / speakers
-        talkers = [Speaker(voice, kid, packets[k], offset_s=k * stagger + g * 0.013, stop=stop)
-                   for k, kid in enumerate(kids)]
-        guilds.append((conversation, voice, talkers, Player(voice, stop)))
+        guilds.append((conversation, h))
+    await asyncio.sleep(1.0)  # every player has read its first frame and paused
+    packets_before = sum(len(e.arrivals) for e in ears)
+    idle_started = time.monotonic()
+    idle = await profiled(idle_seconds, use_profiler)
+    idle_packets = (sum(len(e.arrivals) for e in ears) - packets_before) / (time.monotonic() - idle_started) / n
+
     if before_talking is not None:
         await before_talking()
+    stop = threading.Event()
+    stagger = (TALK_S + PAUSE_S) / speakers
+    kids = [Kid(h, party, offset_s=k * stagger + g * 0.013, stop=stop)
+            for g, h in enumerate(harnesses) for k, party in enumerate(h.parties)]
     lag: list[float] = []
     lag_stop = asyncio.Event()
     lag_task = asyncio.create_task(measure_loop_lag(lag, lag_stop))
     cpu_start, wall_start = time.process_time(), time.monotonic()
-    for _, _, talkers, player in guilds:
-        player.start()
-        for talker in talkers:
-            talker.start()
-    await asyncio.sleep(seconds)
+    for kid in kids:
+        kid.start()
+    talking = await profiled(seconds, use_profiler)
     stop.set()
     cpu = (time.process_time() - cpu_start) / (time.monotonic() - wall_start) * 100
     lag_stop.set()
     await lag_task
-    for _, _, talkers, player in guilds:
-        for thread in (*talkers, player):
-            thread.join()
-    await asyncio.sleep(1.0)  # let replies to the last spurts arrive before stopping
-    result = RunResult(n, n * speakers, seconds, [], [], [], lag, cpu, 0, 0, rss_start, 0.0, 0, 0)
-    for conversation, voice, talkers, player in guilds:
+    for kid in kids:
+        kid.join()
+    await asyncio.sleep(2.5)  # let the replies to the last spurts play out
+
+    result = RunResult(n, n * speakers, seconds, [], [], lag, cpu, 0, 0, rss_start, 0.0, 0, 0, talking, idle,
+                       baseline, idle_packets, TALK_S / (TALK_S + PAUSE_S))
+    for (conversation, h), ear in zip(guilds, ears, strict=True):
         live = conversation.live
         status = conversation.status()
-        ends = sorted(t for talker in talkers for t in talker.spurt_ends if t < wall_start + seconds - 1.0)
-        result.input_ms += input_latencies(ends, live.voiced_handed_at)
-        result.output_ms += output_latencies(live.first_chunk_at, player.audible_starts)
-        result.feed_to_read_ms += [s * 1000 for s in voice.playback.first_frame_latencies] if voice.source else []
+        ends = sorted(t for kid in kids if kid.harness is h for t in kid.spurt_ends if t < wall_start + seconds - 1)
+        result.input_ms += input_latencies(ends, live)
+        result.output_ms += output_latencies(live.first_chunk_at, ear.arrivals)
         result.underruns += status.underruns
-        written = sum(t.written for t in talkers)
-        result.dropped += written - sum(voice.sink.frames_in.values()) + voice.sink.errors
-        result.dropped += round(live.stats.audio_ms_dropped / 20)
+        sent = sum(kid.sent for kid in kids if kid.harness is h)
+        result.dropped += max(0, sent - status.packets_received) + round(live.stats.audio_ms_dropped / 20)
         result.replies_heard += len(live.first_chunk_at)
     await conversations.stop_all("bench finished")
-    for conversation, *_ in guilds:
+    for ear in ears:
+        ear.close()
+    for (conversation, h) in guilds:
+        heard = h.bot_said(h.speaker)
+        loud = [pcm for pcm in heard if max(abs(v) for v in memoryview(pcm).cast("h")[::97]) > 2000]
+        result.audible_replies += round(len(loud) * FRAME_S / 1.5)
         result.turns_stored += len(await repository.get_turns(conversation.guild_id, conversation.session_id))
+    for h in harnesses:
+        await h.close()
     await db.close()
+    wire.clear()
     result.rss_end_mb = rss_mb()
     return result
 
@@ -334,32 +377,60 @@ def trio(values: list[float]) -> str:
     return f"{pct(values, 50):5.1f} /{pct(values, 95):5.1f} /{pct(values, 99):5.1f}"
 
 
-def print_table(results: list[RunResult], server_cpu_percent: float) -> None:
-    talking_share = TALK_S / (TALK_S + PAUSE_S)
+STAGE_ORDER = ["transport decrypt", "DAVE decrypt", "voice-recv (reader, jitter buffer, router)", "Opus decode",
+               "downsample 48k→16k", "sink hand-over", "mix", "input pump", "Live send", "Live receive",
+               "playback queue", "upsample 24k→48k", "Opus encode", "DAVE encrypt", "transport encrypt", "UDP send",
+               "discord.py player", "storage", profile.OTHER]
+
+
+def print_tables(results: list[RunResult], server_cpu_percent: float) -> None:
     print(f"{'guilds':>6} {'kids':>5} {'in ms p50/p95/p99':>20} {'out ms p50/p95/p99':>20} "
-          f"{'loop lag p99/max':>17} {'CPU %':>6} {'%/kid':>6} {'%/talking':>9} {'underr':>6} {'drop':>5} "
-          f"{'RSS MB start→end':>17} {'turns':>6}")
+          f"{'loop lag p99/max':>17} {'bot %':>6} {'%/talking kid':>13} {'idle %/conv':>11} {'idle pkt/s':>10} "
+          f"{'underr':>6} {'drop':>5} {'replies heard':>13} {'RSS MB':>7}")
     for r in results:
-        per_kid = r.cpu_percent / r.speakers
-        per_talking = r.cpu_percent / (r.speakers * talking_share)
+        talking_kids = r.speakers * r.talking_share
+        bot = bot_total(r.stages) if r.stages else float("nan")
+        idle = (bot_total(r.idle_stages) - bot_total(r.baseline_stages)) / r.guilds if r.idle_stages else float("nan")
         print(f"{r.guilds:>6} {r.speakers:>5} {trio(r.input_ms):>20} {trio(r.output_ms):>20} "
-              f"{pct(r.loop_lag_ms, 99):7.1f} /{max(r.loop_lag_ms, default=0):6.1f} {r.cpu_percent:>6.1f} "
-              f"{per_kid:>6.2f} {per_talking:>9.2f} {r.underruns:>6} {r.dropped:>5} "
-              f"{r.rss_start_mb:>7.1f} →{r.rss_end_mb:>7.1f} {r.turns_stored:>6}")
+              f"{pct(r.loop_lag_ms, 99):7.1f} /{max(r.loop_lag_ms, default=0):6.1f} {bot:>6.1f} "
+              f"{bot / talking_kids:>13.2f} {idle:>11.3f} {r.idle_packets_per_s:>10.2f} {r.underruns:>6} "
+              f"{r.dropped:>5} {r.audible_replies:>6}/{r.replies_heard:<6} {r.rss_end_mb:>7.0f}")
     counts = ", ".join(f"{len(r.input_ms)}/{len(r.output_ms)}" for r in results)
-    print(f"(in: last packet into the sink → its audio handed to LiveSession; out: first reply chunk received →"
-          f" first audible frame read; in/out samples per row: {counts};"
-          f" fake server CPU {server_cpu_percent:.1f} % of a core in its own process, not counted above)")
+    print(f"(in: kid's last packet sent → its audio written to the Live socket; out: reply's first chunk parsed →"
+          f" first packet at the kid's socket; samples per row: {counts};"
+          f" fake Live server {server_cpu_percent:.1f} % of a core in its own process, not counted)\n")
+    if not any(r.stages for r in results):
+        print("(no per-stage table: py-spy is not installed — `pip install py-spy`)")
+        return
+    header = "stage, % of a core" + "".join(f"  {'N=' + str(r.guilds) + ' /talking kid':>17} {'idle/conv':>9}"
+                                             for r in results)
+    print(header)
+    stages = STAGE_ORDER + sorted({k for r in results for k in r.stages} - set(STAGE_ORDER) - {"harness"})
+    for stage in [*stages, "total"]:
+        cells = []
+        for r in results:
+            talking_kids = r.speakers * r.talking_share
+            pick = bot_total if stage == "total" else (lambda d, s=stage: d.get(s, 0.0))
+            talk = pick(r.stages) / talking_kids
+            idle = (pick(r.idle_stages) - pick(r.baseline_stages)) / r.guilds
+            cells.append(f"  {talk:>17.3f} {idle:>9.3f}")
+        print(f"{stage:<18}" + "".join(cells) if len(stage) <= 18 else f"{stage}\n{'':<18}" + "".join(cells))
+    print("(talking: the stage's CPU while kids talk ÷ kids talking on average; idle: with idle conversations minus"
+          " without any, ÷ conversations; py-spy samples at 200 Hz, harness — kids' clients, voice servers — left out)")
     top = max(results, key=lambda r: r.guilds)
-    worst_cpu = max(r.cpu_percent / (r.speakers * talking_share) for r in results)
+    worst_talking = max(bot_total(r.stages) / (r.speakers * r.talking_share) for r in results)
+    worst_idle = max((bot_total(r.idle_stages) - bot_total(r.baseline_stages)) / r.guilds for r in results)
     checks = [
+        (f"≤ {GOAL_TALKING_KID_PERCENT:g} % of a core per talking kid", worst_talking <= GOAL_TALKING_KID_PERCENT,
+         f"{worst_talking:.2f}"),
+        (f"idle conversation ≤ {GOAL_IDLE_PERCENT:g} %", worst_idle <= GOAL_IDLE_PERCENT, f"{worst_idle:.3f}"),
+        ("idle: 0 packets", all(r.idle_packets_per_s == 0 for r in results),
+         f"{max(r.idle_packets_per_s for r in results):.2f}/s"),
         (f"≤ {GOAL_LATENCY_MS:.0f} ms p95 in at N={top.guilds}", pct(top.input_ms, 95) <= GOAL_LATENCY_MS,
          f"{pct(top.input_ms, 95):.1f}"),
         (f"≤ {GOAL_LATENCY_MS:.0f} ms p95 out at N={top.guilds}", pct(top.output_ms, 95) <= GOAL_LATENCY_MS,
          f"{pct(top.output_ms, 95):.1f}"),
-        ("no underrun while reply audio is buffered", all(r.underruns == 0 for r in results),
-         str(sum(r.underruns for r in results))),
-        (f"≤ {GOAL_CORE_PERCENT:.0f} % of a core per talking kid", worst_cpu <= GOAL_CORE_PERCENT, f"{worst_cpu:.2f}"),
+        ("0 underruns", all(r.underruns == 0 for r in results), str(sum(r.underruns for r in results))),
     ]
     print("goals: " + "; ".join(f"{name} {'✓' if ok else '✗'} ({value})" for name, ok, value in checks))
 
@@ -368,9 +439,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--guilds", default="1,5,20", help="comma-separated guild counts (default 1,5,20)")
     parser.add_argument("--seconds", type=float, default=20.0, help="talking time per guild count (default 20)")
+    parser.add_argument("--idle-seconds", type=float, default=6.0, help="each idle phase (default 6)")
     parser.add_argument("--speakers", type=int, default=2, help="kids per guild (default 2)")
     parser.add_argument("--think-ms", type=float, default=200.0, help="fake model's think time (default 200)")
     parser.add_argument("--reply-ms", type=float, default=1500.0, help="reply audio length (default 1500)")
+    parser.add_argument("--no-profile", action="store_true", help="skip py-spy (no per-stage table)")
+    parser.add_argument("--never-pause", action="store_true",
+                        help="the player never rests between replies (the bot before idle pausing), to compare")
     parser.add_argument("--processes", type=int, default=None, metavar="N",
                         help="the largest --guilds count over N bot processes, beside 1 process (bench.processes)")
     return parser.parse_known_args()[0]
@@ -379,7 +454,8 @@ def parse_args() -> argparse.Namespace:
 async def run_all(args: argparse.Namespace, server: Any) -> list[RunResult]:
     settings = settings_for(server)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        return [await run_guilds(int(n), args.seconds, args.speakers, settings, Path(tmp))
+        return [await run_guilds(int(n), args.seconds, args.speakers, settings, Path(tmp),
+                                 idle_seconds=args.idle_seconds, use_profiler=not args.no_profile and None)
                 for n in args.guilds.split(",")]
 
 
@@ -393,12 +469,15 @@ def main() -> None:
     discord.opus._load_default()
     if not discord.opus.is_loaded():
         raise SystemExit("libopus is not loadable: install libopus0 (apt-get install libopus0)")
+    if args.never_pause:
+        real_bind = PlaybackSource.pause_when_idle
+        PlaybackSource.pause_when_idle = lambda self, player: real_bind(self, None)  # type: ignore[method-assign]
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     child = context.Process(target=serve_fake_live, args=(theirs, args.think_ms / 1000, args.reply_ms), daemon=True)
     child.start()
     server = SimpleNamespace(**ours.recv())
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()[0]
     try:
         results = asyncio.run(run_all(args, server))
     finally:
@@ -406,10 +485,11 @@ def main() -> None:
         report = ours.recv() if ours.poll(10) else {"cpu_s": float("nan"), "replies": -1}
         child.join(5)
     elapsed = time.monotonic() - started
-    print(f"End to end: {args.speakers} kids per guild ({TALK_S:g} s talk / {PAUSE_S:g} s pause each, Opus 64 kbit/s),"
-          f" fake Live think {args.think_ms:.0f} ms, {args.reply_ms:.0f} ms replies, {args.seconds:g} s per row;"
-          f" {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}\n")
-    print_table(results, report["cpu_s"] / elapsed * 100)
+    print(f"End to end on the production path: {args.speakers} kids per guild ({TALK_S:g} s talk / {PAUSE_S:g} s"
+          f" pause each) over real DAVE + UDP, discord.py's player, fake Live think {args.think_ms:.0f} ms,"
+          f" {args.reply_ms:.0f} ms replies, {args.seconds:g} s talking per row; {os.cpu_count()} cores, load"
+          f" {load_before:.2f} before / {os.getloadavg()[0]:.2f} after\n")
+    print_tables(results, report["cpu_s"] / elapsed * 100)
     print(f"fake server sent {report['replies']} replies in {elapsed:.0f} s")
 
 

@@ -29,14 +29,15 @@ from bot.cost import Prices
 from bot.cost_meter import CostMeter
 from bot.goodbye import TutorVoice
 from bot.kid_names import names_to_tell_the_tutor
-from bot.levels import build_system_instruction, transcription_vocabulary
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
-from bot.live.session import HistoryTurn, LiveSession, SetupExtras
+from bot.live.session import HistoryTurn, LiveSession
+from bot.live_setup import tutor_setup
 from bot.participants import in_call
 from bot.storage.repository import Repository
-from bot.tools import ToolCalls, declarations
+from bot.tools import ToolCalls
 from bot.turn_log import TurnLog
+from bot.turn_taking import turn_pause_ms
 from bot.voice_link import VoiceConnector, VoiceLink
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Conversation:
     def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
                  observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int,
                  daily_budget_usd: float = float("inf"), spent_today_usd: float = 0.0,
+                 turn_pause_setting_ms: int | None = None,
                  on_closed: Callable[[Conversation], None] = lambda _: None) -> None:
         self.request = request
         self.guild_id = request.guild_id
@@ -84,7 +86,8 @@ class Conversation:
         self._repository = repository
         self._observers = observers
         self._on_closed = on_closed
-        self._mixer = Mixer()
+        self.turn_pause_ms = turn_pause_ms(turn_pause_setting_ms, request.age)  # the pause that ends a kid's turn
+        self._mixer = Mixer(tail_ms=self.turn_pause_ms)
         self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
                               on_flagged=lambda row: self._notify("on_turn_flagged", row),
@@ -92,6 +95,7 @@ class Conversation:
                               chosen_names=request.kid_names)
         self._input_latency_ms: deque[float] = deque(maxlen=500)
         self._last_kid_audio_at: float | None = None
+        self._kid_audio = asyncio.Event()  # wakes the resting input pump
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
         self.cost = CostMeter(Prices.from_settings(settings), spent_today_usd=spent_today_usd)
@@ -114,10 +118,8 @@ class Conversation:
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
         names = self.kid_names()
-        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language,
-                                               tools=True)
-        extras = SetupExtras(tools=tuple(declarations()), language_code=self.request.language.code,
-                             vocabulary=tuple(transcription_vocabulary(self.level, names)))
+        instruction, extras = tutor_setup(self.level, self.age, names, language=self.request.language,
+                                          turn_pause_ms=self.turn_pause_ms)
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
         self.live = live_factory(self._settings, system_instruction=instruction, history=history, extras=extras)
@@ -202,6 +204,7 @@ class Conversation:
         self._turns.heard(user_id, display_name)
         self._last_kid_audio_at = at
         self._mixer.push(user_id, pcm16k, at)
+        self._kid_audio.set()
 
     def _on_kid_left(self, user_id: int) -> None:
         """A kid left the voice call: their queued audio goes; who spoke when stays for naming turns."""
@@ -211,12 +214,17 @@ class Conversation:
     async def _pump_input(self) -> None:
         """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal.
 
-        When the mixer has fallen behind (a held frame, a stalled loop) it is drained at once, so
-        waiting for jitter never turns into lasting delay.
+        Between talk spurts (the mixer idle: nothing queued, no tail owed) it rests until a kid's audio
+        arrives instead of ticking 50 times a second for nothing. When the mixer has fallen behind (a held
+        frame, a stalled loop) it is drained at once, so waiting for jitter never turns into lasting delay.
         """
         period = FRAME_MS / 1000
         next_tick = time.monotonic()
         while True:
+            if self._mixer.idle:  # nobody talking and nothing owed to Live: rest until a kid's audio comes
+                self._kid_audio.clear()
+                await self._kid_audio.wait()
+                next_tick = time.monotonic()
             now = time.monotonic()
             try:
                 self._send_mixed(self._mixer.pull(now))
@@ -237,7 +245,7 @@ class Conversation:
             return True
         if not out:
             return False
-        self.live.send_audio(out)
+        self.live.send_audio(out, urgent=self._mixer.at_spurt_edge)
         if self._last_kid_audio_at is not None:
             self._input_latency_ms.append((time.monotonic() - self._last_kid_audio_at) * 1000)
             self._last_kid_audio_at = None

@@ -23,6 +23,11 @@ the speech end. After the last voiced frame the mixer emits `tail_ms` of silence
 sent, not wall time: the VAD judges the audio it receives, even if the pump stalled), then
 `STREAM_END` exactly once, then None until someone speaks again (silence costs tokens).
 
+Spurt edges: after each `pull`, `at_spurt_edge` says whether that output starts a talk spurt (a speaker
+began contributing whole frames) or ends one (nobody is mid-spurt any more: the last padded remainder,
+or the first tail frame after a speaker's packets stopped). The pump passes it to Live as `urgent`, so
+the send policy holds only the middle of a spurt, never its first or last frame.
+
 The pump should tick on an absolute 20 ms schedule; if it falls behind it may call `pull` again at
 once while `queued_ms` exceeds ~40 ms, which is how the queue sheds latency added by holds.
 """
@@ -110,6 +115,8 @@ class Mixer:
         self._tail_left_ms = 0  # silence still owed to Live's VAD
         self._stream_open = False  # voiced audio was sent since the last STREAM_END
         self._holds = 0  # consecutive pulls that waited for a late speaker
+        self._mid_spurt = False  # some speaker contributed a whole frame to the last output
+        self.at_spurt_edge = False  # the last output started or ended a talk spurt (see the module docstring)
         self.frames_out = 0
         self.silence_frames_out = 0
         self.stream_ends = 0
@@ -138,6 +145,7 @@ class Mixer:
         """Next 20 ms for Live: mixed speech, tail silence, STREAM_END once, or None (send nothing)."""
         if self._must_wait(now):
             self._holds += 1
+            self.at_spurt_edge = False
             return None
         self._holds = 0
         frames: list[bytes] = []
@@ -150,6 +158,8 @@ class Mixer:
             elif queued and now - speaker.last_push >= speaker.hold_s(self.jitter_s):
                 frames.append(bytes(speaker.queue) + bytes(FRAME_BYTES - queued))  # the spurt ended
                 speaker.queue.clear()
+        mid_spurt = any(speaker.playing for speaker in self._speakers.values())
+        self.at_spurt_edge, self._mid_spurt = mid_spurt != self._mid_spurt, mid_spurt
         if frames:
             return self._emit_voice(frames)
         return self._emit_idle()
@@ -169,6 +179,11 @@ class Mixer:
         speaker = self._speakers.pop(user_id, None)
         if speaker is not None and speaker.queue:
             self.dropped_ms += LIVE_INPUT.ms_for_bytes(len(speaker.queue))
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing owed (no tail, no STREAM_END): `pull` returns None until a `push`."""
+        return not self._stream_open and self._tail_left_ms <= 0 and not any(s.queue for s in self._speakers.values())
 
     @property
     def queued_ms(self) -> float:

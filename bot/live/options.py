@@ -34,6 +34,7 @@ class LiveConnectOptions:
     first_retry_delay: float = 0.1
     max_retry_delay: float = 5.0
     input_queue_seconds: float = 10.0  # unsent input audio kept while disconnected
+    input_chunk_ms: float = 100.0  # input audio per message while a kid keeps talking (send policy: bot.live.outbound)
     replay_seconds: float = 30.0  # sent-but-unconfirmed input audio kept for replay
     stable_after: float = 10.0  # a connection up this long resets the failure count
     connect_timeout: float = 15.0  # one dial + setup; a setup that never completes costs this
@@ -45,6 +46,8 @@ class LiveConnectOptions:
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.first_retry_delay < 0 or self.input_queue_seconds <= 0:
             raise ValueError("max_retries and first_retry_delay must be >= 0, input_queue_seconds > 0")
+        if not 20 <= self.input_chunk_ms <= 1000:
+            raise ValueError("input_chunk_ms must be 20–1000 (one 20 ms frame up to a second per message)")
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff: first_retry_delay, doubled per attempt, capped."""
@@ -58,6 +61,7 @@ class SetupExtras:
     tools: tuple[types.Tool, ...] = ()
     language_code: str | None = None  # BCP-47, e.g. "es-US"; None: the service's default
     vocabulary: tuple[str, ...] = ()  # names and topic words the input transcription is biased towards
+    end_of_speech_ms: int | None = None  # the server VAD's silence_duration_ms; None: the service's default
 
 
 NO_EXTRAS = SetupExtras()
@@ -66,7 +70,7 @@ NO_EXTRAS = SetupExtras()
 def live_connect_config(settings: Settings, instruction: str, *, handle: str | None, seeding: bool,
                         extras: SetupExtras = NO_EXTRAS) -> types.LiveConnectConfig:
     """The setup every connection sends: audio out, both transcripts, resumption, compression, strict safety,
-    and the conversation's tools, language and vocabulary."""
+    and the conversation's tools, language, vocabulary and end-of-speech silence."""
     prebuilt = types.PrebuiltVoiceConfig(voice_name=settings.gemini_voice)
     return types.LiveConnectConfig(
         response_modalities=[types.Modality.AUDIO],
@@ -83,6 +87,8 @@ def live_connect_config(settings: Settings, instruction: str, *, handle: str | N
         safety_settings=[types.SafetySetting(category=c, threshold=types.HarmBlockThreshold.BLOCK_LOW_AND_ABOVE)
                          for c in SAFETY_CATEGORIES],
         history_config=types.HistoryConfig(initial_history_in_client_content=True) if seeding else None,
+        realtime_input_config=types.RealtimeInputConfig(automatic_activity_detection=types.AutomaticActivityDetection(
+            silence_duration_ms=extras.end_of_speech_ms)) if extras.end_of_speech_ms else None,
     )
 
 

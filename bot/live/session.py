@@ -181,10 +181,14 @@ class LiveSession:
                 self._counters.last_error = verdict.reason
                 await asyncio.sleep(self._options.retry_delay(self._failures))
 
-    def send_audio(self, pcm16k: bytes) -> None:
-        """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting."""
+    def send_audio(self, pcm16k: bytes, *, urgent: bool = False) -> None:
+        """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting.
+
+        `urgent`: the frame starts or ends a talk spurt, so it (and what is held before it) goes at once;
+        other audio goes in `input_chunk_ms` messages (see `bot.live.outbound`).
+        """
         if pcm16k and not self._state.ended:
-            self._outbound.push(Outgoing("audio", audio=bytes(pcm16k)))
+            self._outbound.push(Outgoing("audio", audio=bytes(pcm16k)), urgent=urgent)
 
     def end_audio_stream(self) -> None:
         """Tell Gemini the kids stopped talking (after the silence tail); a reply usually follows."""
@@ -232,6 +236,12 @@ class LiveSession:
     def stats(self) -> LiveStats:
         """Current figures (a snapshot)."""
         return self._counters.snapshot(connected=self._state.connected, dropped_bytes=self._outbound.dropped_bytes)
+
+    @property
+    def server_session_id(self) -> str | None:
+        """The id Gemini gave the current connection's session in its setupComplete (None if it gave none)."""
+        conn = self._connection
+        return getattr(conn.session, "session_id", None) if conn is not None else None
 
     @property
     def last_input_sent_at(self) -> float | None:

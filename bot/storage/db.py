@@ -148,12 +148,18 @@ CREATE TABLE member_names (
 ) STRICT;
 """
 
+# How long a pause ends a child's turn, per server (NULL: the default, see bot.turn_taking).
+_V4_TURN_PAUSE = """
+ALTER TABLE guild_settings ADD COLUMN turn_pause_ms INTEGER
+    CHECK (turn_pause_ms IS NULL OR turn_pause_ms BETWEEN 500 AND 3000);
+"""
+
 # Who spoke or typed in each turn: every member, not only the loudest (a turn can have several, and a moderator's
 # "delete this member" must find every turn their words are in). `ordinal` 0 is credited first (the loudest, or
 # the typist). Existing rows move here: `turns.speaker_id` (spoken turns), and typed turns, which were stored
 # with the author's name only, are credited to the session's starter or to a member named so elsewhere in that
 # session. Then `turns.speaker_id` goes.
-_V4_TURN_SPEAKERS = """
+_V5_TURN_SPEAKERS = """
 CREATE TABLE turn_speakers (
     turn_id   INTEGER NOT NULL REFERENCES turns (id) ON DELETE CASCADE,
     guild_id  INTEGER NOT NULL,
@@ -188,7 +194,8 @@ MIGRATIONS: tuple[str | Migration, ...] = (
     _V1_INITIAL,
     _V2_COST_AND_TOOLS,
     _V3_NAMES_AND_TIME_ZONE,
-    _V4_TURN_SPEAKERS,
+    _V4_TURN_PAUSE,
+    _V5_TURN_SPEAKERS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_BUSY_TIMEOUT_MS = 5000

@@ -479,6 +479,31 @@ async def test_a_join_cancelled_midway_leaves_no_voice_client_registered(monkeyp
     await client.close()
 
 
+async def test_between_talk_spurts_the_input_pump_rests(world, live_server):
+    """With nobody talking the pump does not tick (no mixer pulls); a kid's audio wakes it and reaches Live."""
+    conversations, connector, _observer, channel, kids = world
+    conversation = await conversations.start(request(channel))
+    voice = connector.last
+    pulls = 0
+    real_pull = conversation._mixer.pull
+
+    def counting_pull(now):
+        nonlocal pulls
+        pulls += 1
+        return real_pull(now)
+
+    conversation._mixer.pull = counting_pull
+    await asyncio.sleep(0.3)
+    assert pulls == 0
+    voice.speak(kids[0], speech()).join()
+    await live_server.wait_for(lambda: live_server.current.audio_stream_ends >= 1)
+    assert pulls > 25  # the spurt, its silence tail and the end of the stream
+    settled = pulls
+    await asyncio.sleep(0.3)
+    assert pulls == settled
+    await conversations.stop(GUILD)
+
+
 def setup_instruction(server: FakeLiveServer) -> str:
     """The system instruction the fake Live server received in the first connection's setup."""
     setup = server.connections[0].setup

@@ -34,9 +34,9 @@ class RecordingLiveSession(LiveSession):
         super().__init__(*args, **kwargs)
         self.audio_handed = bytearray()
 
-    def send_audio(self, pcm16k: bytes) -> None:
+    def send_audio(self, pcm16k: bytes, *, urgent: bool = False) -> None:
         self.audio_handed += pcm16k
-        super().send_audio(pcm16k)
+        super().send_audio(pcm16k, urgent=urgent)
 
 
 @pytest.fixture

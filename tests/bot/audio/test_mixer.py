@@ -206,3 +206,52 @@ def test_steady_speaker_spurt_end_waits_less_than_jitter_ms():
     last = mixer.pull(last_push + 0.031)
     assert isinstance(last, bytes) and last != SILENCE_FRAME and last.endswith(b"\0\0")
     assert mixer.queued_ms == 0
+
+
+def _edges(mixer: Mixer, pushes: dict[int, bytes], pulls: int) -> list[tuple[str, bool]]:
+    """Pull `pulls` times 20 ms apart, pushing `pushes[i]` just before pull i; (what came out, at_spurt_edge)."""
+    out = []
+    for i in range(pulls):
+        now = i * FRAME_S
+        if i in pushes:
+            mixer.push(1, pushes[i], now=now)
+        result = mixer.pull(now)
+        kind = "end" if result is STREAM_END else "none" if result is None else (
+            "silence" if result == SILENCE_FRAME else "voice")
+        out.append((kind, mixer.at_spurt_edge))
+    return out
+
+
+def test_a_spurt_edge_marks_its_first_frame_and_its_padded_last_frame():
+    """The first whole frame and the zero-padded remainder are edges; the middle and the tail are not."""
+    mixer = Mixer(tail_ms=40)
+    speech = _speech(70)  # 3 whole frames + half a frame
+    pushes = {i: speech[i * FRAME_BYTES:(i + 1) * FRAME_BYTES] for i in range(4)}
+    got = _edges(mixer, pushes, 10)
+    voiced = [edge for kind, edge in got if kind == "voice"]
+    assert voiced == [True, False, False, True]
+    assert all(not edge for kind, edge in got if kind in ("silence", "end", "none"))
+
+
+def test_a_spurt_ending_on_a_whole_frame_has_its_edge_on_the_first_tail_frame():
+    """When the last packet filled a whole frame, the end is known once the hold gives up: the first silence."""
+    mixer = Mixer(tail_ms=40)
+    speech = _speech(60)
+    pushes = {i: speech[i * FRAME_BYTES:(i + 1) * FRAME_BYTES] for i in range(3)}
+    got = _edges(mixer, pushes, 10)
+    assert [edge for kind, edge in got if kind == "voice"] == [True, False, False]
+    first_silence = next(edge for kind, edge in got if kind == "silence")
+    assert first_silence is True
+
+
+def test_the_mixer_is_idle_only_when_nothing_is_queued_or_owed():
+    """idle: false while audio is queued, through the tail and until STREAM_END has been returned."""
+    mixer = Mixer(tail_ms=40)
+    assert mixer.idle
+    mixer.push(1, _speech(20), now=0.0)
+    assert not mixer.idle
+    outputs = []
+    while STREAM_END not in outputs:
+        assert not mixer.idle  # queued, held, or the tail still owed
+        outputs.append(mixer.pull(len(outputs) * FRAME_S))
+    assert mixer.idle and mixer.pull(1.0) is None

@@ -405,11 +405,11 @@ async def test_write_gives_up_after_retry_window(tmp_path: Path) -> None:
 
 
 async def test_the_turn_speakers_migration_moves_existing_rows(location: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Version 4 moves `turns.speaker_id` into `turn_speakers`; typed turns (stored with a name only) are
+    """Version 5 moves `turns.speaker_id` into `turn_speakers`; typed turns (stored with a name only) are
     credited to the starter or to the member of that name in the session; the old column is gone."""
     from bot.storage.repository import Repository
 
-    step = db_module.MIGRATIONS.index(db_module._V4_TURN_SPEAKERS)
+    step = db_module.MIGRATIONS.index(db_module._V5_TURN_SPEAKERS)
     monkeypatch.setattr(db_module, "MIGRATIONS", db_module.MIGRATIONS[:step])
     monkeypatch.setattr(db_module, "SCHEMA_VERSION", step)
     db = await Database.open(location)
