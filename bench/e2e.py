@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import logging
 import multiprocessing
 import os
 import resource
@@ -400,7 +401,7 @@ def print_tables(results: list[RunResult], server_cpu_percent: float) -> None:
           f" first packet at the kid's socket; samples per row: {counts};"
           f" fake Live server {server_cpu_percent:.1f} % of a core in its own process, not counted)\n")
     if not any(r.stages for r in results):
-        print("(no per-stage table: py-spy is not installed — `pip install py-spy`)")
+        print("(no per-stage table: --no-profile, or py-spy is not installed — `pip install py-spy`)")
         return
     header = "stage, % of a core" + "".join(f"  {'N=' + str(r.guilds) + ' /talking kid':>17} {'idle/conv':>9}"
                                              for r in results)
@@ -461,6 +462,7 @@ async def run_all(args: argparse.Namespace, server: Any) -> list[RunResult]:
 
 def main() -> None:
     args = parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")  # faults show up
     if args.processes:
         from bench.processes import main as multiprocess_main
 
