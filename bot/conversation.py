@@ -29,13 +29,14 @@ from bot.cost import Prices
 from bot.cost_meter import CostMeter
 from bot.goodbye import TutorVoice
 from bot.kid_names import names_to_tell_the_tutor
-from bot.levels import build_system_instruction, transcription_vocabulary
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
-from bot.live.session import HistoryTurn, LiveSession, SetupExtras
+from bot.live.session import HistoryTurn, LiveSession
+from bot.live_setup import tutor_setup
 from bot.storage.repository import Repository
-from bot.tools import ToolCalls, declarations
+from bot.tools import ToolCalls
 from bot.turn_log import TurnLog
+from bot.turn_taking import turn_pause_ms
 from bot.voice_link import VoiceConnector, VoiceLink
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Conversation:
     def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
                  observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int,
                  daily_budget_usd: float = float("inf"), spent_today_usd: float = 0.0,
+                 turn_pause_setting_ms: int | None = None,
                  on_closed: Callable[[Conversation], None] = lambda _: None) -> None:
         self.request = request
         self.guild_id = request.guild_id
@@ -83,7 +85,8 @@ class Conversation:
         self._repository = repository
         self._observers = observers
         self._on_closed = on_closed
-        self._mixer = Mixer()
+        self.turn_pause_ms = turn_pause_ms(turn_pause_setting_ms, request.age)  # the pause that ends a kid's turn
+        self._mixer = Mixer(tail_ms=self.turn_pause_ms)
         self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
                               on_flagged=lambda row: self._notify("on_turn_flagged", row),
@@ -114,10 +117,8 @@ class Conversation:
     async def start(self, connect: VoiceConnector, live_factory: LiveFactory, history: Sequence[HistoryTurn]) -> None:
         """Connect Live first (cheap to undo), then voice; on any failure undo what was done."""
         names = self.kid_names()
-        instruction = build_system_instruction(self.level, self.age, names, language=self.request.language,
-                                               tools=True)
-        extras = SetupExtras(tools=tuple(declarations()), language_code=self.request.language.code,
-                             vocabulary=tuple(transcription_vocabulary(self.level, names)))
+        instruction, extras = tutor_setup(self.level, self.age, names, language=self.request.language,
+                                          turn_pause_ms=self.turn_pause_ms)
         self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
                                 tags=self._log_tags(), on_kid_left=self._on_kid_left)
         self.live = live_factory(self._settings, system_instruction=instruction, history=history, extras=extras)

@@ -317,8 +317,8 @@ class Doctor:
                                                                  timeout=self._live_timeout))
         if not report.ok:
             return problem(name, report.reason.rstrip("."))
-        return ok(name, f"{settings.gemini_model} answered: first audio after {report.first_audio_ms:.0f} ms, "
-                  f"{report.reply_seconds:.1f} s of reply")
+        return ok(name, f"{settings.gemini_model} {report.setup_reply} and answered: first audio after "
+                  f"{report.first_audio_ms:.0f} ms, {report.reply_seconds:.1f} s of reply")
 
 
 async def run_doctor(settings: Settings, **options: Any) -> int:

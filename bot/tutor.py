@@ -121,6 +121,7 @@ class Conversations:
                                         daily_minutes=settings.daily_minutes,
                                         max_session_minutes=settings.max_session_minutes,
                                         daily_budget_usd=settings.daily_budget_usd, spent_today_usd=spent,
+                                        turn_pause_setting_ms=settings.turn_pause_ms,
                                         on_closed=self._forget)
             starting.session_id = session_id
             try:

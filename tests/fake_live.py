@@ -211,7 +211,8 @@ class FakeLiveServer:
                  input_transcript_at: str = "after_first_chunk", interim_every_ms: float | None = 300.0,
                  turn_complete_after_playback: bool = True, vad_silence_ms: float | None = 2000.0,
                  barge_in_ms: float | None = 250.0, connection_lifetime_s: float | None = 600.0,
-                 go_away_lead_s: float = 60.0, thoughts_tokens: int = 136, output_rate: int = OUTPUT_RATE) -> None:
+                 go_away_lead_s: float = 60.0, thoughts_tokens: int = 136, output_rate: int = OUTPUT_RATE,
+                 honours_silence_duration: bool = False) -> None:
         if input_transcript_at not in INPUT_TIMINGS:
             raise ValueError(f"input_transcript_at must be one of {INPUT_TIMINGS}")
         self.api_key = api_key
@@ -227,6 +228,8 @@ class FakeLiveServer:
         self.interim_every_ms = interim_every_ms
         self.turn_complete_after_playback = turn_complete_after_playback  # False: right after generationComplete
         self.vad_silence_ms = vad_silence_ms  # None: only audioStreamEnd ends a spoken turn
+        # 3.1 ignores the setup's silence_duration_ms (unverified for 3.8): True uses it instead of vad_silence_ms
+        self.honours_silence_duration = honours_silence_duration
         self.barge_in_ms = barge_in_ms  # None: speech never interrupts a reply
         self.connection_lifetime_s = connection_lifetime_s
         self.go_away_lead_s = go_away_lead_s
@@ -465,6 +468,11 @@ class FakeLiveServer:
             session.meter.text_chars = sum(len(p.get("text") or "") for p in instruction.get("parts") or [])
             self.sessions.append(session)
         conn.session = session
+        detection = get(get(conn.setup, "realtimeInputConfig", "realtime_input_config") or {},
+                        "automatic_activity_detection", "automaticActivityDetection") or {}
+        silence = get(detection, "silence_duration_ms", "silenceDurationMs")
+        if self.honours_silence_duration and silence:
+            conn.activity = ActivityDetector(float(silence))
         if self.setup_delay:  # held back; a client that gives up meanwhile closes the socket, which ends the wait
             delay = None if math.isinf(self.setup_delay) else self.setup_delay
             with contextlib.suppress(TimeoutError):

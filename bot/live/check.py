@@ -22,12 +22,11 @@ import soxr
 from bot.audio.formats import FRAME_MS, LIVE_INPUT, LIVE_INPUT_FRAME_BYTES, LIVE_OUTPUT
 from bot.audio.wavfile import read_wav
 from bot.config import Settings
-from bot.live.events import AudioChunk, Failed, GenerationComplete, InputTranscript, OutputTranscript, TurnComplete
+from bot.live.events import AudioChunk, Failed, InputTranscript, OutputTranscript, TurnComplete
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 
 DEFAULT_TEXT = "Hello! Say hi back in one short sentence."
 SILENCE_TAIL_MS = 500
-CHECK_INSTRUCTION = "You are a friendly voice assistant being tested. Answer in one short, cheerful sentence."
 CHECK_OPTIONS = LiveConnectOptions(max_retries=2, first_retry_delay=0.2, max_retry_delay=1.0, connect_timeout=15.0)
 
 
@@ -53,6 +52,7 @@ class LiveCheckReport:
     output_transcript: str = ""
     reply_pcm: bytes = b""
     reply_rate: int = LIVE_OUTPUT.sample_rate
+    setup_reply: str = ""  # what Gemini answered to the bot's own setup (accepted, or the refusal and why)
 
 
 def read_wav_as_live_input(path: Path) -> bytes:
@@ -97,14 +97,20 @@ async def run_live_check(settings: Settings, request: LiveCheckRequest) -> LiveC
         pcm = read_wav_as_live_input(request.wav) if request.wav and not request.text else None
     except ValueError as exc:
         return LiveCheckReport(False, str(exc))
-    session = LiveSession(settings, system_instruction=CHECK_INSTRUCTION, connect_options=CHECK_OPTIONS)
+    from bot.live_setup import sample_tutor_setup  # the levels, tools and languages the bot's setup is made of
+
+    instruction, extras = sample_tutor_setup()
+    session = LiveSession(settings, system_instruction=instruction, extras=extras, connect_options=CHECK_OPTIONS)
     heard, said, audio = [], [], bytearray()
+    setup = ""
+    ended: TurnComplete | None = None
     first_audio_at: float | None = None
     rate = LIVE_OUTPUT.sample_rate
     sender: asyncio.Task[float] | None = None
     try:
         async with asyncio.timeout(request.timeout):
             await session.start()
+            setup = f"accepted the bot's setup (session {session.server_session_id or 'without an id'})"
             sender = asyncio.create_task(_stream_input(session, request, pcm))
             async for event in session.events():
                 if isinstance(event, AudioChunk):
@@ -116,27 +122,36 @@ async def run_live_check(settings: Settings, request: LiveCheckRequest) -> LiveC
                 elif isinstance(event, OutputTranscript):
                     said.append(event.text)
                 elif isinstance(event, Failed):
-                    return LiveCheckReport(False, event.reason)
-                elif isinstance(event, GenerationComplete) and audio:
-                    break  # the whole reply is in; turn_complete waits for its playback time
+                    return LiveCheckReport(False, event.reason, setup_reply=setup)
                 elif isinstance(event, TurnComplete) and (audio or event.reason is not None):
+                    ended = event  # (after generation_complete, once the reply had time to play)
                     break
             input_done = await sender
     except LiveConnectFailed as exc:
-        return LiveCheckReport(False, str(exc))
+        refused = exc.failure.code is not None and 1007 <= exc.failure.code <= 1008
+        setup = f"refused the bot's setup: {exc.failure.reason}" if refused else "did not answer the setup"
+        return LiveCheckReport(False, str(exc), setup_reply=setup)
     except TimeoutError:
-        return LiveCheckReport(False, f"No complete reply from Gemini within {request.timeout:g} s.")
+        return LiveCheckReport(False, f"No complete reply from Gemini within {request.timeout:g} s.",
+                               setup_reply=setup)
     finally:
         if sender is not None and not sender.done():
             sender.cancel()
         await session.close()
     transcripts = {"input_transcript": "".join(heard).strip(), "output_transcript": "".join(said).strip()}
     if not audio:
-        return LiveCheckReport(False, "Gemini ended the turn without any audio (a safety filter may have "
-                               "blocked the reply).", **transcripts)
+        return LiveCheckReport(False, _no_audio_reason(ended), setup_reply=setup, **transcripts)
     first_ms = max(0.0, (first_audio_at or input_done) - input_done) * 1000
     return LiveCheckReport(True, "", first_ms, len(audio) / 2 / rate, reply_pcm=bytes(audio), reply_rate=rate,
-                           **transcripts)
+                           setup_reply=setup, **transcripts)
+
+
+def _no_audio_reason(ended: TurnComplete | None) -> str:
+    if ended is not None and ended.blocked:
+        return f"Gemini's safety filter blocked the reply ({ended.reason})."
+    if ended is not None and ended.reason == "RESPONSE_REJECTED":
+        return "Gemini chose not to answer (RESPONSE_REJECTED); try again with a clear question."
+    return "Gemini ended the turn without any audio."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +170,8 @@ async def run_from_args(settings: Settings, args: argparse.Namespace) -> int:
     source = f"WAV {request.wav}" if request.wav and not request.text else f"text {request.text!r}"
     print(f"live-check: {settings.gemini_model} (voice {settings.gemini_voice}), sending {source}")
     report = await run_live_check(settings, request)
+    if report.setup_reply:
+        print(f"Gemini {report.setup_reply}")
     if report.input_transcript:
         print(f"Gemini heard: {report.input_transcript}")
     if report.output_transcript:

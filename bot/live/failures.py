@@ -65,7 +65,8 @@ def classify_code(code: int | None, text: str, *, api_key: str, model: str) -> V
     if "quota" in lowered or "resource_exhausted" in lowered or code == 429:
         return Verdict("The Gemini API quota is exceeded for this key: wait a while or check the plan and "
                        "limits in Google AI Studio.", True, code)
-    if code == 404 or ("model" in lowered and ("not found" in lowered or "not supported" in lowered)):
+    # ("…is not supported for this model" is a refused setup field, not an unknown model: the model was found.)
+    if code == 404 or ("model" in lowered and "not found" in lowered):
         return Verdict(f"The Gemini model “{model}” was not found or does not support "
                        "the Live API: check GEMINI_MODEL.", True, code)
     if code in PERMANENT_CLOSE_CODES or (code is not None and 400 <= code < 500):

@@ -61,6 +61,7 @@ class SetupExtras:
     tools: tuple[types.Tool, ...] = ()
     language_code: str | None = None  # BCP-47, e.g. "es-US"; None: the service's default
     vocabulary: tuple[str, ...] = ()  # names and topic words the input transcription is biased towards
+    end_of_speech_ms: int | None = None  # the server VAD's silence_duration_ms; None: the service's default
 
 
 NO_EXTRAS = SetupExtras()
@@ -69,7 +70,7 @@ NO_EXTRAS = SetupExtras()
 def live_connect_config(settings: Settings, instruction: str, *, handle: str | None, seeding: bool,
                         extras: SetupExtras = NO_EXTRAS) -> types.LiveConnectConfig:
     """The setup every connection sends: audio out, both transcripts, resumption, compression, strict safety,
-    and the conversation's tools, language and vocabulary."""
+    and the conversation's tools, language, vocabulary and end-of-speech silence."""
     prebuilt = types.PrebuiltVoiceConfig(voice_name=settings.gemini_voice)
     return types.LiveConnectConfig(
         response_modalities=[types.Modality.AUDIO],
@@ -86,6 +87,8 @@ def live_connect_config(settings: Settings, instruction: str, *, handle: str | N
         safety_settings=[types.SafetySetting(category=c, threshold=types.HarmBlockThreshold.BLOCK_LOW_AND_ABOVE)
                          for c in SAFETY_CATEGORIES],
         history_config=types.HistoryConfig(initial_history_in_client_content=True) if seeding else None,
+        realtime_input_config=types.RealtimeInputConfig(automatic_activity_detection=types.AutomaticActivityDetection(
+            silence_duration_ms=extras.end_of_speech_ms)) if extras.end_of_speech_ms else None,
     )
 
 

@@ -238,6 +238,12 @@ class LiveSession:
         return self._counters.snapshot(connected=self._state.connected, dropped_bytes=self._outbound.dropped_bytes)
 
     @property
+    def server_session_id(self) -> str | None:
+        """The id Gemini gave the current connection's session in its setupComplete (None if it gave none)."""
+        conn = self._connection
+        return getattr(conn.session, "session_id", None) if conn is not None else None
+
+    @property
     def last_input_sent_at(self) -> float | None:
         """When input audio last went out (monotonic), or None before any."""
         return self._counters.last_input_sent_at

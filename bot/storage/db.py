@@ -150,10 +150,17 @@ CREATE TABLE member_names (
 
 # Forward-only: never edit a shipped entry; append a new one. Entry n brings the schema to version n+1.
 # Write each in SQLite's DDL (PostgreSQL's is derived, see bot.storage.dialect); both backends apply the same list.
+# How long a pause ends a child's turn, per server (NULL: the default, see bot.turn_taking).
+_V4_TURN_PAUSE = """
+ALTER TABLE guild_settings ADD COLUMN turn_pause_ms INTEGER
+    CHECK (turn_pause_ms IS NULL OR turn_pause_ms BETWEEN 500 AND 3000);
+"""
+
 MIGRATIONS: tuple[str | Migration, ...] = (
     _V1_INITIAL,
     _V2_COST_AND_TOOLS,
     _V3_NAMES_AND_TIME_ZONE,
+    _V4_TURN_PAUSE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_BUSY_TIMEOUT_MS = 5000

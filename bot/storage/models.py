@@ -133,6 +133,7 @@ class GuildSettings:
     max_session_minutes: int = DEFAULT_MAX_SESSION_MINUTES
     retention_days: int = DEFAULT_RETENTION_DAYS
     daily_budget_cents: int = DEFAULT_DAILY_BUDGET_CENTS
+    turn_pause_ms: int | None = None  # None: the default by age (bot.turn_taking)
     updated_at: datetime | None = None  # None: never saved, these are the defaults
     time_zone: str | None = None  # IANA name; None is UTC (see bot.timezones)
 

@@ -22,6 +22,7 @@ from bot.kid_names import clean_kid_name
 from bot.levels import BUILTIN_LEVELS, custom_level, topic_title
 from bot.storage.models import GuildSettings
 from bot.storage.repository import SETTINGS_RANGES
+from bot.turn_taking import DEFAULT_PAUSE_MS, PAUSE_RANGE_MS, YOUNGER_EXTRA_MS, YOUNGER_THAN, turn_pause_ms
 from cogs.utils.checks import MODERATOR_PERMISSIONS, moderator_only
 from cogs.utils.formatting import clean, own_topic_titles, truncate
 
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 ALERT_PERMISSIONS = {"view_channel": "View Channel", "send_messages": "Send Messages", "embed_links": "Embed Links"}
 UNITS = {"daily_minutes": "minutes a day", "max_session_minutes": "minutes per session",
-         "retention_days": "days"}
+         "retention_days": "days", "turn_pause_ms": "milliseconds"}
+PAUSE_LOW, PAUSE_HIGH = (ms / 1000 for ms in PAUSE_RANGE_MS)
 BUDGET_LOW, BUDGET_HIGH = (cents / 100 for cents in SETTINGS_RANGES["daily_budget_cents"])
 
 
@@ -40,9 +42,19 @@ def range_sentence(name: str, value: int) -> str:
     if name == "daily_budget_cents":
         return (f"`daily-budget` must be between {format_dollars(BUDGET_LOW)} and {format_dollars(BUDGET_HIGH)} a day "
                 f"(got {format_dollars(value / 100)}). Nothing was changed.")
+    if name == "turn_pause_ms":
+        return (f"`turn-pause` must be between {PAUSE_LOW:g} and {PAUSE_HIGH:g} seconds (got {value / 1000:g}). "
+                "Nothing was changed.")
     low, high = SETTINGS_RANGES[name]
     label = name.replace("_", "-")
     return f"`{label}` must be between {low} and {high} {UNITS[name]} (got {value}). Nothing was changed."
+
+
+def pause_words(setting_ms: int | None) -> str:
+    """`1.2 s (1.7 s for children under 7), the default`."""
+    older, younger = turn_pause_ms(setting_ms, YOUNGER_THAN), turn_pause_ms(setting_ms, YOUNGER_THAN - 1)
+    return (f"{older / 1000:g} s ({younger / 1000:g} s for children under {YOUNGER_THAN})"
+            + (", the default" if setting_ms is None else ""))
 
 
 def settings_embed(guild: discord.Guild, settings: GuildSettings, topic_titles: list[str],
@@ -65,6 +77,7 @@ def settings_embed(guild: discord.Guild, settings: GuildSettings, topic_titles: 
     embed.add_field(name="Transcripts kept", value=f"{settings.retention_days} days")
     embed.add_field(name="Time zone", value=f"{timezones.label(settings.time_zone)} (when the day ends, and the "
                                             "times in transcripts)")
+    embed.add_field(name="Pause that ends a child's turn", value=pause_words(settings.turn_pause_ms))
     topics = ", ".join(clean(title) for title in topic_titles) or "none yet (`/tutor-settings add-topic`)"
     embed.add_field(name="Your own topics", value=truncate(topics, 1000), inline=False)
     names = ", ".join(f"<@{member_id}> → {clean(name)}" for member_id, name in (kid_names or {}).items())
@@ -177,6 +190,18 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
     async def retention_days(self, interaction: discord.Interaction,
                              days: app_commands.Range[int, 1, 365]) -> None:
         await self._update(interaction, f"Transcripts are now kept for {days} days.", retention_days=days)
+
+    @app_commands.command(name="turn-pause",
+                          description="How long a pause ends a child's turn before the tutor answers")
+    @app_commands.describe(seconds=f"{PAUSE_LOW:g} to {PAUSE_HIGH:g} (default {DEFAULT_PAUSE_MS / 1000:g}; children "
+                                   f"under {YOUNGER_THAN} get {YOUNGER_EXTRA_MS / 1000:g} s more); leave empty for "
+                                   "the default")
+    @moderator_only()
+    async def turn_pause(self, interaction: discord.Interaction,
+                         seconds: app_commands.Range[float, PAUSE_LOW, PAUSE_HIGH] | None = None) -> None:
+        setting = None if seconds is None else round(seconds * 1000)
+        await self._update(interaction, f"A child's turn now ends after a pause of {pause_words(setting)}. "
+                           "Longer lets children think mid-sentence; shorter answers sooner.", turn_pause_ms=setting)
 
     @app_commands.command(name="add-topic", description="Add a topic of your own for the tutor")
     @app_commands.describe(name="The topic's name as kids will see it: up to 40 letters, digits, spaces or dashes",

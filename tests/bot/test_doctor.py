@@ -162,7 +162,9 @@ async def test_gemini_round_trip_ok_and_key_rejected(monkeypatch):
         good = await Doctor(make_client_settings(server, monkeypatch), live_timeout=10).gemini_live()
         bad = await Doctor(make_client_settings(server, monkeypatch, gemini_api_key="wrong-key-123"),
                            live_timeout=10).gemini_live()
-    assert good.ok and good.detail.startswith("gemini-3.8-live answered: first audio after"), good.detail
+    assert good.ok, good.detail
+    assert good.detail.startswith("gemini-3.8-live accepted the bot's setup (session session-1) and answered: "
+                                  "first audio after"), good.detail
     assert bad.status is Status.PROBLEM and "Gemini rejected the API key" in bad.detail
     assert "wrong-key-123" not in bad.detail
 

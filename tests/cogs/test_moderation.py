@@ -194,7 +194,7 @@ def test_command_names():
         "transcripts delete session", "transcripts delete member",
         "tutor-settings show", "tutor-settings moderator-role", "tutor-settings alerts-channel",
         "tutor-settings starter-role", "tutor-settings daily-minutes", "tutor-settings daily-budget",
-        "tutor-settings max-session-minutes",
+        "tutor-settings max-session-minutes", "tutor-settings turn-pause",
         "tutor-settings retention-days", "tutor-settings add-topic", "tutor-settings remove-topic",
         "tutor-settings time-zone", "tutor-settings kid-name"}
 

@@ -64,6 +64,7 @@ async def test_locked_database_delays_turn_writes_but_loses_none(tmp_path, serve
     path = tmp_path / "tutor.sqlite3"
     db = await Database.open(path, busy_timeout_ms=busy_timeout_ms, retry_for=retry_for)
     repository = Repository(db)
+    await repository.update_settings(GUILD, turn_pause_ms=500)  # both turns must complete while the lock holds
     connector = FakeVoiceConnector()
     conversations = Conversations(settings=make_client_settings(server, monkeypatch), repository=repository,
                                   connect=connector, live_factory=functools.partial(LiveSession, connect_options=FAST))

@@ -16,7 +16,9 @@ SETTINGS_RANGES: dict[str, tuple[int, int]] = {
     "max_session_minutes": (1, 240),
     "retention_days": (1, 365),
     "daily_budget_cents": (10, 100_000),  # $0.10 to $1,000 a day
+    "turn_pause_ms": (500, 3000),  # may also be None: the default by age
 }
+SETTINGS_NULLABLE: frozenset[str] = frozenset({"turn_pause_ms"})
 SETTINGS_IDS: frozenset[str] = frozenset({"moderator_role_id", "alerts_channel_id", "starter_role_id"})
 SETTINGS_ZONES: frozenset[str] = frozenset({"time_zone"})
 
@@ -32,6 +34,7 @@ class SettingsQueries(Queries):
             alerts_channel_id=row["alerts_channel_id"], starter_role_id=row["starter_role_id"],
             daily_minutes=row["daily_minutes"], max_session_minutes=row["max_session_minutes"],
             retention_days=row["retention_days"], daily_budget_cents=row["daily_budget_cents"],
+            turn_pause_ms=row["turn_pause_ms"],
             updated_at=from_epoch(row["updated_at"]), time_zone=row["time_zone"],
         )
 
@@ -90,6 +93,8 @@ class SettingsQueries(Queries):
 
 
 def validate_setting(name: str, value: object) -> None:
+    if name in SETTINGS_NULLABLE and value is None:
+        return
     if name in SETTINGS_RANGES:
         low, high = SETTINGS_RANGES[name]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

@@ -110,3 +110,31 @@ async def test_cli_live_check_subprocess(tmp_path):
     assert process.returncode == 0, text
     assert fake.reply_text in text and "first audio after" in text
     assert fake.connections[0].texts == ["hi"]
+
+
+async def test_the_check_sends_the_bots_own_setup_and_reports_the_answer(server, monkeypatch):
+    """live-check (and so doctor) dials with the setup a conversation sends and says Gemini accepted it."""
+    from bot.live.options import live_connect_config
+    from bot.live_setup import sample_tutor_setup
+    from tests.fake_live import LIVE_PATH  # noqa: F401 - the fake is the real protocol's stand-in
+
+    settings = make_client_settings(server, monkeypatch)
+    report = await run_live_check(settings, LiveCheckRequest(text="hi", timeout=10))
+    assert report.ok and report.setup_reply == "accepted the bot's setup (session session-1)"
+    instruction, extras = sample_tutor_setup()
+    sent = server.connections[0].setup
+    assert sent["systemInstruction"]["parts"][0]["text"] == instruction
+    expected = live_connect_config(settings, instruction, handle=None, seeding=False, extras=extras)
+    assert len(sent["tools"]) == len(expected.tools)
+
+
+async def test_a_refused_setup_is_reported_with_the_services_words(server, monkeypatch):
+    """If Gemini refuses the bot's setup (1007), the check says so with the service's own reason."""
+    from tests import fake_live_model
+
+    rule = fake_live_model.SetupRule("tools", lambda s: bool(s.get("tools")), "Function calling is not supported.")
+    monkeypatch.setattr(fake_live_model, "SETUP_RULES", (rule,))
+    settings = make_client_settings(server, monkeypatch)
+    report = await run_live_check(settings, LiveCheckRequest(text="hi", timeout=10))
+    assert not report.ok and report.setup_reply.startswith("refused the bot's setup")
+    assert "1007" in report.setup_reply and "Function calling is not supported" in report.setup_reply
