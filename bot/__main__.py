@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes is not None:
         return run_processes(settings, args.processes, args.log_dir)
 
+    from bot.launcher import follow_supervisor
+
+    follow_supervisor()  # a child of `--processes`: stop when the supervisor dies
     setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     try:
         asyncio.run(run_bot(settings))

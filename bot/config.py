@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.shards import ShardScope, parse_shard_ids
+from bot.storage.url import url_secrets
 
 SECRET_FIELDS = ("discord_token", "gemini_api_key")
 # Chosen with `python -m bot.cost`: a 30-minute session costs $2.02 instead of $5.96 with the service's
@@ -164,9 +164,8 @@ class Settings(BaseSettings):
         """The raw secrets, for the log filter that scrubs them (and for nothing else)."""
         values = [getattr(self, name) for name in SECRET_FIELDS]
         secrets = [v.get_secret_value() for v in values if v is not None]
-        if self.database_url is not None:  # the whole URL, and its password on its own
-            password = urlsplit(self.database_url.get_secret_value()).password
-            secrets += [self.database_url.get_secret_value(), *([password] if password else [])]
+        if self.database_url is not None:  # the whole URL, and its passwords on their own
+            secrets += [self.database_url.get_secret_value(), *url_secrets(self.database_url.get_secret_value())]
         return secrets
 
 

@@ -7,6 +7,12 @@ run` with those two variables set), writes each one's output to its own log file
 crashes (with backoff), stops everything when a process reports a configuration error (restarting would
 fail the same way), and passes SIGTERM/SIGINT on so every process says goodbye and stops cleanly.
 
+The supervisor is the only one that signals its children: they run in a session of their own, so Ctrl-C in
+the terminal reaches them once, as the supervisor's SIGTERM, not twice. A child notices when the supervisor
+itself dies (`kill -9`, the OOM killer) and stops too (`follow_supervisor`), so no orphan keeps running its
+shards beside the processes of the next start. When a child cannot start, its one-sentence reason (the
+`Cannot start: …` line `python -m bot` prints) is repeated on the supervisor's own output.
+
 On several machines, run one supervisor per machine (or one systemd unit per shard range) with the same
 SHARD_COUNT, disjoint SHARD_IDS and a shared DATABASE_URL; see README "Scaling out".
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -33,6 +40,9 @@ FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 HEALTHY_AFTER_S = 60.0  # a process that ran this long before crashing starts again at the first backoff
 STOP_TIMEOUT_S = 30.0
+SUPERVISOR_PID = "TUTOR_SUPERVISOR_PID"  # set in each child's environment: the process that must outlive it
+CANNOT_START = "Cannot start: "  # how `python -m bot` says why it stopped (bot.__main__)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,18 +146,23 @@ class Supervisor:
     async def _run_once(self, plan: ProcessPlan) -> int:
         plan.log_path.parent.mkdir(parents=True, exist_ok=True)
         with plan.log_path.open("ab") as log_file:
+            started_at = log_file.tell()
             child = await asyncio.create_subprocess_exec(
                 *self._command, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                env=plan.environment(dict(os.environ)))
+                env={**plan.environment(dict(os.environ)), SUPERVISOR_PID: str(os.getpid())},
+                start_new_session=True)  # Ctrl-C reaches the supervisor only; it passes SIGTERM on (stop())
             self._children[plan.index] = child
             self.starts[plan.index] += 1
             self.say(f"{plan.describe()}, pid {child.pid}")
             try:
                 if self._stopping.is_set():  # stop() ran while this child was being started
                     child.send_signal(signal.SIGTERM)
-                return await self._wait(child)
+                code = await self._wait(child)
             finally:
                 self._children.pop(plan.index, None)
+        if code != 0 and not self._stopping.is_set() and (reason := last_words(plan.log_path, started_at)):
+            self.say(f"{plan.name} cannot start: {reason}")
+        return code
 
     async def _wait(self, child: asyncio.subprocess.Process) -> int:
         wait = asyncio.ensure_future(child.wait())
@@ -164,6 +179,28 @@ class Supervisor:
             return wait.result()
         finally:
             stopping.cancel()
+
+
+def last_words(log_path: Path, since: int) -> str | None:
+    """The `Cannot start: …` sentence a child wrote to its log after byte `since`, without the prefix."""
+    with log_path.open("rb") as log_file:
+        log_file.seek(max(since, log_file.seek(0, os.SEEK_END) - 65536))
+        lines = log_file.read().decode(errors="replace").splitlines()
+    reasons = [line.removeprefix(CANNOT_START) for line in lines if line.startswith(CANNOT_START)]
+    return reasons[-1] if reasons else None
+
+
+def follow_supervisor(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """In a child of `--processes` (SUPERVISOR_PID is set): get SIGTERM when the supervisor dies, however it
+    dies, and stop at once if it is already gone. Linux only (prctl); elsewhere a no-op."""
+    supervisor = environ.get(SUPERVISOR_PID)
+    if not supervisor or not sys.platform.startswith("linux"):
+        return
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("launcher.pdeathsig_failed", extra={"errno": ctypes.get_errno()})
+        return
+    if os.getppid() != int(supervisor):  # it died before prctl took effect: nothing would signal us now
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_processes(processes: int, shard_count: int | None, log_dir: Path) -> int:

@@ -59,6 +59,8 @@ SPEAKER_ID, SPEAKER_SSRC, BOT_SSRC = 222, 2002, 1001
 INVALID_OPUS = b"\xfb\x00"  # TOC code 3 with a frame count of 0: libopus reports "corrupted stream"
 VOICE_FRAMES = 400  # 8 s of voice per remote user; a stream longer than that wraps around
 APPEND = davey.ProposalsOperationType.append
+#: the ReceiveStats counters one of which every counted datagram ends in
+OUTCOMES = ("decrypted", "passed_silence", "passed_plain", "concealed", "dropped_unknown_ssrc", "dropped_malformed")
 
 #: after each protocol step of a transition: `await between(step_name)`
 Between = Callable[[str], Awaitable[None]]
@@ -727,6 +729,19 @@ class VoiceServerHarness:
                 pass
         heard.read = len(self.server.rtp_from_bot)
         return [pcm for index, pcm in heard.pcm if index >= since]
+
+    async def settled(self, datagrams: int, within: float = 3.0) -> dict[str, int | float | None]:
+        """Until the bot's reader has counted `datagrams` datagrams and each has reached its outcome; the stats.
+
+        Wait for this before asserting counts: voice-recv's jitter buffer may hand a frame to the sink before the
+        next datagram has been routed (and counted), so "the sink has N frames" does not mean the counts are final.
+        """
+        def ended() -> bool:
+            stats = self.vc.receive_stats.snapshot()
+            outcomes = sum(stats[name] for name in OUTCOMES)  # type: ignore[misc]
+            return stats["packets_received"] == datagrams and outcomes == datagrams
+        assert await self.wait_until(ended, within), f"not settled at {datagrams}: {self.vc.receive_stats.snapshot()}"
+        return self.vc.receive_stats.snapshot()
 
     @staticmethod
     async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> bool:

@@ -19,9 +19,11 @@ choreography, the other members' media) is driven by `tests/dave_harness.py`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import json
 import os
+import shutil
 import socket
 import ssl
 import struct
@@ -44,8 +46,10 @@ UNSEQUENCED = {2, 6, 8, 9}  # READY, HEARTBEAT_ACK, HELLO, RESUMED: part of a ha
 
 @cache
 def _certificate() -> tuple[Path, Path]:
-    """One self-signed certificate for 127.0.0.1 per test process (making one costs a few milliseconds)."""
+    """One self-signed certificate for 127.0.0.1 per test process (making one costs a few milliseconds); its
+    folder goes when the process exits."""
     directory = Path(tempfile.mkdtemp(prefix="fake-voice-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     cert_file, key_file, _pem = make_self_signed_cert(directory)
     return cert_file, key_file
 

@@ -13,12 +13,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from bot.storage.db import DEFAULT_RETRY_FOR_SECONDS, Database, IntegrityError, Row, T, Work
 from bot.storage.dialect import POSTGRES, POSTGRES_BOOTSTRAP, Params, postgres_query, rowcount_of
+from bot.storage.url import redact
 
 log = logging.getLogger("bot.storage.db")
 
@@ -53,16 +53,6 @@ def _usable(conn: asyncpg.Connection) -> bool:
         return not conn.is_closed()
     except asyncpg.InterfaceError:
         return False
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and `doctor`."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class _PostgresTransaction:

@@ -91,16 +91,20 @@ class SQLiteDatabase(Database):
         db = cls(conn, location, retry_for=retry_for)
 
         async def configure() -> None:
-            for name, arity, function in SQLITE_FUNCTIONS:
-                await conn.create_function(name, arity, function, deterministic=True)
-            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            # Each PRAGMA's cursor is read and closed: a statement left active would make the retry's (and any
+            # later) create_function fail with "Error creating function".
+            await conn.execute_fetchall(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             # Switching a new file to WAL takes the write lock: another process opening it at the same moment
             # (shard processes starting together) makes this fail with "locked", so it is retried like a write.
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+            await conn.execute_fetchall("PRAGMA synchronous = NORMAL")
+            await conn.execute_fetchall("PRAGMA foreign_keys = ON")
 
         try:
+            # No lock involved, so not part of the retried block (SQLite refuses to redefine a function while
+            # a statement is active).
+            for name, arity, function in SQLITE_FUNCTIONS:
+                await conn.create_function(name, arity, function, deterministic=True)
             await db._with_retry(configure, "open")
             await db._migrate()
         except BaseException:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # A stand-in for `python -m bot run`: real processes that behave as CHILD_MODE says.
 CHILD = r"""
 import os, signal, sys, time
+from bot.launcher import follow_supervisor
+follow_supervisor()  # as `python -m bot run` does
 index = os.environ["TUTOR_PROCESS"].split("/")[0]
 print(f"shards {os.environ['SHARD_IDS']} of {os.environ['SHARD_COUNT']} as {os.environ['TUTOR_PROCESS']}", flush=True)
 mode = os.environ["CHILD_MODE"]
@@ -26,6 +29,11 @@ marker = os.path.join(os.environ["CHILD_DIR"], f"started-{index}")
 if mode == "crash-once" and not os.path.exists(marker):
     open(marker, "w").close()
     sys.exit(3)
+if mode == "unreachable" and not os.path.exists(marker):
+    open(marker, "w").close()
+    print("Cannot start: the bot could not reach Discord (discord.com): check that this machine is online.",
+          file=sys.stderr, flush=True)
+    sys.exit(69)
 if mode == "config-error" and index == "2":
     while not os.path.exists(os.path.join(os.environ["CHILD_DIR"], "listening-1")):
         time.sleep(0.01)  # fail only once process 1 listens for SIGTERM, so "goodbye" shows it got one
@@ -35,20 +43,51 @@ if mode in ("serve", "config-error", "deaf"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
         signal.signal(signal.SIGTERM, lambda *_: (print("goodbye", flush=True), sys.exit(0)))
-    open(os.path.join(os.environ["CHILD_DIR"], f"listening-{index}"), "w").close()
+    signal.signal(signal.SIGINT, lambda *_: print("interrupted", flush=True))
+    with open(os.path.join(os.environ["CHILD_DIR"], f"listening-{index}"), "w") as listening:
+        listening.write(str(os.getpid()))
     while True:
         time.sleep(0.05)
 """
 
 
+# The supervisor in a process of its own (as `python -m bot --processes 2` runs it), for the signal tests.
+SUPERVISOR = r"""
+import asyncio, sys
+from pathlib import Path
+from bot.launcher import Supervisor, plan_processes
+plans = plan_processes(2, None, Path(sys.argv[1]))
+sys.exit(asyncio.run(Supervisor(plans, [sys.executable, "-c", sys.argv[2]], first_backoff_s=0.05).run()))
+"""
+
+
 @pytest.fixture
 def child(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
     def use(mode: str, marker_dir: Path = tmp_path) -> list[str]:
         marker_dir.mkdir(exist_ok=True)
         monkeypatch.setenv("CHILD_MODE", mode)
         monkeypatch.setenv("CHILD_DIR", str(marker_dir))
         return [sys.executable, "-c", CHILD]
     return use
+
+
+def is_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a container's PID 1 may never reap orphans)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def supervisor_process(tmp_path: Path, command: list[str]) -> tuple[asyncio.subprocess.Process, list[int]]:
+    """A real supervisor process in a process group of its own (as a terminal's), and its children's pids."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SUPERVISOR, str(tmp_path / "logs"), command[-1], cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL, start_new_session=True)
+    await wait_until_listening(tmp_path, 2)
+    return process, [int((tmp_path / f"listening-{i}").read_text()) for i in (1, 2)]
 
 
 def supervisor(tmp_path: Path, command: list[str], processes: int = 2, shard_count: int | None = None,
@@ -125,6 +164,46 @@ async def test_stop_passes_sigterm_on_and_kills_what_ignores_it(tmp_path: Path, 
     deaf.stop()
     assert await asyncio.wait_for(running, 20) == 0
     assert deaf.starts == {0: 1, 1: 1}
+
+
+async def test_a_child_that_cannot_start_says_why_on_the_supervisors_output(tmp_path: Path, child) -> None:
+    """The operator reads each process's one-sentence reason where they started it, not only in its log."""
+    sup, out = supervisor(tmp_path, child("unreachable"))
+    assert await sup.run() == 0
+    lines = out.getvalue().splitlines()
+    for name in ("process 1/2", "process 2/2"):
+        assert (f"supervisor: {name} cannot start: the bot could not reach Discord (discord.com): check that "
+                "this machine is online.") in lines
+    assert sup.starts == {0: 2, 1: 2}
+
+
+async def test_ctrl_c_reaches_each_child_once_as_sigterm(tmp_path: Path, child) -> None:
+    """Ctrl-C in a terminal signals the whole foreground group: the children, in a session of their own, get
+    only the supervisor's SIGTERM (one graceful stop), not a SIGINT besides."""
+    process, pids = await supervisor_process(tmp_path, child("serve"))
+    os.killpg(process.pid, signal.SIGINT)
+    assert await asyncio.wait_for(process.wait(), 30) == 0
+    for i in (1, 2):
+        log = (tmp_path / "logs" / f"bot-{i}.log").read_text()
+        assert "goodbye" in log and "interrupted" not in log, log
+    assert not any(is_running(pid) for pid in pids)
+
+
+async def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path, child) -> None:
+    """`kill -9` (or the OOM killer) on the supervisor: no orphan keeps running its shards (the next start
+    would run them twice); each child gets SIGTERM and says goodbye."""
+    process, pids = await supervisor_process(tmp_path, child("serve"))
+    process.kill()
+    await process.wait()
+    for _ in range(200):
+        if not any(is_running(pid) for pid in pids):
+            break
+        await asyncio.sleep(0.05)
+    running = [pid for pid in pids if is_running(pid)]
+    for pid in running:
+        os.kill(pid, signal.SIGKILL)
+    assert not running, "children outlived their supervisor"
+    assert all("goodbye" in (tmp_path / "logs" / f"bot-{i}.log").read_text() for i in (1, 2))
 
 
 def test_processes_refuses_shard_ids_it_would_override(tmp_path: Path) -> None:

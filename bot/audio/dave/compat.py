@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 
 import davey
+import discord
 from discord.ext import voice_recv
 from discord.ext.voice_recv import rtp as vr_rtp
 from discord.ext.voice_recv.gateway import hook as voice_recv_hook
 from discord.ext.voice_recv.opus import PacketDecoder
-from discord.ext.voice_recv.reader import AudioReader, PacketDecryptor, UDPKeepAlive
+from discord.ext.voice_recv.reader import AudioReader, PacketDecryptor, SpeakingTimer, UDPKeepAlive
 from discord.ext.voice_recv.router import PacketRouter
 from discord.gateway import DiscordVoiceWebSocket
 from discord.voice_state import SocketReader, VoiceConnectionState
@@ -41,6 +42,9 @@ def shim_compatibility_problems() -> list[str]:
     reader_init = source(AudioReader.__init__)
     need(all(f"self.{name}" in reader_init for name in ("packet_router", "keepalive", "decryptor", "voice_client")),
          "voice_recv AudioReader attributes packet_router/keepalive/decryptor/voice_client")
+    need("self.error" in reader_init, "voice_recv AudioReader.error (the router records why it died)")
+    need("self.speaking_timer" in reader_init and hasattr(SpeakingTimer, "drop_ssrc"),
+         "voice_recv AudioReader.speaking_timer.drop_ssrc (VoiceRecvClient._remove_ssrc on op 13)")
     need("self.packet_router.feed_rtp(" in source(AudioReader.callback), "voice_recv AudioReader.callback → feed_rtp")
     need("self.decrypt_rtp" in source(PacketDecryptor.__init__), "voice_recv PacketDecryptor.decrypt_rtp per instance")
     need(hasattr(UDPKeepAlive, "delay"), "voice_recv UDPKeepAlive.delay")
@@ -54,6 +58,9 @@ def shim_compatibility_problems() -> list[str]:
     need('dispatch("voice_member_disconnect"' in source(voice_recv_hook) and hasattr(voice_recv.AudioSink, "listener"),
          "voice_recv dispatches voice_member_disconnect to sink listeners on op 13 (TutorSink frees the kid's stream)")
     need(inspect.iscoroutinefunction(voice_recv_hook), "voice_recv gateway hook coroutine")
+    need("self.create_connection_state()" in source(discord.VoiceClient.__init__),
+         "discord.py VoiceClient.__init__ builds its state with create_connection_state() (the shim's resume, "
+         "UDP reader and guarded hook live there)")
     need("hook" in inspect.signature(VoiceConnectionState.__init__).parameters,
          "discord.py VoiceConnectionState(hook=)")
     state_init = source(VoiceConnectionState.__init__)

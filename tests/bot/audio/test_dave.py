@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 
+import discord
 import numpy as np
 import pytest
 from discord.ext import voice_recv
+from discord.ext.voice_recv.reader import AudioReader, SpeakingTimer
 from discord.ext.voice_recv.router import PacketRouter
 from discord.gateway import DiscordVoiceWebSocket
 from discord.voice_state import SocketReader, VoiceConnectionState
@@ -50,6 +52,10 @@ def _state_init_without_dave_downgraded(self, voice_client, *, hook=None):
     self._runner = None
 
 
+def _reader_init_without_error(self, sink, voice_client, *, after=None):
+    self.packet_router = self.keepalive = self.decryptor = self.voice_client = self.speaking_timer = None
+
+
 @pytest.mark.parametrize(("owner", "name", "replacement", "reported"), [
     (PacketRouter, "feed_rtp", lambda self, packet, extra: None, "feed_rtp(self, packet)"),
     (PacketRouter, "destroy_decoder", None, "destroy_decoder"),
@@ -58,8 +64,11 @@ def _state_init_without_dave_downgraded(self, voice_client, *, hook=None):
     (DiscordVoiceWebSocket, "received_message", lambda self, msg: None, "awaits the hook"),
     (VoiceConnectionState, "_connect", lambda self, reconnect, timeout, deaf, mute: None, "resume=True on 4015"),
     (SocketReader, "_do_run", lambda self: None, "SocketReader._do_run"),
+    (discord.VoiceClient, "__init__", lambda self, client, channel: None, "create_connection_state"),
+    (SpeakingTimer, "drop_ssrc", None, "speaking_timer.drop_ssrc"),
+    (AudioReader, "__init__", _reader_init_without_error, "AudioReader.error"),
 ], ids=["feed_rtp signature", "destroy_decoder gone", "dave_downgraded gone", "transition code gone", "hook call",
-        "_connect signature", "socket reader loop"])
+        "_connect signature", "socket reader loop", "connection state factory", "speaking timer", "reader error"])
 def test_shim_check_reports_a_changed_library(monkeypatch, owner, name, replacement, reported):
     """When a private the shim relies on changes or disappears, the check names it (so the test above fails)."""
     if replacement is None:
@@ -85,7 +94,7 @@ async def test_sine_arrives_bit_exact(harness):
     assert [f.pcm for f in got] == expected[: len(got)]
     assert all(f.user is not None and f.user.id == SPEAKER_ID for f in got)
     assert abs(dominant_hz(b"".join(f.pcm for f in got)) - 440) < 5
-    assert harness.vc.receive_stats.decrypted == 30
+    assert (await harness.settled(30))["decrypted"] == 30
     assert harness.vc.receive_stats.last_decrypt_ok_at is not None
 
 
@@ -95,8 +104,7 @@ async def test_silence_frames_pass_before_davey(harness):
     harness.vc.listen(recorder.sink())
     await harness.send_paced([harness.speaker.frame(OPUS_SILENCE) for _ in range(6)])
     assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 5)
-    stats = harness.vc.receive_stats
-    assert stats.passed_silence == 6 and stats.decrypted == 0 and stats.concealed == 0
+    assert (await harness.settled(6))["passed_silence"] == 6
     assert all(max(np.abs(np.frombuffer(f.pcm, "<i2")), default=0) < 50 for f in recorder.of(SPEAKER_SSRC))
 
 
@@ -113,8 +121,8 @@ async def test_tampered_frame_is_concealed_and_reader_survives(harness):
     assert [f.sequence - 100 for f in got] == list(range(len(got)))
     assert got[5].opus is None and len(got[5].pcm) == 3840
     assert got[4].pcm == reference_decode(opus[:5])[4]
-    stats = harness.vc.receive_stats
-    assert (stats.concealed, stats.decrypted) == (1, 11)
+    stats = await harness.settled(12)
+    assert (stats["concealed"], stats["decrypted"]) == (1, 11)
     assert harness.vc.listener_alive()
 
 
@@ -126,7 +134,7 @@ async def test_unknown_ssrc_is_dropped_without_a_decoder(harness):
     await harness.send_paced(stranger.frame(f) for f in encode_opus(sine_frames(5)))
     await harness.send_paced(harness.speaker.frame(f) for f in encode_opus(sine_frames(3)))
     assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 2)
-    assert harness.vc.receive_stats.dropped_unknown_ssrc == 5
+    assert (await harness.settled(8))["dropped_unknown_ssrc"] == 5
     assert recorder.of(3003) == []
     assert 3003 not in harness.vc._reader.packet_router.decoders
 
@@ -139,8 +147,7 @@ async def test_transport_garbage_is_counted_and_survived(harness, caplog):
         harness.send([truncated_datagram() for _ in range(5)] + [garbage_datagram(SPEAKER_SSRC) for _ in range(5)])
         await harness.send_paced(harness.speaker.frame(f) for f in encode_opus(sine_frames(4)))
         assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 3)
-    stats = harness.vc.receive_stats
-    assert stats.dropped_malformed == 10 and stats.packets_received == 14
+    assert (await harness.settled(14))["dropped_malformed"] == 10
     assert harness.vc.listener_alive()
 
 
@@ -153,7 +160,7 @@ async def test_padded_payload_decrypts(harness):
     assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 7)
     got = recorder.of(SPEAKER_SSRC)
     assert [f.pcm for f in got] == reference_decode(opus)[: len(got)]
-    assert harness.vc.receive_stats.decrypted == 8
+    assert (await harness.settled(8))["decrypted"] == 8
 
 
 async def test_bad_padding_is_dropped_as_malformed(harness):
@@ -205,7 +212,7 @@ async def test_downgraded_call_passes_plain_opus(harness):
     assert await harness.wait_until(lambda: len(recorder.of(SPEAKER_SSRC)) >= 4)
     got = recorder.of(SPEAKER_SSRC)
     assert [f.pcm for f in got] == reference_decode(opus)[: len(got)]
-    assert harness.vc.receive_stats.passed_plain == 5
+    assert (await harness.settled(5))["passed_plain"] == 5
 
 
 async def test_stock_voice_recv_cannot_hear_dave(harness):

@@ -97,6 +97,7 @@ async def test_ten_thousand_malformed_packets_leave_good_audio_intact(two_kids):
     assert [f.pcm for f in good] == reference_decode(good_opus)[: len(good)]
 
     halves = ROUNDS // 2
+    await harness.settled(sent)
     assert stats.packets_received == sent == ROUNDS * len(ROUND_SLOTS)
     assert stats.decrypted == ROUNDS + halves  # good frames + the invalid-Opus frames (valid DAVE)
     assert stats.concealed == halves + 3 * ROUNDS  # tampered + the outsider's frames

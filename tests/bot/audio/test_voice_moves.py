@@ -58,7 +58,9 @@ def assert_heard_exactly_since(h: VoiceServerHarness, first_seq: dict[int, int])
 async def the_bot_is_heard(h: VoiceServerHarness, kid: RemoteUser, since: int, frames: int = 15) -> np.ndarray:
     """Wait until `kid`'s client has decoded `frames` frames of the bot's voice sent after packet `since`."""
     assert await h.wait_until(lambda: len(h.bot_said(kid, since=since)) >= frames, within=3.0), (
-        f"the kid decoded {len(h.bot_said(kid, since=since))} frames of the bot on {h.server.endpoint}")
+        f"the kid decoded {len(h.bot_said(kid, since=since))} of the {len(h.server.rtp_from_bot) - since} packets "
+        f"the bot sent on {h.server.endpoint} (playing: {h.vc.is_playing()}, can encrypt: "
+        f"{h.vc._connection.can_encrypt})")
     left = np.frombuffer(b"".join(h.bot_said(kid, since=since)), "<i2")[0::2]
     assert abs(peak_frequency(left, 48_000) - 440) < 15
     return left
@@ -178,3 +180,21 @@ async def test_a_dropped_voice_websocket_reconnects_and_the_bot_hears_again(call
         len(heard_since(h, kid, first_seq[kid.user_id])) >= 5 for kid in h.parties), within=3.0)
     assert_heard_exactly_since(h, first_seq)
     await the_bot_is_heard(h, h.speaker, 0)
+
+
+async def test_a_kid_who_does_not_follow_the_move_leaves_nothing_behind(call):
+    """A kid who hangs up while the call moves gets no op 13 from the new server: READY starts the new voice
+    session without the old one's streams, so neither their SSRC mapping nor their decoder lingers."""
+    h = call
+    vc: DaveVoiceRecvClient = h.vc
+    await h.speak(h.parties, 4)
+    gone = h.parties.pop()
+    router = vc._reader.packet_router
+    assert await h.wait_until(lambda: gone.ssrc in router.decoders)
+    await h.move()
+    first_seq = {kid.user_id: kid.seq for kid in h.parties}
+    await h.speak(h.parties, 6)
+    assert await h.wait_until(lambda: all(
+        len(heard_since(h, kid, first_seq[kid.user_id])) >= 5 for kid in h.parties), within=3.0)
+    assert vc._get_id_from_ssrc(gone.ssrc) is None and gone.user_id not in vc._id_to_ssrc
+    assert gone.ssrc not in router.decoders

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,9 @@ import pytest
 from bot.config import ConfigError, load_settings
 from bot.doctor import Doctor
 from bot.storage import Database
-from bot.storage.postgres import PostgresDatabase, redact
+from bot.storage.postgres import PostgresDatabase
 from bot.storage.sqlite import SQLiteDatabase
+from bot.storage.url import redact
 
 PASSWORD = "hunter2-not-in-logs"
 
@@ -68,3 +70,34 @@ async def test_doctor_checks_postgres_without_printing_the_password(postgres_ser
                            database_url=url.replace(str(postgres_server.socket_dir), "/nonexistent"))
     result = await Doctor(broken).database()
     assert not result.ok and "DATABASE_URL" in result.detail and PASSWORD not in result.detail
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("postgresql://tutor@db.example/tutor?sslmode=require&password=hunter2-not-in-logs",
+     "postgresql://tutor@db.example/tutor?sslmode=require&password=***"),
+    ("postgresql://tutor@db.example/tutor?PassWord=hunter2%2Dnot-in-logs",
+     "postgresql://tutor@db.example/tutor?password=***"),
+    ("postgresql://tutor:hunter2-not-in-logs@[::1]:5432/tutor", "postgresql://tutor:***@[::1]:5432/tutor"),
+    ("postgresql://tutor:hunter2%2Dnot-in-logs@db/tutor?sslpassword=key-secret-1", "postgresql://tutor:***@db/tutor?sslpassword=***"),
+], ids=["query", "query-encoded", "ipv6", "both"])
+def test_every_form_of_the_password_is_masked_and_scrubbed(url: str, masked: str) -> None:
+    """libpq/asyncpg also take `?password=` (and `sslpassword=`): masked in the location, and every written
+    and decoded form is a secret for the log scrubber."""
+    settings = load_settings(discord_token="t", gemini_api_key="k", database_url=url, _env_file=None)
+    assert redact(url) == masked
+    assert PASSWORD in settings.secret_values()
+
+
+async def test_a_password_in_the_query_never_reaches_a_log_line_or_doctor(
+        postgres_server, caplog: pytest.LogCaptureFixture) -> None:
+    """The location logged at open/close and printed by `doctor` masks a `?password=` too."""
+    url = f"{await postgres_server.new_database_url()}&password={PASSWORD}"
+    caplog.set_level(logging.DEBUG)
+    db = await Database.open(url)
+    await db.close()
+    settings = load_settings(discord_token="t", gemini_api_key="k", database_url=url, _env_file=None)
+    result = await Doctor(settings).database()
+    assert result.ok and PASSWORD not in result.detail, result.detail
+    logged = [f"{r.getMessage()} {vars(r)}" for r in caplog.records]
+    assert any("storage.opened" in line for line in logged)
+    assert not [line for line in logged if PASSWORD in line]

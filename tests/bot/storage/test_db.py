@@ -402,3 +402,22 @@ async def test_write_gives_up_after_retry_window(tmp_path: Path) -> None:
         other.execute("ROLLBACK")
         other.close()
         await db.close()
+
+
+async def test_open_waits_while_another_process_holds_a_new_file(tmp_path: Path) -> None:
+    """Shard processes starting together: the first open of a new file meets another process's lock when it
+    switches to WAL. The open is retried whole (functions, PRAGMAs) and succeeds once the lock is free."""
+    path = tmp_path / "tutor.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE theirs (a)")
+    other.execute("BEGIN EXCLUSIVE")
+    asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+    try:
+        db = await Database.open(path, busy_timeout_ms=5)
+    finally:
+        other.close()
+    try:
+        assert await db.pragma("journal_mode") == "wal"
+        assert (await db.fetch_one("SELECT GREATEST(1, 2)"))[0] == 2
+    finally:
+        await db.close()

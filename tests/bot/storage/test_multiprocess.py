@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,10 @@ async def main(path: str, guild_id: int, turns: int, busy_timeout_ms: int) -> No
     repo = Repository(db)
     session_id = await repo.start_session(guild_id, 2, 3, "Alex", "space", 8)
     print(f"session {session_id}", flush=True)
+    gives_up = time.monotonic() + 120  # a test that failed (or was killed) must not leave this behind
     while not __import__("os").path.exists(path + ".go"):
+        if time.monotonic() > gives_up:
+            sys.exit("no go signal")
         await asyncio.sleep(0.01)
     for index in range(turns):
         now = time.time()
@@ -51,23 +55,18 @@ async def run_writer(path: Path, guild_id: int, busy_timeout_ms: int) -> asyncio
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO_ROOT, env=env)
 
 
-@pytest.mark.parametrize("busy_timeout_ms", [5000, 5], ids=["sqlite-waits", "python-retries"])
-async def test_two_processes_writing_turns_concurrently_lose_nothing(tmp_path: Path, busy_timeout_ms: int) -> None:
-    """Two writer processes (two shard ranges) hammer one WAL file: every confirmed turn is stored once, in
-    order, each process exits cleanly, and no lock error escaped add_turn (at most retry warnings in logs)."""
-    path = tmp_path / "tutor.sqlite3"
-    # Created and migrated by the two writers themselves, racing each other: processes starting together.
-    writers = {guild_id: await run_writer(path, guild_id, busy_timeout_ms) for guild_id in (1 << 22, 2 << 22)}
+async def confirmed_turns(writers: dict[int, asyncio.subprocess.Process],
+                          go: Callable[[], None]) -> tuple[dict[int, dict[int, int]], dict[int, int]]:
+    """Wait until both writers are connected and migrated, `go()`, and read the turns each confirmed."""
     sessions: dict[int, int] = {}
     for guild_id, process in writers.items():  # both are connected and migrated before either writes
         line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode().split()
         if not line:
-            process.kill()
             _, stderr = await process.communicate()
             raise AssertionError(f"writer died while opening the database: {stderr.decode()[-2000:]}")
         assert line[0] == "session", line
         sessions[guild_id] = int(line[1])
-    (tmp_path / "tutor.sqlite3.go").touch()
+    go()
     outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in writers.values())), timeout=120)
     confirmed: dict[int, dict[int, int]] = {}
     for (guild_id, process), (stdout, stderr) in zip(writers.items(), outputs, strict=True):
@@ -79,6 +78,23 @@ async def test_two_processes_writing_turns_concurrently_lose_nothing(tmp_path: P
         confirmed[guild_id] = {int(turn_id): int(index)
                                for kind, turn_id, index in (ln.split() for ln in lines if ln.startswith("turn"))}
         assert len(confirmed[guild_id]) == TURNS
+    return confirmed, sessions
+
+
+@pytest.mark.parametrize("busy_timeout_ms", [5000, 5], ids=["sqlite-waits", "python-retries"])
+async def test_two_processes_writing_turns_concurrently_lose_nothing(tmp_path: Path, busy_timeout_ms: int) -> None:
+    """Two writer processes (two shard ranges) hammer one WAL file: every confirmed turn is stored once, in
+    order, each process exits cleanly, and no lock error escaped add_turn (at most retry warnings in logs)."""
+    path = tmp_path / "tutor.sqlite3"
+    # Created and migrated by the two writers themselves, racing each other: processes starting together.
+    writers = {guild_id: await run_writer(path, guild_id, busy_timeout_ms) for guild_id in (1 << 22, 2 << 22)}
+    try:
+        confirmed, sessions = await confirmed_turns(writers, (tmp_path / "tutor.sqlite3.go").touch)
+    finally:  # a failed assertion must not leave the other writer running
+        for process in writers.values():
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
     db = await Database.open(path)
     try:
         assert (await db.fetch_one("PRAGMA integrity_check"))[0] == "ok"
