@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.config import Settings, load_settings
 from tests.conftest import sealed_variables
 
@@ -65,6 +67,7 @@ def test_settings_in_a_test_ignore_the_working_directory():
     assert settings.gemini_base_url is None and settings.dev_guild_id is None
 
 
+@pytest.mark.timeout(240)  # it runs three test modules in a subprocess (which has the same bound)
 def test_hostile_env_file_and_environment_change_no_outcome(tmp_path):
     """pytest run from a folder with a hostile `.env` and a hostile shell: every probed test still passes."""
     (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in HOSTILE.items()))

@@ -19,8 +19,11 @@ reconnect goes at once. `input_chunk_ms=20` is the old behaviour: each 20 ms fra
 
 Replay window: the Gemini Developer API never sends `last_consumed_client_message_index` (it comes only
 with transparent resumption, which that API rejects), so a handle is taken to cover what was sent more
-than `UNCONFIRMED_MARGIN_S` before it arrived. A resume therefore replays at most that margin of input
-the server may already hold (a few duplicated frames, never a lost one).
+than `UNCONFIRMED_MARGIN_S` before it arrived. A resume therefore replays what went out in that margin,
+which the server may already hold: duplicated, never lost. Measured with `python -m bench.replay` (real
+SDK, truthful fake, real-time input): 500 ms heard twice when a kid is talking as the handle arrives, 0 when
+nobody is (the usual case: handles follow a reply), nothing lost; after a stalled loop flushes a backlog
+inside the margin it can be more audio than the margin's length.
 """
 
 from __future__ import annotations

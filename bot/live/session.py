@@ -8,15 +8,19 @@ lifecycle and failure policy; the pieces it drives live in their own modules:
 
 * `bot.live.connection`: dialling one websocket with the bot's setup, seeding it, closing it;
 * `bot.live.outbound`: the send path — outbox, replay ring, sender loop, what a reconnect replays;
+* `bot.live.frames`: reading server frames (the documented SDK shim: an unreadable frame is skipped);
 * `bot.live.inbound`: what one server message means (its events and control signals);
+* `bot.live.reply_watch`: what the model is doing (a reply in progress, handle coverage, runaway bounds);
 * `bot.live.stream`: the ordered events the consumer sees, with the whole turns they complete;
 * `bot.live.failures` (verdicts), `bot.live.options` (policy, setup, states, stats),
   `bot.live.buffers` (`HistoryTurn`, re-exported here).
 
-No input is lost across a reconnect: audio queued while disconnected is kept (bounded), and every
-message sent is kept until a `session_resumption_update` covers it; unconfirmed messages are replayed
-on the new connection. Without a handle (a drop before the first update) the new connection starts
-fresh and is re-seeded with the history plus every completed turn.
+A GoAway lets the reply in progress finish on the old socket (while `time_left` allows), then resumes
+on a new one with a handle that covers that reply. No input is lost across a reconnect: audio queued
+while disconnected is kept (bounded), and every message sent is kept until a `session_resumption_update`
+covers it; unconfirmed messages are replayed on the new connection. Without a handle (a drop before the
+first update, or a handle refused with 1007) the new connection starts fresh and is re-seeded with the
+history plus the completed turns (capped by turns and characters).
 
 Consume events with `async for event in session.events()`; it ends after `Failed` or `close()`.
 Call the sync methods from the event loop's thread. The lifecycle is one `LiveState` (`state`), moved
@@ -35,7 +39,6 @@ from collections.abc import AsyncIterator, Sequence
 from google import genai
 from google.genai import types
 
-from bot.audio.formats import LIVE_OUTPUT
 from bot.config import Settings
 from bot.errors import TutorError
 from bot.live.buffers import HistoryTurn, Outgoing, cap_seed
@@ -65,6 +68,7 @@ from bot.live.options import (
     check_transition,
 )
 from bot.live.outbound import Outbound
+from bot.live.reply_watch import Output, ReplyWatch, RunawayReply, watch_answers
 from bot.live.stream import EventStream
 
 log = logging.getLogger(__name__)
@@ -94,14 +98,6 @@ class _StartFailed(Exception):
         self.verdict = verdict
 
 
-class _Unanswered(Exception):
-    """The server took the kids' input and sent nothing at all for `answer_timeout`."""
-
-
-class _RunawayReply(Exception):
-    """A reply went on after it was stopped at `max_reply_seconds`."""
-
-
 class LiveSession:
     """One Gemini Live conversation; see the module docstring for the contract."""
 
@@ -119,11 +115,7 @@ class LiveSession:
         self._outbound = Outbound(connect_options, self._counters)
         self._restart = asyncio.Event()  # set by a GoAway
         self._progress = asyncio.Event()  # set when a reply completes or a handle arrives (GoAway waits on it)
-        self._replying = False  # the model has started a reply whose turn_complete has not come
-        self._handle_covers_replies = True  # no model output since the newest handle (or since connecting)
-        self._reply_bytes = 0  # audio of the reply in progress
-        self._reply_muted = False  # that reply ran past max_reply_seconds: the rest of it is dropped
-        self._unanswered_count = 0  # connections in a row that took input and never answered
+        self._watch = ReplyWatch(connect_options.max_reply_seconds)
         self._reader = ServerMessageReader()
         self._client: genai.Client | None = None
         self._connection: Connection | None = None
@@ -133,8 +125,6 @@ class LiveSession:
         self._tasks: set[asyncio.Task] = set()
         self._failures = 0
         self._state = LiveState.IDLE
-        self._last_reply_end = 0.0  # when the last reply ended (generation_complete, else turn_complete)
-        self._reply_generated = False
 
     # public API -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -318,7 +308,7 @@ class LiveSession:
         self._restart.clear()
         send = self._spawn(self._outbound.run(conn), "send")
         recv = self._spawn(self._receive_loop(conn), "recv")
-        watch = self._spawn(self._watch_answers(conn), "answers")
+        watch = self._spawn(watch_answers(conn, self._counters, self._options.answer_timeout), "answers")
         restart = self._spawn(self._restart.wait(), "restart")
         done, _ = await asyncio.wait({send, recv, watch, restart}, return_when=asyncio.FIRST_COMPLETED)
         await self._cancel({restart})
@@ -335,19 +325,19 @@ class LiveSession:
             await asyncio.wait({recv}, timeout=0.5)
         await self._cancel({recv})
         error = next((t.exception() for t in (recv, send) if t.done() and not t.cancelled() and t.exception()), None)
-        if isinstance(error, _RunawayReply):
+        if isinstance(error, RunawayReply):
             return Verdict("Gemini's reply would not stop", False)
         return self._classify(error) if error else Verdict("the connection ended", False)
 
     def _unanswered(self, conn: Connection) -> Verdict:
         """The server stopped answering: reconnect, and after UNANSWERED_LIMIT times in a row give up."""
-        self._unanswered_count += 1
+        self._watch.unanswered += 1
         seconds = self._options.answer_timeout
         log.warning("live.unanswered", extra={"live_session": self.id, "connection": conn.number,
-                                              "times": self._unanswered_count})
-        if self._unanswered_count >= UNANSWERED_LIMIT:
+                                              "times": self._watch.unanswered})
+        if self._watch.unanswered >= UNANSWERED_LIMIT:
             self._fail(Verdict(f"Gemini stopped answering: it took the children's input and sent nothing for "
-                               f"{seconds:g} s, {self._unanswered_count} times in a row.", False))
+                               f"{seconds:g} s, {self._watch.unanswered} times in a row.", False))
         return Verdict(f"Gemini sent nothing for {seconds:g} s after the children spoke", False)
 
     async def _drain_after_go_away(self, conn: Connection, send: asyncio.Task, recv: asyncio.Task) -> Verdict | None:
@@ -358,10 +348,10 @@ class LiveSession:
         """
         self._set_state(LiveState.HANDING_OVER, "go_away")
         assert conn.go_away_deadline is not None
-        while not self._ready_to_hand_over():
+        while not self._watch.ready_to_hand_over:
             left = conn.go_away_deadline - time.monotonic()
             if left <= 0:
-                log.warning("live.go_away_deadline", extra={"live_session": self.id, "replying": self._replying})
+                log.warning("live.go_away_deadline", extra={"live_session": self.id, "replying": self._watch.replying})
                 return None
             self._progress.clear()
             progress = self._spawn(self._progress.wait(), "progress")
@@ -370,10 +360,6 @@ class LiveSession:
             if send in done or recv in done:
                 return Verdict("the connection closed after GoAway", False)
         return None
-
-    def _ready_to_hand_over(self) -> bool:
-        """No reply is in progress, and the newest handle already covers everything the model said."""
-        return not self._replying and self._handle_covers_replies
 
     async def _hand_over(self, old: Connection, send: asyncio.Task, old_recv: asyncio.Task) -> Verdict | None:
         """Stop sending on the old socket, resume on a new one with the newest handle, replay the rest."""
@@ -433,10 +419,9 @@ class LiveSession:
         """Close the turn the old connection cut, put unconfirmed messages back in front, let input flow."""
         if conn.resumed:
             self._counters.resumed_count += 1
-        self._replying, self._handle_covers_replies = False, True  # the cut reply is over; nothing said here yet
-        self._reply_bytes, self._reply_muted = 0, False
+        self._watch.on_reconnect()
         replay = self._outbound.requeue_unconfirmed(resumed=conn.resumed,
-                                                    last_turn_complete_at=self._last_reply_end)
+                                                    last_turn_complete_at=self._watch.last_reply_end)
         self._reader.audio.drop()
         self._stream.cut_by_reconnect(replayed_since=replay.since)
         self._stream.emit(Reconnected(resumed=conn.resumed, attempt=attempt, replayed_ms=replay.queued_ms))
@@ -456,37 +441,23 @@ class LiveSession:
         log.warning("live.frame_skipped", extra={"live_session": self.id, "reason": skipped.reason,
                                                  "bytes": skipped.size, "skipped": self._counters.frames_skipped})
 
-    async def _watch_answers(self, conn: Connection) -> None:
-        """Raise `_Unanswered` when the kids' input ended and not one message came for `answer_timeout`."""
-        while True:
-            await asyncio.sleep(min(1.0, self._options.answer_timeout / 4))
-            prompt_at = self._counters.last_prompt_at
-            if prompt_at is not None and prompt_at > conn.last_message_at \
-                    and time.monotonic() - prompt_at > self._options.answer_timeout:
-                raise _Unanswered
 
     def _handle_message(self, conn: Connection, message: types.LiveServerMessage) -> None:
         """Publish what the message carries, then act on its resumption update and GoAway."""
         now = time.monotonic()
         reading = self._reader.read(message, now)
         for event in reading.events:
-            if isinstance(event, AudioChunk | OutputTranscript):
-                self._replying, self._handle_covers_replies, self._unanswered_count = True, False, 0
-                if self._runaway_reply(event):
-                    continue  # the kids hear no more of it
+            if isinstance(event, AudioChunk | OutputTranscript) and not self._reply_output_heard(event):
+                continue
             if isinstance(event, AudioChunk):
                 self._counters.reply_audio(len(event.pcm), now)
             elif isinstance(event, GenerationComplete):
                 self._counters.reply_done()
-                self._last_reply_end, self._reply_generated = now, True
+                self._watch.on_generation_complete(now)
             elif isinstance(event, TurnComplete):
-                self._replying, self._handle_covers_replies, self._unanswered_count = False, False, 0
-                self._reply_bytes, self._reply_muted = 0, False
-                self._progress.set()
                 self._counters.reply_done()
-                if not self._reply_generated:  # interrupted or blocked: turn_complete is its only end
-                    self._last_reply_end = now
-                self._reply_generated = False
+                self._watch.on_turn_complete(now)
+                self._progress.set()
             self._stream.publish(event)
         if reading.resumption is not None:
             self._on_resumption_update(conn, reading.resumption, now)
@@ -494,26 +465,18 @@ class LiveSession:
             conn.go_away_deadline = handover_deadline(reading.go_away.time_left, now)
             log.info("live.go_away", extra={"live_session": self.id, "connection": conn.number,
                                             "time_left": reading.go_away.time_left, "have_handle": bool(self._handle),
-                                            "replying": self._replying})
+                                            "replying": self._watch.replying})
             self._restart.set()
 
-    def _runaway_reply(self, event: LiveEvent) -> bool:
-        """True for output of a reply past `max_reply_seconds`: it is stopped (Interrupted, and the model is asked
-        to stop); if it still runs on for as long again, the connection is replaced (`_RunawayReply`)."""
-        if isinstance(event, AudioChunk):
-            self._reply_bytes += len(event.pcm)
-        cap = LIVE_OUTPUT.bytes_for_ms(self._options.max_reply_seconds * 1000)
-        if self._reply_muted:
-            if self._reply_bytes > 2 * cap:
-                raise _RunawayReply
-            return True
-        if self._reply_bytes <= cap:
-            return False
-        log.warning("live.reply_stopped", extra={"live_session": self.id, "seconds": self._options.max_reply_seconds})
-        self._reply_muted = True
-        self._stream.publish(Interrupted())
-        self._outbound.push(Outgoing("interrupt", text=REPLY_STOP_NOTE))
-        return True
+    def _reply_output_heard(self, event: LiveEvent) -> bool:
+        """False for output the kids must not hear: a reply past `max_reply_seconds` is stopped here."""
+        verdict = self._watch.on_output(event)
+        if verdict is Output.STOP:
+            log.warning("live.reply_stopped", extra={"live_session": self.id,
+                                                     "seconds": self._options.max_reply_seconds})
+            self._stream.publish(Interrupted())
+            self._outbound.push(Outgoing("interrupt", text=REPLY_STOP_NOTE))
+        return verdict is Output.PLAY
 
     def _on_resumption_update(self, conn: Connection, update: types.LiveServerSessionResumptionUpdate,
                               now: float) -> None:
@@ -523,7 +486,7 @@ class LiveSession:
             return
         if update.resumable and update.new_handle:
             self._handle = update.new_handle
-            self._handle_covers_replies = True
+            self._watch.on_handle()
             self._progress.set()
             index = update.last_consumed_client_message_index
             self._outbound.confirm(conn.number, through_index=int(index) if index is not None else None, now=now)
