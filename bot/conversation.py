@@ -33,6 +33,7 @@ from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
 from bot.live.session import HistoryTurn, LiveSession
 from bot.live_setup import tutor_setup
+from bot.participants import in_call
 from bot.storage.repository import Repository
 from bot.tools import ToolCalls
 from bot.turn_log import TurnLog
@@ -169,6 +170,11 @@ class Conversation:
         if self._stopper is None:
             self._stopper = asyncio.create_task(self.stop(reason), name=f"stop:{self.guild_id}")
 
+    def involves(self, member_id: int) -> bool:
+        """This member started the conversation, is in the call, or was heard or typed in it."""
+        return (member_id == self.request.starter_id or member_id in self._turns.names
+                or in_call(member_id, self.voice_channel))
+
     async def notify_started(self) -> None:
         """Tell the observers (called by the registry once the conversation is registered)."""
         await self._notify("on_started")
@@ -249,10 +255,10 @@ class Conversation:
         """A kid set or cleared their chosen name during the call (`/tutor name`)."""
         self._turns.rename(member_id, chosen)
 
-    async def say(self, author_name: str, text: str) -> None:
-        """Typed input from `/tutor say`, stored as the child's turn and sent to the tutor."""
+    async def say(self, author_id: int, author_name: str, text: str) -> None:
+        """Typed input from `/tutor say`, stored as the author's turn and sent to the tutor."""
         assert self.live is not None
-        self._turns.typed(author_name, text)
+        self._turns.typed(author_id, author_name, text)
         self.live.send_text(f"{author_name} typed: {text}")
 
     # ----- output: Live → kids and storage ---------------------------------------------------------

@@ -57,6 +57,13 @@ class InvalidAge(TutorError, ValueError):
         super().__init__("The tutor is for ages 4 to 14 — please pick an age between 4 and 14.")
 
 
+class NotInCall(TutorError):
+    """`/tutor say` from someone who is not in the tutor's voice channel: only the kids in the call talk to it."""
+
+    def __init__(self, channel_mention: str) -> None:
+        super().__init__(f"Only the people in {channel_mention} can talk to the tutor. Join the call there first.")
+
+
 class TextTooLong(TutorError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"Please type a message of 1 to {limit} characters.")

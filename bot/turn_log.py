@@ -65,21 +65,22 @@ class TurnLog:
 
     def record(self, turn: ev.TurnTranscribed) -> None:
         """A turn Live transcribed: child turns are credited to whoever the mixer heard."""
-        speaker_id, speaker_name = None, None
+        ids: tuple[int, ...] = ()
+        speaker_name = None
         if turn.role == "child":
-            ids = self._mixer.speakers_between(self._last_child_turn_end, turn.ended_at)
+            ids = tuple(self._mixer.speakers_between(self._last_child_turn_end, turn.ended_at))
             self._last_child_turn_end = turn.ended_at
             self._mixer.forget_before(turn.ended_at - SPEAKER_MEMORY_S)
-            speaker_id = ids[0] if ids else None
             speaker_name = ", ".join(self.names.get(i, str(i)) for i in ids) or None
         elif turn.role == "tutor":
             speaker_name = "Tutor"
-        self._put(turn, speaker_id, speaker_name)
+        self._put(turn, ids, speaker_name)
 
-    def typed(self, author_name: str, text: str) -> None:
-        """A turn typed with `/tutor say`."""
+    def typed(self, author_id: int, author_name: str, text: str) -> None:
+        """A turn typed with `/tutor say`, stored with its author."""
+        self.heard(author_id, author_name)
         now = time.monotonic()
-        self._put(ev.TurnTranscribed("child", text, now, now), None, author_name)
+        self._put(ev.TurnTranscribed("child", text, now, now), (author_id,), author_name, typed=True)
 
     def usage(self, tokens: TokenCounts, total_tokens: int, cost_usd: float) -> None:
         """A usage snapshot; stored with the turn it came with."""
@@ -100,10 +101,11 @@ class TurnLog:
         self._writer.put(PendingEvent("budget_stop", "daily_budget", self._wall(time.monotonic()), reason=reason,
                                       outcome="goodbye, then the conversation ended", alert=False))
 
-    def _put(self, turn: ev.TurnTranscribed, speaker_id: int | None, speaker_name: str | None) -> None:
+    def _put(self, turn: ev.TurnTranscribed, speaker_ids: tuple[int, ...], speaker_name: str | None, *,
+             typed: bool = False) -> None:
         self._writer.put(PendingTurn(turn.role, turn.text, self._wall(turn.started_at),
-                                     self._wall(max(turn.ended_at, turn.started_at)), speaker_id, speaker_name,
-                                     turn.interrupted, turn.flag_reason))
+                                     self._wall(max(turn.ended_at, turn.started_at)), speaker_ids, speaker_name,
+                                     turn.interrupted, turn.flag_reason, typed))
 
     def _wall(self, mono: float) -> datetime:
         """A monotonic timestamp as UTC wall time, with one fixed offset so order is preserved."""

@@ -42,10 +42,11 @@ class PendingTurn:
     text: str
     started_at: datetime
     ended_at: datetime
-    speaker_id: int | None = None
+    speaker_ids: tuple[int, ...] = ()  # everyone who spoke (or typed) it, the one credited first first
     speaker_name: str | None = None
     interrupted: bool = False
     flag_reason: str | None = None
+    typed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,5 +233,5 @@ class TurnWriter:
 
 def _fields(turn: PendingTurn) -> dict[str, Any]:
     return {"role": turn.role, "text": turn.text, "started_at": turn.started_at, "ended_at": turn.ended_at,
-            "speaker_id": turn.speaker_id, "speaker_name": turn.speaker_name, "interrupted": turn.interrupted,
-            "flag_reason": turn.flag_reason}
+            "speaker_ids": turn.speaker_ids, "typed": turn.typed, "speaker_name": turn.speaker_name,
+            "interrupted": turn.interrupted, "flag_reason": turn.flag_reason}

@@ -16,9 +16,18 @@ from bot import endings, timezones
 from bot.config import Settings
 from bot.conversation import Conversation, LiveFactory
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
-from bot.errors import AlreadyRunning, DailyBudgetSpent, DailyLimitReached, NotRunning, StartStopped, TextTooLong
+from bot.errors import (
+    AlreadyRunning,
+    DailyBudgetSpent,
+    DailyLimitReached,
+    NotInCall,
+    NotRunning,
+    StartStopped,
+    TextTooLong,
+)
 from bot.limits import budget_spent
 from bot.live.session import HistoryTurn, LiveSession
+from bot.participants import may_type
 from bot.storage.repository import Repository
 from bot.voice_link import VoiceConnector, connect_voice
 
@@ -154,14 +163,17 @@ class Conversations:
         if conversation is not None:
             conversation.rename(member_id, chosen)
 
-    async def say(self, guild_id: int, author_name: str, text: str) -> None:
+    async def say(self, guild_id: int, author_id: int, author_name: str, text: str) -> None:
+        """Typed input to the running tutor; refused (nothing sent, nothing stored) from outside the call."""
         conversation = self._running.get(guild_id)
         if conversation is None:
             raise NotRunning
+        if not may_type(author_id, channel=conversation.voice_channel):
+            raise NotInCall(conversation.voice_channel.mention)
         text = text.strip()
         if not text or len(text) > SAY_LIMIT:
             raise TextTooLong(SAY_LIMIT)
-        await conversation.say(author_name, text)
+        await conversation.say(author_id, author_name, text)
 
     async def stop_all(self, reason: str) -> None:
         await asyncio.gather(*(c.stop(reason) for c in list(self._running.values())), return_exceptions=True)

@@ -21,8 +21,9 @@ from bot.errors import BadOption, MissingVoicePermissions, NotInVoiceChannel, No
 from bot.kid_names import clean_kid_name
 from bot.languages import LANGUAGES, language_for
 from bot.levels import BUILTIN_LEVELS, MAX_AGE, MIN_AGE, Level, custom_level, topic_title, validate_age
+from bot.participants import STOP_RULE
 from bot.tutor import SAY_LIMIT, ConversationResult, ConversationStatus, StartRequest
-from cogs.utils.checks import can_start_tutor, guild_only, is_moderator_quietly
+from cogs.utils.checks import can_start_tutor, can_stop_tutor, guild_only, is_moderator_quietly
 from cogs.utils.formatting import cost_text
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ TRANSCRIPT_NOTICE = (
     "🎙️ **The tutor has joined {channel}** to talk about **{topic}**. Say hi!\n"
     "The tutor is a computer helper, not a person, and grown-ups can read everything that is said.\n"
     "-# For grown-ups: the conversation is written down as text (no audio is kept) for this server's moderators. "
-    "Started by {starter}; anyone who may use the tutor can end it with `/tutor stop`."
+    "Started by {starter}; " + STOP_RULE + " can end it with `/tutor stop`."
 )
 NOTICE_NOT_POSTED = ("⚠️ I couldn't write in the voice channel's chat. Please tell everyone in the call that the "
                      "tutor is a computer helper and that grown-ups can read what is said.")
@@ -217,7 +218,7 @@ class TutorCog(commands.Cog, name="Tutor"):
         return [app_commands.Choice(name=lv.title[:100], value=lv.name) for lv in levels]
 
     @tutor.command(name="stop", description="Say goodbye to the tutor and end the conversation")
-    @can_start_tutor()
+    @can_stop_tutor()
     async def stop(self, interaction: discord.Interaction[TutorBot]) -> None:
         assert interaction.guild_id is not None
         await interaction.response.defer(ephemeral=True, thinking=True)  # hanging up can take a few seconds
@@ -239,12 +240,13 @@ class TutorCog(commands.Cog, name="Tutor"):
 
     @tutor.command(name="say", description="Type something to the tutor (it answers out loud)")
     @app_commands.describe(text="What to tell the tutor")
-    @can_start_tutor()
+    @guild_only()  # who may type is the core's rule: the people in the call (bot.participants.may_type)
     async def say(self, interaction: discord.Interaction[TutorBot],
                   text: app_commands.Range[str, 1, SAY_LIMIT]) -> None:
         assert interaction.guild_id is not None
         chosen = (await self.bot.repository.member_names(interaction.guild_id)).get(interaction.user.id)
-        await self.bot.conversations.say(interaction.guild_id, chosen or interaction.user.display_name, text)
+        await self.bot.conversations.say(interaction.guild_id, interaction.user.id,
+                                         chosen or interaction.user.display_name, text)
         await interaction.response.send_message("Sent! The tutor will answer out loud.", ephemeral=True)
 
     @tutor.command(name="name", description="Tell the tutor what to call you")

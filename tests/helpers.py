@@ -27,7 +27,8 @@ from discord import app_commands
 from bot.audio.dave import ReceiveStats
 from bot.client import TutorBot
 from bot.config import Settings
-from bot.errors import AlreadyRunning, NotRunning, TextTooLong
+from bot.errors import AlreadyRunning, NotInCall, NotRunning, TextTooLong
+from bot.participants import in_call, may_type
 from bot.storage.models import GuildSettings
 from bot.storage.repository import Repository
 from bot.tutor import SAY_LIMIT, ConversationResult, ConversationStatus, StartRequest
@@ -76,11 +77,16 @@ class _DiscordMock(MagicMock):
 
 
 class MockRole(_DiscordMock):
+    """A plain role (position 1, not managed); `default=True` makes it the guild's @everyone (id = guild id)."""
+
     spec_set = _ROLE
 
-    def __init__(self, **kwargs: Any) -> None:
-        role_id = kwargs.pop("id", None) or next_id()
-        super().__init__(**{"name": "role", "position": 1, "mention": f"<@&{role_id}>", **kwargs}, id=role_id)
+    def __init__(self, *, default: bool = False, **kwargs: Any) -> None:
+        role_id = kwargs.pop("id", None) or (kwargs["guild"].id if default else next_id())
+        defaults = {"name": "@everyone" if default else "role", "position": 0 if default else 1,
+                    "mention": "@everyone" if default else f"<@&{role_id}>", "managed": False}
+        super().__init__(**{**defaults, **kwargs}, id=role_id)
+        self.is_default.return_value = default
 
 
 class MockGuild(_DiscordMock):
@@ -92,7 +98,9 @@ class MockGuild(_DiscordMock):
         super().__init__(**{"id": next_id(), "name": "Test Server", **kwargs})
         self.roles = list(roles or [])
         self.get_role.side_effect = lambda role_id: next((r for r in self.roles if r.id == role_id), None)
+        self.default_role = MockRole(guild=self, default=True)
         self.me = MockMember(guild=self, name="Tutor", display_name="Tutor", bot=True)
+        self.me.top_role = MockRole(guild=self, name="Tutor", position=10, managed=True)
 
 
 class MockVoiceState(_DiscordMock):
@@ -130,12 +138,15 @@ class MockMember(_DiscordMock):
     def __init__(self, *, guild: MockGuild | None = None, roles: list[MockRole] | None = None,
                  permissions: discord.Permissions | None = None, voice_channel: Any = None, **kwargs: Any) -> None:
         member_id = kwargs.pop("id", None) or next_id()
-        defaults = {"name": "kid", "display_name": "Kid", "bot": False, "mention": f"<@{member_id}>"}
+        defaults = {"name": "kid", "display_name": "Kid", "global_name": None, "bot": False,
+                    "mention": f"<@{member_id}>"}
         super().__init__(**{**defaults, **kwargs}, id=member_id)
         self.guild = guild if guild is not None else MockGuild()
         self.roles = list(roles or [])
         self.guild_permissions = permissions if permissions is not None else discord.Permissions.none()
         self.voice = MockVoiceState(channel=voice_channel) if voice_channel is not None else None
+        if voice_channel is not None and isinstance(getattr(voice_channel, "members", None), list):
+            voice_channel.members.append(self)  # discord.py derives channel.members from the same voice states
 
 
 class MockInteractionResponse(_DiscordMock):
@@ -311,6 +322,9 @@ class FakeConversation:
     def status(self) -> ConversationStatus:
         return self.status_snapshot
 
+    def involves(self, member_id: int) -> bool:
+        return member_id == self.request.starter_id or in_call(member_id, self.voice_channel)
+
 
 class FakeConversations:
     """Records every call; one conversation per guild like the real one; `fail[method] = error` makes it raise."""
@@ -361,10 +375,13 @@ class FakeConversations:
     def rename(self, guild_id: int, member_id: int, chosen: str | None) -> None:
         self._enter("rename", guild_id, member_id, chosen)
 
-    async def say(self, guild_id: int, author_name: str, text: str) -> None:
-        self._enter("say", guild_id, author_name, text)
+    async def say(self, guild_id: int, author_id: int, author_name: str, text: str) -> None:
+        self._enter("say", guild_id, author_id, author_name, text)
         if guild_id not in self.running:
             raise NotRunning
+        channel = self.running[guild_id].voice_channel
+        if not may_type(author_id, channel=channel):  # the real rule, not a copy
+            raise NotInCall(channel.mention)
         if len(text) > SAY_LIMIT:
             raise TextTooLong(SAY_LIMIT)
 

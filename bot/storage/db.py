@@ -148,19 +148,54 @@ CREATE TABLE member_names (
 ) STRICT;
 """
 
-# Forward-only: never edit a shipped entry; append a new one. Entry n brings the schema to version n+1.
-# Write each in SQLite's DDL (PostgreSQL's is derived, see bot.storage.dialect); both backends apply the same list.
 # How long a pause ends a child's turn, per server (NULL: the default, see bot.turn_taking).
 _V4_TURN_PAUSE = """
 ALTER TABLE guild_settings ADD COLUMN turn_pause_ms INTEGER
     CHECK (turn_pause_ms IS NULL OR turn_pause_ms BETWEEN 500 AND 3000);
 """
 
+# Who spoke or typed in each turn: every member, not only the loudest (a turn can have several, and a moderator's
+# "delete this member" must find every turn their words are in). `ordinal` 0 is credited first (the loudest, or
+# the typist). Existing rows move here: `turns.speaker_id` (spoken turns), and typed turns, which were stored
+# with the author's name only, are credited to the session's starter or to a member named so elsewhere in that
+# session. Then `turns.speaker_id` goes.
+_V5_TURN_SPEAKERS = """
+CREATE TABLE turn_speakers (
+    turn_id   INTEGER NOT NULL REFERENCES turns (id) ON DELETE CASCADE,
+    guild_id  INTEGER NOT NULL,
+    member_id INTEGER NOT NULL,
+    ordinal   INTEGER NOT NULL CHECK (ordinal >= 0),
+    how       TEXT NOT NULL DEFAULT 'spoke' CHECK (how IN ('spoke', 'typed')),
+    PRIMARY KEY (turn_id, member_id)
+) STRICT;
+CREATE INDEX turn_speakers_by_member ON turn_speakers (guild_id, member_id);
+
+INSERT INTO turn_speakers (turn_id, guild_id, member_id, ordinal, how)
+    SELECT id, guild_id, speaker_id, 0, 'spoke' FROM turns WHERE speaker_id IS NOT NULL;
+INSERT INTO turn_speakers (turn_id, guild_id, member_id, ordinal, how)
+    SELECT t.id, t.guild_id, s.starter_id, 0, 'typed' FROM turns t
+    JOIN sessions s ON s.id = t.session_id AND s.guild_id = t.guild_id
+    WHERE t.role = 'child' AND t.speaker_id IS NULL AND t.speaker_name = s.starter_name;
+INSERT INTO turn_speakers (turn_id, guild_id, member_id, ordinal, how)
+    SELECT t.id, t.guild_id, MIN(o.speaker_id), 0, 'typed' FROM turns t
+    JOIN turns o ON o.session_id = t.session_id AND o.guild_id = t.guild_id AND o.speaker_name = t.speaker_name
+        AND o.speaker_id IS NOT NULL
+    WHERE t.role = 'child' AND t.speaker_id IS NULL
+        AND NOT EXISTS (SELECT 1 FROM turn_speakers x WHERE x.turn_id = t.id)
+    GROUP BY t.id, t.guild_id;
+
+DROP INDEX turns_by_speaker;
+ALTER TABLE turns DROP COLUMN speaker_id;
+"""
+
+# Forward-only: never edit a shipped entry; append a new one. Entry n brings the schema to version n+1.
+# Write each in SQLite's DDL (PostgreSQL's is derived, see bot.storage.dialect); both backends apply the same list.
 MIGRATIONS: tuple[str | Migration, ...] = (
     _V1_INITIAL,
     _V2_COST_AND_TOOLS,
     _V3_NAMES_AND_TIME_ZONE,
     _V4_TURN_PAUSE,
+    _V5_TURN_SPEAKERS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_BUSY_TIMEOUT_MS = 5000

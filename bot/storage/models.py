@@ -101,7 +101,8 @@ class SessionSummaryRow:
 
 @dataclass(frozen=True, slots=True)
 class TurnRow:
-    """One utterance: a child's (speaker set), the tutor's, or a system note."""
+    """One utterance: a child's (speakers set), the tutor's, or a system note. `speaker_id` is the member
+    credited first (`speaker_ids[0]`); `speaker_name` the label people read ("Ana, Ben")."""
 
     id: int
     session_id: int
@@ -114,11 +115,22 @@ class TurnRow:
     ended_at: datetime
     interrupted: bool
     flag_reason: str | None
+    speaker_ids: tuple[int, ...] = ()  # every member who spoke or typed in it, the one credited first first
 
     @property
     def flagged(self) -> bool:
         """True when safety or a moderator marked this turn."""
         return self.flag_reason is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReport:
+    """What `delete_member_data` removed, for the moderator's confirmation."""
+
+    sessions: int  # sessions the member started, deleted whole
+    turns: int  # every turn deleted (theirs and shared ones, and those of the deleted sessions)
+    labels: int  # speaker labels in turns that stay, with the member's name taken out
+    summaries: int  # summaries of sessions that lost turns: cleared, to be made again
 
 
 @dataclass(frozen=True, slots=True)

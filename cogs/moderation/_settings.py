@@ -50,6 +50,38 @@ def range_sentence(name: str, value: int) -> str:
     return f"`{label}` must be between {low} and {high} {UNITS[name]} (got {value}). Nothing was changed."
 
 
+def moderator_role_problem(role: discord.Role) -> str | None:
+    """Why `role` must not be the moderator role, or None. A misclick here would hand moderator power
+    (reading every child's transcript, deleting them) to the whole server or to nobody who can be given it."""
+    if role.is_default():
+        return ("@everyone can't be the moderator role: every member, kids included, would become a moderator. "
+                "Pick the parents' role instead. Nothing was changed.")
+    if role.managed:
+        return (f"{role.mention} belongs to a bot or an integration, so no person can be given it. "
+                "Pick a role your moderators have. Nothing was changed.")
+    top = role.guild.me.top_role
+    if role.position >= top.position:
+        return (f"{role.mention} is above my own highest role, so I can't be sure who may hand it out. Pick a "
+                "role below mine (Server Settings → Roles), or move my role up first. Nothing was changed.")
+    return None
+
+
+def starter_role_problem(role: discord.Role) -> str | None:
+    """Why `role` makes no sense as the starter role, or None."""
+    if role.is_default():
+        return ("@everyone is every member: to let everyone start the tutor, leave the role out, which clears "
+                "the setting. Nothing was changed.")
+    if role.managed:
+        return (f"{role.mention} belongs to a bot or an integration, so no child can be given it. "
+                "Pick a role the kids have. Nothing was changed.")
+    return None
+
+
+def _everyone_can_read(channel: discord.TextChannel) -> bool:
+    """True when @everyone may view the channel (overwrites included)."""
+    return channel.permissions_for(channel.guild.default_role).view_channel
+
+
 def pause_words(setting_ms: int | None) -> str:
     """`1.2 s (1.7 s for children under 7), the default`."""
     older, younger = turn_pause_ms(setting_ms, YOUNGER_THAN), turn_pause_ms(setting_ms, YOUNGER_THAN - 1)
@@ -125,20 +157,29 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
                                 "leave empty to clear it")
     @moderator_only()
     async def moderator_role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+        if role is not None and (problem := moderator_role_problem(role)):
+            raise InvalidSetting(problem)
         done = f"Moderator role set to {role.mention}." if role else "Moderator role cleared: Manage Server only."
         await self._update(interaction, done, moderator_role_id=role.id if role else None)
 
     @app_commands.command(name="alerts-channel", description="Where flagged moments, problems and summaries go")
-    @app_commands.describe(channel="A text channel only moderators can read; leave empty to turn alerts off")
+    @app_commands.describe(channel="A text channel only moderators can read; leave empty to turn alerts off",
+                           everyone_can_read="Set to True only if you really want a channel every member can read")
+    @app_commands.rename(everyone_can_read="everyone-can-read")
     @moderator_only()
-    async def alerts_channel(self, interaction: discord.Interaction,
-                             channel: discord.TextChannel | None = None) -> None:
+    async def alerts_channel(self, interaction: discord.Interaction, channel: discord.TextChannel | None = None,
+                             everyone_can_read: bool = False) -> None:
         if channel is not None:
             allowed = channel.permissions_for(channel.guild.me)
             missing = [label for name, label in ALERT_PERMISSIONS.items() if not getattr(allowed, name)]
             if missing:
                 raise InvalidSetting(f"I can't post in {channel.mention}: I need {', '.join(missing)} there. "
                                      "Nothing was changed.")
+            if not everyone_can_read and _everyone_can_read(channel):
+                raise InvalidSetting(
+                    f"Every member can read {channel.mention}, and alerts quote what the kids said and summarise "
+                    "their talks. Pick a channel only moderators can see, or run this again with "
+                    "`everyone-can-read: True` if that is really what you want. Nothing was changed.")
         done = f"Alerts will be posted in {channel.mention}." if channel else "Alerts turned off."
         await self._update(interaction, done, alerts_channel_id=channel.id if channel else None)
 
@@ -147,6 +188,8 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
                                 "everyone may")
     @moderator_only()
     async def starter_role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+        if role is not None and (problem := starter_role_problem(role)):
+            raise InvalidSetting(problem)
         done = (f"Only {role.mention} and moderators can start the tutor now." if role
                 else "Starter role cleared: everyone may start the tutor.")
         await self._update(interaction, done, starter_role_id=role.id if role else None)

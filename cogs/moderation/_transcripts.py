@@ -233,18 +233,31 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
     @moderator_only()
     async def delete_member(self, interaction: discord.Interaction, member: discord.User) -> None:
         guild_id, member_id = interaction.guild_id, member.id
-        conversation = self.bot.conversations.get(guild_id)
-        if conversation is not None and conversation.request.starter_id == member_id:
+        if self._takes_part_now(guild_id, member_id):
             raise SessionStillRunning("delete")
+        names = [name for name in {member.name, member.global_name, member.display_name} if name]
 
         async def do_delete() -> str:
-            sessions, turns = await self.bot.repository.delete_member_data(guild_id, member_id)
-            return (f"Deleted {sessions} session(s) started by {member.mention} and {turns} turn(s) in total "
-                    "(their own words everywhere, and the whole transcript of sessions they started).")
+            # Asked up to a minute ago: the member may have started or joined a conversation since.
+            if self._takes_part_now(guild_id, member_id):
+                return (f"Nothing was deleted: {member.mention} is in the tutor conversation running now. "
+                        "Stop it with `/tutor stop`, then delete again.")
+            report = await self.bot.repository.delete_member_data(guild_id, member_id, names=names)
+            if report.summaries:
+                self.alerts.retry_pending_summaries()  # made again from what is left
+            return (f"Deleted {report.sessions} session(s) started by {member.mention} and {report.turns} turn(s) "
+                    "in total: every turn they spoke or typed in (a turn shared with other kids goes whole) and the "
+                    f"whole transcript of sessions they started. Their name was taken out of {report.labels} "
+                    f"speaker label(s); {report.summaries} summary(ies) that included them will be written again.")
 
-        question = (f"Delete every session {member.mention} started and every turn they said in this server? "
-                    "This cannot be undone.")
+        question = (f"Delete every session {member.mention} started and every turn they spoke or typed in this "
+                    "server (turns shared with other kids go whole)? This cannot be undone.")
         await self._ask(interaction, question, do_delete)
+
+    def _takes_part_now(self, guild_id: int, member_id: int) -> bool:
+        """The member started, is in, or has spoken or typed in this guild's running conversation."""
+        conversation = self.bot.conversations.get(guild_id)
+        return conversation is not None and conversation.involves(member_id)
 
     async def _ask(self, interaction: discord.Interaction, question: str,
                    action: Callable[[], Awaitable[str]]) -> None:

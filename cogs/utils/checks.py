@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, TypeVar
 import discord
 from discord import app_commands
 
+from bot.participants import STOP_RULE, may_stop
+from bot.storage.models import GuildSettings
+
 if TYPE_CHECKING:
     from bot.client import TutorBot
 
@@ -49,6 +52,13 @@ class NotAllowedToStart(app_commands.CheckFailure):
                          "like it.")
 
 
+class NotAllowedToStop(app_commands.CheckFailure):
+    """Someone outside the call, not its starter and not a moderator, tried `/tutor stop`."""
+
+    def __init__(self) -> None:
+        super().__init__(f"The tutor can be stopped by {STOP_RULE}. Join the call if you want to end it.")
+
+
 def _member(interaction: discord.Interaction) -> discord.Member:
     """The caller as a guild member; anything else (a DM, a user-installed context) is refused."""
     if interaction.guild is None or not isinstance(interaction.user, discord.Member):
@@ -66,6 +76,15 @@ def _has_role(member: discord.Member, role_id: int | None) -> bool:
     return role_id is not None and any(role.id == role_id for role in member.roles)
 
 
+def moderates(member: discord.Member, settings: GuildSettings) -> bool:
+    """Manage Server (or Administrator), or the stored moderator role — never `@everyone` (its id is the
+    guild's), even if an old setting holds it: that would make every member a moderator."""
+    if _manages_guild(member):
+        return True
+    role_id = settings.moderator_role_id
+    return role_id is not None and role_id != member.guild.id and _has_role(member, role_id)
+
+
 async def require_guild(interaction: discord.Interaction) -> bool:
     """Refuse direct messages with a sentence instead of Discord's generic failure."""
     _member(interaction)
@@ -77,8 +96,7 @@ async def is_moderator(interaction: discord.Interaction[TutorBot]) -> bool:
     member = _member(interaction)
     if _manages_guild(member):
         return True
-    settings = await interaction.client.repository.get_settings(member.guild.id)
-    if _has_role(member, settings.moderator_role_id):
+    if moderates(member, await interaction.client.repository.get_settings(member.guild.id)):
         return True
     raise NotModerator
 
@@ -89,10 +107,25 @@ async def may_start_tutor(interaction: discord.Interaction[TutorBot]) -> bool:
     settings = await interaction.client.repository.get_settings(member.guild.id)
     if settings.starter_role_id is None or _has_role(member, settings.starter_role_id):
         return True
-    if _manages_guild(member) or _has_role(member, settings.moderator_role_id):
+    if moderates(member, settings):
         return True
     role = member.guild.get_role(settings.starter_role_id)
     raise NotAllowedToStart(role.name if role is not None else "tutor starter")
+
+
+async def may_stop_tutor(interaction: discord.Interaction[TutorBot]) -> bool:
+    """`bot.participants.STOP_RULE`; with nothing running the command itself answers "not running"."""
+    member = _member(interaction)
+    conversation = interaction.client.conversations.get(member.guild.id)
+    if conversation is None:
+        return True
+    channel, starter_id = conversation.voice_channel, conversation.request.starter_id
+    if may_stop(member.id, channel=channel, starter_id=starter_id, is_moderator=False):
+        return True
+    settings = await interaction.client.repository.get_settings(member.guild.id)
+    if may_stop(member.id, channel=channel, starter_id=starter_id, is_moderator=moderates(member, settings)):
+        return True
+    raise NotAllowedToStop
 
 
 async def is_moderator_quietly(interaction: discord.Interaction[TutorBot]) -> bool:
@@ -125,6 +158,17 @@ def moderator_only() -> Callable[[T], T]:
         app_commands.guild_only()(func)
         app_commands.default_permissions(MODERATOR_PERMISSIONS)(func)
         app_commands.check(is_moderator)(func)
+        return func
+
+    return decorator
+
+
+def can_stop_tutor() -> Callable[[T], T]:
+    """`STOP_RULE` (bot/participants.py); visible to everyone."""
+
+    def decorator(func: T) -> T:
+        app_commands.guild_only()(func)
+        app_commands.check(may_stop_tutor)(func)
         return func
 
     return decorator

@@ -16,7 +16,15 @@ import bot.conversation
 import bot.limits
 import bot.tutor
 import bot.voice_link
-from bot.errors import AlreadyRunning, DailyLimitReached, NotRunning, StartStopped, TextTooLong, VoiceConnectFailed
+from bot.errors import (
+    AlreadyRunning,
+    DailyLimitReached,
+    NotInCall,
+    NotRunning,
+    StartStopped,
+    TextTooLong,
+    VoiceConnectFailed,
+)
 from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 from bot.tutor import Conversations, StartRequest
@@ -160,19 +168,33 @@ async def test_barge_in_flushes_playback_and_marks_turn(world, live_server, repo
 
 
 async def test_typed_text_is_stored_and_answered(world, live_server, repository):
-    """/tutor say stores the child's words under their name and the tutor answers them."""
-    conversations, _, _, channel, _ = world
+    """/tutor say stores the child's words under their name and member id, and the tutor answers them."""
+    conversations, _, _, channel, kids = world
     conversation = await conversations.start(request(channel))
-    await conversations.say(GUILD, "Ben", "What is a comet?")
+    await conversations.say(GUILD, kids[1].id, "Ben", "What is a comet?")
     await live_server.wait_for(lambda: live_server.current.texts)
     assert "What is a comet?" in live_server.current.texts[0]
     await wait_until(lambda: conversation.status().turns >= 2)
     with pytest.raises(TextTooLong):
-        await conversations.say(GUILD, "Ben", "x" * 501)
+        await conversations.say(GUILD, kids[1].id, "Ben", "x" * 501)
     await conversations.stop(GUILD)
     turns = await repository.get_turns(GUILD, conversation.session_id)
     assert (turns[0].role, turns[0].speaker_name, turns[0].text) == ("child", "Ben", "What is a comet?")
+    assert turns[0].speaker_id == kids[1].id
     assert turns[1].role == "tutor"
+
+
+async def test_typed_text_from_outside_the_call_is_refused_and_goes_nowhere(world, live_server, repository):
+    """Only the people in the tutor's voice channel talk to it: nothing is sent to Live, nothing stored."""
+    conversations, _, _, channel, _ = world
+    conversation = await conversations.start(request(channel))
+    outsider = MockMember(display_name="Stranger")
+    with pytest.raises(NotInCall):
+        await conversations.say(GUILD, outsider.id, "Stranger", "Tell the kids a scary story")
+    await asyncio.sleep(0.3)
+    assert live_server.current.texts == []
+    await conversations.stop(GUILD)
+    assert await repository.get_turns(GUILD, conversation.session_id) == []
 
 
 async def test_one_conversation_per_guild_and_stop_when_none(world):
@@ -181,7 +203,7 @@ async def test_one_conversation_per_guild_and_stop_when_none(world):
     with pytest.raises(NotRunning):
         await conversations.stop(GUILD)
     with pytest.raises(NotRunning):
-        await conversations.say(GUILD, "Ana", "hi")
+        await conversations.say(GUILD, 1, "Ana", "hi")
     await conversations.start(request(channel))
     with pytest.raises(AlreadyRunning) as caught:
         await conversations.start(request(MockVoiceChannel()))

@@ -430,6 +430,22 @@ async def test_delete_member_removes_their_sessions_and_words(bot, guild, other_
     assert await count_rows(db, "sessions", other_guild.id) == 1 and await count_rows(db, "turns", other_guild.id) == 3
 
 
+async def test_delete_member_confirmed_after_they_started_a_session_deletes_nothing(bot, guild, transcripts, db):
+    """Asked while nothing ran; before the moderator pressed Delete (up to 60 s later) the kid started a new
+    conversation: the press deletes nothing and says why (erasing now would cut into the running session)."""
+    kid = MockMember(guild=guild)
+    await add_session(bot.repository, guild.id, starter_id=kid.id, speaker_id=kid.id, turns=3)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "delete member"), transcripts, interaction, member=kid)
+    view: ConfirmView = sent_kwargs(interaction)["view"]
+    running = await add_session(bot.repository, guild.id, starter_id=kid.id, speaker_id=kid.id, running=True)
+    bot.conversations.running[guild.id] = fake_conversation(guild.id, running, starter_id=kid.id)
+    click = MockInteraction(user=interaction.user, client=bot)
+    await press(view, view.confirm, click)
+    assert "Nothing was deleted" in click.response.edit_message.call_args.kwargs["content"]
+    assert await count_rows(db, "sessions", guild.id) == 2 and await count_rows(db, "turns", guild.id) == 6
+
+
 async def test_delete_member_running_their_conversation_is_refused(bot, guild, transcripts, tree):
     """The starter of the running conversation cannot be erased mid-session."""
     kid = MockMember(guild=guild)
@@ -680,15 +696,63 @@ async def test_roles_set_and_clear(bot, guild, settings_cog):
         assert getattr(await bot.repository.get_settings(guild.id), field) is None
 
 
+BOT_CAN_POST = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
+
+
+def text_channel(guild, *, bot: discord.Permissions = BOT_CAN_POST, everyone_can_view: bool = False):
+    """A text channel where the bot has `bot` and @everyone may or may not view it."""
+    channel = MockTextChannel(guild=guild)
+    channel.permissions_for.side_effect = lambda target: (
+        bot if target is guild.me else discord.Permissions(view_channel=everyone_can_view))
+    return channel
+
+
+@pytest.mark.parametrize(("which", "expected"), [
+    ("everyone", "@everyone can't be the moderator role"),
+    ("managed", "belongs to a bot or an integration"),
+    ("above the bot", "above my own highest role"),
+])
+async def test_moderator_role_refuses_what_would_give_power_away(bot, guild, settings_cog, tree, which, expected):
+    """@everyone, a bot/integration role and a role above the bot's are refused with why; nothing is stored."""
+    role = {"everyone": guild.default_role, "managed": MockRole(guild=guild, managed=True),
+            "above the bot": MockRole(guild=guild, position=guild.me.top_role.position + 1)}[which]
+    reply = await invoke(tree, command(settings_cog, "moderator-role"), settings_cog, moderator(bot, guild),
+                         role=role)
+    assert reply.ephemeral and expected in reply.content and "Nothing was changed" in reply.content
+    assert (await bot.repository.get_settings(guild.id)).moderator_role_id is None
+
+
+@pytest.mark.parametrize(("which", "expected"), [
+    ("everyone", "@everyone is every member"), ("managed", "no child can be given it")])
+async def test_starter_role_refuses_roles_that_make_no_sense(bot, guild, settings_cog, tree, which, expected):
+    """@everyone (clear the setting instead) and managed roles are refused as starter role."""
+    role = guild.default_role if which == "everyone" else MockRole(guild=guild, managed=True)
+    reply = await invoke(tree, command(settings_cog, "starter-role"), settings_cog, moderator(bot, guild), role=role)
+    assert reply.ephemeral and expected in reply.content
+    assert (await bot.repository.get_settings(guild.id)).starter_role_id is None
+    high = MockRole(guild=guild, position=guild.me.top_role.position + 5)  # a filter only: above the bot is fine
+    await call_command(command(settings_cog, "starter-role"), settings_cog, moderator(bot, guild), role=high)
+    assert (await bot.repository.get_settings(guild.id)).starter_role_id == high.id
+
+
+async def test_an_alerts_channel_everyone_can_read_needs_an_explicit_yes(bot, guild, settings_cog, tree):
+    """Flagged excerpts and summaries go there: a public channel is refused unless confirmed."""
+    public = text_channel(guild, everyone_can_view=True)
+    alerts = command(settings_cog, "alerts-channel")
+    reply = await invoke(tree, alerts, settings_cog, moderator(bot, guild), channel=public)
+    assert reply.ephemeral and "Every member can read" in reply.content and "everyone-can-read: True" in reply.content
+    assert (await bot.repository.get_settings(guild.id)).alerts_channel_id is None
+    await call_command(alerts, settings_cog, moderator(bot, guild), channel=public, everyone_can_read=True)
+    assert (await bot.repository.get_settings(guild.id)).alerts_channel_id == public.id
+
+
 async def test_alerts_channel_set_clear_and_refused_without_permissions(bot, guild, settings_cog, tree):
     """A channel the bot can post in is saved; one it cannot is refused; no argument turns alerts off."""
-    good = MockTextChannel(guild=guild)
-    good.permissions_for.return_value = discord.Permissions(view_channel=True, send_messages=True, embed_links=True)
+    good = text_channel(guild)
     await call_command(command(settings_cog, "alerts-channel"), settings_cog, moderator(bot, guild), channel=good)
     assert (await bot.repository.get_settings(guild.id)).alerts_channel_id == good.id
 
-    mute = MockTextChannel(guild=guild)
-    mute.permissions_for.return_value = discord.Permissions(view_channel=True)
+    mute = text_channel(guild, bot=discord.Permissions(view_channel=True))
     reply = await invoke(tree, command(settings_cog, "alerts-channel"), settings_cog, moderator(bot, guild),
                          channel=mute)
     assert "I need Send Messages, Embed Links there" in reply.content

@@ -358,8 +358,57 @@ async def test_say_sends_the_text_with_the_authors_name(bot, cog, tree) -> None:
     """Typed text goes to the core with the author's display name; the reply is a private confirmation."""
     interaction = await running_in(bot, cog, tree)
     reply = await invoke(tree, cog.say, cog, interaction, text="Why is Mars red?")
-    assert bot.conversations.called("say") == [(interaction.guild.id, "Ada", "Why is Mars red?")]
+    assert bot.conversations.called("say") == [(interaction.guild.id, interaction.user.id, "Ada",
+                                                 "Why is Mars red?")]
     assert reply.content == "Sent! The tutor will answer out loud." and reply.ephemeral
+
+
+async def test_say_from_outside_the_call_is_refused(bot, cog, tree) -> None:
+    """Someone in the server but not in the tutor's voice channel cannot make it speak to the kids."""
+    started = await running_in(bot, cog, tree)
+    channel = started.user.voice.channel
+    elsewhere = MockMember(guild=started.guild, display_name="Stranger")  # not in any voice channel
+    other_call = MockMember(guild=started.guild, display_name="Other", voice_channel=MockVoiceChannel())
+    for member in (elsewhere, other_call):
+        reply = await invoke(tree, cog.say, cog, MockInteraction(user=member, client=bot), text="say something rude")
+        assert reply.ephemeral and reply.content == (
+            f"Only the people in {channel.mention} can talk to the tutor. Join the call there first.")
+    assert [args[1] for args in bot.conversations.called("say")] == [elsewhere.id, other_call.id]
+
+
+async def test_stop_follows_the_one_stop_rule(bot, cog, tree) -> None:
+    """In the call, or the starter, or a moderator may stop; anyone else is told the rule."""
+    started = await running_in(bot, cog, tree)
+    guild, channel = started.guild, started.user.voice.channel
+    outsider = MockInteraction(user=MockMember(guild=guild), client=bot)
+    reply = await invoke(tree, cog.stop, cog, outsider)
+    assert reply.ephemeral and reply.content == (
+        "The tutor can be stopped by anyone in the call, the person who started it, or a moderator. "
+        "Join the call if you want to end it.")
+    assert bot.conversations.called("stop") == []
+    kid_in_the_call = MockInteraction(user=MockMember(guild=guild, voice_channel=channel), client=bot)
+    assert "The tutor has stopped" in (await invoke(tree, cog.stop, cog, kid_in_the_call)).content
+    voice = started.user.voice
+    for who in (started.user, MockMember(guild=guild, permissions=discord.Permissions(manage_guild=True))):
+        started.user.voice = voice
+        await invoke(tree, cog.start, cog, MockInteraction(user=started.user, client=bot), level="space", age=8)
+        channel.members.remove(started.user)  # the starter left the call: still allowed, like a moderator
+        started.user.voice = None
+        reply = await invoke(tree, cog.stop, cog, MockInteraction(user=who, client=bot))
+        assert "The tutor has stopped" in reply.content
+        channel.members.append(started.user)
+
+
+def test_the_notice_and_the_readme_state_the_stop_rule() -> None:
+    """One rule (bot.participants.STOP_RULE), said the same way where people read it."""
+    from pathlib import Path
+
+    from bot.participants import STOP_RULE
+    from cogs.tutor import TRANSCRIPT_NOTICE
+
+    assert f"{STOP_RULE} can end it with `/tutor stop`" in TRANSCRIPT_NOTICE
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    assert STOP_RULE in readme.read_text()
 
 
 async def test_say_uses_the_name_the_kid_chose(bot, cog, tree) -> None:
@@ -367,7 +416,7 @@ async def test_say_uses_the_name_the_kid_chose(bot, cog, tree) -> None:
     interaction = await running_in(bot, cog, tree)
     bot.repository.member_names.return_value = {interaction.user.id: "Ana"}
     await invoke(tree, cog.say, cog, interaction, text="hello")
-    assert bot.conversations.called("say")[-1] == (interaction.guild.id, "Ana", "hello")
+    assert bot.conversations.called("say")[-1] == (interaction.guild.id, interaction.user.id, "Ana", "hello")
 
 
 @pytest.mark.parametrize(("typed", "stored"), [("  Ana  Maria ", "Ana Maria"), ("Zoë", "Zoë"),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from bot import timezones
 from bot.shards import ALL_SHARDS, ShardScope
-from bot.storage.db import Database, Row
+from bot.storage.db import Database, Row, Transaction
 from bot.storage.models import SessionRow, SessionSummaryRow, TurnRow, from_epoch
 
 Timestamp = datetime | float
@@ -46,13 +47,19 @@ def session_row(row: Row) -> SessionRow:
     )
 
 
-def turn_row(row: Row) -> TurnRow:
+def turn_row(row: Row, speaker_ids: tuple[int, ...] = ()) -> TurnRow:
     return TurnRow(
         id=row["id"], session_id=row["session_id"], guild_id=row["guild_id"], role=row["role"],
-        speaker_id=row["speaker_id"], speaker_name=row["speaker_name"], text=row["text"],
+        speaker_id=speaker_ids[0] if speaker_ids else None, speaker_name=row["speaker_name"], text=row["text"],
         started_at=from_epoch(row["started_at"]), ended_at=from_epoch(row["ended_at"]),
-        interrupted=bool(row["interrupted"]), flag_reason=row["flag_reason"],
+        interrupted=bool(row["interrupted"]), flag_reason=row["flag_reason"], speaker_ids=speaker_ids,
     )
+
+
+def in_list(name: str, values: Sequence[int]) -> tuple[str, dict[str, int]]:
+    """`:name0, :name1, …` and their parameters, for `x IN (…)` with a list (portable to both backends)."""
+    params = {f"{name}{i}": value for i, value in enumerate(values)}
+    return ", ".join(f":{key}" for key in params), params
 
 
 def summary_row(row: Row, at: float) -> SessionSummaryRow:
@@ -79,6 +86,19 @@ class Queries:
     def __init__(self, db: Database, *, shards: ShardScope = ALL_SHARDS) -> None:
         self._db = db
         self._shards = shards
+
+    async def _turns_with_speakers(self, guild_id: int, rows: Sequence[Row],
+                                   db: Database | Transaction | None = None) -> list[TurnRow]:
+        """`TurnRow`s for turn rows of one guild, each with every member who spoke or typed in it."""
+        speakers: dict[int, list[int]] = {}
+        ids = [row["id"] for row in rows]
+        for start in range(0, len(ids), MAX_PAGE):
+            placeholders, params = in_list("turn", ids[start:start + MAX_PAGE])
+            for found in await (db or self._db).fetch_all(
+                    f"SELECT turn_id, member_id FROM turn_speakers WHERE guild_id = :guild_id "  # noqa: S608
+                    f"AND turn_id IN ({placeholders}) ORDER BY turn_id, ordinal", {"guild_id": guild_id, **params}):
+                speakers.setdefault(found["turn_id"], []).append(found["member_id"])
+        return [turn_row(row, tuple(speakers.get(row["id"], ()))) for row in rows]
 
     async def _execute(self, sql: str, params: dict[str, Any]) -> int:
         """One write statement in its own transaction; returns the number of rows it changed."""

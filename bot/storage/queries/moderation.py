@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from bot.storage.db import Transaction
-from bot.storage.models import DEFAULT_RETENTION_DAYS, TurnRow, to_epoch
-from bot.storage.queries.base import Queries, Timestamp, current_time, page_size, turn_row
+from bot.storage.models import DEFAULT_RETENTION_DAYS, ErasureReport, TurnRow, to_epoch
+from bot.storage.queries.base import Queries, Timestamp, current_time, in_list, like_escape, page_size
 
 log = logging.getLogger("bot.storage.repository")
 
@@ -20,7 +21,7 @@ class ModerationQueries(Queries):
             "AND (t.started_at >= :since OR :since IS NULL) ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
             {"guild_id": guild_id, "since": None if since is None else to_epoch(since), "limit": page_size(limit)},
         )
-        return [turn_row(row) for row in rows]
+        return await self._turns_with_speakers(guild_id, rows)
 
     async def flag_turn(self, guild_id: int, turn_id: int, reason: str) -> bool:
         """Mark a turn for moderators; False if the turn is not in this guild."""
@@ -41,17 +42,54 @@ class ModerationQueries(Queries):
                                                        "turns": turns})
         return turns
 
-    async def delete_member_data(self, guild_id: int, member_id: int) -> tuple[int, int]:
-        """Forget a member in this guild: the sessions they started (whole transcripts) and every turn they
-        spoke in other sessions. The tutor's replies in those other sessions stay. Returns (sessions, turns)."""
-        sessions, turns = await self._delete_where(
-            guild_id, "s.starter_id = :member_id", {"member_id": member_id},
-            extra_turns="t.speaker_id = :member_id")
-        await self._execute("DELETE FROM member_names WHERE guild_id = :guild_id AND member_id = :member_id",
-                            {"guild_id": guild_id, "member_id": member_id})  # the name they chose goes too
+    async def delete_member_data(self, guild_id: int, member_id: int, *, names: Sequence[str] = ()) -> ErasureReport:
+        """Forget a member in this guild: the sessions they started (whole transcripts) and every turn they spoke
+        or typed in elsewhere — a shared turn whole, since its words cannot be separated. Their name is taken
+        out of the speaker labels of turns that stay (rows from before speakers were recorded per member; `names`
+        are the names they go by now, the names they were recorded under are added). Summaries of sessions that
+        lost turns are cleared (status 'pending', so they are made again). Running sessions are not touched:
+        the caller refuses while the member is in one."""
+        bound = {"guild_id": guild_id, "member_id": member_id}
+        theirs = ("SELECT s.id FROM sessions s WHERE s.guild_id = :guild_id AND s.starter_id = :member_id "
+                  "AND s.ended_at IS NOT NULL")
+        spoken = "SELECT ts.turn_id FROM turn_speakers ts WHERE ts.guild_id = :guild_id AND ts.member_id = :member_id"
+        running = "SELECT r.id FROM sessions r WHERE r.guild_id = :guild_id AND r.ended_at IS NULL"
+
+        async def work(tx: Transaction) -> ErasureReport:
+            known = {name for name in names if name and name.strip()} | {str(member_id)}
+            known |= {row[0] for row in await tx.fetch_all(  # the label of a turn they were the only speaker of
+                f"SELECT DISTINCT t.speaker_name FROM turns t WHERE t.guild_id = :guild_id "  # noqa: S608
+                f"AND t.speaker_name IS NOT NULL AND t.id IN ({spoken}) AND (SELECT COUNT(*) FROM turn_speakers c "
+                "WHERE c.turn_id = t.id) = 1", bound)}
+            known |= {row[0] for row in await tx.fetch_all(
+                "SELECT DISTINCT s.starter_name FROM sessions s WHERE s.guild_id = :guild_id "
+                "AND s.starter_id = :member_id", bound)}
+            touched = [row[0] for row in await tx.fetch_all(
+                f"SELECT DISTINCT t.session_id FROM turns t WHERE t.guild_id = :guild_id "  # noqa: S608
+                f"AND t.id IN ({spoken}) AND t.session_id NOT IN ({theirs}) AND t.session_id NOT IN ({running})",
+                bound)]
+            turns = await tx.execute(
+                f"DELETE FROM turns AS t WHERE t.guild_id = :guild_id AND t.session_id NOT IN ({running}) "  # noqa: S608
+                f"AND (t.session_id IN ({theirs}) OR t.id IN ({spoken}))", bound)
+            sessions = await tx.execute(
+                f"DELETE FROM sessions WHERE guild_id = :guild_id AND id IN ({theirs})", bound)  # noqa: S608
+            labels = await _scrub_labels(tx, guild_id, known, running)
+            summaries = 0
+            if touched:
+                placeholders, ids = in_list("session", touched)
+                summaries = await tx.execute(
+                    "UPDATE sessions SET summary = NULL, summary_status = 'pending' "  # noqa: S608
+                    f"WHERE guild_id = :guild_id AND id IN ({placeholders}) AND summary_status != 'pending'",
+                    {"guild_id": guild_id, **ids})
+            await tx.execute("DELETE FROM member_names WHERE guild_id = :guild_id AND member_id = :member_id",
+                             bound)  # the name they chose goes too
+            return ErasureReport(sessions=sessions, turns=turns, labels=labels, summaries=summaries)
+
+        report = await self._db.write(work)
         log.info("storage.member_deleted", extra={"guild_id": guild_id, "member_id": member_id,
-                                                  "sessions": sessions, "turns": turns})
-        return sessions, turns
+                                                  "sessions": report.sessions, "turns": report.turns,
+                                                  "labels": report.labels, "summaries": report.summaries})
+        return report
 
     async def purge_older_than(self, guild_id: int, days: int, *, now: Timestamp | None = None) -> tuple[int, int]:
         """Delete this guild's sessions that ended more than `days` ago; running ones are kept."""
@@ -105,3 +143,23 @@ class ModerationQueries(Queries):
             return sessions, turns
 
         return await self._db.write(work)
+
+
+async def _scrub_labels(tx: Transaction, guild_id: int, names: set[str], running: str) -> int:
+    """Take `names` out of the comma-separated speaker labels of this guild's child turns; returns how many
+    labels changed. `running` (SQL of the running sessions' ids) is left alone."""
+    changed: dict[int, str | None] = {}
+    for name in sorted(names):
+        rows = await tx.fetch_all(
+            "SELECT t.id, t.speaker_name FROM turns t WHERE t.guild_id = :guild_id AND t.role = 'child' "  # noqa: S608
+            f"AND t.speaker_name LIKE :pattern ESCAPE '\\' AND t.session_id NOT IN ({running})",
+            {"guild_id": guild_id, "pattern": f"%{like_escape(name)}%"})
+        for row in rows:
+            label = changed.get(row["id"], row["speaker_name"])
+            parts = [part.strip() for part in (label or "").split(",")]
+            if name in parts:
+                changed[row["id"]] = ", ".join(part for part in parts if part != name) or None
+    for turn_id, label in changed.items():
+        await tx.execute("UPDATE turns SET speaker_name = :label WHERE guild_id = :guild_id AND id = :turn_id",
+                         {"guild_id": guild_id, "turn_id": turn_id, "label": label})
+    return len(changed)

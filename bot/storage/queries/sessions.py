@@ -73,7 +73,7 @@ class SessionQueries(Queries):
         self, guild_id: int, *, member_id: int | None = None, level: str | None = None,
         since: Timestamp | None = None, limit: int = 25, offset: int = 0,
     ) -> list[SessionSummaryRow]:
-        """Newest first, with duration and turn counts. `member_id`: sessions they started or spoke in."""
+        """Newest first, with duration and turn counts. `member_id`: sessions they started, spoke or typed in."""
         at = current_time()
         rows = await self._db.fetch_all(
             "SELECT s.*, "
@@ -86,7 +86,8 @@ class SessionQueries(Queries):
             " AND u.session_id = s.id) AS total_tokens "
             "FROM sessions s WHERE s.guild_id = :guild_id "
             "AND (s.starter_id = :member_id OR :member_id IS NULL OR EXISTS (SELECT 1 FROM turns m "
-            " WHERE m.guild_id = s.guild_id AND m.session_id = s.id AND m.speaker_id = :member_id)) "
+            " JOIN turn_speakers ms ON ms.turn_id = m.id AND ms.guild_id = m.guild_id "
+            " WHERE m.guild_id = s.guild_id AND m.session_id = s.id AND ms.member_id = :member_id)) "
             "AND (s.level = :level OR :level IS NULL) AND (s.started_at >= :since OR :since IS NULL) "
             "ORDER BY s.started_at DESC, s.id DESC LIMIT :limit OFFSET :offset",
             {"guild_id": guild_id, "member_id": member_id, "level": level,

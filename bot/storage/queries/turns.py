@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bot.storage.db import Transaction
 from bot.storage.models import ROLES, TurnRow, to_epoch
-from bot.storage.queries.base import Queries, Timestamp, page_size, turn_row
+from bot.storage.queries.base import Queries, Timestamp, page_size
 
 
 class TurnQueries(Queries):
     async def add_turn(
         self, guild_id: int, session_id: int, role: str, text: str, started_at: Timestamp, ended_at: Timestamp,
-        *, speaker_id: int | None = None, speaker_name: str | None = None, interrupted: bool = False,
-        flag_reason: str | None = None,
+        *, speaker_id: int | None = None, speaker_ids: Sequence[int] = (), typed: bool = False,
+        speaker_name: str | None = None, interrupted: bool = False, flag_reason: str | None = None,
     ) -> int:
         """Commit one finished turn now (a crash loses at most the turn in progress); returns its id.
 
-        Raises LookupError if the session is not in this guild (e.g. deleted by a moderator meanwhile).
+        `speaker_ids`: every member who spoke in it, the one to credit first first (`speaker_id` is the
+        one-speaker shorthand); `typed` when they typed it. Raises LookupError if the session is not in this
+        guild (e.g. deleted by a moderator meanwhile).
         """
         if role not in ROLES:
             raise ValueError(f"role must be one of {sorted(ROLES)}, got {role!r}")
         start, end = to_epoch(started_at), to_epoch(ended_at)
         if end < start:
             raise ValueError("a turn cannot end before it starts")
-        params = {"guild_id": guild_id, "session_id": session_id, "role": role, "speaker_id": speaker_id,
+        members = list(dict.fromkeys([*([speaker_id] if speaker_id is not None else []), *speaker_ids]))
+        params = {"guild_id": guild_id, "session_id": session_id, "role": role,
                   "speaker_name": speaker_name, "text": text, "started_at": start, "ended_at": end,
                   "interrupted": int(interrupted), "flag_reason": flag_reason}
 
@@ -32,11 +37,18 @@ class TurnQueries(Queries):
             ) is None:
                 raise LookupError(f"no session {session_id} in guild {guild_id}")
             row = await tx.fetch_one(
-                "INSERT INTO turns (session_id, guild_id, role, speaker_id, speaker_name, text, started_at, "
-                "ended_at, interrupted, flag_reason) VALUES (:session_id, :guild_id, :role, :speaker_id, "
+                "INSERT INTO turns (session_id, guild_id, role, speaker_name, text, started_at, "
+                "ended_at, interrupted, flag_reason) VALUES (:session_id, :guild_id, :role, "
                 ":speaker_name, :text, :started_at, :ended_at, :interrupted, :flag_reason) RETURNING id", params,
             )
-            return int(row["id"])
+            turn_id = int(row["id"])
+            for ordinal, member_id in enumerate(members):
+                await tx.execute(
+                    "INSERT INTO turn_speakers (turn_id, guild_id, member_id, ordinal, how) "
+                    "VALUES (:turn_id, :guild_id, :member_id, :ordinal, :how)",
+                    {"turn_id": turn_id, "guild_id": guild_id, "member_id": member_id, "ordinal": ordinal,
+                     "how": "typed" if typed else "spoke"})
+            return turn_id
 
         return await self._db.write(work)
 
@@ -47,7 +59,7 @@ class TurnQueries(Queries):
             "ORDER BY t.started_at, t.id",
             {"guild_id": guild_id, "session_id": session_id},
         )
-        return [turn_row(row) for row in rows]
+        return await self._turns_with_speakers(guild_id, rows)
 
     async def recent_turns_for_level(
         self, guild_id: int, level: str, limit: int = 20, *, exclude_session_id: int | None = None,
@@ -63,4 +75,4 @@ class TurnQueries(Queries):
             "ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
             {"guild_id": guild_id, "level": level, "exclude": exclude_session_id, "limit": page_size(limit)},
         )
-        return [turn_row(row) for row in reversed(rows)]
+        return await self._turns_with_speakers(guild_id, list(reversed(rows)))

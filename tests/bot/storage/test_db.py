@@ -404,6 +404,38 @@ async def test_write_gives_up_after_retry_window(tmp_path: Path) -> None:
         await db.close()
 
 
+async def test_the_turn_speakers_migration_moves_existing_rows(location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 5 moves `turns.speaker_id` into `turn_speakers`; typed turns (stored with a name only) are
+    credited to the starter or to the member of that name in the session; the old column is gone."""
+    from bot.storage.repository import Repository
+
+    step = db_module.MIGRATIONS.index(db_module._V5_TURN_SPEAKERS)
+    monkeypatch.setattr(db_module, "MIGRATIONS", db_module.MIGRATIONS[:step])
+    monkeypatch.setattr(db_module, "SCHEMA_VERSION", step)
+    db = await Database.open(location)
+    await db.execute("INSERT INTO sessions (id, guild_id, channel_id, starter_id, starter_name, level, age, "
+                     "started_at, ended_at) VALUES (1, 7, 5, 11, 'Ana', 'space', 8, 0, 10)")
+    legacy = [  # id, role, speaker_id, speaker_name: spoken, spoken, tutor, typed by the starter, typed by Ben
+        (1, "child", 11, "Ana"), (2, "child", 12, "Ben"), (3, "tutor", None, "Tutor"), (4, "child", None, "Ana"),
+        (5, "child", None, "Ben"), (6, "child", None, None)]
+    for turn_id, role, speaker_id, name in legacy:
+        await db.execute("INSERT INTO turns (id, session_id, guild_id, role, speaker_id, speaker_name, text, "
+                         "started_at, ended_at) VALUES (?, 1, 7, ?, ?, ?, 'words', ?, ?)",
+                         (turn_id, role, speaker_id, name, turn_id, turn_id))
+    await db.close()
+    monkeypatch.undo()
+    db = await Database.open(location)
+    try:
+        rows = await db.fetch_all("SELECT turn_id, member_id, how FROM turn_speakers ORDER BY turn_id")
+        assert [tuple(r) for r in rows] == [(1, 11, "spoke"), (2, 12, "spoke"), (4, 11, "typed"), (5, 12, "typed")]
+        turns = await Repository(db).get_turns(7, 1)
+        assert [t.speaker_id for t in turns] == [11, 12, None, 11, 12, None]
+        with pytest.raises(Exception, match="speaker_id"):
+            await db.fetch_all("SELECT speaker_id FROM turns")
+    finally:
+        await db.close()
+
+
 async def test_open_waits_while_another_process_holds_a_new_file(tmp_path: Path) -> None:
     """Shard processes starting together: the first open of a new file meets another process's lock when it
     switches to WAL. The open is retried whole (functions, PRAGMAs) and succeeds once the lock is free."""
@@ -421,3 +453,4 @@ async def test_open_waits_while_another_process_holds_a_new_file(tmp_path: Path)
         assert (await db.fetch_one("SELECT GREATEST(1, 2)"))[0] == 2
     finally:
         await db.close()
+

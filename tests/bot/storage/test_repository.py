@@ -301,12 +301,70 @@ async def test_delete_member_data_removes_their_sessions_and_words(repo: Reposit
     others, other_turns = await conversation(repo, starter=20, start=10, turns=2)
     said = await repo.add_turn(GUILD, others, "child", "I live at…", at(13), at(14), speaker_id=10,
                                speaker_name="kid10")
-    assert await repo.delete_member_data(GUILD, 10) == (1, 3 + 1)
+    report = await repo.delete_member_data(GUILD, 10)
+    assert (report.sessions, report.turns) == (1, 3 + 1)
     assert await repo.get_session(GUILD, own) is None
     remaining = [t.id for t in await repo.get_turns(GUILD, others)]
     assert said not in remaining and remaining == other_turns
-    assert await count(db, "SELECT COUNT(*) FROM turns WHERE speaker_id = 10") == 0
+    assert await count(db, "SELECT COUNT(*) FROM turn_speakers WHERE member_id = 10") == 0
     assert await count(db, "SELECT COUNT(*) FROM turns WHERE session_id NOT IN (SELECT id FROM sessions)") == 0
+
+
+async def test_a_turn_records_every_member_who_spoke_or_typed_in_it(repo: Repository) -> None:
+    """Two kids in one turn are both stored (the louder first); a typed turn records its author."""
+    session_id, _ = await conversation(repo, starter=10, turns=0, ended=False)
+    await repo.add_turn(GUILD, session_id, "child", "both of us", at(0), at(1), speaker_ids=[11, 12],
+                        speaker_name="Ana, Ben")
+    await repo.add_turn(GUILD, session_id, "child", "typed", at(1), at(2), speaker_ids=[13], typed=True,
+                        speaker_name="Cy")
+    shared, typed = await repo.get_turns(GUILD, session_id)
+    assert (shared.speaker_ids, shared.speaker_id) == ((11, 12), 11)
+    assert typed.speaker_ids == (13,)
+    assert [s.id for s in await repo.list_sessions(GUILD, member_id=12)] == [session_id]
+    assert [s.id for s in await repo.list_sessions(GUILD, member_id=13)] == [session_id]  # only typed in it
+
+
+async def test_erasing_a_member_deletes_shared_turns_whole_and_reports_what_went(repo: Repository) -> None:
+    """Ben spoke alone, together with Ana, and typed: each of those turns goes; Ana's own turn and the tutor's
+    stay; the session's summary (which included Ben) is cleared to be made again; counts are reported."""
+    session_id = await repo.start_session(GUILD, 5, 11, "Ana", "space", 8, started_at=at(0))
+    ana = await repo.add_turn(GUILD, session_id, "child", "I like Mars", at(0), at(1), speaker_id=11,
+                              speaker_name="Ana")
+    tutor = await repo.add_turn(GUILD, session_id, "tutor", "Mars is red", at(1), at(2), speaker_name="Tutor")
+    await repo.add_turn(GUILD, session_id, "child", "we both", at(2), at(3), speaker_ids=[11, 12],
+                        speaker_name="Ana, Ben")
+    await repo.add_turn(GUILD, session_id, "child", "Ben here", at(3), at(4), speaker_ids=[12], speaker_name="Ben")
+    await repo.add_turn(GUILD, session_id, "child", "typed by Ben", at(4), at(5), speaker_ids=[12], typed=True,
+                        speaker_name="Ben")
+    await repo.end_session(GUILD, session_id, "stopped", ended_at=at(6))
+    await repo.set_summary(GUILD, session_id, "- The children talked about Mars.", "ok")
+    report = await repo.delete_member_data(GUILD, 12)
+    assert (report.sessions, report.turns, report.summaries) == (0, 3, 1)
+    assert [t.id for t in await repo.get_turns(GUILD, session_id)] == [ana, tutor]
+    session = await repo.get_session(GUILD, session_id)
+    assert session.summary is None and session.summary_status == "pending"
+    assert await repo.list_sessions(GUILD, member_id=12) == []
+
+
+async def test_erasing_a_member_takes_their_name_out_of_old_labels(repo: Repository, db: Database) -> None:
+    """A row from before speakers were stored per member names Ben only in its label: the label loses
+    "Ben" (the name he goes by now, or the one he was recorded under), Ana's words stay."""
+    session_id = await repo.start_session(GUILD, 5, 11, "Ana", "space", 8, started_at=at(0))
+    old = await repo.add_turn(GUILD, session_id, "child", "we both", at(0), at(1), speaker_id=11,
+                              speaker_name="Ana, Ben")
+    await repo.end_session(GUILD, session_id, "stopped", ended_at=at(2))
+    report = await repo.delete_member_data(GUILD, 12, names=["Ben"])
+    assert (report.turns, report.labels) == (0, 1)
+    (turn,) = await repo.get_turns(GUILD, session_id)
+    assert (turn.id, turn.speaker_name, turn.text) == (old, "Ana", "we both")
+
+
+async def test_erasing_leaves_a_running_session_alone(repo: Repository) -> None:
+    """The caller refuses while the member is in a running conversation; the repository never cuts into one."""
+    running, turns = await conversation(repo, starter=10, turns=2, ended=False)
+    report = await repo.delete_member_data(GUILD, 10)
+    assert (report.sessions, report.turns) == (0, 0)
+    assert [t.id for t in await repo.get_turns(GUILD, running)] == turns
 
 
 async def test_purge_respects_each_guilds_retention(repo: Repository) -> None:
@@ -414,7 +472,7 @@ async def test_other_guild_cannot_read_or_change_a_session(repo: Repository) -> 
     assert not await repo.set_resumption_handle(OTHER_GUILD, session_id, "stolen")
     assert not await repo.end_session(OTHER_GUILD, session_id, "hijack")
     assert await repo.delete_session(OTHER_GUILD, session_id) == 0
-    assert await repo.delete_member_data(OTHER_GUILD, 10) == (0, 0)
+    assert (await repo.delete_member_data(OTHER_GUILD, 10)).turns == 0
     assert await repo.purge_older_than(OTHER_GUILD, 0, now=at(10_000)) == (0, 0)
     with pytest.raises(LookupError):
         await repo.add_turn(OTHER_GUILD, session_id, "child", "sneaky", at(5), at(6))
@@ -435,7 +493,7 @@ async def test_schema_refuses_a_turn_in_another_guilds_session(repo: Repository,
 # ------------------------------------------- structural: no query without guild_id
 
 SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
-TOUCHES_TRANSCRIPTS = re.compile(r"\b(sessions|turns|turn_usage|session_events)\b", re.IGNORECASE)
+TOUCHES_TRANSCRIPTS = re.compile(r"\b(sessions|turns|turn_speakers|turn_usage|session_events)\b", re.IGNORECASE)
 GUILD_SCOPED = re.compile(
     r"\bguild_id\s*=\s*:guild_id\b"  # WHERE/ON ... guild_id = :guild_id
     r"|INSERT\s+INTO\s+\w+\s*\([^)]*\bguild_id\b[^)]*\)\s*VALUES\s*\([^)]*:guild_id\b",  # inserts carry it

@@ -131,6 +131,7 @@ async def test_erasing_a_member_removes_alerts_about_their_words_but_keeps_the_b
     await repository.add_event(GUILD, session_id, "tool_call", "alert_grown_up", turn_id=child, reason="phone")
     await repository.add_event(GUILD, session_id, "budget_stop", "daily_budget")
     await repository.add_usage(GUILD, session_id, TokenCounts(audio_in=50), 0.4, turn_id=child)
+    await repository.end_session(GUILD, session_id, "stopped")  # erasure never cuts into a running session
     await repository.delete_member_data(GUILD, 10)
     assert [e.name for e in await repository.session_events(GUILD, session_id)] == ["daily_budget"]
     assert (await repository.session_usage(GUILD, session_id)).cost_usd == pytest.approx(0.4)

@@ -47,6 +47,17 @@ async def test_other_roles_are_not_moderators() -> None:
     assert isinstance(refused.value, app_commands.CheckFailure)
 
 
+async def test_a_stored_everyone_moderator_role_makes_nobody_a_moderator() -> None:
+    """@everyone (the role whose id is the guild's) is never a moderator role, even if an old setting holds it."""
+    member = MockMember()
+    everyone = member.guild.default_role
+    member.roles = [everyone]  # discord.py lists @everyone among every member's roles
+    with pytest.raises(checks.NotModerator):
+        await checks.is_moderator(interaction_for(member, moderator_role_id=everyone.id))
+    with pytest.raises(checks.NotAllowedToStart):
+        await checks.may_start_tutor(interaction_for(member, starter_role_id=111, moderator_role_id=everyone.id))
+
+
 async def test_no_role_configured_and_no_permission_is_refused() -> None:
     """Without a moderator role configured only Manage Server counts."""
     with pytest.raises(checks.NotModerator):
