@@ -55,8 +55,10 @@ def _own_working_directory(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One private PostgreSQL server for the session, stopped (and its files removed) at the end."""
+    root = os.environ.get("TUTOR_TEST_PG_ROOT")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # each xdist worker runs its own server in its own folder
     try:
-        server = PostgresServer(os.environ.get("TUTOR_TEST_PG_ROOT") or None)
+        server = PostgresServer(Path(root) / (worker or "main") if root else None)
     except PostgresUnavailable as exc:
         if os.environ.get("TUTOR_TEST_POSTGRES") == "required":
             pytest.fail(str(exc))
