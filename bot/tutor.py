@@ -28,6 +28,7 @@ from bot.errors import (
 from bot.limits import budget_spent
 from bot.live.session import HistoryTurn, LiveSession
 from bot.participants import may_type
+from bot.storage.models import storable_text
 from bot.storage.repository import Repository
 from bot.voice_link import VoiceConnector, connect_voice
 
@@ -170,7 +171,7 @@ class Conversations:
             raise NotRunning
         if not may_type(author_id, channel=conversation.voice_channel):
             raise NotInCall(conversation.voice_channel.mention)
-        text = text.strip()
+        text = storable_text(text.strip())  # what is stored is exactly what the tutor is sent
         if not text or len(text) > SAY_LIMIT:
             raise TextTooLong(SAY_LIMIT)
         await conversation.say(author_id, author_name, text)
