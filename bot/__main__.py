@@ -96,6 +96,10 @@ def run_processes(settings: Settings, processes: int, log_dir: Path) -> int:
     from bot.launcher import run_processes as supervise
     from bot.shards import split_shards
 
+    if processes < 1:
+        print("Cannot start: --processes needs a whole number of 1 or more (one per core is a good start).",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if settings.shard_ids is not None:
         print("Cannot start: SHARD_IDS is set, but --processes gives each process its shards itself; "
               "leave SHARD_IDS empty (SHARD_COUNT may stay).", file=sys.stderr)
