@@ -6,6 +6,8 @@ unexpected and gets a generic apology plus a reference id in the logs.
 
 from __future__ import annotations
 
+from bot.endings import CANT_TALK
+
 
 class TutorError(Exception):
     """An expected failure whose message is safe and useful to show to the person who asked.
@@ -109,6 +111,15 @@ class VoiceConnectFailed(TutorError):
         self.detail = f"Joining the voice channel failed: {detail}"
         super().__init__("I couldn't join your voice channel just now. Please try again in a minute — if it keeps "
                          "happening, ask a grown-up to check on me.")
+
+
+class TutorUnavailable(TutorError):
+    """Gemini Live could not be reached or refused the session at `/tutor start`: the kid reads the kind
+    sentence they read when a running call fails; the reason (a bad key, the quota, a timeout) is `detail`."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = f"The tutor could not start: {detail}"
+        super().__init__(CANT_TALK)
 
 
 def _and(items: list[str]) -> str:

@@ -24,9 +24,10 @@ from bot.errors import (
     NotRunning,
     StartStopped,
     TextTooLong,
+    TutorUnavailable,
 )
 from bot.limits import budget_spent
-from bot.live.session import HistoryTurn, LiveSession
+from bot.live.session import HistoryTurn, LiveConnectFailed, LiveSession
 from bot.participants import may_type
 from bot.storage.repository import Repository
 from bot.voice_link import VoiceConnector, connect_voice
@@ -142,6 +143,8 @@ class Conversations:
                 stopped = isinstance(exc, StartStopped)
                 await self._repository.end_session(guild_id, session_id,
                                                    endings.STOPPED_BY_COMMAND if stopped else endings.FAILED_TO_START)
+                if isinstance(exc, LiveConnectFailed):  # an operator's reason: the kid is told kindly
+                    raise TutorUnavailable(exc.failure.reason) from exc
                 raise
             self._running[guild_id] = conversation
         finally:
