@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 import cogs
-from bot.client import INITIAL_EXTENSIONS, TutorBot, TutorTree
+from bot.client import INITIAL_EXTENSIONS, STALE_COMMAND, TutorBot, TutorTree
 from bot.errors import NotRunning, UnknownLevel
 from bot.storage.db import Database
 from bot.tutor import Conversations
@@ -280,3 +280,27 @@ async def test_an_expired_interaction_is_not_an_error(tree, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="bot.client"):
         await tree.on_error(interaction, app_commands.CommandInvokeError(MagicMock(), NotRunning()))
     assert any(r.getMessage() == "command.reply_failed" for r in caplog.records)
+
+
+@pytest.mark.parametrize("error", [app_commands.CommandNotFound("tutor start", []),
+                                   app_commands.CommandSignatureMismatch(probe)])
+async def test_a_command_discord_still_shows_but_the_bot_no_longer_has_gets_a_plain_sentence(tree, caplog, error):
+    """After an update (or commands published to DEV_GUILD_ID and globally) Discord may send a command or
+    options the bot no longer has: the person is told to pick it again, the operator gets a warning, and no
+    moderator alert calls it a bug."""
+    interaction = MockInteraction()
+    with caplog.at_level(logging.WARNING, logger="bot.client"):
+        reply = await handle_error(tree, interaction, error)
+    assert reply.content == STALE_COMMAND and reply.ephemeral
+    assert [r.getMessage() for r in caplog.records] == ["command.stale"]
+    interaction.client.dispatch.assert_not_called()
+
+
+async def test_an_unexpected_error_without_a_command_is_named_in_words_in_the_alert(tree) -> None:
+    """The moderators' alert for a bug names the command, or says "A command" (never "/None")."""
+    interaction = MockInteraction()
+    await handle_error(tree, interaction, RuntimeError("boom"))
+    event, _, alert = interaction.client.dispatch.call_args.args
+    assert event == "tutor_problem" and alert.startswith("A command failed unexpectedly (code ")
+    await handle_error(tree, interaction, RuntimeError("boom"), command=probe)
+    assert interaction.client.dispatch.call_args.args[2].startswith("`/probe` failed unexpectedly")
