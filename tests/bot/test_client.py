@@ -170,6 +170,27 @@ async def test_all_extensions_load_together_without_duplicate_command_names(db) 
         await bot.close()
 
 
+async def test_every_command_and_option_has_help_that_fits(db) -> None:
+    """Every command, group and option says what it is for, and none is cut: discord.py silently shortens an
+    option's help past Discord's 100 characters (ending it in "…"), so a moderator would read half a sentence."""
+    bot = bot_over(db)
+    try:
+        for extension in sorted(discover_extensions()):
+            await bot.load_extension(extension)
+        for command in bot.tree.walk_commands():
+            name = command.qualified_name
+            described = command.description
+            assert described and not described.endswith("…") and len(described) <= 100, name
+            if isinstance(command, app_commands.Group):
+                continue
+            for option in command.parameters:
+                described = option.description
+                assert described and described != "…" and not described.endswith("…"), f"{name} {option.name}"
+                assert len(described) <= 100, f"{name} {option.name}"
+    finally:
+        await bot.close()
+
+
 async def test_a_duplicate_command_name_is_refused(db) -> None:
     """The duplicate check can fail: a second cog with a /tutor group is rejected."""
 
