@@ -72,7 +72,7 @@ class TextTooLong(TutorError):
 
 
 class DailyLimitReached(TutorError):
-    def __init__(self, minutes: int, resets: str = "at midnight (UTC)") -> None:
+    def __init__(self, minutes: int, resets: str = "at midnight (UTC time)") -> None:
         super().__init__("⏰ You've used today's tutor time — see you tomorrow!\n"
                          f"-# For grown-ups: this server's limit is {minutes} minutes a day; it starts again {resets}.")
 
@@ -80,8 +80,10 @@ class DailyLimitReached(TutorError):
 class DailyBudgetSpent(TutorError):
     """The server's daily budget (dollars) is used up; kid words, no money: moderators see it in the settings."""
 
-    def __init__(self) -> None:
-        super().__init__("The tutor has done all its talking for today in this server. See you tomorrow!")
+    def __init__(self, resets: str = "at midnight (UTC time)") -> None:
+        super().__init__("⏰ The tutor has done all its talking for today in this server. See you tomorrow!\n"
+                         f"-# For grown-ups: this server's daily tutor budget is used up; it starts again {resets} "
+                         "(`/tutor-settings show` has the amounts).")
 
 
 class NotFound(TutorError):

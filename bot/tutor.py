@@ -119,7 +119,7 @@ class Conversations:
                 raise DailyLimitReached(settings.daily_minutes, timezones.resets(request.time_zone))
             spent = (await self._repository.usage_today(guild_id, time_zone=request.time_zone)).cost_usd
             if budget_spent(spent, settings.daily_budget_usd):
-                raise DailyBudgetSpent
+                raise DailyBudgetSpent(timezones.resets(request.time_zone))
             history = [HistoryTurn(t.role, t.text) for t in
                        await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
                        if t.role in ("child", "tutor")]
