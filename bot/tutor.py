@@ -24,9 +24,10 @@ from bot.errors import (
     NotRunning,
     StartStopped,
     TextTooLong,
+    TutorUnavailable,
 )
 from bot.limits import budget_spent
-from bot.live.session import HistoryTurn, LiveSession
+from bot.live.session import HistoryTurn, LiveConnectFailed, LiveSession
 from bot.participants import may_type
 from bot.storage.models import storable_text
 from bot.storage.repository import Repository
@@ -120,7 +121,7 @@ class Conversations:
                 raise DailyLimitReached(settings.daily_minutes, timezones.resets(request.time_zone))
             spent = (await self._repository.usage_today(guild_id, time_zone=request.time_zone)).cost_usd
             if budget_spent(spent, settings.daily_budget_usd):
-                raise DailyBudgetSpent
+                raise DailyBudgetSpent(timezones.resets(request.time_zone))
             history = [HistoryTurn(t.role, t.text) for t in
                        await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
                        if t.role in ("child", "tutor")]
@@ -144,6 +145,8 @@ class Conversations:
                 stopped = isinstance(exc, StartStopped)
                 await self._repository.end_session(guild_id, session_id,
                                                    starting.reason if stopped else endings.FAILED_TO_START)
+                if isinstance(exc, LiveConnectFailed):  # an operator's reason: the kid is told kindly
+                    raise TutorUnavailable(exc.failure.reason) from exc
                 raise
             self._running[guild_id] = conversation
         finally:
