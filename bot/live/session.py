@@ -318,6 +318,7 @@ class LiveSession:
                 await self._cancel({watch})
                 return await self._hand_over(conn, send, recv)
         if watch in done:
+            watch.exception()  # Unanswered: retrieved here, or asyncio logs "exception was never retrieved"
             await self._cancel({send, recv})
             return self._unanswered(conn)
         await self._cancel({send, watch})
