@@ -7,6 +7,7 @@ behaviour (and stays readable); `bot.live.session` re-exports `LiveConnectOption
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import statistics
 from collections import deque
@@ -79,6 +80,19 @@ class SetupExtras:
     language_code: str | None = None  # BCP-47, e.g. "es-US"; None: the service's default
     vocabulary: tuple[str, ...] = ()  # names and topic words the input transcription is biased towards
     end_of_speech_ms: int | None = None  # the server VAD's silence_duration_ms; None: the service's default
+
+    @property
+    def doubtful(self) -> tuple[str, ...]:
+        """The fields set here that the Gemini Developer API may refuse for gemini-3.8-live: custom vocabulary is
+        documented for Vertex's 3.8 (and the Gemini API's transcription models), and native-audio models are
+        documented as choosing their language themselves. Neither is needed: the instruction names the kids and
+        the language."""
+        return tuple(name for name, value in (("custom_vocabulary", self.vocabulary),
+                                              ("language_code", self.language_code)) if value)
+
+    def without_doubtful(self) -> SetupExtras:
+        """The same extras without the `doubtful` fields."""
+        return dataclasses.replace(self, vocabulary=(), language_code=None)
 
 
 NO_EXTRAS = SetupExtras()
