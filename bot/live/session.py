@@ -223,6 +223,11 @@ class LiveSession:
         if self._state is not LiveState.IDLE and not self._state.ended:
             self._outbound.push(Outgoing("history", turns=turns))
 
+    def withhold_turn(self, role: str, text: str) -> None:
+        """A completed turn was flagged later (an alert about a child's words): a fresh connection is never
+        seeded with it. Flagged turns the session itself saw (safety blocks) are withheld already."""
+        self._stream.withhold(role, text)
+
     async def events(self) -> AsyncIterator[LiveEvent]:
         """Every event in order; ends after `Failed` or when the session is closed. One consumer only."""
         async for event in self._stream.events():
