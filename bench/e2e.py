@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import logging
 import multiprocessing
 import os
 import resource
@@ -220,7 +221,7 @@ class RunResult:
     baseline_stages: dict[str, float] = field(default_factory=dict)  # voice connected, no conversation
     idle_packets_per_s: float = 0.0  # voice packets the bot sent per idle conversation
     talking_share: float = 0.0  # kids talking on average, per kid
-    audible_replies: int = 0  # replies the kids' clients decrypted and heard
+    heard_s: float = 0.0  # seconds of the tutor's voice the first kid's client decrypted, decoded and found loud
 
 
 def rss_mb() -> float:
@@ -353,7 +354,7 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     for (conversation, h) in guilds:
         heard = h.bot_said(h.speaker)
         loud = [pcm for pcm in heard if max(abs(v) for v in memoryview(pcm).cast("h")[::97]) > 2000]
-        result.audible_replies += round(len(loud) * FRAME_S / 1.5)
+        result.heard_s += len(loud) * FRAME_S
         result.turns_stored += len(await repository.get_turns(conversation.guild_id, conversation.session_id))
     for h in harnesses:
         await h.close()
@@ -386,7 +387,7 @@ STAGE_ORDER = ["transport decrypt", "DAVE decrypt", "voice-recv (reader, jitter 
 def print_tables(results: list[RunResult], server_cpu_percent: float) -> None:
     print(f"{'guilds':>6} {'kids':>5} {'in ms p50/p95/p99':>20} {'out ms p50/p95/p99':>20} "
           f"{'loop lag p99/max':>17} {'bot %':>6} {'%/talking kid':>13} {'idle %/conv':>11} {'idle pkt/s':>10} "
-          f"{'underr':>6} {'drop':>5} {'replies heard':>13} {'RSS MB':>7}")
+          f"{'underr':>6} {'drop':>5} {'replies':>7} {'kid heard s':>11} {'RSS MB':>7}")
     for r in results:
         talking_kids = r.speakers * r.talking_share
         bot = bot_total(r.stages) if r.stages else float("nan")
@@ -394,13 +395,13 @@ def print_tables(results: list[RunResult], server_cpu_percent: float) -> None:
         print(f"{r.guilds:>6} {r.speakers:>5} {trio(r.input_ms):>20} {trio(r.output_ms):>20} "
               f"{pct(r.loop_lag_ms, 99):7.1f} /{max(r.loop_lag_ms, default=0):6.1f} {bot:>6.1f} "
               f"{bot / talking_kids:>13.2f} {idle:>11.3f} {r.idle_packets_per_s:>10.2f} {r.underruns:>6} "
-              f"{r.dropped:>5} {r.audible_replies:>6}/{r.replies_heard:<6} {r.rss_end_mb:>7.0f}")
+              f"{r.dropped:>5} {r.replies_heard:>7} {r.heard_s:>11.1f} {r.rss_end_mb:>7.0f}")
     counts = ", ".join(f"{len(r.input_ms)}/{len(r.output_ms)}" for r in results)
     print(f"(in: kid's last packet sent → its audio written to the Live socket; out: reply's first chunk parsed →"
           f" first packet at the kid's socket; samples per row: {counts};"
           f" fake Live server {server_cpu_percent:.1f} % of a core in its own process, not counted)\n")
     if not any(r.stages for r in results):
-        print("(no per-stage table: py-spy is not installed — `pip install py-spy`)")
+        print("(no per-stage table: --no-profile, or py-spy is not installed — `pip install py-spy`)")
         return
     header = "stage, % of a core" + "".join(f"  {'N=' + str(r.guilds) + ' /talking kid':>17} {'idle/conv':>9}"
                                              for r in results)
@@ -461,6 +462,7 @@ async def run_all(args: argparse.Namespace, server: Any) -> list[RunResult]:
 
 def main() -> None:
     args = parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")  # faults show up
     if args.processes:
         from bench.processes import main as multiprocess_main
 

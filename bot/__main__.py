@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.config import ConfigError, LiveCheckSettings, PartialSettings, Settings, load_settings
@@ -27,8 +29,24 @@ class StartupError(Exception):
     """The bot cannot start for a reason outside the settings; the message is one sentence."""
 
 
+def stop_on_sigterm() -> Callable[[], None]:
+    """SIGTERM (systemd, `docker stop`, `--processes`) stops the bot the way Ctrl-C does: the running task is
+    cancelled once, so `TutorBot.close()` says goodbye, drains the turn queues and closes the session rows
+    before the gateway and the database close. Returns the function that removes the handler."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+
+    def on_sigterm() -> None:
+        if not task.cancelling():  # a second SIGTERM must not cut the goodbye short
+            log.info("bot.stopping", extra={"signal": "SIGTERM"})
+            task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    return lambda: loop.remove_signal_handler(signal.SIGTERM)
+
+
 async def run_bot(settings: Settings) -> None:
-    """Open the database, then hand everything to the Discord client until it stops."""
+    """Open the database, then hand everything to the Discord client until it stops (or SIGTERM)."""
     import aiohttp
     import discord
 
@@ -50,6 +68,7 @@ async def run_bot(settings: Settings) -> None:
         log.debug("storage.open_failed", exc_info=True)
         raise StartupError(f"the PostgreSQL server in DATABASE_URL refused the bot ({type(exc).__name__}): "
                            "check the user, password and database name (`python -m bot doctor` says more).") from None
+    remove_handler = stop_on_sigterm()
     try:
         async with TutorBot(settings=settings, db=db) as client:
             try:
@@ -60,6 +79,7 @@ async def run_bot(settings: Settings) -> None:
                 log.debug("discord.unreachable", exc_info=exc)
                 raise StartupError(f"the bot {discord_unreachable()}.") from None
     finally:
+        remove_handler()
         await db.close()
 
 
@@ -76,6 +96,10 @@ def run_processes(settings: Settings, processes: int, log_dir: Path) -> int:
     from bot.launcher import run_processes as supervise
     from bot.shards import split_shards
 
+    if processes < 1:
+        print("Cannot start: --processes needs a whole number of 1 or more (one per core is a good start).",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if settings.shard_ids is not None:
         print("Cannot start: SHARD_IDS is set, but --processes gives each process its shards itself; "
               "leave SHARD_IDS empty (SHARD_COUNT may stay).", file=sys.stderr)
@@ -150,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STARTUP
     except KeyboardInterrupt:
         log.info("bot.stopped", extra={"reason": "keyboard interrupt"})
+    except asyncio.CancelledError:  # SIGTERM, after the same graceful close
+        log.info("bot.stopped", extra={"reason": "SIGTERM"})
     return 0
 
 

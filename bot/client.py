@@ -35,8 +35,12 @@ INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.tutor", "cogs.moderation")
 UNEXPECTED_ERROR = ("Oops — something went wrong on my side. Please try again in a moment; if it keeps happening, "
                     "tell a grown-up (code {reference}).")
 # Posted to the moderators' alerts channel (event `tutor_problem`, see cogs/moderation) with the same code.
-UNEXPECTED_ALERT = ("`/{command}` failed unexpectedly (code {reference}). Whoever runs the bot can find the details "
+UNEXPECTED_ALERT = ("{command} failed unexpectedly (code {reference}). Whoever runs the bot can find the details "
                     "in its log by searching for that code.")
+# Discord still shows a command (or its old options) that this bot no longer has: an update, or commands
+# published both to DEV_GUILD_ID and globally. Nothing is wrong with what the person did.
+STALE_COMMAND = ("That command has just changed. Type / again and pick it from the list (if it looks the same, "
+                 "wait a minute and try again).")
 
 ConversationsFactory = Callable[["TutorBot"], Conversations]
 
@@ -55,7 +59,8 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
 
         `CommandInvokeError` is unwrapped once, then the first match wins:
         1. `TutorError` (bot/errors.py): its message — the core's expected failures.
-        2. `CommandOnCooldown`: when to try again (it is a `CheckFailure`, so it comes first).
+        2. `CommandOnCooldown`: when to try again (it is a `CheckFailure`, so it comes first); a command
+           Discord still lists but this bot no longer has as such (`CommandNotFound`, `CommandSignatureMismatch`).
         3. `CheckFailure` (cogs/utils/checks.py and discord.py's own): its message.
         4. `TransformerError`: the wrapped `TutorError`'s message if a transformer raised one, else a plain
            "couldn't understand that value" sentence.
@@ -67,6 +72,8 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
             message = self.report_unexpected(interaction, original)
         elif isinstance(original, TutorError) and original.detail:
             self.report_detail(interaction, original.detail)
+        elif message is STALE_COMMAND:  # for the operator: the published commands and the code disagree
+            log.warning("command.stale", extra={"guild_id": interaction.guild_id, "error": str(original)})
         await send_ephemeral(interaction, message)
 
     @staticmethod
@@ -83,6 +90,8 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
         """The user's sentence for an expected error, or None when the error is a bug."""
         if isinstance(error, TutorError):
             return str(error)
+        if isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
+            return STALE_COMMAND
         if isinstance(error, app_commands.CommandOnCooldown):
             seconds = math.ceil(error.retry_after)
             return f"Slow down a little — try again in {seconds} second{'s' if seconds != 1 else ''}."
@@ -105,8 +114,8 @@ class TutorTree(app_commands.CommandTree["TutorBot"]):
             "user_id": interaction.user.id if interaction.user is not None else None,
         })
         if interaction.guild_id is not None:
-            interaction.client.dispatch("tutor_problem", interaction.guild_id,
-                                        UNEXPECTED_ALERT.format(command=command, reference=reference))
+            interaction.client.dispatch("tutor_problem", interaction.guild_id, UNEXPECTED_ALERT.format(
+                command=f"`/{command}`" if command else "A command", reference=reference))
         return UNEXPECTED_ERROR.format(reference=reference)
 
 

@@ -6,6 +6,8 @@ unexpected and gets a generic apology plus a reference id in the logs.
 
 from __future__ import annotations
 
+from bot.endings import CANT_TALK
+
 
 class TutorError(Exception):
     """An expected failure whose message is safe and useful to show to the person who asked.
@@ -70,7 +72,7 @@ class TextTooLong(TutorError):
 
 
 class DailyLimitReached(TutorError):
-    def __init__(self, minutes: int, resets: str = "at midnight (UTC)") -> None:
+    def __init__(self, minutes: int, resets: str = "at midnight (UTC time)") -> None:
         super().__init__("⏰ You've used today's tutor time — see you tomorrow!\n"
                          f"-# For grown-ups: this server's limit is {minutes} minutes a day; it starts again {resets}.")
 
@@ -78,8 +80,10 @@ class DailyLimitReached(TutorError):
 class DailyBudgetSpent(TutorError):
     """The server's daily budget (dollars) is used up; kid words, no money: moderators see it in the settings."""
 
-    def __init__(self) -> None:
-        super().__init__("The tutor has done all its talking for today in this server. See you tomorrow!")
+    def __init__(self, resets: str = "at midnight (UTC time)") -> None:
+        super().__init__("⏰ The tutor has done all its talking for today in this server. See you tomorrow!\n"
+                         f"-# For grown-ups: this server's daily tutor budget is used up; it starts again {resets} "
+                         "(`/tutor-settings show` has the amounts).")
 
 
 class NotFound(TutorError):
@@ -109,6 +113,15 @@ class VoiceConnectFailed(TutorError):
         self.detail = f"Joining the voice channel failed: {detail}"
         super().__init__("I couldn't join your voice channel just now. Please try again in a minute — if it keeps "
                          "happening, ask a grown-up to check on me.")
+
+
+class TutorUnavailable(TutorError):
+    """Gemini Live could not be reached or refused the session at `/tutor start`: the kid reads the kind
+    sentence they read when a running call fails; the reason (a bad key, the quota, a timeout) is `detail`."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = f"The tutor could not start: {detail}"
+        super().__init__(CANT_TALK)
 
 
 def _and(items: list[str]) -> str:

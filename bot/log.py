@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from typing import TextIO
+from urllib.parse import quote, quote_plus
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -20,55 +21,80 @@ def record_fields(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
 
 
-class KeyValueFormatter(logging.Formatter):
+class SecretScrubber:
+    """Replaces every known secret, in every spelling a log line can carry it, with `***`.
+
+    Applied by the formatters to each piece they write (message, each `extra` field, exception text and
+    traceback, stack) and then to the whole line, so a secret cannot slip through a field nobody thought of.
+    Spellings: as is, JSON-escaped (the json format), URL-quoted (a connection URL), repr-escaped (a
+    traceback's locals or a repr in a message).
+    """
+
+    def __init__(self, secrets: list[str]) -> None:
+        variants: set[str] = set()
+        for secret in secrets:
+            if len(secret) >= 6:
+                variants |= {secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret),
+                             repr(secret)[1:-1]}
+        self._variants = sorted(variants, key=len, reverse=True)  # longest first: no partial leftovers
+
+    def __call__(self, text: str) -> str:
+        for variant in self._variants:
+            if variant in text:
+                text = text.replace(variant, "***")
+        return text
+
+
+def _no_secrets(text: str) -> str:
+    return text
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    """The pieces of a record, each scrubbed; subclasses lay them out."""
+
+    def __init__(self, scrub: SecretScrubber | None = None) -> None:
+        super().__init__()
+        self._scrub = scrub or _no_secrets
+
+    def pieces(self, record: logging.LogRecord) -> tuple[str, dict[str, object], str | None, str | None]:
+        """(message, extra fields, exception text, stack), every string scrubbed; values that are not plain
+        numbers, booleans or None become scrubbed text."""
+        fields = {key: value if isinstance(value, int | float | bool) or value is None else self._scrub(str(value))
+                  for key, value in record_fields(record).items()}
+        exc = self._scrub(self.formatException(record.exc_info)) if record.exc_info else None
+        stack = self._scrub(self.formatStack(record.stack_info)) if record.stack_info else None
+        return self._scrub(record.getMessage()), fields, exc, stack
+
+
+class KeyValueFormatter(_ScrubbingFormatter):
     """`2026-11-25T16:00:00Z INFO bot.live event key=value ...` — grep-able and readable."""
 
     def format(self, record: logging.LogRecord) -> str:
+        message, fields, exc, stack = self.pieces(record)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname, record.name, record.getMessage()]
-        for key, value in record_fields(record).items():
+        parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname, record.name, message]
+        for key, value in fields.items():
             text = str(value)
             parts.append(f"{key}={json.dumps(text) if (' ' in text or not text) else text}")
         line = " ".join(parts)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+        for block in (exc, stack):
+            if block:
+                line += "\n" + block
+        return self._scrub(line)
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_ScrubbingFormatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, object] = {
-            "ts": record.created,
-            "level": record.levelname,
-            "logger": record.name,
-            "event": record.getMessage(),
-            **{k: v if isinstance(v, int | float | bool) or v is None else str(v)
-               for k, v in record_fields(record).items()},
-        }
-        if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload)
-
-
-class SecretScrubber(logging.Filter):
-    """Replaces any known secret value in a formatted record: a last line of defence."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 6]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        scrubbed = message
-        for secret in self._secrets:
-            scrubbed = scrubbed.replace(secret, "***")
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
-        return True
+        message, fields, exc, stack = self.pieces(record)
+        payload: dict[str, object] = {"ts": record.created, "level": record.levelname, "logger": record.name,
+                                      "event": message, **fields}
+        if exc:
+            payload["exc"] = exc
+        if stack:
+            payload["stack"] = stack
+        return self._scrub(json.dumps(payload))
 
 
 def setup_logging(level: str | int = "INFO", fmt: str = "text", secrets: list[str] | None = None,
@@ -80,8 +106,8 @@ def setup_logging(level: str | int = "INFO", fmt: str = "text", secrets: list[st
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stdout)
     handler._tutor_handler = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
-    handler.addFilter(SecretScrubber(secrets or []))
+    scrub = SecretScrubber(secrets or [])
+    handler.setFormatter(JsonFormatter(scrub) if fmt == "json" else KeyValueFormatter(scrub))
     root.addHandler(handler)
     root.setLevel(level)
     # voice-recv logs every packet from an unknown SSRC at INFO; discord.py's gateway is chatty too.

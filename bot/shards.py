@@ -45,8 +45,11 @@ def format_shard_ids(ids: tuple[int, ...]) -> str:
 
 def split_shards(shard_count: int, processes: int) -> list[tuple[int, ...]]:
     """Contiguous shard ranges, as even as possible, one per process: split_shards(5, 2) → [(0, 1, 2), (3, 4)]."""
-    if processes < 1 or shard_count < processes:
-        raise ValueError(f"{processes} processes need at least as many shards (SHARD_COUNT is {shard_count})")
+    if processes < 1:
+        raise ValueError(f"cannot split shards over {processes} processes")
+    if shard_count < processes:
+        raise ValueError(f"{processes} processes need at least {processes} shards, but SHARD_COUNT is {shard_count}: "
+                         "raise SHARD_COUNT or start fewer processes")
     base, extra = divmod(shard_count, processes)
     ranges, start = [], 0
     for index in range(processes):

@@ -17,6 +17,7 @@ from google import genai
 from google.genai import types
 
 from bot.config import Settings
+from bot.levels import topic_title
 from bot.storage.models import TurnRow
 from bot.storage.repository import Repository
 
@@ -58,8 +59,9 @@ def anonymised_lines(turns: Sequence[TurnRow]) -> list[str]:
     return lines
 
 
-def build_prompt(level: str, age: int, turns: Sequence[TurnRow]) -> str:
-    """The user message: context plus the (anonymised, size-capped) transcript."""
+def build_prompt(topic: str, age: int, turns: Sequence[TurnRow]) -> str:
+    """The user message: context (the topic's title, as parents read it) plus the (anonymised, size-capped)
+    transcript."""
     lines = anonymised_lines(turns)
     kept: list[str] = []
     size = 0
@@ -70,7 +72,7 @@ def build_prompt(level: str, age: int, turns: Sequence[TurnRow]) -> str:
             break
         kept.append(line)
     transcript = "\n".join(reversed(kept))
-    return f"Lesson level: {level}. Children's age: about {age}.\n\nTranscript:\n{transcript}"
+    return f"Topic: {topic}. Children's age: about {age}.\n\nTranscript:\n{transcript}"
 
 
 def tidy_summary(text: str) -> str:
@@ -108,8 +110,10 @@ class SessionSummarizer:
             if not any(turn.text.strip() for turn in turns):
                 summary = NOTHING_SAID
             else:
-                summary = await asyncio.wait_for(
-                    self._generate(build_prompt(session.level, session.age, turns)), self._timeout_s + 5)
+                titles = {row.name: row.title for row in await self._repository.list_custom_levels(guild_id)
+                          if row.title}
+                summary = await asyncio.wait_for(self._generate(build_prompt(
+                    topic_title(session.level, titles), session.age, turns)), self._timeout_s + 5)
             await self._repository.set_summary(guild_id, session_id, summary, "ok")
         except asyncio.CancelledError:
             raise

@@ -24,10 +24,12 @@ from bot.errors import (
     NotRunning,
     StartStopped,
     TextTooLong,
+    TutorUnavailable,
 )
 from bot.limits import budget_spent
-from bot.live.session import HistoryTurn, LiveSession
+from bot.live.session import HistoryTurn, LiveConnectFailed, LiveSession
 from bot.participants import may_type
+from bot.storage.models import storable_text
 from bot.storage.repository import Repository
 from bot.voice_link import VoiceConnector, connect_voice
 
@@ -49,6 +51,7 @@ class _Starting:
         self.session_id = 0
         self._task: asyncio.Future[None] | None = None
         self.stopped = False
+        self.reason = endings.STOPPED_BY_COMMAND  # why it was called off (a command, or shutdown)
         self._done = asyncio.Event()
 
     async def run(self, starting: Coroutine[Any, Any, None]) -> None:
@@ -68,7 +71,7 @@ class _Starting:
 
     async def stop(self, reason: str) -> ConversationResult:
         """Call the start off and wait (bounded) until it has undone what it did."""
-        self.stopped = True
+        self.stopped, self.reason = True, reason
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(TimeoutError):
@@ -118,7 +121,7 @@ class Conversations:
                 raise DailyLimitReached(settings.daily_minutes, timezones.resets(request.time_zone))
             spent = (await self._repository.usage_today(guild_id, time_zone=request.time_zone)).cost_usd
             if budget_spent(spent, settings.daily_budget_usd):
-                raise DailyBudgetSpent
+                raise DailyBudgetSpent(timezones.resets(request.time_zone))
             history = [HistoryTurn(t.role, t.text) for t in
                        await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
                        if t.role in ("child", "tutor")]
@@ -136,12 +139,14 @@ class Conversations:
             try:
                 await starting.run(conversation.start(self._connect, self._live_factory, history))
                 if starting.stopped:  # the stop came just as the start finished: end it like any stop
-                    await conversation.stop(endings.STOPPED_BY_COMMAND)
+                    await conversation.stop(starting.reason)
                     raise StartStopped
             except BaseException as exc:
                 stopped = isinstance(exc, StartStopped)
                 await self._repository.end_session(guild_id, session_id,
-                                                   endings.STOPPED_BY_COMMAND if stopped else endings.FAILED_TO_START)
+                                                   starting.reason if stopped else endings.FAILED_TO_START)
+                if isinstance(exc, LiveConnectFailed):  # an operator's reason: the kid is told kindly
+                    raise TutorUnavailable(exc.failure.reason) from exc
                 raise
             self._running[guild_id] = conversation
         finally:
@@ -170,13 +175,16 @@ class Conversations:
             raise NotRunning
         if not may_type(author_id, channel=conversation.voice_channel):
             raise NotInCall(conversation.voice_channel.mention)
-        text = text.strip()
+        text = storable_text(text.strip())  # what is stored is exactly what the tutor is sent
         if not text or len(text) > SAY_LIMIT:
             raise TextTooLong(SAY_LIMIT)
         await conversation.say(author_id, author_name, text)
 
     async def stop_all(self, reason: str) -> None:
-        await asyncio.gather(*(c.stop(reason) for c in list(self._running.values())), return_exceptions=True)
+        """Shutdown: every running conversation ends as a stop would, and every start still connecting is
+        called off (its row closed with `reason`)."""
+        await asyncio.gather(*(c.stop(reason) for c in list(self._running.values())),
+                             *(s.stop(reason) for s in list(self._starting.values())), return_exceptions=True)
 
     def _forget(self, conversation: Conversation) -> None:
         if self._running.get(conversation.guild_id) is conversation:

@@ -42,7 +42,6 @@ from google import genai
 from google.genai import types
 
 from bot.config import Settings
-from bot.errors import TutorError
 from bot.live.buffers import HistoryTurn, Outgoing, cap_seed
 from bot.live.connection import Connection, close_connection, handover_deadline, make_client, open_connection
 from bot.live.events import (
@@ -87,8 +86,12 @@ __all__ = ["HistoryTurn", "LiveConnectFailed", "LiveConnectOptions", "LiveSessio
            "SetupExtras"]
 
 
-class LiveConnectFailed(TutorError):
-    """`start()` could not open the first connection; the message is the plain-English reason."""
+class LiveConnectFailed(Exception):
+    """`start()` could not open the first connection; the message is the plain-English reason.
+
+    An operator's reason (it may name GEMINI_API_KEY or a close code), so not a `TutorError`: the
+    registry tells the kid `bot.errors.TutorUnavailable` instead and sends this reason to the moderators.
+    """
 
     def __init__(self, failure: Failed) -> None:
         self.failure = failure

@@ -37,6 +37,15 @@ def to_epoch(moment: datetime | float) -> float:
     return float(moment)
 
 
+def storable_text(text: str) -> str:
+    """`text` as every backend can store it: a lone surrogate (half an emoji from a cut transcript) or NUL
+    (PostgreSQL refuses it) becomes U+FFFD, a surrogate pair the character it encodes. Repairing, never
+    refusing: a turn must not be lost over one character."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").replace("\x00", "\ufffd")
+
+
 def from_epoch(seconds: float) -> datetime:
     """The aware UTC datetime for stored unix seconds."""
     return datetime.fromtimestamp(seconds, UTC)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.endings import CANT_TALK
 from bot.storage.models import EventRow, TurnRow, UsageTotals
 from bot.summary import SessionSummarizer
 from cogs.utils.formatting import (
@@ -78,8 +79,7 @@ def failed_embed(conversation: Conversation, reason: str) -> discord.Embed:
     """A conversation stopped because something broke."""
     embed = discord.Embed(title="⚠️ A tutor conversation stopped unexpectedly", colour=WARN_COLOUR,
                           description=clean(truncate(reason, EXCERPT_LIMIT)))
-    embed.add_field(name="What the kids saw", value="The tutor can't talk right now — ask a grown-up to check on it.",
-                    inline=False)
+    embed.add_field(name="What the kids saw", value=CANT_TALK, inline=False)
     embed.add_field(name="Topic", value=clean(_level_title(conversation)))
     embed.add_field(name="Session", value=f"#{conversation.session_id}")
     embed.add_field(name="View it", value=view_command(conversation.session_id), inline=False)

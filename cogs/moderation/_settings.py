@@ -195,8 +195,8 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
         await self._update(interaction, done, starter_role_id=role.id if role else None)
 
     @app_commands.command(name="daily-minutes", description="How many minutes of tutor time the server gets each day")
-    @app_commands.describe(minutes="Minutes per day for everyone together, 1 to 1440 (default 60); the day ends at "
-                                   "midnight in the server's time zone")
+    @app_commands.describe(minutes="1 to 1440 (default 60), for everyone together; the day ends at midnight in the "
+                                   "server's time zone")
     @moderator_only()
     async def daily_minutes(self, interaction: discord.Interaction,
                             minutes: app_commands.Range[int, 1, 1440]) -> None:

@@ -178,7 +178,8 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
         await interaction.response.send_message(
             f"Transcript of session #{row.id} ({len(turns)} turns).", file=file, ephemeral=True)
 
-    @app_commands.command(name="flagged", description="Only what the safety filter flagged, newest first")
+    @app_commands.command(name="flagged", description="What the safety filter or the tutor flagged for a grown-up, "
+                                                      "newest first")
     @app_commands.describe(days="Only the last this many days, 1 to 365 (leave empty for all)")
     @moderator_only()
     async def flagged(self, interaction: discord.Interaction, days: Days | None = None) -> None:

@@ -114,8 +114,14 @@ FLAG_WORDS: dict[str, str] = {
 
 
 def describe_flag(reason: str) -> str:
-    """Why a turn was flagged, in words; an unknown code is kept, after words saying what kind of thing it is."""
+    """Why a turn was flagged, in words; an unknown code is kept, after words saying what kind of thing it is.
+
+    `alert: <category>` is a child turn the tutor asked a grown-up to look at (`alert_grown_up`, bot/turns.py).
+    """
     code = reason.strip()
+    if code == "alert" or code.startswith("alert:"):
+        meaning = ALERT_CATEGORIES.get(code.partition(":")[2].strip(), "")
+        return "the tutor asked a grown-up to look at this" + (f": {meaning}" if meaning else "")
     if code in FLAG_WORDS:
         return FLAG_WORDS[code]
     for known, words in FLAG_WORDS.items():
@@ -261,6 +267,7 @@ def transcript_pages(session: SessionRow, turns: Sequence[TurnRow], view: Server
         f"<#{session.channel_id}> · topic **{clean(view.topic(session.level))}** · age {session.age}"
         f"{language} · started by **{clean(session.starter_name)}** · {format_duration(session.duration())}{cost}"
         + ("" if session.ended_at else " · *still running*")
+        + (f"\nWhy it ended: {clean(truncate(session.end_reason, 200))}" if session.end_reason else "")
     ]
     if session.summary:
         blocks.append("__Summary__\n" + clean(session.summary))
@@ -314,7 +321,8 @@ def render_txt(session: SessionRow, turns: Sequence[TurnRow], view: ServerView =
     lines = [
         f"Session {session.id}",
         f"Started: {view.when(session.started_at)}",
-        f"Ended: {view.when(session.ended_at) if session.ended_at else 'still running'}",
+        f"Ended: {view.when(session.ended_at) if session.ended_at else 'still running'}"
+        + (f" ({session.end_reason})" if session.end_reason else ""),
         f"Channel id: {session.channel_id}",
         f"Topic: {view.topic(session.level)}  Age: {session.age}  "
         f"Language: {language_name(session.language)}  Started by: {session.starter_name}",

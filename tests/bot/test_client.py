@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 import cogs
-from bot.client import INITIAL_EXTENSIONS, TutorBot, TutorTree
+from bot.client import INITIAL_EXTENSIONS, STALE_COMMAND, TutorBot, TutorTree
 from bot.errors import NotRunning, UnknownLevel
 from bot.storage.db import Database
 from bot.tutor import Conversations
@@ -170,6 +170,27 @@ async def test_all_extensions_load_together_without_duplicate_command_names(db) 
         await bot.close()
 
 
+async def test_every_command_and_option_has_help_that_fits(db) -> None:
+    """Every command, group and option says what it is for, and none is cut: discord.py silently shortens an
+    option's help past Discord's 100 characters (ending it in "…"), so a moderator would read half a sentence."""
+    bot = bot_over(db)
+    try:
+        for extension in sorted(discover_extensions()):
+            await bot.load_extension(extension)
+        for command in bot.tree.walk_commands():
+            name = command.qualified_name
+            described = command.description
+            assert described and not described.endswith("…") and len(described) <= 100, name
+            if isinstance(command, app_commands.Group):
+                continue
+            for option in command.parameters:
+                described = option.description
+                assert described and described != "…" and not described.endswith("…"), f"{name} {option.name}"
+                assert len(described) <= 100, f"{name} {option.name}"
+    finally:
+        await bot.close()
+
+
 async def test_a_duplicate_command_name_is_refused(db) -> None:
     """The duplicate check can fail: a second cog with a /tutor group is rejected."""
 
@@ -280,3 +301,27 @@ async def test_an_expired_interaction_is_not_an_error(tree, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="bot.client"):
         await tree.on_error(interaction, app_commands.CommandInvokeError(MagicMock(), NotRunning()))
     assert any(r.getMessage() == "command.reply_failed" for r in caplog.records)
+
+
+@pytest.mark.parametrize("error", [app_commands.CommandNotFound("tutor start", []),
+                                   app_commands.CommandSignatureMismatch(probe)])
+async def test_a_command_discord_still_shows_but_the_bot_no_longer_has_gets_a_plain_sentence(tree, caplog, error):
+    """After an update (or commands published to DEV_GUILD_ID and globally) Discord may send a command or
+    options the bot no longer has: the person is told to pick it again, the operator gets a warning, and no
+    moderator alert calls it a bug."""
+    interaction = MockInteraction()
+    with caplog.at_level(logging.WARNING, logger="bot.client"):
+        reply = await handle_error(tree, interaction, error)
+    assert reply.content == STALE_COMMAND and reply.ephemeral
+    assert [r.getMessage() for r in caplog.records] == ["command.stale"]
+    interaction.client.dispatch.assert_not_called()
+
+
+async def test_an_unexpected_error_without_a_command_is_named_in_words_in_the_alert(tree) -> None:
+    """The moderators' alert for a bug names the command, or says "A command" (never "/None")."""
+    interaction = MockInteraction()
+    await handle_error(tree, interaction, RuntimeError("boom"))
+    event, _, alert = interaction.client.dispatch.call_args.args
+    assert event == "tutor_problem" and alert.startswith("A command failed unexpectedly (code ")
+    await handle_error(tree, interaction, RuntimeError("boom"), command=probe)
+    assert interaction.client.dispatch.call_args.args[2].startswith("`/probe` failed unexpectedly")

@@ -54,6 +54,8 @@ async def test_start_is_refused_when_the_days_budget_is_spent(world, repository)
     with pytest.raises(DailyBudgetSpent) as refused:
         await conversations.start(request(channel))
     assert "$" not in str(refused.value) and "tomorrow" in str(refused.value)
+    assert "For grown-ups: this server's daily tutor budget is used up; it starts again at midnight (UTC time)" \
+        in str(refused.value)
     assert connector.clients == [] and len(await repository.list_sessions(GUILD)) == 1
 
 

@@ -68,3 +68,13 @@ async def test_setup_carries_language_names_and_topic_words(world, live_server, 
     vocabulary = setup["inputAudioTranscription"]["custom_vocabulary"]
     assert vocabulary[:2] == ["Ana", "Ben"] and "Triceratops" in vocabulary
     await conversations.stop(GUILD)
+
+
+def test_every_label_reads_as_one_name_with_its_english_in_brackets():
+    """What the language picker shows: the language's own name, then (its English name) — never brackets inside
+    brackets such as "Português (Brasil) (Portuguese (Brazil))"."""
+    for language in LANGUAGES.values():
+        assert language.label.count("(") <= 1 and language.label.count(")") <= 1, language.label
+        assert len(language.label) <= 100
+    assert LANGUAGES["pt-BR"].label == "Português do Brasil (Brazilian Portuguese)"
+    assert LANGUAGES["es-US"].label == "Español (Spanish)" and LANGUAGES["en-US"].label == "English (US)"

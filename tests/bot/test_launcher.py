@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.__main__ import run_processes
+from bot.config import load_settings
 from bot.launcher import EXIT_CONFIG, Supervisor, plan_processes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,3 +217,18 @@ def test_processes_refuses_shard_ids_it_would_override(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == EXIT_CONFIG
     assert "SHARD_IDS is set" in result.stderr and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(("processes", "shard_count", "expected"), [
+    (0, None, "Cannot start: --processes needs a whole number of 1 or more (one per core is a good start).\n"),
+    (-2, None, "Cannot start: --processes needs a whole number of 1 or more (one per core is a good start).\n"),
+    (3, 2, "Cannot start: 3 processes need at least 3 shards, but SHARD_COUNT is 2: raise SHARD_COUNT or start "
+           "fewer processes.\n"),
+])
+def test_a_process_count_that_cannot_work_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          processes: int, shard_count: int | None,
+                                                          expected: str) -> None:
+    """`--processes 0` or more processes than shards: a sentence that says what to change, exit 78, nothing run."""
+    settings = load_settings(discord_token="t", gemini_api_key="k", shard_count=shard_count, _env_file=None)
+    assert run_processes(settings, processes, tmp_path / "logs") == EXIT_CONFIG
+    assert capsys.readouterr().err == expected and not (tmp_path / "logs").exists()

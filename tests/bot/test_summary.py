@@ -71,6 +71,7 @@ async def test_prompt_has_transcript_but_no_names(repository, server):
     assert "Why is Mars red?" in prompt and "Child 1:" in prompt and "Child 2:" in prompt
     assert "[FLAGGED by safety]" in prompt and "personal data" in prompt
     assert "Alexandra:" not in prompt and "Sam" not in prompt
+    assert "Topic: Space and the planets." in prompt and "level" not in prompt.split("Transcript:")[0]
 
 
 async def test_server_error_marks_unavailable_and_keeps_transcript(repository, server):

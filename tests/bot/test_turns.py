@@ -196,3 +196,17 @@ async def test_a_held_call_waits_at_most_the_hold_even_while_other_items_keep_co
     alerted_while_busy = bool(alerts)
     await writer.close(5)
     assert alerted_while_busy and alerts[0][1] is None
+
+
+async def test_a_turn_with_broken_unicode_is_repaired_and_kept(repository):
+    """Live's transcript can carry a lone surrogate (half an emoji) or a NUL: the turn is stored with U+FFFD
+    in their place, never dropped, and the turns after it still land."""
+    session_id = await new_session(repository)
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=lambda row: _append([], row))
+    writer.start()
+    writer.put(turn(0, text="I like \ud83d rockets\x00!", speaker_name="Zo\udce9"))
+    writer.put(turn(1, text="Rockets are \ud83d\ude80 fun"))  # a valid pair split in two code points: joined
+    await writer.close(5)
+    first, second = await repository.get_turns(GUILD, session_id)
+    assert first.text == "I like \ufffd rockets\ufffd!" and first.speaker_name == "Zo\ufffd"
+    assert second.text == "Rockets are 🚀 fun" and writer.stored == 2

@@ -16,6 +16,7 @@ import bot.conversation
 import bot.limits
 import bot.tutor
 import bot.voice_link
+from bot.endings import CANT_TALK
 from bot.errors import (
     AlreadyRunning,
     DailyLimitReached,
@@ -23,10 +24,11 @@ from bot.errors import (
     NotRunning,
     StartStopped,
     TextTooLong,
+    TutorUnavailable,
     VoiceConnectFailed,
 )
 from bot.levels import BUILTIN_LEVELS
-from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
+from bot.live.session import LiveConnectOptions, LiveSession
 from bot.tutor import Conversations, StartRequest
 from tests.fake_live import FakeLiveServer, make_client_settings
 from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel, real_voice_channel
@@ -243,8 +245,10 @@ async def test_live_failure_at_start_leaves_nothing_running(world, live_server, 
     """A rejected API key fails the start with a plain reason; no voice join, the session row is closed."""
     conversations, connector, _, channel, _ = world
     live_server.api_key = "a-different-key"
-    with pytest.raises(LiveConnectFailed):
+    with pytest.raises(TutorUnavailable) as caught:
         await conversations.start(request(channel))
+    assert str(caught.value) == CANT_TALK and "GEMINI_API_KEY" not in str(caught.value)
+    assert "Gemini rejected the API key" in caught.value.detail
     assert connector.clients == [] and conversations.get(GUILD) is None
     sessions = await repository.list_sessions(GUILD)
     assert sessions[0].end_reason == "failed to start"

@@ -9,7 +9,8 @@ from unittest.mock import MagicMock
 import discord
 import pytest
 
-from bot.errors import DailyLimitReached, VoiceConnectFailed
+from bot.endings import CANT_TALK
+from bot.errors import DailyLimitReached, TutorUnavailable, VoiceConnectFailed
 from bot.levels import BUILTIN_LEVELS
 from bot.storage.models import CustomLevel, GuildSettings
 from bot.tutor import ConversationResult, Conversations, StartRequest
@@ -227,6 +228,21 @@ async def test_start_shows_the_cores_refusal(bot, cog, tree, error) -> None:
     bot.conversations.fail["start"] = error
     reply = await invoke(tree, cog.start, cog, kid_in_voice(bot), level="space", age=8)
     assert reply.content == str(error) and reply.ephemeral
+
+
+async def test_start_when_gemini_refuses_tells_the_kid_kindly_and_the_moderators_why(bot, cog, tree) -> None:
+    """A bad key or an exceeded quota at start: the kid reads the can't-talk sentence (no key, no Gemini, no
+    code); the reason goes to the log and, as `tutor_problem`, to the alerts channel."""
+    bot.conversations.fail["start"] = TutorUnavailable(
+        "Gemini rejected the API key: check GEMINI_API_KEY (copy it again from Google AI Studio).")
+    interaction = kid_in_voice(bot)
+    reply = await invoke(tree, cog.start, cog, interaction, level="space", age=8)
+    assert reply.content == CANT_TALK and reply.ephemeral
+    for word in ("Gemini", "API", "key", "code", "GEMINI"):
+        assert word not in reply.content
+    guild_id, detail = bot.dispatch.call_args.args[1:]
+    assert bot.dispatch.call_args.args[0] == "tutor_problem" and guild_id == interaction.guild_id
+    assert detail.startswith("The tutor could not start: Gemini rejected the API key")
 
 
 async def test_start_is_refused_in_direct_messages(bot, cog, tree) -> None:

@@ -9,9 +9,11 @@ decrypts what the bot said.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import threading
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ import pytest
 import bot.audio.dave.receive
 import bot.conversation
 import bot.voice_link
+from bot.conversation import Conversation
 from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectOptions, LiveSession
 from bot.tutor import Conversations, StartRequest
@@ -43,8 +46,10 @@ async def harness(monkeypatch):
     gc.collect()
 
 
-async def test_a_kid_speaks_through_dave_and_hears_the_tutor(harness, repository, monkeypatch):
-    """Real DAVE in, real DAVE out: the Live server hears the kid, the kid's client decodes the tutor's tone."""
+@contextlib.asynccontextmanager
+async def tutoring(harness: VoiceServerHarness, repository, monkeypatch) -> AsyncIterator[
+        tuple[FakeLiveServer, Conversations, Conversation]]:
+    """A conversation on the harness's call, talking to a fake Live server (no greeting: exact turns are counted)."""
     # Leaving is bounded in production; here the harness answers at once, keep the bound short anyway.
     monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)
     async with FakeLiveServer(think_time=0.05, reply_audio_ms=600) as live_server:
@@ -57,8 +62,13 @@ async def test_a_kid_speaks_through_dave_and_hears_the_tutor(harness, repository
                                       live_factory=functools.partial(LiveSession, connect_options=FAST))
         conversation = await conversations.start(StartRequest(
             guild_id=GUILD_ID, voice_channel=harness.channel, starter_id=SPEAKER_ID, starter_name="Kid",
-            level=BUILTIN_LEVELS["space"], age=8, greet=False))  # exact turns are counted
+            level=BUILTIN_LEVELS["space"], age=8, greet=False))
+        yield live_server, conversations, conversation
 
+
+async def test_a_kid_speaks_through_dave_and_hears_the_tutor(harness, repository, monkeypatch):
+    """Real DAVE in, real DAVE out: the Live server hears the kid, the kid's client decodes the tutor's tone."""
+    async with tutoring(harness, repository, monkeypatch) as (live_server, conversations, conversation):
         opus = encode_opus(sine_frames(50, freq=300.0, amplitude=8000))  # one second of a kid's "voice"
         await harness.send_paced((harness.speaker.frame(f) for f in opus), pace=0.02)
         await live_server.wait_for(lambda: live_server.current.audio_stream_ends >= 1, within=10)
@@ -86,19 +96,7 @@ async def test_a_kid_speaks_through_dave_and_hears_the_tutor(harness, repository
 async def test_the_tutor_keeps_hearing_and_answering_when_the_call_moves(harness, repository, monkeypatch):
     """A voice server move between two questions: the second still reaches Live, its answer still reaches the
     kid (through the new server, encrypted for the new DAVE group), and both exchanges are stored."""
-    monkeypatch.setattr(bot.voice_link, "VOICE_DISCONNECT_TIMEOUT_S", 0.2)
-    async with FakeLiveServer(think_time=0.05, reply_audio_ms=600) as live_server:
-        settings = make_client_settings(live_server, monkeypatch)
-
-        async def connect(channel):
-            return harness.vc
-
-        conversations = Conversations(settings=settings, repository=repository, connect=connect,
-                                      live_factory=functools.partial(LiveSession, connect_options=FAST))
-        conversation = await conversations.start(StartRequest(
-            guild_id=GUILD_ID, voice_channel=harness.channel, starter_id=SPEAKER_ID, starter_name="Kid",
-            level=BUILTIN_LEVELS["space"], age=8, greet=False))  # exact turns are counted
-
+    async with tutoring(harness, repository, monkeypatch) as (live_server, conversations, conversation):
         async def ask(freq: float, answers: int) -> np.ndarray:
             """One second of the kid's voice; returns what Live heard of it once the tutor has answered."""
             start = len(live_server.current.audio)

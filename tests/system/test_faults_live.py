@@ -13,6 +13,8 @@ import functools
 import pytest
 
 from bot.audio.formats import LIVE_INPUT
+from bot.endings import CANT_TALK
+from bot.errors import TutorUnavailable
 from bot.levels import BUILTIN_LEVELS
 from bot.live.outbound import UNCONFIRMED_MARGIN_S
 from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
@@ -114,10 +116,11 @@ async def test_setup_always_closed_with_1011_fails_with_a_clear_reason(world, se
     """When every setup is refused, start gives up after its retries and says why; nothing is left open."""
     conversations, connector, channel, _ = world
     server.setup_failure = INTERNAL_ERROR
-    with pytest.raises(LiveConnectFailed) as caught:
+    with pytest.raises(TutorUnavailable) as caught:
         await conversations.start(start_request(channel))
-    message = str(caught.value)
-    assert "Could not connect to Gemini after 4 tries" in message and "1011" in message
+    assert str(caught.value) == CANT_TALK  # the kid's sentence; the reason is for the moderators
+    assert "Could not connect to Gemini after 4 tries" in caught.value.detail and "1011" in caught.value.detail
+    assert isinstance(caught.value.__cause__, LiveConnectFailed)
     assert len(server.connections) == RETRIES.max_retries + 1
     assert connector.clients == [] and conversations.get(GUILD) is None
     assert (await repository.list_sessions(GUILD))[0].end_reason == "failed to start"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from bot.storage.models import SUMMARY_STATUSES, SessionRow, SessionSummaryRow, SummaryStatus, to_epoch
+from bot.storage.models import (
+    SUMMARY_STATUSES,
+    SessionRow,
+    SessionSummaryRow,
+    SummaryStatus,
+    storable_text,
+    to_epoch,
+)
 from bot.storage.queries.base import (
     MAX_PAGE,
     Queries,
@@ -33,7 +40,7 @@ class SessionQueries(Queries):
             "VALUES (:guild_id, :channel_id, :starter_id, :starter_name, :level, :age, :started_at, :language) "
             "RETURNING id",
             {"guild_id": guild_id, "channel_id": channel_id, "starter_id": starter_id,
-             "starter_name": starter_name, "level": level, "age": age, "language": language,
+             "starter_name": storable_text(starter_name), "level": level, "age": age, "language": language,
              "started_at": current_time() if started_at is None else to_epoch(started_at)},
         ))
         session_id = int(row["id"])
@@ -154,7 +161,8 @@ class SessionQueries(Queries):
         count = await self._execute(
             "UPDATE sessions SET summary = :summary, summary_status = :status "
             "WHERE guild_id = :guild_id AND id = :session_id",
-            {"guild_id": guild_id, "session_id": session_id, "summary": summary, "status": status},
+            {"guild_id": guild_id, "session_id": session_id, "status": status,
+             "summary": None if summary is None else storable_text(summary)},
         )
         return count == 1
 

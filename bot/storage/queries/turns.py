@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.storage.db import Transaction
-from bot.storage.models import ROLES, TurnRow, to_epoch
+from bot.storage.models import ROLES, TurnRow, storable_text, to_epoch
 from bot.storage.queries.base import Queries, Timestamp, page_size
 
 
@@ -28,7 +28,8 @@ class TurnQueries(Queries):
             raise ValueError("a turn cannot end before it starts")
         members = list(dict.fromkeys([*([speaker_id] if speaker_id is not None else []), *speaker_ids]))
         params = {"guild_id": guild_id, "session_id": session_id, "role": role,
-                  "speaker_name": speaker_name, "text": text, "started_at": start, "ended_at": end,
+                  "speaker_name": None if speaker_name is None else storable_text(speaker_name),
+                  "text": storable_text(text), "started_at": start, "ended_at": end,
                   "interrupted": int(interrupted), "flag_reason": flag_reason}
 
         async def work(tx: Transaction) -> int:

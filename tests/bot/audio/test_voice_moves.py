@@ -55,6 +55,15 @@ def assert_heard_exactly_since(h: VoiceServerHarness, first_seq: dict[int, int])
         assert got == reference_decode(sent)[: len(got)]
 
 
+async def everyone_is_heard_again(h: VoiceServerHarness, frames: int = 6) -> None:
+    """Each kid says `frames` more frames: all but the newest arrive, in order, bit-exact from a fresh decoder."""
+    first_seq = {kid.user_id: kid.seq for kid in h.parties}
+    await h.speak(h.parties, frames)
+    assert await h.wait_until(lambda: all(
+        len(heard_since(h, kid, first_seq[kid.user_id])) >= frames - 1 for kid in h.parties), within=3.0)
+    assert_heard_exactly_since(h, first_seq)
+
+
 async def the_bot_is_heard(h: VoiceServerHarness, kid: RemoteUser, since: int, frames: int = 15) -> np.ndarray:
     """Wait until `kid`'s client has decoded `frames` frames of the bot's voice sent after packet `since`."""
     assert await h.wait_until(lambda: len(h.bot_said(kid, since=since)) >= frames, within=3.0), (
@@ -80,11 +89,7 @@ async def test_a_voice_server_move_keeps_the_bot_hearing_and_speaking(call):
     assert vc._player is player and vc.is_playing()
     assert vc._connection.can_encrypt and vc._connection.dave_session.epoch == h.speaker.session.epoch
 
-    first_seq = {kid.user_id: kid.seq for kid in h.parties}
-    await h.speak(h.parties, 8)
-    assert await h.wait_until(lambda: all(
-        len(heard_since(h, kid, first_seq[kid.user_id])) >= 7 for kid in h.parties), within=3.0)
-    assert_heard_exactly_since(h, first_seq)  # new SSRCs, new transport key, new MLS group
+    await everyone_is_heard_again(h, 8)  # new SSRCs, new transport key, new MLS group
     assert {kid.ssrc for kid in h.parties} <= set(vc._ssrc_to_id) and not {2002, 2003} & set(vc._ssrc_to_id)
     for kid in h.parties:
         await the_bot_is_heard(h, kid, 0)  # through the new server, DAVE-encrypted for the new group
@@ -135,11 +140,7 @@ async def test_a_refused_resume_falls_back_to_a_fresh_connection(call):
     await h.welcome_back(key_packages_before=key_packages)
     assert h.server.resumes == [False] and h.server.close_codes[-2:] == [4015, 4006]
     assert vc.is_connected() and vc.listener_alive() and vc._connection.can_encrypt
-    first_seq = {kid.user_id: kid.seq for kid in h.parties}
-    await h.speak(h.parties, 6)
-    assert await h.wait_until(lambda: all(
-        len(heard_since(h, kid, first_seq[kid.user_id])) >= 5 for kid in h.parties), within=3.0)
-    assert_heard_exactly_since(h, first_seq)
+    await everyone_is_heard_again(h)
     await the_bot_is_heard(h, h.speaker, 0)
 
 
@@ -174,11 +175,7 @@ async def test_a_dropped_voice_websocket_reconnects_and_the_bot_hears_again(call
     assert h.server.close_codes[0] is None and vc._connection.socket is not old_socket
     assert h.main_gateway.calls == [(1, CHANNEL_ID), (1, None), (1, CHANNEL_ID)]  # left and joined again
     assert vc.is_connected() and vc.listener_alive() and vc.is_playing() and vc._connection.can_encrypt
-    first_seq = {kid.user_id: kid.seq for kid in h.parties}
-    await h.speak(h.parties, 6)
-    assert await h.wait_until(lambda: all(
-        len(heard_since(h, kid, first_seq[kid.user_id])) >= 5 for kid in h.parties), within=3.0)
-    assert_heard_exactly_since(h, first_seq)
+    await everyone_is_heard_again(h)
     await the_bot_is_heard(h, h.speaker, 0)
 
 
@@ -192,9 +189,6 @@ async def test_a_kid_who_does_not_follow_the_move_leaves_nothing_behind(call):
     router = vc._reader.packet_router
     assert await h.wait_until(lambda: gone.ssrc in router.decoders)
     await h.move()
-    first_seq = {kid.user_id: kid.seq for kid in h.parties}
-    await h.speak(h.parties, 6)
-    assert await h.wait_until(lambda: all(
-        len(heard_since(h, kid, first_seq[kid.user_id])) >= 5 for kid in h.parties), within=3.0)
+    await everyone_is_heard_again(h)
     assert vc._get_id_from_ssrc(gone.ssrc) is None and gone.user_id not in vc._id_to_ssrc
     assert gone.ssrc not in router.decoders

@@ -626,3 +626,42 @@ async def test_executed_statements_all_carry_the_guild(repo: Repository, db: Dat
             assert f"{guild}" in statement, statement
         else:
             assert re.search(rf"\bguild_id\s*=\s*{guild}\b", statement), statement
+
+
+def repaired(text: str) -> str:
+    """The test's own model of the repair: a high+low surrogate pair is one character; any other surrogate,
+    and NUL (PostgreSQL refuses it), becomes U+FFFD."""
+    out, i = [], 0
+    while i < len(text):
+        code = ord(text[i])
+        if 0xD800 <= code <= 0xDBFF and i + 1 < len(text) and 0xDC00 <= ord(text[i + 1]) <= 0xDFFF:
+            out.append(chr(0x10000 + ((code - 0xD800) << 10) + ord(text[i + 1]) - 0xDC00))
+            i += 2
+            continue
+        out.append("\ufffd" if 0xD800 <= code <= 0xDFFF or code == 0 else text[i])
+        i += 1
+    return "".join(out)
+
+
+async def test_any_unicode_is_stored_and_read_back(repo: Repository) -> None:
+    """Fuzz: arbitrary code points from every plane (lone surrogates, NUL, controls, non-characters) are stored
+    in turns, names and summaries; what comes back is valid text that differs only where repair was needed."""
+    import random
+
+    rng = random.Random(11)
+    session_id = await repo.start_session(GUILD, 5, 10, "Alex", "space", 8, started_at=T0)
+    planes = [(0, 0x7F), (0x80, 0xFFFF), (0xD800, 0xDBFF), (0xDC00, 0xDFFF), (0x10000, 0x10FFFF)]
+    texts = []
+    for i in range(200):
+        text = "".join(chr(rng.randint(*rng.choice(planes))) for _ in range(rng.randint(0, 40)))
+        texts.append(text)
+        await repo.add_turn(GUILD, session_id, "child", text, at(i), at(i), speaker_name=text[:10])
+    turns = await repo.get_turns(GUILD, session_id)
+    assert [t.text for t in turns] == [repaired(text) for text in texts]
+    assert [t.speaker_name for t in turns] == [repaired(text[:10]) for text in texts]
+    weird = "Sum\ud800mary\x00"
+    await repo.end_session(GUILD, session_id, "stopped", ended_at=at(300))
+    assert await repo.set_summary(GUILD, session_id, weird, "ok")
+    assert (await repo.get_session(GUILD, session_id)).summary == "Sum\ufffdmary\ufffd"
+    other = await repo.start_session(GUILD, 5, 11, "Kid\udfff", "space", 8, started_at=T0)
+    assert (await repo.get_session(GUILD, other)).starter_name == "Kid\ufffd"

@@ -165,6 +165,10 @@ def test_truncate_and_paginate_blocks():
     ("PROHIBITED_INPUT_CONTENT", "the safety filter found something unsafe in what was said to the tutor"),
     ("RESPONSE_REJECTED", "the tutor refused to answer"),
     ("SOMETHING_NEW", "flagged by a safety check (SOMETHING_NEW)"),
+    ("alert: personal_details", "the tutor asked a grown-up to look at this: a child shared personal details (a "
+                                "home address, phone number, school, password or full name)"),
+    ("alert: bullied", "the tutor asked a grown-up to look at this: a child is being bullied or picked on"),
+    ("alert", "the tutor asked a grown-up to look at this"),
 ])
 def test_flag_reasons_are_words(code, words):
     """Live's reason codes read as words; an unknown code still says what kind of thing it is."""
@@ -187,3 +191,13 @@ def test_times_are_shown_in_the_servers_zone():
     assert "· 00:00:01" in page.description and "times in Asia/Tokyo" in page.footer.text
     text = render_txt(session(), [turn(1, "hi")], view)
     assert "Started: 2026-11-26 00:00 Asia/Tokyo" in text and "[00:00:01] Ada: hi" in text
+
+
+def test_transcript_and_txt_export_say_why_the_session_ended():
+    """A parent reading a transcript sees why it ended (the stored reason), on the page and in the file."""
+    ended = session(end_reason="everyone left the voice channel")
+    [page] = transcript_pages(ended, [turn(1, "hi")])
+    assert "Why it ended: everyone left the voice channel" in page.description
+    assert "Ended: 2026-11-25 15:12 UTC (everyone left the voice channel)" in render_txt(ended, [turn(1, "hi")])
+    [running] = transcript_pages(session(ended_at=None, end_reason=None), [])
+    assert "Why it ended" not in running.description and "*still running*" in running.description
