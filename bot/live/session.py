@@ -71,6 +71,7 @@ from bot.live.options import (
 from bot.live.outbound import Outbound
 from bot.live.reply_watch import Output, ReplyWatch, RunawayReply, watch_answers
 from bot.live.stream import EventStream
+from bot.prompting import app_note
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ MAX_SEED_TURNS = 60
 MAX_SEED_CHARS = 20_000  # what a fresh connection is seeded with, newest turns first (~5k tokens)
 MAX_SEED_TURN_CHARS = 2_000  # one seeded turn is cut here
 UNANSWERED_LIMIT = 2  # reconnects in a row for a server that takes input and never answers, then fail
-REPLY_STOP_NOTE = ("(Note from the app, not from a child: your reply went on far too long and was stopped. "
-                   "Stop now and ask the children one short question.)")
+REPLY_STOP_NOTE = app_note("Your reply went on far too long and was stopped. "
+                           "Stop now and ask the children one short question.")
 DEFAULT_CONNECT_OPTIONS = LiveConnectOptions()
 
 __all__ = ["HistoryTurn", "LiveConnectFailed", "LiveConnectOptions", "LiveSession", "LiveState", "LiveStats",
