@@ -291,10 +291,11 @@ class Conversation:
                 log.debug("conversation.barge_in", extra=self._log_tags(dropped_ms=round(dropped)))
             case ev.GenerationComplete():  # the reply's end: turn_complete only follows once it played out
                 self._reply_ended()
-            case ev.TurnComplete(blocked=blocked):
+            case ev.TurnComplete(blocked=blocked, reason=reason):
                 self._reply_ended()
                 if blocked:
                     self._playback.flush()
+                    self._turns.flag_prompt(reason or "blocked")  # both sides of the exchange
                     self.live.send_text(SAFETY_REDIRECT.format(topic=as_data(self.level.title)))
             case ev.TurnTranscribed():
                 self._turns.record(event)

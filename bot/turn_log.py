@@ -18,7 +18,7 @@ from bot.live import events as ev
 from bot.storage.models import TurnRow
 from bot.storage.repository import Repository
 from bot.tools import ToolRecord
-from bot.turns import OnAlert, PendingEvent, PendingOutcome, PendingTurn, PendingUsage, TurnWriter
+from bot.turns import OnAlert, PendingEvent, PendingOutcome, PendingPromptFlag, PendingTurn, PendingUsage, TurnWriter
 
 SPEAKER_MEMORY_S = 60  # mixer activity older than this before a turn's end is forgotten
 
@@ -81,6 +81,10 @@ class TurnLog:
         self.heard(author_id, author_name)
         now = time.monotonic()
         self._put(ev.TurnTranscribed("child", text, now, now), (author_id,), author_name, typed=True)
+
+    def flag_prompt(self, reason: str) -> None:
+        """The tutor's reply was blocked: the kid turns that prompted it are flagged too (after they are written)."""
+        self._writer.put(PendingPromptFlag(reason))
 
     def usage(self, tokens: TokenCounts, total_tokens: int, cost_usd: float) -> None:
         """A usage snapshot; stored with the turn it came with."""

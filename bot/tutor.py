@@ -26,9 +26,10 @@ from bot.errors import (
     TextTooLong,
     TutorUnavailable,
 )
+from bot.history import seedable
 from bot.limits import budget_spent
-from bot.live.session import HistoryTurn, LiveConnectFailed, LiveSession
-from bot.participants import may_type
+from bot.live.session import LiveConnectFailed, LiveSession
+from bot.participants import may_type, participants
 from bot.storage.models import storable_text
 from bot.storage.repository import Repository
 from bot.voice_link import VoiceConnector, connect_voice
@@ -122,9 +123,9 @@ class Conversations:
             spent = (await self._repository.usage_today(guild_id, time_zone=request.time_zone)).cost_usd
             if budget_spent(spent, settings.daily_budget_usd):
                 raise DailyBudgetSpent(timezones.resets(request.time_zone))
-            history = [HistoryTurn(t.role, t.text) for t in
-                       await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
-                       if t.role in ("child", "tutor")]
+            history = seedable(await self._repository.recent_turns_for_level(
+                guild_id, request.level.name, limit=HISTORY_TURNS,
+                participants=participants(request.voice_channel, also=[request.starter_id])))
             session_id = await self._repository.start_session(
                 guild_id, request.voice_channel.id, request.starter_id, request.starter_name,
                 request.level.name, request.age, language=request.language.code)

@@ -257,9 +257,25 @@ async def test_recent_turns_for_level_seeds_history(repo: Repository) -> None:
     await repo.add_turn(GUILD, previous, "system", "note", at(23), at(23))
     current, current_turns = await conversation(repo, level="space", start=40, turns=2, ended=False)
     history = await repo.recent_turns_for_level(GUILD, "space", limit=4, exclude_session_id=current)
-    assert [t.id for t in history] == [old[2], old[3], previous_turns[0], previous_turns[2]]
+    assert [t.id for t in history] == [old[3], *previous_turns]  # flagged ones too: bot.history decides
+    assert history[2].flagged
     everything = await repo.recent_turns_for_level(GUILD, "space", limit=50)
-    assert everything[-1].id == current_turns[-1] and len(everything) == 4 + 2 + 2
+    assert everything[-1].id == current_turns[-1] and len(everything) == 4 + 3 + 2
+
+
+async def test_history_comes_only_from_sessions_a_participant_took_part_in(repo: Repository) -> None:
+    """Two families in one server: each kid's history holds only sessions they (or a kid now in the call)
+    started, spoke or typed in."""
+    ana, ana_turns = await conversation(repo, starter=10, start=0, turns=2)
+    _, ben_turns = await conversation(repo, starter=20, start=10, turns=2)
+    joined = await repo.start_session(GUILD, 5, 20, "kid20", "space", 8, started_at=at(20))
+    typed = await repo.add_turn(GUILD, joined, "child", "hi from Cy", at(20), at(21), speaker_ids=[30], typed=True)
+    assert [t.id for t in await repo.recent_turns_for_level(GUILD, "space", participants={10})] == ana_turns
+    assert [t.id for t in await repo.recent_turns_for_level(GUILD, "space", participants={20})] == [*ben_turns, typed]
+    assert [t.id for t in await repo.recent_turns_for_level(GUILD, "space", participants={30})] == [typed]
+    assert await repo.recent_turns_for_level(GUILD, "space", participants=set()) == []
+    assert {t.session_id for t in await repo.recent_turns_for_level(GUILD, "space", participants={10, 30})} == {
+        ana, joined}
 
 
 async def test_flag_turn_and_flagged_turns(repo: Repository) -> None:
