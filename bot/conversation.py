@@ -91,7 +91,7 @@ class Conversation:
         self._playback = PlaybackSource(max_queued_ms=PLAYBACK_MAX_QUEUED_MS)
         self._turns = TurnLog(repository, self.guild_id, session_id, self._mixer, started_mono=self.started_mono,
                               on_flagged=lambda row: self._notify("on_turn_flagged", row),
-                              on_alert=lambda event, turn: self._notify("on_alert", event, turn),
+                              on_alert=self._on_alert,
                               chosen_names=request.kid_names)
         self._input_latency_ms: deque[float] = deque(maxlen=500)
         self._last_kid_audio_at: float | None = None
@@ -365,6 +365,13 @@ class Conversation:
         await waiting
 
     # ----- tools: what the tutor asks the bot to do --------------------------------------------------
+
+    async def _on_alert(self, event: Any, turn: Any) -> None:
+        """alert_grown_up was stored: the child's words behind it are flagged now, so a fresh Live connection is
+        never seeded with them; then the moderators are told."""
+        if turn is not None and self.live is not None:
+            self.live.withhold_turn(turn.role, turn.text)
+        await self._notify("on_alert", event, turn)
 
     def _send_tool_results(self, responses: list[Any]) -> None:
         assert self.live is not None

@@ -105,6 +105,7 @@ class TurnWriter:
         self._last_turn: int | None = None
         self._last_role: str | None = None
         self._held: list[PendingEvent] = []  # tool calls waiting for the child turn that prompted them
+        self._held_until = 0.0  # (loop time) when the held calls go without their turn: the hold counts from the first
         self.stored = 0
         self.flagged = 0
 
@@ -130,10 +131,11 @@ class TurnWriter:
                 await asyncio.wait_for(self._release_held(None), drain_seconds)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                item = await (asyncio.wait_for(self._queue.get(), HOLD_FOR_PROMPT_S) if self._held
-                              else self._queue.get())
+                item = await (asyncio.wait_for(self._queue.get(), max(0.0, self._held_until - loop.time()))
+                              if self._held else self._queue.get())
             except TimeoutError:  # no child turn came for the held calls: store them without one
                 await self._guarded(self._release_held(None))
                 continue
@@ -155,6 +157,8 @@ class TurnWriter:
                 turn_id=self._last_turn, at=item.at), "usage")
         elif isinstance(item, PendingEvent):
             if item.belongs_to == "prompt" and self._last_role != "child":
+                if not self._held:
+                    self._held_until = asyncio.get_running_loop().time() + HOLD_FOR_PROMPT_S
                 self._held.append(item)  # its prompt is still to be written
             else:
                 await self._write_event(item, self._last_turn)

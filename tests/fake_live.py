@@ -535,7 +535,7 @@ class FakeLiveServer:
             self._start_reply(conn, heard=self.child_text)
 
     def _maybe_send_interim(self, conn: FakeConnection) -> None:
-        if self.interim_every_ms is None:
+        if self.interim_every_ms is None or not self.answering:
             return
         text = interim_text(self.child_text.split(), conn.activity.voiced_ms, self.interim_every_ms)
         shown = len(text.split()) if text else 0

@@ -110,7 +110,9 @@ async def run_live_check(settings: Settings, request: LiveCheckRequest) -> LiveC
     try:
         async with asyncio.timeout(request.timeout):
             await session.start()
-            setup = f"accepted the bot's setup (session {session.server_session_id or 'without an id'})"
+            accepted = f"(session {session.server_session_id or 'without an id'})"
+            setup = f"accepted the bot's setup {accepted}" if session.setup_refusal is None else \
+                f"refused part of the bot's setup: {session.setup_refusal} It accepted the rest {accepted}."
             sender = asyncio.create_task(_stream_input(session, request, pcm))
             async for event in session.events():
                 if isinstance(event, AudioChunk):

@@ -93,6 +93,7 @@ class Usage:
     thoughts_tokens: int | None = None
     prompt_by_modality: dict[str, int] = field(default_factory=dict)
     response_by_modality: dict[str, int] = field(default_factory=dict)
+    tool_use_prompt_tokens: int | None = None  # what tool results added to the prompt, counted apart from it
 
 
 @dataclass(frozen=True, slots=True)

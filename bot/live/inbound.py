@@ -171,7 +171,7 @@ def usage_event(usage: types.UsageMetadata) -> Usage:
     """Per-turn usage with its modality details (tokens per TEXT / AUDIO / …)."""
     return Usage(usage.total_token_count or 0, usage.prompt_token_count, usage.response_token_count,
                  usage.thoughts_token_count, _by_modality(usage.prompt_tokens_details),
-                 _by_modality(usage.response_tokens_details))
+                 _by_modality(usage.response_tokens_details), usage.tool_use_prompt_token_count)
 
 
 def _by_modality(details: list[types.ModalityTokenCount] | None) -> dict[str, int]:

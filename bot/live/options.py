@@ -7,11 +7,13 @@ behaviour (and stays readable); `bot.live.session` re-exports `LiveConnectOption
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 from google.genai import types
 
 from bot.audio.formats import LIVE_INPUT, LIVE_OUTPUT
@@ -24,6 +26,22 @@ SAFETY_CATEGORIES = (
     types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
 )
 LATENCY_SAMPLES = 50
+# Input this loud (about -40 dBFS over a 20 ms frame) is someone talking, not a hum, a chair or comfort noise;
+# the fake's voice detection uses the same level. After ANSWERABLE_SPEECH_MS of it, a healthy server always
+# sends something back (at least its transcription); after noise it may send nothing at all.
+SPEECH_RMS = 330.0
+ANSWERABLE_SPEECH_MS = 300.0
+
+
+def speech_ms(pcm16k: bytes) -> float:
+    """How much of `pcm16k` (16 kHz mono s16le), in 20 ms frames, is at speech level (`SPEECH_RMS`)."""
+    frame = LIVE_INPUT.bytes_for_ms(20)
+    usable = len(pcm16k) - len(pcm16k) % frame
+    if not usable:
+        return 0.0
+    frames = np.frombuffer(pcm16k[:usable], dtype="<i2").astype(np.float64).reshape(-1, frame // 2)
+    loud = np.sqrt(np.mean(frames * frames, axis=1)) >= SPEECH_RMS
+    return float(np.count_nonzero(loud)) * 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +80,19 @@ class SetupExtras:
     language_code: str | None = None  # BCP-47, e.g. "es-US"; None: the service's default
     vocabulary: tuple[str, ...] = ()  # names and topic words the input transcription is biased towards
     end_of_speech_ms: int | None = None  # the server VAD's silence_duration_ms; None: the service's default
+
+    @property
+    def doubtful(self) -> tuple[str, ...]:
+        """The fields set here that the Gemini Developer API may refuse for gemini-3.8-live: custom vocabulary is
+        documented for Vertex's 3.8 (and the Gemini API's transcription models), and native-audio models are
+        documented as choosing their language themselves. Neither is needed: the instruction names the kids and
+        the language."""
+        return tuple(name for name, value in (("custom_vocabulary", self.vocabulary),
+                                              ("language_code", self.language_code)) if value)
+
+    def without_doubtful(self) -> SetupExtras:
+        """The same extras without the `doubtful` fields."""
+        return dataclasses.replace(self, vocabulary=(), language_code=None)
 
 
 NO_EXTRAS = SetupExtras()
@@ -170,21 +201,26 @@ class LiveCounters:
     audio_bytes_received: int = 0
     last_error: str | None = None
     last_input_sent_at: float | None = None
-    last_prompt_at: float | None = None  # the kids' input last ended (audio_end or text sent)
+    # Input the server must answer last went out: text, or the end of clear speech (noise may get no answer).
+    last_prompt_at: float | None = None
     frames_skipped: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     _reply_reference: float | None = None
     _reply_started: bool = False
+    _speech_ms: float = 0.0  # clear speech sent since the last audio_end
 
-    def sent(self, kind: str, audio_bytes: int, now: float) -> None:
+    def sent(self, kind: str, audio: bytes, now: float) -> None:
         """One message went out; the end of a kid's input (or typed text) is what a reply answers."""
         self.messages_sent += 1
         if kind == "audio":
-            self.audio_bytes_sent += audio_bytes
+            self.audio_bytes_sent += len(audio)
             self.last_input_sent_at = now
+            self._speech_ms += speech_ms(audio)
         elif kind in ("audio_end", "text"):
             self._reply_reference = now
-            self.last_prompt_at = now
+            if kind == "text" or self._speech_ms >= ANSWERABLE_SPEECH_MS:
+                self.last_prompt_at = now
+            self._speech_ms = 0.0
 
     def reply_audio(self, nbytes: int, now: float) -> None:
         """Reply audio arrived; the first chunk of a turn gives one latency sample."""

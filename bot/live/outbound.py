@@ -121,7 +121,7 @@ class Outbound:
             self._ring.add(SentMessage(conn.number, conn.next_index, now, message))  # before sending: replayable
             conn.next_index += 1
             await send_outgoing(session, message)
-            self._counters.sent(message.kind, len(message.audio), now)
+            self._counters.sent(message.kind, message.audio, now)
 
     def confirm(self, connection: int, *, through_index: int | None, now: float) -> None:
         """A resumption handle arrived on `connection`: forget what it covers (by index, else by time)."""

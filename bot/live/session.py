@@ -20,7 +20,9 @@ on a new one with a handle that covers that reply. No input is lost across a rec
 while disconnected is kept (bounded), and every message sent is kept until a `session_resumption_update`
 covers it; unconfirmed messages are replayed on the new connection. Without a handle (a drop before the
 first update, or a handle refused with 1007) the new connection starts fresh and is re-seeded with the
-history plus the completed turns (capped by turns and characters).
+history plus the completed turns (capped by turns and characters). A first setup refused with 1007 (not
+for the key) is tried once more without the fields the Gemini Developer API may not know for 3.8
+(`SetupExtras.doubtful`); `setup_refusal` then says what was refused, for the operator.
 
 Consume events with `async for event in session.events()`; it ends after `Failed` or `close()`.
 Call the sync methods from the event loop's thread. The lifecycle is one `LiveState` (`state`), moved
@@ -128,6 +130,8 @@ class LiveSession:
         self._tasks: set[asyncio.Task] = set()
         self._failures = 0
         self._state = LiveState.IDLE
+        # Gemini refused the full setup and the session runs without its doubtful fields (None: it was accepted).
+        self.setup_refusal: str | None = None
 
     # public API -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,6 +169,8 @@ class LiveSession:
                 return await self._open(handle=None)
             except Exception as exc:
                 verdict = self._classify(exc)
+                if self._setup_without_doubtful_fields(verdict):
+                    continue
                 self._failures += 1
                 if verdict.permanent:
                     raise _StartFailed(verdict) from None
@@ -173,6 +179,18 @@ class LiveSession:
                                                f"({verdict.reason}).", False, verdict.code)) from None
                 self._counters.last_error = verdict.reason
                 await asyncio.sleep(self._options.retry_delay(self._failures))
+
+    def _setup_without_doubtful_fields(self, verdict: Verdict) -> bool:
+        """The setup was refused (1007, not the key): if it carries fields the service may not know, drop them
+        for this session (every later connection too) and say so; True when there is something to retry."""
+        dropped = self._extras.doubtful
+        if verdict.code != 1007 or is_auth_problem(verdict) or not dropped:
+            return False
+        self.setup_refusal = f"{verdict.reason} Retried without {' and '.join(dropped)}."
+        self._extras = self._extras.without_doubtful()
+        log.warning("live.setup_refused", extra={"live_session": self.id, "reason": verdict.reason,
+                                                  "dropped": ",".join(dropped)})
+        return True
 
     def send_audio(self, pcm16k: bytes, *, urgent: bool = False) -> None:
         """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting.
@@ -207,6 +225,11 @@ class LiveSession:
         self._history.extend(turns)
         if self._state is not LiveState.IDLE and not self._state.ended:
             self._outbound.push(Outgoing("history", turns=turns))
+
+    def withhold_turn(self, role: str, text: str) -> None:
+        """A completed turn was flagged later (an alert about a child's words): a fresh connection is never
+        seeded with it. Flagged turns the session itself saw (safety blocks) are withheld already."""
+        self._stream.withhold(role, text)
 
     async def events(self) -> AsyncIterator[LiveEvent]:
         """Every event in order; ends after `Failed` or when the session is closed. One consumer only."""
@@ -321,6 +344,7 @@ class LiveSession:
                 await self._cancel({watch})
                 return await self._hand_over(conn, send, recv)
         if watch in done:
+            watch.exception()  # Unanswered: retrieved here, or asyncio logs "exception was never retrieved"
             await self._cancel({send, recv})
             return self._unanswered(conn)
         await self._cancel({send, watch})

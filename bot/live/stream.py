@@ -3,7 +3,7 @@
 `EventStream` is the session's one output queue. Every published event goes through the
 `TranscriptAssembler`, and the turns it completes follow the event that completed them. Completed turns
 with words are also remembered (the newest `max_remembered`), because a fresh connection is re-seeded
-with them. `None` in the queue marks the end.
+with them; flagged turns are not (an unsafe exchange is never replayed). `None` in the queue marks the end.
 """
 
 from __future__ import annotations
@@ -41,10 +41,16 @@ class EventStream:
         self._queue.put_nowait(event)
 
     def emit_turn(self, turn: TurnTranscribed) -> None:
-        """A completed turn: remembered for re-seeding a fresh connection, then emitted."""
-        if turn.text:
+        """A completed turn: remembered for re-seeding a fresh connection (unless flagged), then emitted."""
+        if turn.text and not turn.flag_reason:  # an unsafe exchange is never replayed to the model
             self._completed.append(HistoryTurn(turn.role, turn.text))
         self.emit(turn)
+
+    def withhold(self, role: str, text: str) -> None:
+        """Never re-seed this turn (flagged after it completed, e.g. the child's words behind an alert)."""
+        kept = [t for t in self._completed if (t.role, t.text) != (role, text)]
+        self._completed.clear()
+        self._completed.extend(kept)
 
     def cut_by_reconnect(self, *, replayed_since: float | None) -> None:
         """The connection was replaced: emit the reply it cut as an interrupted turn (see the assembler)."""

@@ -74,6 +74,23 @@ async def test_alert_grown_up_tells_the_moderators_and_the_tutor_keeps_talking(t
     assert tutor.text == live_server.reply_text and not tutor.flag_reason  # the tutor kept talking kindly
 
 
+async def test_a_childs_words_behind_an_alert_are_never_seeded_into_a_fresh_connection(tools_world, live_server):
+    """The alert flags the child's turn; when the connection later drops with no handle, the new one is seeded
+    with the talk so far but not those words (a home address is not replayed to the model)."""
+    conversations, connector, observer, channel, kids = tools_world
+    live_server.resumption_updates = False  # no handle: the next connection starts fresh and is re-seeded
+    live_server.call_tool_next(ALERT_GROWN_UP, {"reason": REASON, "category": "personal_details"})
+    await conversations.start(request(channel))
+    connector.last.speak(kids[0], speech()).join()
+    await wait_until(lambda: observer.alerts, within=15)
+    await live_server.drop()
+    await live_server.wait_for(lambda: len(live_server.connections) >= 2 and live_server.connections[1].session
+                               and live_server.connections[1].session.history, within=15)
+    seeded = [(t["role"], t["parts"][0]["text"]) for t in live_server.connections[1].session.history]
+    assert ("model", live_server.reply_text) in seeded and ("user", live_server.child_text) not in seeded
+    await conversations.stop(GUILD)
+
+
 async def test_end_conversation_ends_the_call_after_the_goodbye_played(tools_world, live_server, repository):
     """When the kids say bye the tutor's goodbye plays to the end, then the conversation ends by itself."""
     conversations, connector, observer, channel, kids = tools_world

@@ -59,6 +59,26 @@ async def test_start_is_refused_when_the_days_budget_is_spent(world, repository)
     assert connector.clients == [] and len(await repository.list_sessions(GUILD)) == 1
 
 
+async def test_the_budget_is_read_in_the_servers_time_zone(world, live_server, repository, monkeypatch):
+    """Both budget checks — /tutor start's and the running conversation's — read the day's spend in the server's
+    time zone (the query itself is tested in tests/bot/storage/test_usage.py)."""
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
+    conversations, _, _, channel, _ = world
+    await repository.update_settings(GUILD, time_zone="America/New_York")
+    zones = []
+    real = repository.usage_today
+
+    async def usage_today(guild_id, *args, **kwargs):
+        zones.append(kwargs.get("time_zone"))
+        return await real(guild_id, *args, **kwargs)
+
+    monkeypatch.setattr(repository, "usage_today", usage_today)
+    await conversations.start(request(channel))
+    await wait_until(lambda: len(zones) >= 2)
+    await conversations.stop(GUILD)
+    assert set(zones) == {"America/New_York"}
+
+
 @pytest.fixture
 def pricey_world(live_server, repository, monkeypatch):
     """Conversations whose prices make one reply cost well over $0.50 (the fake bills ~25 audio tokens a second,

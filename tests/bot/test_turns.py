@@ -175,6 +175,29 @@ async def test_a_call_whose_prompt_never_comes_is_stored_anyway(repository, monk
         ("c1", None), ("c2", None)]
 
 
+async def test_a_held_call_waits_at_most_the_hold_even_while_other_items_keep_coming(repository, monkeypatch):
+    """The hold counts from the call, not from the newest item: usage snapshots and tutor turns arriving every
+    moment must not keep an alert from the moderators (and ready for the wrong child turn) for as long as they come."""
+    from bot.cost import TokenCounts
+    from bot.turns import PendingEvent, PendingUsage
+
+    monkeypatch.setattr(bot.turns, "HOLD_FOR_PROMPT_S", 0.3)
+    session_id = await new_session(repository)
+    alerts = []
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=_ignore,
+                        on_alert=lambda event, turn: _append(alerts, (event, turn)))
+    writer.start()
+    writer.put(turn(1, text="Hello!"))
+    writer.put(PendingEvent("tool_call", "alert_grown_up", T0, call_id="c1", category="scared", belongs_to="prompt",
+                            alert=True))
+    for _ in range(12):  # 1.2 s of other items, one every 0.1 s
+        writer.put(PendingUsage(TokenCounts(audio_in=10), 10, 0.0001, T0))
+        await asyncio.sleep(0.1)
+    alerted_while_busy = bool(alerts)
+    await writer.close(5)
+    assert alerted_while_busy and alerts[0][1] is None
+
+
 async def test_a_turn_with_broken_unicode_is_repaired_and_kept(repository):
     """Live's transcript can carry a lone surrogate (half an emoji) or a NUL: the turn is stored with U+FFFD
     in their place, never dropped, and the turns after it still land."""

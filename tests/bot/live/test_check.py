@@ -138,3 +138,16 @@ async def test_a_refused_setup_is_reported_with_the_services_words(server, monke
     report = await run_live_check(settings, LiveCheckRequest(text="hi", timeout=10))
     assert not report.ok and report.setup_reply.startswith("refused the bot's setup")
     assert "1007" in report.setup_reply and "Function calling is not supported" in report.setup_reply
+
+
+async def test_a_setup_accepted_without_its_doubtful_fields_is_reported(server, monkeypatch):
+    """If Gemini refuses the vocabulary or language code, the check still gets its reply and says what was refused."""
+    from tests import fake_live_model
+
+    monkeypatch.setattr(fake_live_model, "SETUP_RULES", (*fake_live_model.SETUP_RULES, *fake_live_model.DOUBTFUL_RULES))
+    settings = make_client_settings(server, monkeypatch)
+    report = await run_live_check(settings, LiveCheckRequest(text="hi", timeout=10))
+    assert report.ok, report.reason
+    assert report.setup_reply.startswith("refused part of the bot's setup: Gemini refused the session (code 1007: ")
+    assert "Retried without custom_vocabulary and language_code. It accepted the rest (session session-1)." \
+        in report.setup_reply

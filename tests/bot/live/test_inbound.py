@@ -73,3 +73,18 @@ def test_usage_keeps_thoughts_and_modality_details():
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}, {"modality": "AUDIO", "tokenCount": 20}],
         "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 20}]}}), 0).events
     assert usage == Usage(186, 30, 20, 136, {"TEXT": 10, "AUDIO": 20}, {"AUDIO": 20})
+
+
+def test_tool_use_prompt_tokens_reach_the_bill():
+    """toolUsePromptTokenCount (what the tool results added to the prompt, counted apart from promptTokenCount)
+    is carried through and billed as input text, so the meter does not under-report a turn with tool calls."""
+    from bot.cost import Prices, TokenCounts
+    from bot.cost_meter import CostMeter
+
+    (usage,) = ServerMessageReader().read(message({"usageMetadata": {
+        "promptTokenCount": 30, "responseTokenCount": 20, "toolUsePromptTokenCount": 40, "totalTokenCount": 90,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}, {"modality": "AUDIO", "tokenCount": 20}],
+        "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 20}]}}), 0).events
+    assert usage.tool_use_prompt_tokens == 40
+    tokens, total, _ = CostMeter(Prices()).add(usage)
+    assert tokens == TokenCounts(text_in=50, audio_in=20, audio_out=20) and total == 90

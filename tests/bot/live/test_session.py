@@ -147,6 +147,30 @@ async def test_safety_block_flags_the_turn(server, live):
     assert turns[0].flag_reason == "GENERATED_CONTENT_SAFETY"
 
 
+async def test_a_blocked_exchange_is_never_seeded_into_a_fresh_connection(server, live):
+    """After a drop with no handle the new connection is seeded with the turns so far, but not the flagged ones:
+    an unsafe exchange is never replayed to the model (as storage already leaves it out of later sessions)."""
+    server.resumption_updates = False
+    session, events = await live()
+    server.block_next("PROHIBITED_INPUT_CONTENT")
+    server.child_text = "something unsafe"
+    await speak(session, pattern(FRAME * 5))
+    session.end_audio_stream()
+    await events.wait(TurnComplete)
+    server.child_text = "what do owls eat?"
+    await speak(session, pattern(FRAME * 5, seed=1))
+    session.end_audio_stream()
+    await events.wait(TurnComplete, 2)
+    flagged = [(t.role, t.text) for t in await events.wait(TurnTranscribed, 3) if t.flag_reason]
+    assert flagged == [("child", "something unsafe"), ("tutor", "")]  # both sides (the tutor said nothing)
+    await server.drop()
+    await events.wait(Reconnected)
+    fresh = server.connections[1]
+    await server.wait_for(lambda: fresh.session is not None and fresh.session.history)
+    seeded = [(t["role"], t["parts"][0]["text"]) for t in fresh.session.history]
+    assert seeded == [("user", "what do owls eat?"), ("model", server.reply_text)]
+
+
 async def test_go_away_hands_over_proactively_without_losing_audio(server, live):
     """GoAway → new connection with the newest handle before the 1011; audio sent meanwhile arrives once."""
     session, events = await live()

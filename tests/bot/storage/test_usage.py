@@ -68,6 +68,20 @@ async def test_usage_today_sums_the_servers_sessions_since_midnight(repository: 
     assert today.total_tokens == 1500 and today.snapshots == 2
 
 
+async def test_the_days_spend_follows_the_servers_time_zone(repository: Repository):
+    """The budget's day is the server's: at 08:00 in New York, spend from 23:30 there last night is yesterday's
+    (though it is today in UTC), and spend from 01:00 there is today's."""
+    session_id, _, _ = await session_with_turns(repository)
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # 08:00 EDT
+    last_night, early_today = datetime(2026, 3, 10, 3, 30, tzinfo=UTC), datetime(2026, 3, 10, 5, 0, tzinfo=UTC)
+    await repository.add_usage(GUILD, session_id, TokenCounts(audio_in=10), 1.00, at=last_night)
+    await repository.add_usage(GUILD, session_id, TokenCounts(audio_in=20), 0.25, at=early_today)
+    new_york = await repository.usage_today(GUILD, now=now, time_zone="America/New_York")
+    utc = await repository.usage_today(GUILD, now=now)
+    assert new_york.cost_usd == pytest.approx(0.25) and new_york.tokens == TokenCounts(audio_in=20)
+    assert utc.cost_usd == pytest.approx(1.25)
+
+
 async def test_sessions_list_shows_cost_and_tokens(repository: Repository):
     """`/transcripts list` reads each session's dollars and tokens from the same snapshots."""
     session_id, _, _ = await session_with_turns(repository)
