@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.__main__ import run_bot
 from bot.config import ConfigError, load_settings
 from bot.doctor import Doctor, postgres_problem
 from bot.storage import Database
@@ -135,3 +136,15 @@ def test_a_refused_password_and_an_unknown_host_are_told_apart() -> None:
     unknown = postgres_problem(url, socket.gaierror(-2, "Name or service not known"))
     assert unknown == "the host name “db.example” in DATABASE_URL could not be found: check the address"
     assert PASSWORD not in refused + unknown
+
+
+@pytest.mark.parametrize("url", [f"postgresql://tutor:{PASSWORD}@db.example:notaport/tutor",
+                                 f"postgresql://tutor:{PASSWORD}@db.example/tutor?sslmode=bogus"])
+async def test_a_url_the_driver_cannot_read_is_a_setting_problem(url: str) -> None:
+    """Not "the server refused the bot" (nothing was asked): a settings sentence, so `--processes` stops instead of
+    restarting in a loop, and without the driver's words (they can quote a badly written password)."""
+    settings = load_settings(discord_token="t", gemini_api_key="k", database_url=url, _env_file=None)
+    with pytest.raises(ConfigError) as caught:
+        await run_bot(settings)
+    assert str(caught.value).startswith("DATABASE_URL is not valid: the PostgreSQL driver cannot read it.")
+    assert PASSWORD not in str(caught.value)
