@@ -62,6 +62,15 @@ async def run_bot(settings: Settings) -> None:
             raise StartupError("the bot cannot reach the PostgreSQL server in DATABASE_URL: check the address "
                                "and that the server is running (`python -m bot doctor` says more).") from None
         raise StartupError(f"the bot {database_problem(settings.database_path, exc)}.") from None
+    except ValueError:  # asyncpg could not read the URL (a port that is not a number, an unknown sslmode, …)
+        if settings.database_url is None:
+            raise
+        log.debug("storage.open_failed", exc_info=True)
+        # The driver's own words are left out: with an unencoded @ or / they can quote part of the password.
+        raise ConfigError("DATABASE_URL is not valid: the PostgreSQL driver cannot read it. It should look like "
+                          "postgresql://user:password@host:5432/tutor, with a port that is a number and any @ : / "
+                          "in the password written as %40 %3A %2F; fix it in .env (see .env.example) or the "
+                          "environment.") from None
     except Exception as exc:  # asyncpg: the server refused the user, the database does not exist, …
         if settings.database_url is None:
             raise

@@ -14,7 +14,15 @@ import pytest
 from discord.voice_state import VoiceConnectionState
 
 from bot.audio.dave import DaveVoiceRecvClient, guarded_hook
-from tests.dave_harness import CHANNEL_ID, Recorder, RemoteUser, VoiceServerHarness, frames_lost, reference_decode
+from tests.dave_harness import (
+    CHANNEL_ID,
+    GUILD_ID,
+    Recorder,
+    RemoteUser,
+    VoiceServerHarness,
+    frames_lost,
+    reference_decode,
+)
 from tests.dave_harness import sine_frames as tone_frames
 from tests.signals import peak_frequency
 
@@ -192,3 +200,24 @@ async def test_a_kid_who_does_not_follow_the_move_leaves_nothing_behind(call):
     await everyone_is_heard_again(h)
     assert vc._get_id_from_ssrc(gone.ssrc) is None and gone.user_id not in vc._id_to_ssrc
     assert gone.ssrc not in router.decoders
+
+
+async def test_a_voice_server_that_dies_announces_no_endpoint_then_the_new_one(call):
+    """How Discord moves a call off a dying voice server: VOICE_SERVER_UPDATE with endpoint null (discord.py
+    waits), the old server goes away (4015; the resume it tries there fails), then the rejoin brings the new
+    server's endpoint. The bot connects there, is welcomed into the kids' new group, and
+    hears and speaks again."""
+    h = call
+    vc: DaveVoiceRecvClient = h.vc
+    await h.speak(h.parties, 3)
+    old = h.server
+    h.server = await h._new_server()
+    h.client._connection.parse_voice_server_update({"token": h.server.token, "guild_id": str(GUILD_ID),
+                                                    "endpoint": None})
+    await old.close(4015)
+    await old.stop()
+    await h.welcome_back(key_packages_before=0)
+    assert not any(old.resumes) and h.server.connections == 1
+    assert vc.is_connected() and vc.listener_alive() and vc._connection.can_encrypt
+    await everyone_is_heard_again(h)
+    await the_bot_is_heard(h, h.speaker, 0)

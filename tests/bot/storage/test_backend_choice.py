@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.__main__ import run_bot
 from bot.config import ConfigError, load_settings
 from bot.doctor import Doctor
 from bot.storage import Database
@@ -101,3 +102,15 @@ async def test_a_password_in_the_query_never_reaches_a_log_line_or_doctor(
     logged = [f"{r.getMessage()} {vars(r)}" for r in caplog.records]
     assert any("storage.opened" in line for line in logged)
     assert not [line for line in logged if PASSWORD in line]
+
+
+@pytest.mark.parametrize("url", [f"postgresql://tutor:{PASSWORD}@db.example:notaport/tutor",
+                                 f"postgresql://tutor:{PASSWORD}@db.example/tutor?sslmode=bogus"])
+async def test_a_url_the_driver_cannot_read_is_a_setting_problem(url: str) -> None:
+    """Not "the server refused the bot" (nothing was asked): a settings sentence, so `--processes` stops instead of
+    restarting in a loop, and without the driver's words (they can quote a badly written password)."""
+    settings = load_settings(discord_token="t", gemini_api_key="k", database_url=url, _env_file=None)
+    with pytest.raises(ConfigError) as caught:
+        await run_bot(settings)
+    assert str(caught.value).startswith("DATABASE_URL is not valid: the PostgreSQL driver cannot read it.")
+    assert PASSWORD not in str(caught.value)
