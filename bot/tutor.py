@@ -24,6 +24,7 @@ from bot.errors import (
     NotRunning,
     StartStopped,
     TextTooLong,
+    TutorError,
     TutorUnavailable,
 )
 from bot.limits import budget_spent
@@ -143,10 +144,13 @@ class Conversations:
                     raise StartStopped
             except BaseException as exc:
                 stopped = isinstance(exc, StartStopped)
+                # Live's reason is an operator's (a key, a quota, a close code): the kid is told kindly instead.
+                refusal = TutorUnavailable(exc.failure.reason) if isinstance(exc, LiveConnectFailed) else exc
+                detail = refusal.detail if isinstance(refusal, TutorError) else None
                 await self._repository.end_session(guild_id, session_id,
-                                                   starting.reason if stopped else endings.FAILED_TO_START)
-                if isinstance(exc, LiveConnectFailed):  # an operator's reason: the kid is told kindly
-                    raise TutorUnavailable(exc.failure.reason) from exc
+                                                   starting.reason if stopped else endings.failed_to_start(detail))
+                if refusal is not exc:
+                    raise refusal from exc
                 raise
             self._running[guild_id] = conversation
         finally:

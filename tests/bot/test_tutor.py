@@ -251,7 +251,7 @@ async def test_live_failure_at_start_leaves_nothing_running(world, live_server, 
     assert "Gemini rejected the API key" in caught.value.detail
     assert connector.clients == [] and conversations.get(GUILD) is None
     sessions = await repository.list_sessions(GUILD)
-    assert sessions[0].end_reason == "failed to start"
+    assert sessions[0].end_reason.startswith("failed to start: Gemini rejected the API key")  # for /transcripts
 
 
 async def test_stop_calls_off_a_start_still_waiting_on_live(world, live_server, repository):
@@ -430,7 +430,8 @@ async def test_voice_join_failure_closes_live_and_the_session_row(world, live_se
         await conversations.start(request(channel))
     await live_server.wait_for(lambda: all(c.closed for c in live_server.connections))
     assert conversations.get(GUILD) is None
-    assert (await repository.list_sessions(GUILD))[0].end_reason == "failed to start"
+    assert (await repository.list_sessions(GUILD))[0].end_reason == (
+        "failed to start: Joining the voice channel failed: Discord's voice server didn't answer in time.")
 
 
 async def test_a_bad_reply_chunk_is_skipped_and_the_conversation_goes_on(world, live_server, repository):
