@@ -258,10 +258,11 @@ class Conversation:
         self._turns.rename(member_id, chosen)
 
     async def say(self, author_id: int, author_name: str, text: str) -> None:
-        """Typed input from `/tutor say`, stored as the author's turn and sent to the tutor."""
+        """Typed input from `/tutor say`, stored as the author's turn and sent to the tutor. The tutor is told
+        the kid's chosen name only, like in its instruction: `author_name` may be a parent's display name."""
         assert self.live is not None
         self._turns.typed(author_id, author_name, text)
-        self.live.send_text(typed_message(author_name, text))
+        self.live.send_text(typed_message(self._turns.chosen_name(author_id) or "", text))
 
     # ----- output: Live → kids and storage ---------------------------------------------------------
 

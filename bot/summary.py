@@ -70,10 +70,10 @@ def anonymised_lines(turns: Sequence[TurnRow], names: Mapping[int, str] | None =
     everything = " ".join(turn.text for turn in turns)
     for member_id, name in (names or {}).items():
         name = name.strip()
-        if name and (member_id in aliases or re.search(rf"\b{re.escape(name)}\b", everything, re.IGNORECASE)):
+        if name and (member_id in aliases or re.search(rf"(?<!\w){re.escape(name)}(?!\w)", everything, re.IGNORECASE)):
             spelled.setdefault(name, alias(member_id))
-    pattern = (re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(spelled, key=len, reverse=True)) + r")\b",
-                          re.IGNORECASE) if spelled else None)
+    alternatives = "|".join(re.escape(n) for n in sorted(spelled, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\w)({alternatives})(?!\w)", re.IGNORECASE) if spelled else None
     lookup = {name.casefold(): alias_ for name, alias_ in spelled.items()}
 
     lines = []

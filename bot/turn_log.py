@@ -63,6 +63,10 @@ class TurnLog:
         else:
             self._chosen.pop(user_id, None)
 
+    def chosen_name(self, user_id: int) -> str | None:
+        """The name this kid chose, if any: the only name the tutor is told (a display name may be a parent's)."""
+        return self._chosen.get(user_id)
+
     def record(self, turn: ev.TurnTranscribed) -> None:
         """A turn Live transcribed: child turns are credited to whoever the mixer heard."""
         ids: tuple[int, ...] = ()

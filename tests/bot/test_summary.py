@@ -211,6 +211,22 @@ def test_a_turn_an_alert_flagged_is_marked_as_such_for_the_summary():
     assert first.endswith("[the tutor asked a grown-up to look at this]") and second.endswith("[FLAGGED by safety]")
 
 
+def test_a_name_that_ends_in_a_mark_is_replaced_too():
+    """Chosen names may end in "." or "'" and display names in a symbol: "J.J." is still a name to replace
+    (a word boundary after the final "." would need a letter next)."""
+    from bot.storage.models import TurnRow
+
+    def turn(role, ids, name, text):
+        return TurnRow(1, 1, GUILD, role, ids[0] if ids else None, name, text, T0, T0, False, None, tuple(ids))
+
+    turns = [turn("child", [7], "J.J.", "I like rockets"), turn("child", [8], "-Kai-", "me too"),
+             turn("tutor", [], "Tutor", "Great, J.J. and -Kai-! What about you, Rosie'?")]
+    prompt = build_prompt("space", 8, turns, names={9: "Rosie'"})
+    assert "Tutor: Great, Child 1 and Child 2! What about you, Child 3?" in prompt
+    for name in ("J.J", "Kai", "Rosie"):
+        assert name not in prompt, name
+
+
 def test_names_are_replaced_inside_the_words_and_the_transcript_is_fenced():
     """Kids' names go from the speaker column and from the text (the tutor says them back); a kid who types a
     fake end of the transcript or a note from the app stays inside the fence as plain words."""
