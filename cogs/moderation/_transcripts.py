@@ -258,6 +258,9 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
                     "in total: every turn they spoke or typed in (a turn shared with other kids goes whole) and the "
                     f"whole transcript of sessions they started. Their name was taken out of {report.labels} "
                     f"speaker label(s); {report.summaries} summary(ies) that included them will be written again.")
+            if report.events:
+                done += (f" {report.events} note(s) of the tutor asking a grown-up for help, which may quote them, "
+                         "went too.")
             return done + kept_note(report)
 
         question = (f"Delete every session {member.mention} started and every turn they spoke or typed in this "

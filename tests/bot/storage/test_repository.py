@@ -362,6 +362,30 @@ async def test_erasing_a_member_deletes_shared_turns_whole_and_reports_what_went
     assert await repo.list_sessions(GUILD, member_id=12) == []
 
 
+async def test_erasing_a_member_takes_the_tool_calls_that_may_quote_them(repo: Repository) -> None:
+    """An alert_grown_up reason is "what the child said": the one stored with Ben's turn goes, and so does one
+    stored with no turn (its prompt was never transcribed, so it may be Ben's words) in a session Ben spoke in.
+    The alert about Ana's own turn and the budget stop (no child's words) stay."""
+    session_id = await repo.start_session(GUILD, 5, 11, "Ana", "space", 8, started_at=at(0))
+    ana = await repo.add_turn(GUILD, session_id, "child", "I live at 3 Oak Road", at(0), at(1), speaker_id=11,
+                              speaker_name="Ana")
+    ben = await repo.add_turn(GUILD, session_id, "child", "my dad hits me", at(1), at(2), speaker_id=12,
+                              speaker_name="Ben")
+    await repo.add_event(GUILD, session_id, "tool_call", "alert_grown_up", turn_id=ana, category="personal_details",
+                         reason="A child said their address.")
+    await repo.add_event(GUILD, session_id, "tool_call", "alert_grown_up", turn_id=ben, category="hurt",
+                         reason="A child said their dad hits them.")
+    await repo.add_event(GUILD, session_id, "tool_call", "alert_grown_up", category="scared",
+                         reason="A child said they are scared of the dark at home.")
+    await repo.add_event(GUILD, session_id, "budget_stop", "daily_budget", reason="the daily budget is spent")
+    await repo.end_session(GUILD, session_id, "stopped", ended_at=at(3))
+    report = await repo.delete_member_data(GUILD, 12)
+    assert (report.turns, report.events) == (1, 2)
+    left = await repo.session_events(GUILD, session_id)
+    assert [(e.name, e.turn_id) for e in left] == [("alert_grown_up", ana), ("daily_budget", None)]
+    assert not any("hits" in e.reason or "scared" in e.reason for e in left)
+
+
 async def test_erasing_a_member_takes_their_name_out_of_old_labels(repo: Repository, db: Database) -> None:
     """A row from before speakers were stored per member names Ben only in its label: the label loses
     "Ben" (the name he goes by now, or the one he was recorded under), Ana's words stay."""
