@@ -51,7 +51,7 @@ async def run_bot(settings: Settings) -> None:
     import discord
 
     from bot.client import TutorBot
-    from bot.doctor import REJECTED_LOGIN, database_problem, discord_unreachable
+    from bot.doctor import REJECTED_LOGIN, database_problem, discord_unreachable, postgres_problem
     from bot.storage.db import Database
 
     try:
@@ -59,8 +59,8 @@ async def run_bot(settings: Settings) -> None:
     except (OSError, sqlite3.Error) as exc:
         log.debug("storage.open_failed", exc_info=True)
         if settings.database_url is not None:
-            raise StartupError("the bot cannot reach the PostgreSQL server in DATABASE_URL: check the address "
-                               "and that the server is running (`python -m bot doctor` says more).") from None
+            raise StartupError(f"the bot cannot use PostgreSQL: {postgres_problem(settings.database_location, exc)}.") \
+                from None
         raise StartupError(f"the bot {database_problem(settings.database_path, exc)}.") from None
     except ValueError:  # asyncpg could not read the URL (a port that is not a number, an unknown sslmode, …)
         if settings.database_url is None:
@@ -75,8 +75,8 @@ async def run_bot(settings: Settings) -> None:
         if settings.database_url is None:
             raise
         log.debug("storage.open_failed", exc_info=True)
-        raise StartupError(f"the PostgreSQL server in DATABASE_URL refused the bot ({type(exc).__name__}): "
-                           "check the user, password and database name (`python -m bot doctor` says more).") from None
+        raise StartupError(f"the bot cannot use PostgreSQL: {postgres_problem(settings.database_location, exc)}.") \
+            from None
     remove_handler = stop_on_sigterm()
     try:
         async with TutorBot(settings=settings, db=db) as client:

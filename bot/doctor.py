@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes.util
 import importlib
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import discord
@@ -99,6 +100,44 @@ def database_problem(path: Path, exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"cannot use {path} ({exc.strerror or 'system error'}): check DATABASE_PATH"
     return f"cannot open {path}: check DATABASE_PATH (LOG_LEVEL=DEBUG shows the details)"
+
+
+def postgres_problem(url: str, exc: BaseException) -> str:
+    """Why the PostgreSQL server in DATABASE_URL cannot be used, in words (no driver class names), with what to
+    check. Never echoes the URL's password: only the user, host, port and database name are named."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))  # libpq's ?host=/run/postgresql&port=5433 (a Unix socket) wins
+    try:
+        port = query.get("port") or parts.port or 5432
+    except ValueError:
+        port = 5432
+    where = query.get("host") or parts.hostname or "localhost"
+    host = where if where.startswith("/") else f"{where}:{port}"  # a path is a Unix socket folder
+    user, database = parts.username or "the user", parts.path.lstrip("/") or "the database"
+    name = type(exc).__name__
+    if name == "InvalidPasswordError":
+        return f"the server at {host} refused the password for user “{user}”: check the password in DATABASE_URL"
+    if name == "InvalidCatalogNameError":
+        return (f"the server at {host} has no database called “{database}”: create it (createdb {database}) or fix "
+                "the name at the end of DATABASE_URL")
+    if name == "InvalidAuthorizationSpecificationError":
+        return (f"the server at {host} does not let user “{user}” in: check the user name in DATABASE_URL and "
+                "the server's pg_hba.conf")
+    if name == "InsufficientPrivilegeError":
+        return (f"user “{user}” may not create the bot's tables in “{database}”: give it the rights (GRANT CREATE) "
+                "or put the database's owner in DATABASE_URL")
+    if isinstance(exc, socket.gaierror):
+        return f"the host name “{where}” in DATABASE_URL could not be found: check the address"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing answered at {host}: check the address in DATABASE_URL and that the server is running"
+    if isinstance(exc, TimeoutError):
+        return (f"the server at {host} did not answer in time: check the address in DATABASE_URL, the server and "
+                "the network")
+    if isinstance(exc, OSError):
+        return (f"could not connect to {host} ({exc.strerror or 'network error'}): check the address in DATABASE_URL "
+                "and that the server is running")
+    return (f"the server at {host} could not be used ({name}): check DATABASE_URL (LOG_LEVEL=DEBUG shows the "
+            "details)")
 
 
 class Doctor:
@@ -278,11 +317,7 @@ class Doctor:
             finally:
                 await db.close()
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            for secret in self._settings.secret_values():  # a driver may echo the URL, password and all
-                reason = reason.replace(secret, "***")
-            return problem("database", f"cannot use the PostgreSQL server in DATABASE_URL ({reason}): check the "
-                           "address, that the server is running, and the user's password and rights")
+            return problem("database", f"PostgreSQL: {postgres_problem(self._settings.database_location, exc)}")
         if version != SCHEMA_VERSION:
             return problem("database", f"{where} has schema {version} but this bot needs {SCHEMA_VERSION}: "
                            "update the bot (git pull) on every machine that shares it")

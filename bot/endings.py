@@ -22,6 +22,12 @@ LIVE_FAILED = "Gemini Live failed: {detail}"
 CANT_TALK = "😕 Sorry, the tutor can't talk right now. Ask a grown-up to check on it, then try `/tutor start` again."
 
 
+def failed_to_start(detail: str | None = None) -> str:
+    """What a parent reads for a start that failed: with the operator's reason when there is one (a refused
+    key, a voice channel that could not be joined), so a server without an alerts channel still learns why."""
+    return f"{FAILED_TO_START}: {' '.join(detail.split())[:300]}" if detail else FAILED_TO_START
+
+
 def session_limit(minutes: int) -> str:
     return f"the session reached its {minutes}-minute limit"
 

@@ -120,7 +120,7 @@ class TutorUnavailable(TutorError):
     sentence they read when a running call fails; the reason (a bad key, the quota, a timeout) is `detail`."""
 
     def __init__(self, detail: str) -> None:
-        self.detail = f"The tutor could not start: {detail}"
+        self.detail = detail
         super().__init__(CANT_TALK)
 
 

@@ -91,6 +91,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self.exit_code = 0
         self.starts: dict[int, int] = {plan.index: 0 for plan in self._plans}
+        self._reasons: dict[int, str] = {}  # each process's last `Cannot start` sentence, told once
 
     def say(self, line: str) -> None:
         """One line for the operator (the supervisor's own output; each child writes to its own log)."""
@@ -161,7 +162,11 @@ class Supervisor:
             finally:
                 self._children.pop(plan.index, None)
         if code != 0 and not self._stopping.is_set() and (reason := last_words(plan.log_path, started_at)):
-            self.say(f"{plan.name} cannot start: {reason}")
+            if self._reasons.get(plan.index) == reason:  # offline for an hour: one sentence, not sixty
+                self.say(f"{plan.name} still cannot start (the same reason)")
+            else:
+                self.say(f"{plan.name} cannot start: {reason}")
+            self._reasons[plan.index] = reason
         return code
 
     async def _wait(self, child: asyncio.subprocess.Process) -> int:

@@ -13,6 +13,8 @@ from bot.cost import dollars
 
 EMPTY_CHANNEL_GRACE_S = 60.0  # nobody but bots in the channel this long → stop
 VOICE_LOST_GRACE_S = 15.0  # discord.py reconnects by itself; give it this long
+# What the tutor is told to explain in its goodbye (kids hear it): no "server", no dollars.
+TODAYS_TIME_USED = "the tutor's time for today is used up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +65,13 @@ class LimitRules:
         if self._empty_since is not None and r.now - self._empty_since >= EMPTY_CHANNEL_GRACE_S:
             return StopReason(endings.EVERYONE_LEFT)
         if r.now - r.started_at >= r.max_session_minutes * 60:
-            return StopReason(endings.session_limit(r.max_session_minutes), goodbye=True)
+            return StopReason(endings.session_limit(r.max_session_minutes), goodbye=True,
+                              spoken=f"this talk has reached its {r.max_session_minutes}-minute limit")
         if r.minutes_used_today >= r.daily_minutes:
-            return StopReason(endings.daily_limit(r.daily_minutes), goodbye=True)
+            return StopReason(endings.daily_limit(r.daily_minutes), goodbye=True, spoken=TODAYS_TIME_USED)
         if budget_spent(r.spent_today_usd, r.daily_budget_usd):
             return StopReason(endings.daily_budget(dollars(r.daily_budget_usd), dollars(r.spent_today_usd)),
-                              goodbye=True, spoken="the tutor's time for today is used up", budget=True)
+                              goodbye=True, spoken=TODAYS_TIME_USED, budget=True)
         return None
 
 

@@ -18,7 +18,7 @@ from bot.live import events as ev
 from bot.storage.models import TurnRow
 from bot.storage.repository import Repository
 from bot.tools import ToolRecord
-from bot.turns import OnAlert, PendingEvent, PendingOutcome, PendingTurn, PendingUsage, TurnWriter
+from bot.turns import OnAlert, PendingEvent, PendingOutcome, PendingPromptFlag, PendingTurn, PendingUsage, TurnWriter
 
 SPEAKER_MEMORY_S = 60  # mixer activity older than this before a turn's end is forgotten
 
@@ -64,6 +64,10 @@ class TurnLog:
         else:
             self._chosen.pop(user_id, None)
 
+    def chosen_name(self, user_id: int) -> str | None:
+        """The name this kid chose, if any: the only name the tutor is told (a display name may be a parent's)."""
+        return self._chosen.get(user_id)
+
     def record(self, turn: ev.TurnTranscribed) -> None:
         """A turn Live transcribed: child turns are credited to whoever the mixer heard."""
         ids: tuple[int, ...] = ()
@@ -82,6 +86,10 @@ class TurnLog:
         self.heard(author_id, author_name)
         now = time.monotonic()
         self._put(ev.TurnTranscribed("child", text, now, now), (author_id,), author_name, typed=True)
+
+    def flag_prompt(self, reason: str) -> None:
+        """The tutor's reply was blocked: the kid turns that prompted it are flagged too (after they are written)."""
+        self._writer.put(PendingPromptFlag(reason))
 
     def usage(self, tokens: TokenCounts, total_tokens: int, cost_usd: float) -> None:
         """A usage snapshot; stored with the turn it came with."""

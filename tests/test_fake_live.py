@@ -42,9 +42,13 @@ def fake_cli():
         assert line, process.stderr.read() if process.stderr else "fake exited"
         lines.append(line.rstrip("\n"))
     yield process, lines
-    if process.poll() is None:
-        process.kill()
-        process.wait(10)
+    if process.poll() is None:  # stopped as a person stops it, so its certificate folder goes too
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def run_printed(line: str) -> subprocess.CompletedProcess[str]:

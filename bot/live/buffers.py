@@ -4,7 +4,8 @@
 capped so a long outage drops the *oldest* speech (and counts it) instead of growing without bound.
 `ReplayRing` holds what was sent but not yet confirmed by a `session_resumption_update`; after a
 reconnect its messages go back in front of the outbox. Both are pure and synchronous: the session
-owns the timing, these only keep order and byte counts.
+owns the timing, these only keep order and byte counts. `cap_seed` bounds what a fresh connection is
+seeded with (a server or a store can hold huge turns).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from typing import Literal
 from google.genai import types
 
 from bot.audio.formats import LIVE_INPUT_MIME
+
+MAX_SEED_TURNS = 60
+MAX_SEED_CHARS = 20_000  # what a fresh connection is seeded with, newest turns first (~5k tokens)
+MAX_SEED_TURN_CHARS = 2_000  # one seeded turn is cut here
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +173,8 @@ async def send_outgoing(session: object, message: Outgoing) -> None:
         await session.send_client_content(turns=history_contents(message.turns), turn_complete=False)
 
 
-def cap_seed(turns: Sequence[HistoryTurn], *, max_turns: int = 60, max_chars: int = 20_000,
-             max_turn_chars: int = 2_000) -> list[HistoryTurn]:
+def cap_seed(turns: Sequence[HistoryTurn], *, max_turns: int = MAX_SEED_TURNS, max_chars: int = MAX_SEED_CHARS,
+             max_turn_chars: int = MAX_SEED_TURN_CHARS) -> list[HistoryTurn]:
     """The newest turns that fit the caps, oldest first; a long turn is cut (a server or a store can hold huge ones)."""
     kept: list[HistoryTurn] = []
     total = 0

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from google.genai import errors as genai_errors
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from bot.config import Settings
+
 PERMANENT_CLOSE_CODES = frozenset({1007, 1008})  # bad key, model or request: the same setup fails again
 
 
@@ -53,6 +55,11 @@ def classify(exc: BaseException, *, api_key: str, model: str) -> Verdict:
     if isinstance(exc, OSError):
         return Verdict("this machine could not reach Gemini over the network — is it online?", False)
     return Verdict(f"unexpected problem talking to Gemini ({type(exc).__name__})", False)
+
+
+def classify_for(settings: Settings, exc: BaseException) -> Verdict:
+    """`classify` with the key (to scrub) and the model (to name) from `settings`."""
+    return classify(exc, api_key=settings.gemini_api_key.get_secret_value(), model=settings.gemini_model)
 
 
 def classify_code(code: int | None, text: str, *, api_key: str, model: str) -> Verdict:

@@ -6,8 +6,9 @@ runs a sender (drains the outbox) and a receiver (turns server messages into `bo
 when either ends it decides, in named methods, whether to reconnect or give up. This module is that
 lifecycle and failure policy; the pieces it drives live in their own modules:
 
-* `bot.live.connection`: dialling one websocket with the bot's setup, seeding it, closing it;
+* `bot.live.connection`: dialling one websocket with the bot's setup, seeding it, closing it (`Dialler`);
 * `bot.live.outbound`: the send path — outbox, replay ring, sender loop, what a reconnect replays;
+* `bot.live.receiver`: the receive path — events published, the newest handle, GoAway, reply progress;
 * `bot.live.frames`: reading server frames (the documented SDK shim: an unreadable frame is skipped);
 * `bot.live.inbound`: what one server message means (its events and control signals);
 * `bot.live.reply_watch`: what the model is doing (a reply in progress, handle coverage, runaway bounds);
@@ -38,27 +39,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from google import genai
 from google.genai import types
 
 from bot.config import Settings
-from bot.live.buffers import HistoryTurn, Outgoing, cap_seed
-from bot.live.connection import Connection, close_connection, handover_deadline, make_client, open_connection
-from bot.live.events import (
-    AudioChunk,
-    Failed,
-    GenerationComplete,
-    Interrupted,
-    LiveEvent,
-    OutputTranscript,
-    Reconnected,
-    Reconnecting,
-    TurnComplete,
-    TurnTranscribed,
-)
-from bot.live.failures import Verdict, classify, is_auth_problem, scrub
-from bot.live.frames import Skipped, receive_messages
-from bot.live.inbound import ServerMessageReader
+from bot.live.buffers import MAX_SEED_TURNS, HistoryTurn, Outgoing, cap_seed
+from bot.live.connection import Connection, Dialler, StartFailed, close_connection
+from bot.live.events import Failed, LiveEvent, Reconnected, Reconnecting, TurnTranscribed
+from bot.live.failures import Verdict, classify_for, is_auth_problem, scrub
 from bot.live.options import (
     NO_EXTRAS,
     LiveConnectOptions,
@@ -69,17 +56,13 @@ from bot.live.options import (
     check_transition,
 )
 from bot.live.outbound import Outbound
-from bot.live.reply_watch import Output, ReplyWatch, RunawayReply, watch_answers
+from bot.live.receiver import Receiver
+from bot.live.reply_watch import ReplyWatch, RunawayReply, watch_answers
 from bot.live.stream import EventStream
 
 log = logging.getLogger(__name__)
 
-MAX_SEED_TURNS = 60
-MAX_SEED_CHARS = 20_000  # what a fresh connection is seeded with, newest turns first (~5k tokens)
-MAX_SEED_TURN_CHARS = 2_000  # one seeded turn is cut here
 UNANSWERED_LIMIT = 2  # reconnects in a row for a server that takes input and never answers, then fail
-REPLY_STOP_NOTE = ("(Note from the app, not from a child: your reply went on far too long and was stopped. "
-                   "Stop now and ask the children one short question.)")
 DEFAULT_CONNECT_OPTIONS = LiveConnectOptions()
 
 __all__ = ["HistoryTurn", "LiveConnectFailed", "LiveConnectOptions", "LiveSession", "LiveState", "LiveStats",
@@ -98,11 +81,6 @@ class LiveConnectFailed(Exception):
         super().__init__(failure.reason)
 
 
-class _StartFailed(Exception):
-    def __init__(self, verdict: Verdict) -> None:
-        self.verdict = verdict
-
-
 class LiveSession:
     """One Gemini Live conversation; see the module docstring for the contract."""
 
@@ -110,28 +88,22 @@ class LiveSession:
                  extras: SetupExtras = NO_EXTRAS,
                  connect_options: LiveConnectOptions = DEFAULT_CONNECT_OPTIONS) -> None:
         self._settings = settings
-        self._instruction = system_instruction
-        self._extras = extras  # tools, language, vocabulary: sent in every connection's setup
         self._options = connect_options
         self._history: list[HistoryTurn] = list(history)
         self.id = uuid.uuid4().hex[:8]
         self._stream = EventStream(max_remembered=MAX_SEED_TURNS)  # only the newest turns can be re-seeded
         self._counters = LiveCounters()
         self._outbound = Outbound(connect_options, self._counters)
-        self._restart = asyncio.Event()  # set by a GoAway
-        self._progress = asyncio.Event()  # set when a reply completes or a handle arrives (GoAway waits on it)
         self._watch = ReplyWatch(connect_options.max_reply_seconds)
-        self._reader = ServerMessageReader()
-        self._client: genai.Client | None = None
+        self._receiver = Receiver(self.id, watch=self._watch, counters=self._counters, stream=self._stream,
+                                  outbound=self._outbound)
+        self._dialler = Dialler(settings, system_instruction, extras, session_id=self.id, options=connect_options,
+                                counters=self._counters)
         self._connection: Connection | None = None
-        self._connection_count = 0
-        self._handle: str | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task] = set()
         self._failures = 0
         self._state = LiveState.IDLE
-        # Gemini refused the full setup and the session runs without its doubtful fields (None: it was accepted).
-        self.setup_refusal: str | None = None
 
     # public API -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -139,16 +111,15 @@ class LiveSession:
         if self._state is not LiveState.IDLE:
             raise RuntimeError(f"LiveSession.start() called while {self._state.name}")
         self._set_state(LiveState.CONNECTING, "start")
-        self._client = make_client(self._settings)
         verdict = Verdict("no answer yet", False)
         try:
             async with asyncio.timeout(self._options.start_timeout):
-                connection = await self._first_connection()
+                connection = await self._dialler.dial_first(self._seed_turns())
         except TimeoutError:
             connection = None
             verdict = Verdict(f"Gemini did not finish setting up the connection within "
                               f"{self._options.start_timeout:g} s.", False)
-        except _StartFailed as failed:
+        except StartFailed as failed:
             connection, verdict = None, failed.verdict
         if connection is None:
             failure = self._fail(verdict)
@@ -157,40 +128,9 @@ class LiveSession:
         if self._state is not LiveState.CONNECTING:  # closed while connecting: nobody will serve it
             await close_connection(connection, self._options.close_timeout)
             return
-        self._failures = 0
         self._connection = connection
         self._set_state(LiveState.READY, "connected")
         self._supervisor = asyncio.create_task(self._supervise(), name=f"live-{self.id}")
-
-    async def _first_connection(self) -> Connection:
-        """Dial until one connection is up; raises `_StartFailed` once retrying cannot help."""
-        while True:
-            try:
-                return await self._open(handle=None)
-            except Exception as exc:
-                verdict = self._classify(exc)
-                if self._setup_without_doubtful_fields(verdict):
-                    continue
-                self._failures += 1
-                if verdict.permanent:
-                    raise _StartFailed(verdict) from None
-                if self._failures > self._options.max_retries:
-                    raise _StartFailed(Verdict(f"Could not connect to Gemini after {self._failures} tries "
-                                               f"({verdict.reason}).", False, verdict.code)) from None
-                self._counters.last_error = verdict.reason
-                await asyncio.sleep(self._options.retry_delay(self._failures))
-
-    def _setup_without_doubtful_fields(self, verdict: Verdict) -> bool:
-        """The setup was refused (1007, not the key): if it carries fields the service may not know, drop them
-        for this session (every later connection too) and say so; True when there is something to retry."""
-        dropped = self._extras.doubtful
-        if verdict.code != 1007 or is_auth_problem(verdict) or not dropped:
-            return False
-        self.setup_refusal = f"{verdict.reason} Retried without {' and '.join(dropped)}."
-        self._extras = self._extras.without_doubtful()
-        log.warning("live.setup_refused", extra={"live_session": self.id, "reason": verdict.reason,
-                                                  "dropped": ",".join(dropped)})
-        return True
 
     def send_audio(self, pcm16k: bytes, *, urgent: bool = False) -> None:
         """Queue 16 kHz s16le mono input audio; never blocks, kept while reconnecting.
@@ -218,8 +158,7 @@ class LiveSession:
 
     async def seed_history(self, turns: Sequence[HistoryTurn]) -> None:
         """Add earlier turns: before `start()` they are sent at connect; after it, as client content."""
-        turns = tuple(cap_seed([t for t in turns if t.text.strip()], max_turns=MAX_SEED_TURNS,
-                               max_chars=MAX_SEED_CHARS, max_turn_chars=MAX_SEED_TURN_CHARS))
+        turns = tuple(cap_seed([t for t in turns if t.text.strip()]))
         if not turns:
             return
         self._history.extend(turns)
@@ -260,6 +199,11 @@ class LiveSession:
         return getattr(conn.session, "session_id", None) if conn is not None else None
 
     @property
+    def setup_refusal(self) -> str | None:
+        """Why Gemini refused the full setup, when the session runs without its doubtful fields (None: accepted)."""
+        return self._dialler.setup_refusal
+
+    @property
     def last_input_sent_at(self) -> float | None:
         """When input audio last went out (monotonic), or None before any."""
         return self._counters.last_input_sent_at
@@ -277,31 +221,19 @@ class LiveSession:
         if self._connection is not None:
             await close_connection(self._connection, self._options.close_timeout)
             self._connection = None
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aio.aclose()
+        await self._dialler.close()
         self._stream.flush()
         self._stream.end()
         log.info("live.closed", extra={"live_session": self.id})
 
     # connection -------------------------------------------------------------------------------
     def _seed_turns(self) -> list[HistoryTurn]:
-        """The newest turns that fit: at most MAX_SEED_TURNS and MAX_SEED_CHARS, each cut to MAX_SEED_TURN_CHARS."""
-        return cap_seed(self._history + self._stream.completed_turns, max_turns=MAX_SEED_TURNS,
-                        max_chars=MAX_SEED_CHARS, max_turn_chars=MAX_SEED_TURN_CHARS)
+        """The newest turns that fit the seed caps (`bot.live.buffers.cap_seed`)."""
+        return cap_seed(self._history + self._stream.completed_turns)
 
     async def _open(self, handle: str | None) -> Connection:
         """Dial the next connection: resume `handle`, or start fresh seeded with the turns so far."""
-        assert self._client is not None
-        self._connection_count += 1
-        number = self._connection_count
-        seed = self._seed_turns() if handle is None else []
-        log.info("live.connecting", extra={"live_session": self.id, "connection": number, "resume": handle is not None})
-        conn = await open_connection(self._client, self._settings, self._instruction, number=number, handle=handle,
-                                     seed=seed, within=self._options.connect_timeout, extras=self._extras)
-        log.info("live.connected", extra={"live_session": self.id, "connection": number,
-                                          "resumed": conn.resumed, "seeded_turns": len(seed)})
-        return conn
+        return await self._dialler.open(handle, self._seed_turns() if handle is None else [])
 
     # supervisor -------------------------------------------------------------------------------
     async def _supervise(self) -> None:
@@ -331,11 +263,11 @@ class LiveSession:
 
     async def _serve(self, conn: Connection) -> Verdict | None:
         """Run sender and receiver; return why the connection ended, or None after a GoAway handover."""
-        self._restart.clear()
+        self._receiver.go_away.clear()
         send = self._spawn(self._outbound.run(conn), "send")
-        recv = self._spawn(self._receive_loop(conn), "recv")
+        recv = self._spawn(self._receiver.run(conn), "recv")
         watch = self._spawn(watch_answers(conn, self._counters, self._options.answer_timeout), "answers")
-        restart = self._spawn(self._restart.wait(), "restart")
+        restart = self._spawn(self._receiver.go_away.wait(), "restart")
         done, _ = await asyncio.wait({send, recv, watch, restart}, return_when=asyncio.FIRST_COMPLETED)
         await self._cancel({restart})
         if restart in done and not (recv.done() or send.done() or watch.done()):
@@ -354,7 +286,7 @@ class LiveSession:
         error = next((t.exception() for t in (recv, send) if t.done() and not t.cancelled() and t.exception()), None)
         if isinstance(error, RunawayReply):
             return Verdict("Gemini's reply would not stop", False)
-        return self._classify(error) if error else Verdict("the connection ended", False)
+        return classify_for(self._settings, error) if error else Verdict("the connection ended", False)
 
     def _unanswered(self, conn: Connection) -> Verdict:
         """The server stopped answering: reconnect, and after UNANSWERED_LIMIT times in a row give up."""
@@ -378,10 +310,11 @@ class LiveSession:
         while not self._watch.ready_to_hand_over:
             left = conn.go_away_deadline - time.monotonic()
             if left <= 0:
-                log.warning("live.go_away_deadline", extra={"live_session": self.id, "replying": self._watch.replying})
+                log.warning("live.go_away_deadline", extra={"live_session": self.id,
+                                                            "replying": self._watch.replying})
                 return None
-            self._progress.clear()
-            progress = self._spawn(self._progress.wait(), "progress")
+            self._receiver.progress.clear()
+            progress = self._spawn(self._receiver.progress.wait(), "progress")
             done, _ = await asyncio.wait({send, recv, progress}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             await self._cancel({progress})
             if send in done or recv in done:
@@ -396,10 +329,10 @@ class LiveSession:
         self._stream.emit(Reconnecting("go_away", 1))
         log.info("live.reconnecting", extra={"live_session": self.id, "reason": "go_away", "attempt": 1})
         try:
-            new = await self._open(self._handle)
+            new = await self._open(self._receiver.handle)
         except Exception as exc:
             await self._cancel({old_recv})
-            return self._classify(exc)  # the normal failure path takes over (and closes the old socket)
+            return classify_for(self._settings, exc)  # the normal failure path takes over (and closes the old socket)
         await self._cancel({old_recv})
         self._spawn(close_connection(old, self._options.close_timeout), "close-old")  # the server closes it anyway
         self._connection = new
@@ -411,10 +344,10 @@ class LiveSession:
         """Count the failure and reconnect with backoff; False once the session has failed."""
         while True:
             self._counters.last_error = verdict.reason
-            if verdict.permanent and self._handle is not None and not is_auth_problem(verdict):
+            if verdict.permanent and self._receiver.handle is not None and not is_auth_problem(verdict):
                 # A handle can expire or be refused: forget it and start fresh (re-seeded) instead.
                 log.warning("live.resume_refused", extra={"live_session": self.id, "reason": verdict.reason})
-                self._handle = None
+                self._receiver.handle = None
             elif verdict.permanent:
                 self._fail(verdict)
                 return False
@@ -433,9 +366,9 @@ class LiveSession:
                                                     "attempt": self._failures})
             await asyncio.sleep(self._options.retry_delay(self._failures))
             try:
-                new = await self._open(self._handle)
+                new = await self._open(self._receiver.handle)
             except Exception as exc:
-                verdict = self._classify(exc)
+                verdict = classify_for(self._settings, exc)
                 continue
             self._connection = new
             self._set_state(LiveState.READY, "reconnected")
@@ -447,76 +380,14 @@ class LiveSession:
         if conn.resumed:
             self._counters.resumed_count += 1
         self._watch.on_reconnect()
+        self._receiver.drop_held_audio()
         replay = self._outbound.requeue_unconfirmed(resumed=conn.resumed,
                                                     last_turn_complete_at=self._watch.last_reply_end)
-        self._reader.audio.drop()
         self._stream.cut_by_reconnect(replayed_since=replay.since)
         self._stream.emit(Reconnected(resumed=conn.resumed, attempt=attempt, replayed_ms=replay.queued_ms))
         log.info("live.reconnected", extra={"live_session": self.id, "connection": conn.number,
                                             "resumed": conn.resumed, "replayed_ms": round(replay.replayed_ms),
                                             "queued_ms": round(replay.queued_ms)})
-
-    # receiving --------------------------------------------------------------------------------
-    async def _receive_loop(self, conn: Connection) -> None:
-        async for message in receive_messages(conn.session, self._on_frame_skipped):
-            conn.last_message_at = time.monotonic()
-            self._handle_message(conn, message)
-
-    def _on_frame_skipped(self, skipped: Skipped) -> None:
-        """A frame this SDK cannot read: counted and logged, the connection and the reply go on."""
-        self._counters.frames_skipped += 1
-        log.warning("live.frame_skipped", extra={"live_session": self.id, "reason": skipped.reason,
-                                                 "bytes": skipped.size, "skipped": self._counters.frames_skipped})
-
-
-    def _handle_message(self, conn: Connection, message: types.LiveServerMessage) -> None:
-        """Publish what the message carries, then act on its resumption update and GoAway."""
-        now = time.monotonic()
-        reading = self._reader.read(message, now)
-        for event in reading.events:
-            if isinstance(event, AudioChunk | OutputTranscript) and not self._reply_output_heard(event):
-                continue
-            if isinstance(event, AudioChunk):
-                self._counters.reply_audio(len(event.pcm), now)
-            elif isinstance(event, GenerationComplete):
-                self._counters.reply_done()
-                self._watch.on_generation_complete(now)
-            elif isinstance(event, TurnComplete):
-                self._counters.reply_done()
-                self._watch.on_turn_complete(now)
-                self._progress.set()
-            self._stream.publish(event)
-        if reading.resumption is not None:
-            self._on_resumption_update(conn, reading.resumption, now)
-        if reading.go_away is not None and conn.go_away_deadline is None:
-            conn.go_away_deadline = handover_deadline(reading.go_away.time_left, now)
-            log.info("live.go_away", extra={"live_session": self.id, "connection": conn.number,
-                                            "time_left": reading.go_away.time_left, "have_handle": bool(self._handle),
-                                            "replying": self._watch.replying})
-            self._restart.set()
-
-    def _reply_output_heard(self, event: LiveEvent) -> bool:
-        """False for output the kids must not hear: a reply past `max_reply_seconds` is stopped here."""
-        verdict = self._watch.on_output(event)
-        if verdict is Output.STOP:
-            log.warning("live.reply_stopped", extra={"live_session": self.id,
-                                                     "seconds": self._options.max_reply_seconds})
-            self._stream.publish(Interrupted())
-            self._outbound.push(Outgoing("interrupt", text=REPLY_STOP_NOTE))
-        return verdict is Output.PLAY
-
-    def _on_resumption_update(self, conn: Connection, update: types.LiveServerSessionResumptionUpdate,
-                              now: float) -> None:
-        if conn.replacing:
-            # The replacement resumes from the handle chosen when dialling began; confirming more here
-            # would drop messages that handle does not cover.
-            return
-        if update.resumable and update.new_handle:
-            self._handle = update.new_handle
-            self._watch.on_handle()
-            self._progress.set()
-            index = update.last_consumed_client_message_index
-            self._outbound.confirm(conn.number, through_index=int(index) if index is not None else None, now=now)
 
     # failure ----------------------------------------------------------------------------------
     def _fail(self, verdict: Verdict) -> Failed:
@@ -537,12 +408,6 @@ class LiveSession:
         log.info("live.state", extra={"live_session": self.id, "from_state": self._state.value,
                                       "to_state": new.value, "reason": reason})
         self._state = new
-
-    # failure policy ---------------------------------------------------------------------------
-    def _classify(self, exc: BaseException) -> Verdict:
-        """`bot.live.failures.classify` with this session's key (to scrub) and model (to name)."""
-        return classify(exc, api_key=self._settings.gemini_api_key.get_secret_value(),
-                        model=self._settings.gemini_model)
 
     # tasks ------------------------------------------------------------------------------------
     def _spawn(self, coro: object, name: str) -> asyncio.Task:

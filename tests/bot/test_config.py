@@ -211,3 +211,12 @@ def test_bot_with_unusable_database_says_so(tmp_path):
     assert result.returncode == 69
     assert result.stderr.startswith("Cannot start: the bot cannot create the folder ")
     assert "check DATABASE_PATH" in result.stderr and "Discord" not in result.stderr
+
+
+def test_bot_with_an_unreachable_postgres_server_says_so_in_words(tmp_path):
+    """DATABASE_URL pointing where nothing answers: one sentence naming the address, no driver wording, no password."""
+    result = run_bot_offline(tmp_path, {"DISCORD_TOKEN": "abc", "GEMINI_API_KEY": "def",
+                                        "DATABASE_URL": "postgresql://tutor:pw-not-shown@127.0.0.1:1/tutor"})
+    assert result.returncode == 69
+    assert result.stderr.strip() == ("Cannot start: the bot cannot use PostgreSQL: nothing answered at 127.0.0.1:1: "
+                                     "check the address in DATABASE_URL and that the server is running.")

@@ -36,6 +36,15 @@ if mode == "unreachable" and not os.path.exists(marker):
     print("Cannot start: the bot could not reach Discord (discord.com): check that this machine is online.",
           file=sys.stderr, flush=True)
     sys.exit(69)
+if mode == "unreachable-twice":
+    tries = os.path.join(os.environ["CHILD_DIR"], f"tries-{index}")
+    count = len(open(tries).read()) if os.path.exists(tries) else 0
+    open(tries, "a").write("x")
+    if count < 2:
+        print("Cannot start: the bot could not reach Discord (discord.com): check that this machine is online.",
+              file=sys.stderr, flush=True)
+        sys.exit(69)
+    sys.exit(0)
 if mode == "config-error" and index == "2":
     while not os.path.exists(os.path.join(os.environ["CHILD_DIR"], "listening-1")):
         time.sleep(0.01)  # fail only once process 1 listens for SIGTERM, so "goodbye" shows it got one
@@ -177,6 +186,17 @@ async def test_a_child_that_cannot_start_says_why_on_the_supervisors_output(tmp_
         assert (f"supervisor: {name} cannot start: the bot could not reach Discord (discord.com): check that "
                 "this machine is online.") in lines
     assert sup.starts == {0: 2, 1: 2}
+
+
+async def test_the_same_reason_again_is_not_repeated_in_full(tmp_path: Path, child) -> None:
+    """Offline for a while: each restart that fails the same way says so in a few words, not the whole sentence."""
+    sup, out = supervisor(tmp_path, child("unreachable-twice"))
+    assert await sup.run() == 0
+    lines = out.getvalue().splitlines()
+    for name in ("process 1/2", "process 2/2"):
+        assert sum("could not reach Discord" in line and name in line for line in lines) == 1
+        assert f"supervisor: {name} still cannot start (the same reason)" in lines
+    assert sup.starts == {0: 3, 1: 3}
 
 
 async def test_ctrl_c_reaches_each_child_once_as_sigterm(tmp_path: Path, child) -> None:

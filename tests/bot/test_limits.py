@@ -48,6 +48,17 @@ def test_session_length_and_daily_cap_say_goodbye():
     assert capped is not None and capped.goodbye and "60 tutor minutes" in capped.text
 
 
+def test_what_the_tutor_is_told_to_explain_is_in_kid_words():
+    """The goodbye's reason is said aloud to kids: the limit in plain words, never "the server" or dollars."""
+    long = LimitRules().check(reading(now=30 * 60 + 1))
+    capped = LimitRules().check(reading(minutes_used_today=60.0))
+    spent = LimitRules().check(reading(spent_today_usd=5.01, daily_budget_usd=5.0))
+    assert long.spoken == "this talk has reached its 30-minute limit"
+    assert capped.spoken == spent.spoken == "the tutor's time for today is used up"
+    for reason in (long, capped, spent):
+        assert "server" not in reason.spoken and "$" not in reason.spoken
+
+
 def test_daily_budget_stops_with_a_goodbye_in_kid_words():
     """Spending the server's daily dollars ends the talk with a goodbye; the spoken reason has no money in it."""
     rules = LimitRules()

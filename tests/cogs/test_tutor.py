@@ -242,7 +242,7 @@ async def test_start_when_gemini_refuses_tells_the_kid_kindly_and_the_moderators
         assert word not in reply.content
     guild_id, detail = bot.dispatch.call_args.args[1:]
     assert bot.dispatch.call_args.args[0] == "tutor_problem" and guild_id == interaction.guild_id
-    assert detail.startswith("The tutor could not start: Gemini rejected the API key")
+    assert detail.startswith("Gemini rejected the API key: check GEMINI_API_KEY")
 
 
 async def test_start_is_refused_in_direct_messages(bot, cog, tree) -> None:

@@ -123,7 +123,7 @@ async def test_setup_always_closed_with_1011_fails_with_a_clear_reason(world, se
     assert isinstance(caught.value.__cause__, LiveConnectFailed)
     assert len(server.connections) == RETRIES.max_retries + 1
     assert connector.clients == [] and conversations.get(GUILD) is None
-    assert (await repository.list_sessions(GUILD))[0].end_reason == "failed to start"
+    assert (await repository.list_sessions(GUILD))[0].end_reason.startswith("failed to start: Could not connect")
 
 
 @pytest.mark.parametrize("handle_first", [True, False], ids=["resumed", "before-first-handle"])

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from google.genai import types
 
-from bot.live.buffers import HistoryTurn
+from bot.live.buffers import MAX_SEED_CHARS, MAX_SEED_TURNS, HistoryTurn
 from bot.live.events import AudioChunk, Failed, Interrupted, Reconnecting, TurnComplete, TurnTranscribed
 from bot.live.frames import frame_shim_problems, parse_frame
-from bot.live.session import MAX_SEED_CHARS, MAX_SEED_TURNS, LiveConnectFailed, LiveConnectOptions, LiveSession
+from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 from tests.bot.live.conftest import FAST, Collector
 from tests.fake_live import FakeLiveServer, tone
 

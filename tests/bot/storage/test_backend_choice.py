@@ -9,7 +9,7 @@ import pytest
 
 from bot.__main__ import run_bot
 from bot.config import ConfigError, load_settings
-from bot.doctor import Doctor
+from bot.doctor import Doctor, postgres_problem
 from bot.storage import Database
 from bot.storage.postgres import PostgresDatabase
 from bot.storage.sqlite import SQLiteDatabase
@@ -102,6 +102,40 @@ async def test_a_password_in_the_query_never_reaches_a_log_line_or_doctor(
     logged = [f"{r.getMessage()} {vars(r)}" for r in caplog.records]
     assert any("storage.opened" in line for line in logged)
     assert not [line for line in logged if PASSWORD in line]
+
+
+async def test_doctor_says_in_words_what_is_wrong_with_the_postgres_url(postgres_server) -> None:
+    """A database that does not exist, a user the server does not know, a host nobody answers at: each is one
+    sentence naming the part to fix, without the driver's class names or the password."""
+    url = with_password(await postgres_server.new_database_url())
+
+    async def detail(database_url: str) -> str:
+        settings = load_settings(discord_token="t", gemini_api_key="k", database_url=database_url, _env_file=None)
+        result = await Doctor(settings).database()
+        assert not result.ok and PASSWORD not in result.detail and "Error" not in result.detail, result.detail
+        return result.detail
+
+    assert "has no database called “nosuchdb”: create it (createdb nosuchdb)" in \
+        await detail(url.replace("/postgres?", "/nosuchdb?"))
+    assert "does not let user “nobody” in: check the user name in DATABASE_URL" in \
+        await detail(url.replace(f"postgres:{PASSWORD}@", f"nobody:{PASSWORD}@"))
+    assert await detail(f"postgresql://tutor:{PASSWORD}@127.0.0.1:1/tutor") == (
+        "PostgreSQL: nothing answered at 127.0.0.1:1: check the address in DATABASE_URL and that the server is running")
+
+
+def test_a_refused_password_and_an_unknown_host_are_told_apart() -> None:
+    """What asyncpg raises for a wrong password, and the resolver for a host name that does not exist."""
+    import socket
+
+    import asyncpg
+
+    url = f"postgresql://tutor:{PASSWORD}@db.example:5432/tutor"
+    refused = postgres_problem(url, asyncpg.exceptions.InvalidPasswordError("password authentication failed"))
+    assert refused == ("the server at db.example:5432 refused the password for user “tutor”: check the password "
+                       "in DATABASE_URL")
+    unknown = postgres_problem(url, socket.gaierror(-2, "Name or service not known"))
+    assert unknown == "the host name “db.example” in DATABASE_URL could not be found: check the address"
+    assert PASSWORD not in refused + unknown
 
 
 @pytest.mark.parametrize("url", [f"postgresql://tutor:{PASSWORD}@db.example:notaport/tutor",
