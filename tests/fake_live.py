@@ -36,8 +36,8 @@ The default is what 3.8 does (each kinder behaviour of the old fake is now an ex
   `turnComplete`, no `generationComplete`.
 * Sessions: a connection whose setup carries a known handle continues that `FakeSession`; its `audio` is rolled
   back to what the handle covered, so `session.audio` is exactly what the model heard — duplicates included.
-  `latency_s` delays every client message on its way in (the network; 0 = localhost), so a handle covers
-  only what had arrived, and what is on its way when the socket ends is lost.
+  `latency_s` (default 50 ms, the network; 0 = localhost) delays every client message on its way in, so a
+  handle covers only what had arrived, and what is on its way when the socket ends is lost.
 * Connection lifetime: `goAway {timeLeft: "60s"}` `go_away_lead_s` before `connection_lifetime_s`, then close
   1011 "Deadline expired…"; `go_away(time_left)` does it now; `expire()` closes with that 1011 and no GoAway
   (3.8 has been seen to do so at 58:00).
@@ -214,7 +214,7 @@ class FakeLiveServer:
                  turn_complete_after_playback: bool = True, vad_silence_ms: float | None = 2000.0,
                  barge_in_ms: float | None = 250.0, connection_lifetime_s: float | None = 600.0,
                  go_away_lead_s: float = 60.0, thoughts_tokens: int = 136, output_rate: int = OUTPUT_RATE,
-                 honours_silence_duration: bool = False, latency_s: float = 0.0) -> None:
+                 honours_silence_duration: bool = False, latency_s: float = 0.05) -> None:
         if input_transcript_at not in INPUT_TIMINGS:
             raise ValueError(f"input_transcript_at must be one of {INPUT_TIMINGS}")
         self.api_key = api_key
@@ -236,8 +236,8 @@ class FakeLiveServer:
         self.connection_lifetime_s = connection_lifetime_s
         self.go_away_lead_s = go_away_lead_s
         self.thoughts_tokens = thoughts_tokens
-        # Client messages reach the model this long after they were sent. Localhost has no delay; Google is
-        # ~50–150 ms away, so a handle never covers the input still on its way (tests of confirmation set it).
+        # Client messages reach the model this long after they were sent: Google is ~50–150 ms away (localhost is
+        # not), so a handle never covers the input still on its way. 0: the kinder localhost.
         self.latency_s = latency_s
         self.output_rate = output_rate
         self.setup_failure: tuple[int, str] | None = None

@@ -147,12 +147,14 @@ async def test_go_away_gives_sixty_seconds(server, client):
 async def test_without_switches_the_fake_is_the_real_service():
     """The defaults are 3.8's (each kinder behaviour is a switch a test asks for): no consumed index, bundled parts,
     turn_complete after playback, 2 s voice detection that ignores the setup's silence, barge-in, interim
-    transcripts, 136 thought tokens a turn, a ~10-minute connection with GoAway 60 s before its end."""
+    transcripts, 136 thought tokens a turn, a ~10-minute connection with GoAway 60 s before its end, and a
+    network between (client messages arrive late)."""
     async with FakeLiveServer() as fake:
         assert not fake.report_consumed_index and fake.bundle_parts and fake.turn_complete_after_playback
         assert fake.vad_silence_ms == 2000 and not fake.honours_silence_duration
         assert fake.barge_in_ms is not None and fake.interim_every_ms is not None
         assert (fake.thoughts_tokens, fake.connection_lifetime_s, fake.go_away_lead_s) == (136, 600, 60)
+        assert fake.latency_s > 0
 
 
 async def test_two_seconds_of_silence_end_a_spoken_turn_without_audio_stream_end(server, client):
