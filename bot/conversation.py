@@ -34,6 +34,7 @@ from bot.live import events as ev
 from bot.live.session import HistoryTurn, LiveSession
 from bot.live_setup import tutor_setup
 from bot.participants import in_call
+from bot.prompting import app_note, as_data, typed_message
 from bot.storage.repository import Repository
 from bot.tools import ToolCalls
 from bot.turn_log import TurnLog
@@ -47,16 +48,17 @@ CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one fr
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
 PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (tests lower it)
-SAFETY_REDIRECT = (
-    "(Note from the app, not from a child: your last reply was stopped by a safety filter. In one short, "
-    "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}.)"
+# The app's steering notes travel as `bot.prompting.app_note`s: a form kid input can never produce.
+SAFETY_REDIRECT = app_note(
+    "Your last reply was stopped by a safety filter. In one short, "
+    "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}."
 )
-GREETING_PROMPT = (
-    "(Note from the app, not from a child: the call has just started. Say hello, say in one short sentence that "
+GREETING_PROMPT = app_note(
+    "The call has just started. Say hello, say in one short sentence that "
     "you are a computer helper, not a real person, and that grown-ups can read what is said, then ask one fun "
-    "question about {topic}.)"
+    "question about {topic}."
 )
-GOODBYE_PROMPT = "(Note from the app: time is up because {reason}. Say a warm goodbye in one short sentence.)"
+GOODBYE_PROMPT = app_note("Time is up because {reason}. Say a warm goodbye in one short sentence.")
 
 LiveFactory = Callable[..., LiveSession]
 
@@ -133,7 +135,7 @@ class Conversation:
         self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
             ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
         if self.request.greet:  # the tutor speaks first: hello, and that it is a computer grown-ups can read
-            self.live.send_text(GREETING_PROMPT.format(topic=self.level.title))
+            self.live.send_text(GREETING_PROMPT.format(topic=as_data(self.level.title)))
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
 
     def kid_names(self) -> list[str]:
@@ -218,12 +220,16 @@ class Conversation:
         arrives instead of ticking 50 times a second for nothing. When the mixer has fallen behind (a held
         frame, a stalled loop) it is drained at once, so waiting for jitter never turns into lasting delay.
         """
+        assert self._voice is not None
         period = FRAME_MS / 1000
         next_tick = time.monotonic()
         while True:
+            self._voice.take_kid_audio()  # polled: what came since the last tick, with the times it came
             if self._mixer.idle:  # nobody talking and nothing owed to Live: rest until a kid's audio comes
                 self._kid_audio.clear()
+                self._voice.poll_kid_audio(False)  # the next frame wakes the loop (and this pump)
                 await self._kid_audio.wait()
+                self._voice.poll_kid_audio(True)  # ticking again: frames wait for the next tick
                 next_tick = time.monotonic()
             now = time.monotonic()
             try:
@@ -256,10 +262,11 @@ class Conversation:
         self._turns.rename(member_id, chosen)
 
     async def say(self, author_id: int, author_name: str, text: str) -> None:
-        """Typed input from `/tutor say`, stored as the author's turn and sent to the tutor."""
+        """Typed input from `/tutor say`, stored as the author's turn and sent to the tutor. The tutor is told
+        the kid's chosen name only, like in its instruction: `author_name` may be a parent's display name."""
         assert self.live is not None
         self._turns.typed(author_id, author_name, text)
-        self.live.send_text(f"{author_name} typed: {text}")
+        self.live.send_text(typed_message(self._turns.chosen_name(author_id) or "", text))
 
     # ----- output: Live → kids and storage ---------------------------------------------------------
 
@@ -289,11 +296,12 @@ class Conversation:
                 log.debug("conversation.barge_in", extra=self._log_tags(dropped_ms=round(dropped)))
             case ev.GenerationComplete():  # the reply's end: turn_complete only follows once it played out
                 self._reply_ended()
-            case ev.TurnComplete(blocked=blocked):
+            case ev.TurnComplete(blocked=blocked, reason=reason):
                 self._reply_ended()
                 if blocked:
                     self._playback.flush()
-                    self.live.send_text(SAFETY_REDIRECT.format(topic=self.level.title))
+                    self._turns.flag_prompt(reason or "blocked")  # both sides of the exchange
+                    self.live.send_text(SAFETY_REDIRECT.format(topic=as_data(self.level.title)))
             case ev.TurnTranscribed():
                 self._turns.record(event)
                 if event.role == "child":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bot.errors import InvalidAge
 from bot.languages import DEFAULT_LANGUAGE, Language
+from bot.prompting import FENCING_RULE, as_data
 
 MIN_AGE = 4
 MAX_AGE = 14
@@ -171,8 +172,9 @@ def transcription_vocabulary(level: Level, kid_names: Sequence[str] = ()) -> lis
 
 
 def _fence(text: str) -> str:
-    """Neutralise anything in untrusted text that could close the fence or look like a heading."""
-    return text.replace("<", "‹").replace(">", "›").replace("```", "'''")
+    """Neutralise anything in untrusted text that could close the fence, look like a heading or pose as a note
+    from the app (`bot.prompting.as_data`)."""
+    return as_data(text).replace("<", "‹").replace(">", "›").replace("```", "'''")
 
 
 def build_system_instruction(level: Level, age: int, kid_names: Sequence[str] = (), *,
@@ -203,6 +205,7 @@ def build_system_instruction(level: Level, age: int, kid_names: Sequence[str] = 
         "so the children do most of the talking. Praise effort, not just right answers. Never use markdown, "
         "lists, headings, emojis or special symbols: everything you say is read aloud.",
         who,
+        FENCING_RULE,
         "Safety rules you always follow: never ask for or repeat personal details such as full names, home "
         "address, school name, phone numbers, passwords, birthdays or photos; if a child shares them, say kindly "
         "that it is best to keep that private and move on. Stay away from violent, scary, sexual, hateful or "

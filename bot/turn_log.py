@@ -18,7 +18,7 @@ from bot.live import events as ev
 from bot.storage.models import TurnRow
 from bot.storage.repository import Repository
 from bot.tools import ToolRecord
-from bot.turns import OnAlert, PendingEvent, PendingOutcome, PendingTurn, PendingUsage, TurnWriter
+from bot.turns import OnAlert, PendingEvent, PendingOutcome, PendingPromptFlag, PendingTurn, PendingUsage, TurnWriter
 
 SPEAKER_MEMORY_S = 60  # mixer activity older than this before a turn's end is forgotten
 
@@ -52,7 +52,8 @@ class TurnLog:
 
     def heard(self, user_id: int, display_name: str) -> None:
         """A kid's audio arrived (their name is kept for the transcript and `/tutor status`)."""
-        self.names.setdefault(user_id, name_for(user_id, display_name, self._chosen))
+        if user_id not in self.names:  # once per kid, not per 20 ms frame
+            self.names[user_id] = name_for(user_id, display_name, self._chosen)
 
     def rename(self, user_id: int, chosen: str | None) -> None:
         """A kid chose (or dropped) a name mid-call: later turns use it."""
@@ -62,6 +63,10 @@ class TurnLog:
                 self.names[user_id] = chosen
         else:
             self._chosen.pop(user_id, None)
+
+    def chosen_name(self, user_id: int) -> str | None:
+        """The name this kid chose, if any: the only name the tutor is told (a display name may be a parent's)."""
+        return self._chosen.get(user_id)
 
     def record(self, turn: ev.TurnTranscribed) -> None:
         """A turn Live transcribed: child turns are credited to whoever the mixer heard."""
@@ -81,6 +86,10 @@ class TurnLog:
         self.heard(author_id, author_name)
         now = time.monotonic()
         self._put(ev.TurnTranscribed("child", text, now, now), (author_id,), author_name, typed=True)
+
+    def flag_prompt(self, reason: str) -> None:
+        """The tutor's reply was blocked: the kid turns that prompted it are flagged too (after they are written)."""
+        self._writer.put(PendingPromptFlag(reason))
 
     def usage(self, tokens: TokenCounts, total_tokens: int, cost_usd: float) -> None:
         """A usage snapshot; stored with the turn it came with."""

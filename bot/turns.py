@@ -82,7 +82,15 @@ class PendingOutcome:
     outcome: str
 
 
-Pending = PendingTurn | PendingUsage | PendingEvent | PendingOutcome
+@dataclass(frozen=True, slots=True)
+class PendingPromptFlag:
+    """A reply was blocked: flag the child turns already written that prompted it (spoken or typed since the
+    last reply began; the prompt still to be written comes flagged from the transcript assembler)."""
+
+    reason: str
+
+
+Pending = PendingTurn | PendingUsage | PendingEvent | PendingOutcome | PendingPromptFlag
 OnAlert = Callable[[EventRow, "TurnRow | None"], Awaitable[None]]
 
 
@@ -106,6 +114,10 @@ class TurnWriter:
         self._last_role: str | None = None
         self._held: list[PendingEvent] = []  # tool calls waiting for the child turn that prompted them
         self._held_until = 0.0  # (loop time) when the held calls go without their turn: the hold counts from the first
+        # Child turns that prompt the next reply: written since the last tutor turn or begun after it started
+        # (typed while it was playing), with when they began.
+        self._prompt: list[tuple[int, datetime]] = []
+        self._reply_began: datetime | None = None  # when the last tutor turn written began
         self.stored = 0
         self.flagged = 0
 
@@ -151,6 +163,8 @@ class TurnWriter:
     async def _write(self, item: Pending) -> None:
         if isinstance(item, PendingTurn):
             await self._write_turn(item)
+        elif isinstance(item, PendingPromptFlag):
+            await self._flag_prompt(item.reason)
         elif isinstance(item, PendingUsage):
             await self._stored(lambda: self._repository.add_usage(
                 self._guild_id, self._session_id, item.tokens, item.cost_usd, total_tokens=item.total_tokens,
@@ -198,6 +212,11 @@ class TurnWriter:
             return
         self.stored += 1
         self._last_turn, self._last_role = row_id, turn.role
+        if turn.role == "child":
+            self._prompt.append((row_id, turn.started_at))
+        elif turn.role == "tutor":
+            self._reply_began = turn.started_at
+            self._prompt = [(i, at) for i, at in self._prompt if at > turn.started_at]
         if turn.role == "child" and self._held:
             await self._release_held(row_id)
         if turn.flag_reason:
@@ -226,6 +245,23 @@ class TurnWriter:
                     if e.id == event_id), None)
         if row is not None:
             await self._on_alert(row, turn)
+
+    async def _flag_prompt(self, reason: str) -> None:
+        """Both sides of an unsafe exchange are flagged: the kid's prompt (spoken or typed, even when the block
+        came after the reply had started) goes to the moderators too, and is never replayed as history."""
+        since = self._reply_began
+        for turn_id, began in self._prompt:
+            if since is not None and began <= since:  # a late-closed prompt of the reply before
+                continue
+            turn = await self._turn_row(turn_id)
+            if turn is None or turn.flagged:
+                continue
+            if await self._stored(lambda t=turn: self._repository.flag_turn(self._guild_id, t.id, reason), "flag"):
+                self.flagged += 1
+                log.warning("turns.flagged", extra=self._tags(turn_id=turn.id, reason=reason, prompt_of="blocked"))
+                row = await self._turn_row(turn.id)
+                if row is not None:
+                    await self._on_flagged(row)
 
     async def _turn_row(self, turn_id: int) -> TurnRow | None:
         rows = await self._repository.get_turns(self._guild_id, self._session_id)

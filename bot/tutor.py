@@ -27,9 +27,10 @@ from bot.errors import (
     TutorError,
     TutorUnavailable,
 )
+from bot.history import seedable
 from bot.limits import budget_spent
-from bot.live.session import HistoryTurn, LiveConnectFailed, LiveSession
-from bot.participants import may_type
+from bot.live.session import LiveConnectFailed, LiveSession
+from bot.participants import in_call, may_type, participants
 from bot.storage.models import storable_text
 from bot.storage.repository import Repository
 from bot.voice_link import VoiceConnector, connect_voice
@@ -105,6 +106,16 @@ class Conversations:
     def get(self, guild_id: int) -> Conversation | None:
         return self._running.get(guild_id)
 
+    def involves(self, guild_id: int, member_id: int) -> bool:
+        """This member takes part in the guild's conversation: the running one (`Conversation.involves`), or a
+        start still connecting that they asked for or whose voice channel they are in (its session row exists
+        already, and their words will follow)."""
+        if (conversation := self._running.get(guild_id)) is not None:
+            return conversation.involves(member_id)
+        starting = self._starting.get(guild_id)
+        return starting is not None and (member_id == starting.request.starter_id
+                                         or in_call(member_id, starting.request.voice_channel))
+
     async def start(self, request: StartRequest) -> Conversation:
         """Check the limits, open the session row, connect; the guild's slot is held while starting."""
         guild_id = request.guild_id
@@ -123,9 +134,9 @@ class Conversations:
             spent = (await self._repository.usage_today(guild_id, time_zone=request.time_zone)).cost_usd
             if budget_spent(spent, settings.daily_budget_usd):
                 raise DailyBudgetSpent(timezones.resets(request.time_zone))
-            history = [HistoryTurn(t.role, t.text) for t in
-                       await self._repository.recent_turns_for_level(guild_id, request.level.name, limit=HISTORY_TURNS)
-                       if t.role in ("child", "tutor")]
+            history = seedable(await self._repository.recent_turns_for_level(
+                guild_id, request.level.name, limit=HISTORY_TURNS,
+                participants=participants(request.voice_channel, also=[request.starter_id])))
             session_id = await self._repository.start_session(
                 guild_id, request.voice_channel.id, request.starter_id, request.starter_name,
                 request.level.name, request.age, language=request.language.code)

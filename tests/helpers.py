@@ -349,6 +349,10 @@ class FakeConversations:
     def get(self, guild_id: int) -> FakeConversation | None:
         return self.running.get(guild_id)
 
+    def involves(self, guild_id: int, member_id: int) -> bool:
+        conversation = self.running.get(guild_id)
+        return conversation is not None and conversation.involves(member_id)
+
     def add_observer(self, observer: Any) -> None:
         self.observers.append(observer)
 

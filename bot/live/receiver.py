@@ -27,11 +27,12 @@ from bot.live.options import LiveCounters
 from bot.live.outbound import Outbound
 from bot.live.reply_watch import Output, ReplyWatch
 from bot.live.stream import EventStream
+from bot.prompting import app_note
 
 log = logging.getLogger(__name__)
 
-REPLY_STOP_NOTE = ("(Note from the app, not from a child: your reply went on far too long and was stopped. "
-                   "Stop now and ask the children one short question.)")
+REPLY_STOP_NOTE = app_note("Your reply went on far too long and was stopped. "
+                           "Stop now and ask the children one short question.")
 
 
 class Receiver:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from bot.live.buffers import HistoryTurn
 from bot.live.events import Failed, LiveEvent, TurnTranscribed
 from bot.live.transcript import TranscriptAssembler
+from bot.prompting import as_data
 
 
 class EventStream:
@@ -41,14 +42,15 @@ class EventStream:
         self._queue.put_nowait(event)
 
     def emit_turn(self, turn: TurnTranscribed) -> None:
-        """A completed turn: remembered for re-seeding a fresh connection (unless flagged), then emitted."""
-        if turn.text and not turn.flag_reason:  # an unsafe exchange is never replayed to the model
-            self._completed.append(HistoryTurn(turn.role, turn.text))
+        """A completed turn: remembered for re-seeding a fresh connection (unless flagged: an unsafe exchange
+        is never replayed; the words as data, `bot.prompting.as_data`), then emitted."""
+        if turn.text and turn.flag_reason is None:
+            self._completed.append(HistoryTurn(turn.role, as_data(turn.text)))
         self.emit(turn)
 
     def withhold(self, role: str, text: str) -> None:
         """Never re-seed this turn (flagged after it completed, e.g. the child's words behind an alert)."""
-        kept = [t for t in self._completed if (t.role, t.text) != (role, text)]
+        kept = [t for t in self._completed if (t.role, t.text) != (role, as_data(text))]
         self._completed.clear()
         self._completed.extend(kept)
 

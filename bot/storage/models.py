@@ -140,6 +140,9 @@ class ErasureReport:
     turns: int  # every turn deleted (theirs and shared ones, and those of the deleted sessions)
     labels: int  # speaker labels in turns that stay, with the member's name taken out
     summaries: int  # summaries of sessions that lost turns: cleared, to be made again
+    kept_turns: int = 0  # their turns in sessions not ended yet: never cut into, so kept (and said so)
+    kept_sessions: int = 0  # sessions they started that have not ended yet, kept likewise
+    events: int = 0  # the tutor's tool calls that may quote them, in sessions they did not start
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.errors import BadOption, NotFound, SessionStillRunning
 from bot.levels import BUILTIN_LEVELS
 from bot.retention import RetentionTask
-from bot.storage.models import EventRow, SessionRow, TurnRow, UsageTotals
+from bot.storage.models import ErasureReport, EventRow, SessionRow, TurnRow, UsageTotals
 from bot.summary import SessionSummarizer
 from cogs.moderation._alerts import ModerationAlerts
 from cogs.moderation._views import ConfirmView
@@ -57,6 +57,14 @@ def check_days(days: int | None) -> int | None:
 
 def since(days: int | None) -> datetime | None:
     return None if days is None else datetime.now(UTC) - timedelta(days=days)
+
+
+def kept_note(report: ErasureReport) -> str:
+    """What a member delete left in sessions that have not ended (never cut into), so the report stays true."""
+    kept = ([f"{report.kept_turns} turn(s) they spoke or typed in"] if report.kept_turns else []) + (
+        [f"{report.kept_sessions} session(s) they started"] if report.kept_sessions else [])
+    return (f" Kept, because the session has not ended yet: {' and '.join(kept)}. Delete again once it has ended."
+            if kept else "")
 
 
 def session_choice(session: SessionRow, view: ServerView) -> app_commands.Choice[int]:
@@ -246,19 +254,23 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
             report = await self.bot.repository.delete_member_data(guild_id, member_id, names=names)
             if report.summaries:
                 self.alerts.retry_pending_summaries()  # made again from what is left
-            return (f"Deleted {report.sessions} session(s) started by {member.mention} and {report.turns} turn(s) "
+            done = (f"Deleted {report.sessions} session(s) started by {member.mention} and {report.turns} turn(s) "
                     "in total: every turn they spoke or typed in (a turn shared with other kids goes whole) and the "
                     f"whole transcript of sessions they started. Their name was taken out of {report.labels} "
                     f"speaker label(s); {report.summaries} summary(ies) that included them will be written again.")
+            if report.events:
+                done += (f" {report.events} note(s) of the tutor asking a grown-up for help, which may quote them, "
+                         "went too.")
+            return done + kept_note(report)
 
         question = (f"Delete every session {member.mention} started and every turn they spoke or typed in this "
                     "server (turns shared with other kids go whole)? This cannot be undone.")
         await self._ask(interaction, question, do_delete)
 
     def _takes_part_now(self, guild_id: int, member_id: int) -> bool:
-        """The member started, is in, or has spoken or typed in this guild's running conversation."""
-        conversation = self.bot.conversations.get(guild_id)
-        return conversation is not None and conversation.involves(member_id)
+        """The member started, is in, or has spoken or typed in this guild's conversation (running or still
+        starting)."""
+        return self.bot.conversations.involves(guild_id, member_id)
 
     async def _ask(self, interaction: discord.Interaction, question: str,
                    action: Callable[[], Awaitable[str]]) -> None:

@@ -210,3 +210,32 @@ async def test_a_turn_with_broken_unicode_is_repaired_and_kept(repository):
     first, second = await repository.get_turns(GUILD, session_id)
     assert first.text == "I like \ufffd rockets\ufffd!" and first.speaker_name == "Zo\ufffd"
     assert second.text == "Rockets are 🚀 fun" and writer.stored == 2
+
+
+async def test_a_blocked_reply_flags_the_kid_turns_that_prompted_it(repository):
+    """When a reply is blocked, the child turns already written that prompted it are flagged and reported: the
+    one said before it, and one typed while the previous reply was still playing. A prompt the previous reply
+    already answered, and that reply's own prompt closed late, stay clean."""
+    from bot.turns import PendingPromptFlag
+
+    session_id = await new_session(repository)
+    flagged = []
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=lambda row: _append(flagged, row))
+    writer.start()
+
+    def said(role: str, text: str, second: float, **extra) -> PendingTurn:
+        began = T0 + timedelta(seconds=second)
+        return PendingTurn(role, text, began, began + timedelta(seconds=0.5), **extra)
+
+    writer.put(said("child", "what is Mars", 0))
+    writer.put(said("child", "typed while it played", 3, typed=True))  # typed turns are written at once
+    writer.put(said("tutor", "A red planet, and very cold.", 2))  # written when that reply ends
+    writer.put(said("child", "late words of the last prompt", 1.9))  # the assembler closed them late
+    writer.put(said("child", "something unsafe", 6))
+    writer.put(PendingPromptFlag("GENERATED_CONTENT_SAFETY"))
+    writer.put(said("tutor", "", 7, flag_reason="GENERATED_CONTENT_SAFETY"))
+    await writer.close(5)
+    rows = {t.text: t for t in await repository.get_turns(GUILD, session_id)}
+    assert {text for text, row in rows.items() if row.flagged} == {"typed while it played", "something unsafe", ""}
+    assert rows["something unsafe"].flag_reason == "GENERATED_CONTENT_SAFETY"
+    assert [row.text for row in flagged] == ["typed while it played", "something unsafe", ""]

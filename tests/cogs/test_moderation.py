@@ -4,7 +4,9 @@ server), the real tree error handler."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from unittest.mock import AsyncMock, MagicMock
 
@@ -13,9 +15,11 @@ import pytest
 from discord import app_commands
 
 from bot.client import TutorBot, TutorTree
+from bot.errors import StartStopped
 from bot.levels import BUILTIN_LEVELS
+from bot.live.session import LiveConnectOptions, LiveSession
 from bot.storage import Database, Repository
-from bot.tutor import ConversationResult, StartRequest
+from bot.tutor import ConversationResult, Conversations, StartRequest
 from cogs.moderation import setup
 from cogs.moderation._settings import TutorSettings
 from cogs.moderation._transcripts import Transcripts
@@ -23,9 +27,11 @@ from cogs.moderation._views import CANCELLED, NOT_YOURS, TIMED_OUT, ConfirmView
 from cogs.utils.checks import is_moderator
 from cogs.utils.paginator import Paginator
 from tests.fake_genai_http import CANNED_SUMMARY, FakeGenAIServer
+from tests.fake_live import FakeLiveServer, make_client_settings
 from tests.helpers import (
     FakeConversation,
     FakeConversations,
+    FakeVoiceConnector,
     MockBot,
     MockGuild,
     MockInteraction,
@@ -44,6 +50,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientS
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 MISSING_SESSION = "No session with that id in this server."
+FAST_CONNECT = LiveConnectOptions(max_retries=2, first_retry_delay=0.01, max_retry_delay=0.05)
 
 
 # ----- fixtures and small helpers ----------------------------------------------------------------------
@@ -444,6 +451,76 @@ async def test_delete_member_confirmed_after_they_started_a_session_deletes_noth
     await press(view, view.confirm, click)
     assert "Nothing was deleted" in click.response.edit_message.call_args.kwargs["content"]
     assert await count_rows(db, "sessions", guild.id) == 2 and await count_rows(db, "turns", guild.id) == 6
+
+
+async def test_delete_member_confirmed_while_their_new_session_is_starting_deletes_nothing(
+        bot, guild, transcripts, db, monkeypatch):
+    """The real registry: the kid types /tutor start after the moderator asked, and Gemini is slow to answer, so
+    the start is still connecting when Delete is pressed. Nothing is deleted (the new session would keep their
+    words after the moderator was told they went); once the start is called off, the delete takes everything."""
+    async with FakeLiveServer() as live_server:
+        kid = MockMember(guild=guild)
+        await add_session(bot.repository, guild.id, starter_id=kid.id, speaker_id=kid.id, turns=3)
+        bot.conversations = Conversations(settings=make_client_settings(live_server, monkeypatch),
+                                          repository=bot.repository, connect=FakeVoiceConnector(),
+                                          live_factory=functools.partial(LiveSession, connect_options=FAST_CONNECT))
+        interaction = moderator(bot, guild)
+        await call_command(command(transcripts, "delete member"), transcripts, interaction, member=kid)
+        view: ConfirmView = sent_kwargs(interaction)["view"]
+        live_server.setup_delay = math.inf
+        channel = MockVoiceChannel(guild=guild)
+        channel.members = [kid]
+        starting = asyncio.create_task(bot.conversations.start(StartRequest(
+            guild_id=guild.id, voice_channel=channel, starter_id=kid.id, starter_name="Kid",
+            level=BUILTIN_LEVELS["space"], age=8, greet=False)))
+        await live_server.wait_for(lambda: live_server.connections)
+        click = MockInteraction(user=interaction.user, client=bot)
+        await press(view, view.confirm, click)
+        assert "Nothing was deleted" in click.response.edit_message.call_args.kwargs["content"]
+        assert await count_rows(db, "sessions", guild.id) == 2 and await count_rows(db, "turns", guild.id) == 3
+        await bot.conversations.stop(guild.id)
+        with pytest.raises(StartStopped):
+            await starting
+        again = MockInteraction(user=interaction.user, client=bot)
+        await call_command(command(transcripts, "delete member"), transcripts, again, member=kid)
+        view = sent_kwargs(again)["view"]
+        click = MockInteraction(user=again.user, client=bot)
+        await press(view, view.confirm, click)
+        assert "Deleted 2 session(s)" in click.response.edit_message.call_args.kwargs["content"]
+        assert await count_rows(db, "sessions", guild.id) == 0 and await count_rows(db, "turns", guild.id) == 0
+
+
+async def test_delete_member_takes_a_session_that_ran_and_ended_after_asking_and_counts_it(bot, guild, transcripts, db):
+    """The kid talked in a short session between the question and the press: the press deletes that one too, and
+    the report counts what actually went."""
+    kid = MockMember(guild=guild)
+    await add_session(bot.repository, guild.id, starter_id=kid.id, speaker_id=kid.id, turns=3)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "delete member"), transcripts, interaction, member=kid)
+    view: ConfirmView = sent_kwargs(interaction)["view"]
+    await add_session(bot.repository, guild.id, starter_id=kid.id, speaker_id=kid.id, turns=4, minutes_ago=0.5)
+    click = MockInteraction(user=interaction.user, client=bot)
+    await press(view, view.confirm, click)
+    content = click.response.edit_message.call_args.kwargs["content"]
+    assert "Deleted 2 session(s)" in content and "7 turn(s)" in content and "Kept" not in content
+    assert await count_rows(db, "sessions", guild.id) == 0 and await count_rows(db, "turns", guild.id) == 0
+
+
+async def test_delete_member_says_what_an_unfinished_session_kept(bot, guild, transcripts, db):
+    """A session row left open (its end could not be written; the next start-up closes it) is never cut into:
+    the member's turns there stay, and the moderator is told so rather than that everything went."""
+    kid = MockMember(guild=guild)
+    await add_session(bot.repository, guild.id, starter_id=kid.id, speaker_id=kid.id, turns=3)
+    await add_session(bot.repository, guild.id, starter_id=5, speaker_id=kid.id, turns=3, running=True)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "delete member"), transcripts, interaction, member=kid)
+    view: ConfirmView = sent_kwargs(interaction)["view"]
+    click = MockInteraction(user=interaction.user, client=bot)
+    await press(view, view.confirm, click)
+    content = click.response.edit_message.call_args.kwargs["content"]
+    assert "Deleted 1 session(s)" in content and "3 turn(s)" in content
+    assert "Kept, because the session has not ended yet: 2 turn(s) they spoke or typed in." in content
+    assert await count_rows(db, "turns", guild.id) == 3
 
 
 async def test_delete_member_running_their_conversation_is_refused(bot, guild, transcripts, tree):

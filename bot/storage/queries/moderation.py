@@ -47,8 +47,9 @@ class ModerationQueries(Queries):
         or typed in elsewhere — a shared turn whole, since its words cannot be separated. Their name is taken
         out of the speaker labels of turns that stay (rows from before speakers were recorded per member; `names`
         are the names they go by now, the names they were recorded under are added). Summaries of sessions that
-        lost turns are cleared (status 'pending', so they are made again). Running sessions are not touched:
-        the caller refuses while the member is in one."""
+        lost turns are cleared (status 'pending', so they are made again). Sessions not ended yet are not
+        touched (the caller refuses while the member is in a running one; a row whose end could not be written
+        is closed at the next start-up): what of theirs they keep is counted in the report."""
         bound = {"guild_id": guild_id, "member_id": member_id}
         theirs = ("SELECT s.id FROM sessions s WHERE s.guild_id = :guild_id AND s.starter_id = :member_id "
                   "AND s.ended_at IS NOT NULL")
@@ -68,6 +69,13 @@ class ModerationQueries(Queries):
                 f"SELECT DISTINCT t.session_id FROM turns t WHERE t.guild_id = :guild_id "  # noqa: S608
                 f"AND t.id IN ({spoken}) AND t.session_id NOT IN ({theirs}) AND t.session_id NOT IN ({running})",
                 bound)]
+            kept_turns = (await tx.fetch_all(
+                f"SELECT COUNT(*) FROM turns t WHERE t.guild_id = :guild_id AND t.id IN ({spoken}) "  # noqa: S608
+                f"AND t.session_id IN ({running})", bound))[0][0]
+            kept_sessions = (await tx.fetch_all(
+                "SELECT COUNT(*) FROM sessions s WHERE s.guild_id = :guild_id AND s.starter_id = :member_id "
+                "AND s.ended_at IS NULL", bound))[0][0]
+            events = await _delete_their_events(tx, bound, touched, spoken)
             turns = await tx.execute(
                 f"DELETE FROM turns AS t WHERE t.guild_id = :guild_id AND t.session_id NOT IN ({running}) "  # noqa: S608
                 f"AND (t.session_id IN ({theirs}) OR t.id IN ({spoken}))", bound)
@@ -83,12 +91,16 @@ class ModerationQueries(Queries):
                     {"guild_id": guild_id, **ids})
             await tx.execute("DELETE FROM member_names WHERE guild_id = :guild_id AND member_id = :member_id",
                              bound)  # the name they chose goes too
-            return ErasureReport(sessions=sessions, turns=turns, labels=labels, summaries=summaries)
+            return ErasureReport(sessions=sessions, turns=turns, labels=labels, summaries=summaries,
+                                 kept_turns=kept_turns, kept_sessions=kept_sessions, events=events)
 
         report = await self._db.write(work)
         log.info("storage.member_deleted", extra={"guild_id": guild_id, "member_id": member_id,
                                                   "sessions": report.sessions, "turns": report.turns,
-                                                  "labels": report.labels, "summaries": report.summaries})
+                                                  "labels": report.labels, "summaries": report.summaries,
+                                                  "events": report.events,
+                                                  "kept_turns": report.kept_turns,
+                                                  "kept_sessions": report.kept_sessions})
         return report
 
     async def purge_older_than(self, guild_id: int, days: int, *, now: Timestamp | None = None) -> tuple[int, int]:
@@ -143,6 +155,18 @@ class ModerationQueries(Queries):
             return sessions, turns
 
         return await self._db.write(work)
+
+
+async def _delete_their_events(tx: Transaction, bound: dict[str, Any], touched: Sequence[int], spoken: str) -> int:
+    """The tutor's tool calls that may quote the member, in sessions they spoke in but did not start: those of
+    their turns (they would go with the turns anyway; counted here), and those stored with no turn (the prompt's
+    words never came), which may be theirs as much as a shared turn is. Returns how many went."""
+    if not touched:
+        return 0
+    placeholders, ids = in_list("touched", touched)
+    return await tx.execute(
+        f"DELETE FROM session_events WHERE guild_id = :guild_id AND session_id IN ({placeholders}) "  # noqa: S608
+        f"AND (turn_id IN ({spoken}) OR (turn_id IS NULL AND kind = 'tool_call'))", {**bound, **ids})
 
 
 async def _scrub_labels(tx: Transaction, guild_id: int, names: set[str], running: str) -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from bot.storage.db import Transaction
 from bot.storage.models import ROLES, TurnRow, storable_text, to_epoch
-from bot.storage.queries.base import Queries, Timestamp, page_size
+from bot.storage.queries.base import Queries, Timestamp, in_list, page_size
 
 
 class TurnQueries(Queries):
@@ -64,16 +64,28 @@ class TurnQueries(Queries):
 
     async def recent_turns_for_level(
         self, guild_id: int, level: str, limit: int = 20, *, exclude_session_id: int | None = None,
+        participants: Collection[int] | None = None,
     ) -> list[TurnRow]:
-        """The last child/tutor turns of this guild's sessions on `level`, oldest first, to seed Live history.
+        """The last child/tutor turns of this guild's sessions on `level`, oldest first: the candidates to seed
+        Live history with (`bot.history.seedable` leaves out flagged exchanges, so flagged turns are included).
 
-        Flagged turns and system notes are left out: an unsafe exchange must never be replayed to the model.
+        `participants`: only sessions one of these members started, spoke or typed in. A server can hold several
+        families' kids: one kid's conversation must not be replayed to another's. System notes are left out.
         """
+        members = sorted(set(participants or ()))
+        if participants is not None and not members:
+            return []
+        placeholders, member_params = in_list("member", members)
+        among = "" if participants is None else (
+            f"AND (s.starter_id IN ({placeholders}) OR EXISTS (SELECT 1 FROM turns pt JOIN turn_speakers ps "  # noqa: S608
+            "ON ps.turn_id = pt.id AND ps.guild_id = pt.guild_id WHERE pt.guild_id = s.guild_id "
+            f"AND pt.session_id = s.id AND ps.member_id IN ({placeholders}))) ")
         rows = await self._db.fetch_all(
-            "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id AND s.guild_id = t.guild_id "
+            "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id AND s.guild_id = t.guild_id "  # noqa: S608
             "WHERE t.guild_id = :guild_id AND s.level = :level AND t.role IN ('child', 'tutor') "
-            "AND t.flag_reason IS NULL AND (t.session_id != :exclude OR :exclude IS NULL) "
+            f"AND (t.session_id != :exclude OR :exclude IS NULL) {among}"
             "ORDER BY t.started_at DESC, t.id DESC LIMIT :limit",
-            {"guild_id": guild_id, "level": level, "exclude": exclude_session_id, "limit": page_size(limit)},
+            {"guild_id": guild_id, "level": level, "exclude": exclude_session_id, "limit": page_size(limit),
+             **member_params},
         )
         return await self._turns_with_speakers(guild_id, list(reversed(rows)))

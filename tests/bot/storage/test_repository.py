@@ -257,9 +257,25 @@ async def test_recent_turns_for_level_seeds_history(repo: Repository) -> None:
     await repo.add_turn(GUILD, previous, "system", "note", at(23), at(23))
     current, current_turns = await conversation(repo, level="space", start=40, turns=2, ended=False)
     history = await repo.recent_turns_for_level(GUILD, "space", limit=4, exclude_session_id=current)
-    assert [t.id for t in history] == [old[2], old[3], previous_turns[0], previous_turns[2]]
+    assert [t.id for t in history] == [old[3], *previous_turns]  # flagged ones too: bot.history decides
+    assert history[2].flagged
     everything = await repo.recent_turns_for_level(GUILD, "space", limit=50)
-    assert everything[-1].id == current_turns[-1] and len(everything) == 4 + 2 + 2
+    assert everything[-1].id == current_turns[-1] and len(everything) == 4 + 3 + 2
+
+
+async def test_history_comes_only_from_sessions_a_participant_took_part_in(repo: Repository) -> None:
+    """Two families in one server: each kid's history holds only sessions they (or a kid now in the call)
+    started, spoke or typed in."""
+    ana, ana_turns = await conversation(repo, starter=10, start=0, turns=2)
+    _, ben_turns = await conversation(repo, starter=20, start=10, turns=2)
+    joined = await repo.start_session(GUILD, 5, 20, "kid20", "space", 8, started_at=at(20))
+    typed = await repo.add_turn(GUILD, joined, "child", "hi from Cy", at(20), at(21), speaker_ids=[30], typed=True)
+    assert [t.id for t in await repo.recent_turns_for_level(GUILD, "space", participants={10})] == ana_turns
+    assert [t.id for t in await repo.recent_turns_for_level(GUILD, "space", participants={20})] == [*ben_turns, typed]
+    assert [t.id for t in await repo.recent_turns_for_level(GUILD, "space", participants={30})] == [typed]
+    assert await repo.recent_turns_for_level(GUILD, "space", participants=set()) == []
+    assert {t.session_id for t in await repo.recent_turns_for_level(GUILD, "space", participants={10, 30})} == {
+        ana, joined}
 
 
 async def test_flag_turn_and_flagged_turns(repo: Repository) -> None:
@@ -344,6 +360,30 @@ async def test_erasing_a_member_deletes_shared_turns_whole_and_reports_what_went
     session = await repo.get_session(GUILD, session_id)
     assert session.summary is None and session.summary_status == "pending"
     assert await repo.list_sessions(GUILD, member_id=12) == []
+
+
+async def test_erasing_a_member_takes_the_tool_calls_that_may_quote_them(repo: Repository) -> None:
+    """An alert_grown_up reason is "what the child said": the one stored with Ben's turn goes, and so does one
+    stored with no turn (its prompt was never transcribed, so it may be Ben's words) in a session Ben spoke in.
+    The alert about Ana's own turn and the budget stop (no child's words) stay."""
+    session_id = await repo.start_session(GUILD, 5, 11, "Ana", "space", 8, started_at=at(0))
+    ana = await repo.add_turn(GUILD, session_id, "child", "I live at 3 Oak Road", at(0), at(1), speaker_id=11,
+                              speaker_name="Ana")
+    ben = await repo.add_turn(GUILD, session_id, "child", "my dad hits me", at(1), at(2), speaker_id=12,
+                              speaker_name="Ben")
+    await repo.add_event(GUILD, session_id, "tool_call", "alert_grown_up", turn_id=ana, category="personal_details",
+                         reason="A child said their address.")
+    await repo.add_event(GUILD, session_id, "tool_call", "alert_grown_up", turn_id=ben, category="hurt",
+                         reason="A child said their dad hits them.")
+    await repo.add_event(GUILD, session_id, "tool_call", "alert_grown_up", category="scared",
+                         reason="A child said they are scared of the dark at home.")
+    await repo.add_event(GUILD, session_id, "budget_stop", "daily_budget", reason="the daily budget is spent")
+    await repo.end_session(GUILD, session_id, "stopped", ended_at=at(3))
+    report = await repo.delete_member_data(GUILD, 12)
+    assert (report.turns, report.events) == (1, 2)
+    left = await repo.session_events(GUILD, session_id)
+    assert [(e.name, e.turn_id) for e in left] == [("alert_grown_up", ana), ("daily_budget", None)]
+    assert not any("hits" in e.reason or "scared" in e.reason for e in left)
 
 
 async def test_erasing_a_member_takes_their_name_out_of_old_labels(repo: Repository, db: Database) -> None:
