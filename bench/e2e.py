@@ -1,7 +1,9 @@
 """End to end on the production path: N guilds' real conversations over real DAVE, UDP and discord.py's player.
 
 Run: `python -m bench.e2e` (or `scripts/bench e2e`), `--guilds 1,5,20 --seconds 20 --idle-seconds 6`;
-`--processes 2` runs the same guilds spread over 2 bot processes beside 1 process (`bench.processes`).
+`--processes 2` runs the same guilds spread over 2 bot processes beside 1 process (`bench.processes`);
+`--baseline handover` runs every row twice in turn, as the bot was before a change (`BASELINES`) and as it
+is, and prints the ratios (`--rounds 2` alternates them twice and takes medians).
 
 Each guild is a real `Conversations.start()` whose voice client is the `DaveVoiceRecvClient` of a DAVE harness
 call (`tests/dave_harness.py`: discord.py's real connect path against a local voice server, 2 kids in one real
@@ -15,9 +17,11 @@ davey MLS group). Both directions are the production path:
   → DAVE encrypt → transport encrypt → UDP to the voice server's socket, where an "ear" thread stamps every
   packet as it arrives (the kids' clients' side; what they heard is DAVE-decrypted after the run).
 
-Kids talk in turns (1.5 s of speech, 3 s pause, offset so they do not overlap); the fake answers 200 ms after
-each end of speech with 1.5 s of audio. Phases per row: voice connected with no conversation (baseline), the
-conversations started and idle, then talking. CPU per stage comes from py-spy samples of this process
+Kids talk in turns, 1.5 s of speech each, and the guild then stays quiet long enough for the turn to end
+and be answered (the conversation's silence tail — 1200 ms at age 8, `bot.turn_taking` — plus the fake's
+200 ms think time and its 1.5 s reply, plus 0.4 s), so every spurt is a turn with a reply played back.
+Phases per row: voice connected with no conversation (baseline), the conversations started and idle, then
+talking. CPU per stage comes from py-spy samples of this process
 (`bench/profile.py`); the kids' and the voice servers' work is attributed to the harness and left out.
 
 Latency (documented because the goals are checked on it):
@@ -33,15 +37,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import logging
 import multiprocessing
 import os
 import resource
 import select
+import statistics
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,16 +58,20 @@ import discord.opus
 import bot.voice_link
 from bench import profile, wire
 from bot.audio.playback import PlaybackSource
+from bot.audio.sink import TutorSink
 from bot.levels import BUILTIN_LEVELS
 from bot.live import events as ev
 from bot.live.session import LiveSession
 from bot.storage import Database, Repository
+from bot.turn_taking import turn_pause_ms
 from bot.tutor import Conversations, StartRequest
 from tests.dave_harness import VoiceServerHarness
 from tests.fake_live import FakeLiveServer, make_client_settings
 
 FRAME_S = 0.02
-TALK_S, PAUSE_S = 1.5, 3.0
+TALK_S = 1.5
+AGE = 8
+REPLY_ROOM_S = turn_pause_ms(None, AGE) / 1000 + 0.2 + 1.5 + 0.4  # tail + think + reply + margin
 RTP_VOICE = 0x78
 REPLY_GAP_S = 0.1  # a packet after this long a silence from the bot starts a new reply
 GOAL_LATENCY_MS = 40.0
@@ -135,6 +145,7 @@ class Kid(threading.Thread):
     harness: VoiceServerHarness
     party: Any  # tests.dave_harness.RemoteUser
     offset_s: float
+    pause_s: float  # after each spurt, while the other kids talk and the tutor answers
     stop: threading.Event
     spurt_ends: list[float] = field(default_factory=list)
     sent: int = 0
@@ -155,7 +166,7 @@ class Kid(threading.Thread):
                 next_at += FRAME_S
                 time.sleep(max(0.0, next_at - time.monotonic()))
             self.spurt_ends.append(last)
-            next_at += PAUSE_S
+            next_at += self.pause_s
 
 
 class Ear(threading.Thread):
@@ -222,6 +233,8 @@ class RunResult:
     idle_packets_per_s: float = 0.0  # voice packets the bot sent per idle conversation
     talking_share: float = 0.0  # kids talking on average, per kid
     heard_s: float = 0.0  # seconds of the tutor's voice the first kid's client decrypted, decoded and found loud
+    label: str = ""  # which variant ran ("" when not comparing)
+    profiler_percent: float = 0.0  # py-spy's own CPU while talking (it competes with the bot for the cores)
 
 
 def rss_mb() -> float:
@@ -262,20 +275,22 @@ def output_latencies(first_chunks: list[float], arrivals: list[float]) -> list[f
     return out
 
 
-async def profiled(seconds: float, enabled: bool) -> dict[str, float]:
-    """% of a core per stage over the next `seconds` (py-spy), or {} when profiling is off."""
+async def profiled(seconds: float, enabled: bool, rate: int = profile.RATE) -> tuple[dict[str, float], float]:
+    """% of a core per stage over the next `seconds` (py-spy) and py-spy's own %, or ({}, 0) when off."""
     if not enabled:
         await asyncio.sleep(seconds)
-        return {}
-    profiler = profile.Profiler(seconds)
+        return {}, 0.0
+    profiler = profile.Profiler(seconds, rate)
     await profiler.start()
-    return await profiler.stop()
+    stages = await profiler.stop()
+    return stages, profiler.own_cpu_percent
 
 
 async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_dir: Path, *,
                      guild_ids: list[int] | None = None, db_path: Path | None = None,
                      before_talking: Callable[[], Awaitable[None]] | None = None,
-                     idle_seconds: float = 6.0, use_profiler: bool | None = None) -> RunResult:
+                     idle_seconds: float = 6.0, use_profiler: bool | None = None,
+                     reply_room_s: float = REPLY_ROOM_S, profile_rate: int = profile.RATE) -> RunResult:
     """Connect `n` DAVE calls, measure them without and with idle conversations, then talking, and collect.
 
     For `bench.processes` (one worker per bot process): `guild_ids` (the worker's shard's guilds),
@@ -299,7 +314,7 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     ears = [Ear(h) for h in harnesses]
     for ear in ears:
         ear.start()
-    baseline = await profiled(idle_seconds, use_profiler)
+    baseline, _ = await profiled(idle_seconds, use_profiler, profile_rate)
 
     conversations = Conversations(settings=settings, repository=repository, connect=connect,
                                   live_factory=InstrumentedLiveSession)
@@ -307,19 +322,19 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     for h, guild_id in zip(harnesses, guild_ids, strict=True):
         conversation = await conversations.start(StartRequest(
             guild_id=guild_id, voice_channel=h.channel, starter_id=h.speaker.user_id, starter_name="Kid",
-            level=BUILTIN_LEVELS["space"], age=8, greet=False))  # replies counted: no greeting
+            level=BUILTIN_LEVELS["space"], age=AGE, greet=False))  # replies counted: no greeting
         guilds.append((conversation, h))
     await asyncio.sleep(1.0)  # every player has read its first frame and paused
     packets_before = sum(len(e.arrivals) for e in ears)
     idle_started = time.monotonic()
-    idle = await profiled(idle_seconds, use_profiler)
+    idle, _ = await profiled(idle_seconds, use_profiler, profile_rate)
     idle_packets = (sum(len(e.arrivals) for e in ears) - packets_before) / (time.monotonic() - idle_started) / n
 
     if before_talking is not None:
         await before_talking()
     stop = threading.Event()
-    stagger = (TALK_S + PAUSE_S) / speakers
-    kids = [Kid(h, party, offset_s=k * stagger + g * 0.013, stop=stop)
+    turn_s = TALK_S + reply_room_s  # one kid's spurt and its reply; the kids take turns
+    kids = [Kid(h, party, offset_s=k * turn_s + g * 0.013, pause_s=speakers * turn_s - TALK_S, stop=stop)
             for g, h in enumerate(harnesses) for k, party in enumerate(h.parties)]
     lag: list[float] = []
     lag_stop = asyncio.Event()
@@ -327,7 +342,7 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     cpu_start, wall_start = time.process_time(), time.monotonic()
     for kid in kids:
         kid.start()
-    talking = await profiled(seconds, use_profiler)
+    talking, profiler_percent = await profiled(seconds, use_profiler, profile_rate)
     stop.set()
     cpu = (time.process_time() - cpu_start) / (time.monotonic() - wall_start) * 100
     lag_stop.set()
@@ -337,7 +352,7 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     await asyncio.sleep(2.5)  # let the replies to the last spurts play out
 
     result = RunResult(n, n * speakers, seconds, [], [], lag, cpu, 0, 0, rss_start, 0.0, 0, 0, talking, idle,
-                       baseline, idle_packets, TALK_S / (TALK_S + PAUSE_S))
+                       baseline, idle_packets, TALK_S / (speakers * turn_s), profiler_percent=profiler_percent)
     for (conversation, h), ear in zip(guilds, ears, strict=True):
         live = conversation.live
         status = conversation.status()
@@ -364,6 +379,33 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     return result
 
 
+# ----- baselines: the bot as it was before a change, run side by side with it ---------------------------
+
+
+@contextlib.contextmanager
+def per_frame_handover() -> Iterator[None]:
+    """Before the batched hand-over: every frame the sink gets wakes the loop with its own
+    `call_soon_threadsafe`, whether or not the input pump is ticking anyway."""
+    real = TutorSink._schedule
+
+    def schedule(self: TutorSink, user_id: int, name: str, pcm16k: bytes) -> None:
+        with self._pending_lock:
+            self._pending.append((user_id, name, pcm16k, time.monotonic()))
+        self.wakes += 1
+        self._loop.call_soon_threadsafe(self.deliver_pending)
+
+    TutorSink._schedule = schedule  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        TutorSink._schedule = real  # type: ignore[method-assign]
+
+
+BASELINES: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+    "handover": per_frame_handover,
+}
+
+
 # ----- report -------------------------------------------------------------------------------------------
 
 
@@ -384,27 +426,50 @@ STAGE_ORDER = ["transport decrypt", "DAVE decrypt", "voice-recv (reader, jitter 
                "discord.py player", "storage", profile.OTHER]
 
 
+def per_talking_kid(r: RunResult) -> float:
+    return bot_total(r.stages) / (r.speakers * r.talking_share) if r.stages else float("nan")
+
+
+def print_ratios(results: list[RunResult]) -> None:
+    """Per guild count: the current bot ÷ the baseline, medians over rounds."""
+    print("now ÷ before, same run (median over rounds):")
+    for n in sorted({r.guilds for r in results}):
+        before = [r for r in results if r.guilds == n and r.label != "now"]
+        now = [r for r in results if r.guilds == n and r.label == "now"]
+
+        def ratio(pick: Callable[[RunResult], float], before: list[RunResult] = before,
+                  now: list[RunResult] = now) -> str:
+            a, b = statistics.median(pick(r) for r in before), statistics.median(pick(r) for r in now)
+            return f"{b / a:.2f} ({a:.2f} → {b:.2f})" if a else "n/a"
+        print(f"  N={n}: % of a core per talking kid ×{ratio(per_talking_kid)};"
+              f" in p95 ×{ratio(lambda r: pct(r.input_ms, 95))}; out p95 ×{ratio(lambda r: pct(r.output_ms, 95))};"
+              f" loop lag p99 ×{ratio(lambda r: pct(r.loop_lag_ms, 99))}")
+    print()
+
+
 def print_tables(results: list[RunResult], server_cpu_percent: float) -> None:
-    print(f"{'guilds':>6} {'kids':>5} {'in ms p50/p95/p99':>20} {'out ms p50/p95/p99':>20} "
+    print(f"{'variant':>8} {'guilds':>6} {'kids':>5} {'in ms p50/p95/p99':>20} {'out ms p50/p95/p99':>20} "
           f"{'loop lag p99/max':>17} {'bot %':>6} {'%/talking kid':>13} {'idle %/conv':>11} {'idle pkt/s':>10} "
           f"{'underr':>6} {'drop':>5} {'replies':>7} {'kid heard s':>11} {'RSS MB':>7}")
     for r in results:
         talking_kids = r.speakers * r.talking_share
         bot = bot_total(r.stages) if r.stages else float("nan")
         idle = (bot_total(r.idle_stages) - bot_total(r.baseline_stages)) / r.guilds if r.idle_stages else float("nan")
-        print(f"{r.guilds:>6} {r.speakers:>5} {trio(r.input_ms):>20} {trio(r.output_ms):>20} "
+        print(f"{r.label:>8} {r.guilds:>6} {r.speakers:>5} {trio(r.input_ms):>20} {trio(r.output_ms):>20} "
               f"{pct(r.loop_lag_ms, 99):7.1f} /{max(r.loop_lag_ms, default=0):6.1f} {bot:>6.1f} "
               f"{bot / talking_kids:>13.2f} {idle:>11.3f} {r.idle_packets_per_s:>10.2f} {r.underruns:>6} "
               f"{r.dropped:>5} {r.replies_heard:>7} {r.heard_s:>11.1f} {r.rss_end_mb:>7.0f}")
     counts = ", ".join(f"{len(r.input_ms)}/{len(r.output_ms)}" for r in results)
     print(f"(in: kid's last packet sent → its audio written to the Live socket; out: reply's first chunk parsed →"
           f" first packet at the kid's socket; samples per row: {counts};"
-          f" fake Live server {server_cpu_percent:.1f} % of a core in its own process, not counted)\n")
+          f" fake Live server {server_cpu_percent:.1f} % of a core in its own process, not counted; py-spy itself"
+          f" {', '.join(f'{r.profiler_percent:.0f}' for r in results)} % of a core while talking)\n")
     if not any(r.stages for r in results):
         print("(no per-stage table: --no-profile, or py-spy is not installed — `pip install py-spy`)")
         return
-    header = "stage, % of a core" + "".join(f"  {'N=' + str(r.guilds) + ' /talking kid':>17} {'idle/conv':>9}"
-                                             for r in results)
+    header = "stage, % of a core" + "".join(
+        f"  {' '.join(filter(None, ['N=' + str(r.guilds), r.label, '/talking kid'])):>17} {'idle/conv':>9}"
+        for r in results)
     print(header)
     stages = STAGE_ORDER + sorted({k for r in results for k in r.stages} - set(STAGE_ORDER) - {"harness"})
     for stage in [*stages, "total"]:
@@ -445,8 +510,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--think-ms", type=float, default=200.0, help="fake model's think time (default 200)")
     parser.add_argument("--reply-ms", type=float, default=1500.0, help="reply audio length (default 1500)")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy (no per-stage table)")
+    parser.add_argument("--profile-rate", type=int, default=profile.RATE,
+                        help=f"py-spy samples per second (default {profile.RATE}; it costs CPU: lower it for large N)")
     parser.add_argument("--never-pause", action="store_true",
                         help="the player never rests between replies (the bot before idle pausing), to compare")
+    parser.add_argument("--baseline", choices=sorted(BASELINES),
+                        help="run each row also as the bot was before that change, in turns, and print ratios")
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline: alternate this often (default 1)")
     parser.add_argument("--processes", type=int, default=None, metavar="N",
                         help="the largest --guilds count over N bot processes, beside 1 process (bench.processes)")
     return parser.parse_known_args()[0]
@@ -454,10 +524,20 @@ def parse_args() -> argparse.Namespace:
 
 async def run_all(args: argparse.Namespace, server: Any) -> list[RunResult]:
     settings = settings_for(server)
+    variants: list[tuple[str, Callable[[], contextlib.AbstractContextManager[None]]]] = [("", contextlib.nullcontext)]
+    if args.baseline:
+        variants = [(args.baseline, BASELINES[args.baseline]), ("now", contextlib.nullcontext)] * args.rounds
+    results = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        return [await run_guilds(int(n), args.seconds, args.speakers, settings, Path(tmp),
-                                 idle_seconds=args.idle_seconds, use_profiler=not args.no_profile and None)
-                for n in args.guilds.split(",")]
+        for n in args.guilds.split(","):
+            for label, variant in variants:
+                with variant():
+                    result = await run_guilds(int(n), args.seconds, args.speakers, settings, Path(tmp),
+                                              idle_seconds=args.idle_seconds, profile_rate=args.profile_rate,
+                                              use_profiler=not args.no_profile and None)
+                result.label = label
+                results.append(result)
+    return results
 
 
 def main() -> None:
@@ -487,10 +567,12 @@ def main() -> None:
         report = ours.recv() if ours.poll(10) else {"cpu_s": float("nan"), "replies": -1}
         child.join(5)
     elapsed = time.monotonic() - started
-    print(f"End to end on the production path: {args.speakers} kids per guild ({TALK_S:g} s talk / {PAUSE_S:g} s"
-          f" pause each) over real DAVE + UDP, discord.py's player, fake Live think {args.think_ms:.0f} ms,"
-          f" {args.reply_ms:.0f} ms replies, {args.seconds:g} s talking per row; {os.cpu_count()} cores, load"
-          f" {load_before:.2f} before / {os.getloadavg()[0]:.2f} after\n")
+    print(f"End to end on the production path: {args.speakers} kids per guild taking turns ({TALK_S:g} s talk,"
+          f" then {REPLY_ROOM_S:g} s for the reply) over real DAVE + UDP, discord.py's player, fake Live think"
+          f" {args.think_ms:.0f} ms, {args.reply_ms:.0f} ms replies, {args.seconds:g} s talking per row;"
+          f" {os.cpu_count()} cores, load {load_before:.2f} before / {os.getloadavg()[0]:.2f} after\n")
+    if args.baseline:
+        print_ratios(results)
     print_tables(results, report["cpu_s"] / elapsed * 100)
     print(f"fake server sent {report['replies']} replies in {elapsed:.0f} s")
 

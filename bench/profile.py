@@ -8,6 +8,11 @@ blocking call (`sleep(`, `select(`, `.wait(`, `recv`) is a thread waiting, which
 as running, and is dropped. C code counts where it is called from (a thread inside libopus or soxr is
 sampled at its Python call site). Each sample goes to the first stage whose rule matches its stack, leaf
 first; the kids' threads and the fake voice servers are the harness, kept out of the bot's figures.
+
+py-spy is not free: it reads every thread's stack `rate` times a second, and at N = 20 (150 threads) at
+200 Hz it took most of a core of this 2-core machine away from the bot, stalling the loop for a second at a
+time. Its own CPU is reported (`Profiler.own_cpu_percent`), so a run can say how much it was disturbed;
+lower `rate` for large N.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import linecache
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -144,18 +150,21 @@ def parse(raw: str, cpu_seconds: dict[int, float], seconds: float) -> dict[str, 
 class Profiler:
     """py-spy on this process for `seconds`; `await stop()` returns % of a core per stage."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, rate: int = RATE) -> None:
         self.seconds = seconds
+        self.rate = rate
+        self.own_cpu_percent = float("nan")  # py-spy's own CPU over the window, % of a core
         self._dir = tempfile.TemporaryDirectory(prefix="bench-profile-")
         self._out = Path(self._dir.name) / "raw.txt"
         self._process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self._cpu_before = thread_cpu()
+        self._children_before = _children_cpu()
         self._started = time.monotonic()
         exe = _executable() or "py-spy"
         self._process = await asyncio.create_subprocess_exec(
-            exe, "record", "--pid", str(os.getpid()), "--rate", str(RATE), "--duration", str(round(self.seconds)),
+            exe, "record", "--pid", str(os.getpid()), "--rate", str(self.rate), "--duration", str(round(self.seconds)),
             "--format", "raw", "--threads", "--nonblocking", "-o", str(self._out),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
@@ -163,6 +172,7 @@ class Profiler:
         assert self._process is not None
         _, err = await self._process.communicate()
         after, seconds = thread_cpu(), time.monotonic() - self._started
+        self.own_cpu_percent = (_children_cpu() - self._children_before) / seconds * 100
         cpu = {tid: value - self._cpu_before.get(tid, 0.0) for tid, value in after.items()}
         try:
             if not self._out.exists():
@@ -174,3 +184,9 @@ class Profiler:
             return parse(raw, cpu, seconds)
         finally:
             self._dir.cleanup()
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended children (py-spy, once it has been waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

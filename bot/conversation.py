@@ -220,12 +220,16 @@ class Conversation:
         arrives instead of ticking 50 times a second for nothing. When the mixer has fallen behind (a held
         frame, a stalled loop) it is drained at once, so waiting for jitter never turns into lasting delay.
         """
+        assert self._voice is not None
         period = FRAME_MS / 1000
         next_tick = time.monotonic()
         while True:
+            self._voice.take_kid_audio()  # polled: what came since the last tick, with the times it came
             if self._mixer.idle:  # nobody talking and nothing owed to Live: rest until a kid's audio comes
                 self._kid_audio.clear()
+                self._voice.poll_kid_audio(False)  # the next frame wakes the loop (and this pump)
                 await self._kid_audio.wait()
+                self._voice.poll_kid_audio(True)  # ticking again: frames wait for the next tick
                 next_tick = time.monotonic()
             now = time.monotonic()
             try:

@@ -52,7 +52,8 @@ class TurnLog:
 
     def heard(self, user_id: int, display_name: str) -> None:
         """A kid's audio arrived (their name is kept for the transcript and `/tutor status`)."""
-        self.names.setdefault(user_id, name_for(user_id, display_name, self._chosen))
+        if user_id not in self.names:  # once per kid, not per 20 ms frame
+            self.names[user_id] = name_for(user_id, display_name, self._chosen)
 
     def rename(self, user_id: int, chosen: str | None) -> None:
         """A kid chose (or dropped) a name mid-call: later turns use it."""

@@ -84,6 +84,7 @@ class VoiceLink:
         self.reconnects = 0
         self.client: Any = None
         self.sink: TutorSink | None = None
+        self._polled = False
 
     async def open(self) -> None:
         """Join, listen and play; on failure the caller's teardown calls `close()`."""
@@ -101,8 +102,24 @@ class VoiceLink:
 
     def listen(self) -> None:
         """(Re)start voice receive with a fresh sink (voice-recv cleans up the old one when its reader ends)."""
+        old = self.sink
         self.sink = TutorSink(asyncio.get_running_loop(), self._on_kid_audio, on_left=self._on_kid_left)
+        self.sink.poll(self._polled)
+        if old is not None:
+            old.poll(False)  # whatever it still holds is delivered, and its stragglers wake the loop
         self.client.listen(self.sink)
+
+    def poll_kid_audio(self, polled: bool) -> None:
+        """While polled (the input pump is ticking), kids' frames wait for `take_kid_audio()` instead of
+        waking the loop one by one (see `bot.audio.sink`)."""
+        self._polled = polled
+        if self.sink is not None:
+            self.sink.poll(polled)
+
+    def take_kid_audio(self) -> None:
+        """Deliver the kids' frames that arrived since the last call (to `on_kid_audio`, on this thread)."""
+        if self.sink is not None:
+            self.sink.deliver_pending()
 
     @property
     def receive_stats(self) -> Any:

@@ -2,8 +2,16 @@
 
 `write()` runs on voice-recv's router thread while it holds the router lock (vr/router.py:106-113), and the socket
 thread waits for that lock to feed packets. An exception there ends listening for everybody and a slow `write` stalls
-UDP reading, so this sink only downsamples (tens of µs) and hands the result to the loop with
-`call_soon_threadsafe`; every failure is counted and logged at most once per interval, never raised.
+UDP reading, so this sink only downsamples (tens of µs) and queues the result for the loop; every failure is
+counted and logged at most once per interval, never raised.
+
+Hand-over to the loop, in batches: waking the loop costs more than the frame's own work there (a self-pipe
+write in this thread, then a whole loop iteration), and one wake per 20 ms frame per kid was the largest
+per-frame cost on the loop. So `write()` queues frames and wakes the loop only when no wake is pending
+(one `call_soon_threadsafe` per batch), and a consumer that runs on its own 20 ms clock anyway — the
+conversation's input pump while someone talks — can `poll(True)`: then nothing wakes the loop and it calls
+`deliver_pending()` on each tick before it mixes. No frame is later than before: the mixer only ever takes
+audio at those ticks, and each frame keeps the time it arrived.
 
 Each kid gets a resampler stream of their own, made on their first frame. When a kid leaves the call (voice op 13,
 which voice-recv dispatches as `voice_member_disconnect` on its event thread, under the same router lock) their
@@ -18,7 +26,7 @@ import threading
 import time
 import weakref
 from asyncio import AbstractEventLoop
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +74,12 @@ class TutorSink(voice_recv.AudioSink):
         self.bytes_in: Counter[int] = Counter()  # per user id, 48 kHz stereo PCM bytes accepted
         self.errors = 0  # exceptions in write() or in on_audio
         self.dropped_loop_closed = 0
+        self.wakes = 0  # times write() woke the loop (one per batch)
+        # frames waiting for the loop: appended by write() on the router thread, taken on the loop
+        self._pending: deque[tuple[int, str, bytes, float]] = deque()
+        self._pending_lock = threading.Lock()
+        self._wake_scheduled = False
+        self._polled = False
 
     def wants_opus(self) -> bool:
         """False: voice-recv decodes to 48 kHz stereo PCM (concealed frames arrive as Opus PLC output)."""
@@ -94,18 +108,46 @@ class TutorSink(voice_recv.AudioSink):
             self._count_error(error)
 
     def _schedule(self, user_id: int, name: str, pcm16k: bytes) -> None:
+        with self._pending_lock:
+            self._pending.append((user_id, name, pcm16k, time.monotonic()))
+            wake = not self._wake_scheduled and not self._polled
+            self._wake_scheduled |= wake
+        if not wake:
+            return
+        self.wakes += 1
         try:
-            self._loop.call_soon_threadsafe(self._deliver, user_id, name, pcm16k, time.monotonic())
+            self._loop.call_soon_threadsafe(self._woken)
         except RuntimeError:  # the loop is closed: the conversation is gone, nothing to deliver to
             self.dropped_loop_closed += 1
 
-    def _deliver(self, user_id: int, name: str, pcm16k: bytes, received_at: float) -> None:
-        try:
-            callback = self._on_audio()
-            if callback is not None:
+    def _woken(self) -> None:
+        with self._pending_lock:
+            self._wake_scheduled = False
+        self.deliver_pending()
+
+    def deliver_pending(self) -> None:
+        """On the loop: hand every queued frame to `on_audio`, oldest first."""
+        with self._pending_lock:
+            batch = list(self._pending)
+            self._pending.clear()
+        if not batch:
+            return
+        callback = self._on_audio()
+        if callback is None:
+            return
+        for user_id, name, pcm16k, received_at in batch:
+            try:
                 callback(user_id, name, pcm16k, received_at)
-        except Exception as error:
-            self._count_error(error)
+            except Exception as error:
+                self._count_error(error)
+
+    def poll(self, polled: bool) -> None:
+        """On the loop: while polled, frames wait for `deliver_pending()` instead of waking the loop; turning
+        polling off delivers what waits, so nothing is left behind."""
+        with self._pending_lock:
+            self._polled = polled
+        if not polled:
+            self.deliver_pending()
 
     def _count_error(self, error: Exception) -> None:
         now = time.monotonic()
@@ -139,6 +181,7 @@ class TutorSink(voice_recv.AudioSink):
             self._count_error(error)
 
     def _left(self, user_id: int) -> None:
+        self.deliver_pending()  # their last frames first: the leave must not be overtaken by them
         try:
             callback = self._on_left() if self._on_left is not None else None
             if callback is not None:

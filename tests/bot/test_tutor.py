@@ -595,6 +595,28 @@ async def test_between_talk_spurts_the_input_pump_rests(world, live_server):
     await conversations.stop(GUILD)
 
 
+async def test_a_talking_kids_frames_reach_the_mixer_without_waking_the_loop_for_each(world, live_server):
+    """The first frame of a spurt wakes the resting pump; the rest wait for its 20 ms ticks (the sink is polled),
+    and every frame still reaches the mixer, in order, stamped with when it arrived."""
+    conversations, connector, _observer, channel, kids = world
+    conversation = await conversations.start(request(channel))
+    voice = connector.last
+    pushed: list[float] = []
+    real_push = conversation._mixer.push
+
+    def recording_push(user_id, pcm16k, now):
+        pushed.append(now)
+        real_push(user_id, pcm16k, now)
+
+    conversation._mixer.push = recording_push
+    voice.speak(kids[0], speech(0.6)).join()
+    await live_server.wait_for(lambda: live_server.current.audio_stream_ends >= 1)
+    sink = conversation._voice.sink
+    assert sink.frames_in[kids[0].id] == 30 and len(pushed) == 30 and pushed == sorted(pushed)
+    assert sink.wakes <= 2  # was one per frame: 30
+    await conversations.stop(GUILD)
+
+
 def setup_instruction(server: FakeLiveServer) -> str:
     """The system instruction the fake Live server received in the first connection's setup."""
     setup = server.connections[0].setup

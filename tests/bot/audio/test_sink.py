@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 import discord
 import numpy as np
@@ -199,3 +200,56 @@ async def test_a_kid_leaving_frees_their_stream_and_is_reported_on_the_loop():
     await asyncio.sleep(0.05)
     assert [user_id for user_id, _ in left] == [1, 2]
     assert {thread for _, thread in left} == {threading.get_ident()} and sink._downsamplers == {}
+
+
+async def test_frames_that_pile_up_wake_the_loop_once():
+    """Frames written while the loop is busy are handed over in one batch: one wake, every frame, in order."""
+    collector = Collector()
+    sink = TutorSink(asyncio.get_running_loop(), collector)
+    ada = make_user(1, "Ada")
+    frames = sine_frames(FRAMES)
+    writer = threading.Thread(target=lambda: [sink.write(ada, voice_data(f, i)) for i, f in enumerate(frames)])
+    writer.start()
+    writer.join()  # the loop did not run meanwhile: everything waits for one wake
+    await asyncio.sleep(0.05)
+    assert sink.wakes == 1
+    assert len(collector.calls) == FRAMES and collector.threads == {threading.get_ident()}
+    times = [c[3] for c in collector.calls]
+    assert times == sorted(times)
+
+
+async def test_a_polled_sink_waits_for_the_consumer_and_keeps_arrival_times():
+    """Polled (the input pump ticking), frames never wake the loop; deliver_pending() hands them over with the
+    time each arrived; turning polling off delivers what waits, and the next frame wakes the loop again."""
+    collector = Collector()
+    sink = TutorSink(asyncio.get_running_loop(), collector)
+    ada = make_user(1, "Ada")
+    frames = sine_frames(10)
+    sink.poll(True)
+    before = time.monotonic()
+    await feed_from_thread(sink, [(ada, voice_data(f, i)) for i, f in enumerate(frames[:5])])
+    assert collector.calls == [] and sink.wakes == 0
+    sink.deliver_pending()
+    assert len(collector.calls) == 5
+    assert all(before <= c[3] < time.monotonic() - 0.04 for c in collector.calls)  # stamped on arrival, not now
+
+    await feed_from_thread(sink, [(ada, voice_data(frames[5], 5))])
+    assert len(collector.calls) == 5
+    sink.poll(False)
+    assert len(collector.calls) == 6 and sink.wakes == 0
+    await feed_from_thread(sink, [(ada, voice_data(f, i)) for i, f in enumerate(frames[6:], 6)])
+    assert len(collector.calls) == 10 and sink.wakes >= 1  # unpolled: delivered without anyone asking
+
+
+async def test_a_leave_is_not_overtaken_by_the_kids_last_frames():
+    """Frames still waiting for a polling consumer reach on_audio before on_left, as they arrived."""
+    events: list[str] = []
+    sink = TutorSink(asyncio.get_running_loop(), lambda *args: events.append("audio"),
+                     on_left=lambda user_id: events.append("left"))
+    ana = make_user(1, "Ana")
+    sink.poll(True)
+    frames = sine_frames(3)
+    await feed_from_thread(sink, [(ana, VoiceData(FakePacket(11, i, i * 960), ana, pcm=frames[i])) for i in range(3)])
+    await asyncio.to_thread(sink.on_voice_member_disconnect, ana, 11)
+    await asyncio.sleep(0.05)
+    assert events == ["audio"] * 3 + ["left"]
