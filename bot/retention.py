@@ -1,7 +1,8 @@
 """Transcripts are kept for each guild's `retention_days`, then deleted for real.
 
 `purge_expired` does one pass over every guild; `RetentionTask` runs it at start-up and then every
-hour. A failing pass is logged and retried at the next tick: it never stops the loop.
+hour, each time followed by `after_pass` (the alerts cog deletes the posts that quoted what was purged, and
+any a failed delete left). A failing pass is logged and retried at the next tick: it never stops the loop.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class RetentionTask:
     """Owns the hourly purge loop: `start()` once, `aclose()` to cancel and wait (idempotent)."""
 
     def __init__(self, repository: Repository, *, interval_s: float = PURGE_INTERVAL_S,
-                 sleep: Sleep = asyncio.sleep) -> None:
+                 sleep: Sleep = asyncio.sleep, after_pass: Callable[[], Awaitable[None]] | None = None) -> None:
         self._repository = repository
+        self._after_pass = after_pass  # e.g. deleting the alerts-channel posts of what the pass purged
         self._interval_s = interval_s
         self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
@@ -60,6 +62,8 @@ class RetentionTask:
         while True:
             try:
                 await purge_expired(self._repository)
+                if self._after_pass is not None:
+                    await self._after_pass()
                 self.passes += 1
             except Exception:
                 self.failures += 1

@@ -123,11 +123,34 @@ class MockVoiceChannel(_DiscordMock):
 
 
 class MockTextChannel(_DiscordMock):
+    """A text channel that keeps what is sent as Discord does: `send` returns a message with a fresh id, kept in
+    `posted` until `get_partial_message(id).delete()` removes it; deleting one that is gone is a 404 (NotFound).
+    `delete_error` (an HTTPException) makes every delete fail, as a Discord outage would."""
+
     spec_set = _TEXT
 
     def __init__(self, **kwargs: Any) -> None:
         channel_id = kwargs.pop("id", None) or next_id()
         super().__init__(**{"name": "general", "mention": f"<#{channel_id}>", **kwargs}, id=channel_id)
+        self.__dict__["posted"] = {}  # dict[message id, what was sent]; not a TextChannel attribute, so set here
+        self.__dict__["delete_error"] = None
+        self.send.side_effect = self._send
+        self.get_partial_message.side_effect = self._partial
+
+    async def _send(self, content: str | None = None, **kwargs: Any) -> SimpleNamespace:
+        message_id = next_id()
+        self.posted[message_id] = {"content": content, **kwargs}
+        return SimpleNamespace(id=message_id, channel=self)
+
+    def _partial(self, message_id: int) -> SimpleNamespace:
+        async def delete(*, delay: float | None = None) -> None:
+            if self.delete_error is not None:
+                raise self.delete_error
+            if self.posted.pop(message_id, None) is None:
+                raise discord.NotFound(MagicMock(status=404, reason="Not Found"), {"code": 10008,
+                                                                                   "message": "Unknown Message"})
+
+        return SimpleNamespace(id=message_id, channel=self, delete=delete)
 
 
 class MockMember(_DiscordMock):

@@ -188,6 +188,28 @@ DROP INDEX turns_by_speaker;
 ALTER TABLE turns DROP COLUMN speaker_id;
 """
 
+# The bot's own messages in a server's alerts channel that quote a session (a flagged excerpt, an alert about a
+# child's words, a summary), by message id: erasing the words (a member, a session, the retention purge) marks
+# their posts `stale` in the same transaction, and the alerts cog deletes those from Discord (retrying until it
+# can). No foreign keys: a post must outlive its session's row until it is gone from Discord too.
+_V6_ALERT_POSTS = """
+CREATE TABLE alert_posts (
+    id         INTEGER PRIMARY KEY,
+    guild_id   INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    session_id INTEGER NOT NULL,
+    turn_id    INTEGER,
+    event_id   INTEGER,
+    kind       TEXT NOT NULL CHECK (kind IN ('flagged', 'alert', 'summary')),
+    posted_at  REAL NOT NULL,
+    stale      INTEGER NOT NULL DEFAULT 0 CHECK (stale IN (0, 1)),
+    UNIQUE (channel_id, message_id)
+) STRICT;
+CREATE INDEX alert_posts_by_session ON alert_posts (guild_id, session_id);
+CREATE INDEX alert_posts_stale ON alert_posts (guild_id) WHERE stale = 1;
+"""
+
 # Forward-only: never edit a shipped entry; append a new one. Entry n brings the schema to version n+1.
 # Write each in SQLite's DDL (PostgreSQL's is derived, see bot.storage.dialect); both backends apply the same list.
 MIGRATIONS: tuple[str | Migration, ...] = (
@@ -196,6 +218,7 @@ MIGRATIONS: tuple[str | Migration, ...] = (
     _V3_NAMES_AND_TIME_ZONE,
     _V4_TURN_PAUSE,
     _V5_TURN_SPEAKERS,
+    _V6_ALERT_POSTS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_BUSY_TIMEOUT_MS = 5000

@@ -143,6 +143,7 @@ class ErasureReport:
     kept_turns: int = 0  # their turns in sessions not ended yet: never cut into, so kept (and said so)
     kept_sessions: int = 0  # sessions they started that have not ended yet, kept likewise
     events: int = 0  # the tutor's tool calls that may quote them, in sessions they did not start
+    posts: int = 0  # the bot's alerts-channel posts quoting what went: deleted from Discord next
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +208,18 @@ class EventRow:
     category: str | None
     reason: str
     outcome: str
+
+
+POST_KINDS: frozenset[str] = frozenset({"flagged", "alert", "summary"})
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPostRow:
+    """A message the bot posted in an alerts channel about a session, to be deleted once its words are."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    message_id: int
+    session_id: int
+    kind: str

@@ -3,6 +3,10 @@ guild's alerts channel when one is set.
 
 Implements the core's `ConversationObserver`. `on_ended` is awaited inside `/tutor stop`, so the
 summary is made in a background task this object owns (cancelled by `aclose`), never inline.
+
+Deleting means deleting in the alerts channel too: each post that quotes a session is stored by message id
+(`PostAbout`), erasing its words marks it stale, and `remove_stale_posts` deletes it from Discord — right after
+a moderator's delete, and after every retention pass (which also retries a delete Discord refused).
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.endings import CANT_TALK
-from bot.storage.models import EventRow, TurnRow, UsageTotals
+from bot.storage.models import AlertPostRow, EventRow, TurnRow, UsageTotals
 from bot.summary import SessionSummarizer
 from cogs.utils.formatting import (
     EXCERPT_LIMIT,
@@ -34,8 +39,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STALE_BATCH = 50  # stale posts read (and deleted one by one, as discord.py paces them) per round
+
 WARN_COLOUR = discord.Colour.orange()
 SUMMARY_COLOUR = discord.Colour.green()
+
+
+@dataclass(frozen=True, slots=True)
+class PostAbout:
+    """What of a session a post quotes (`bot.storage.queries.posts`): deleted with it."""
+
+    session_id: int
+    kind: str  # 'flagged', 'alert' or 'summary'
+    turn_id: int | None = None
+    event_id: int | None = None
 
 
 def view_command(session_id: int) -> str:
@@ -133,30 +150,88 @@ class ModerationAlerts:
             return None
         return channel
 
-    async def post(self, guild_id: int, embed: discord.Embed) -> bool:
-        """Send to the alerts channel; False (and a log line) when unset or Discord refuses. Never raises."""
+    async def post(self, guild_id: int, embed: discord.Embed, about: PostAbout | None = None) -> bool:
+        """Send to the alerts channel; False (and a log line) when unset or Discord refuses. Never raises.
+
+        `about`: what of a session the post quotes. Its message id is stored, so erasing those words deletes
+        the post too (`remove_stale_posts`)."""
         try:
             channel = await self.alerts_channel(guild_id)
             if channel is None:
                 return False
-            await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+            message = await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
         except discord.HTTPException as exc:
             log.warning("alerts.send_failed", extra={"guild_id": guild_id, "status": exc.status})
             return False
         except Exception:
             log.exception("alerts.post_failed", extra={"guild_id": guild_id})
             return False
+        if about is not None:
+            try:
+                await self._bot.repository.add_alert_post(guild_id, about.session_id, channel.id, message.id,
+                                                          about.kind, turn_id=about.turn_id, event_id=about.event_id)
+            except Exception:
+                log.exception("alerts.post_not_recorded", extra={"guild_id": guild_id, "message_id": message.id,
+                                                                  "session_id": about.session_id})
+        return True
+
+    async def remove_stale_posts(self, guild_id: int) -> int:
+        """Delete from Discord this guild's posts whose words were erased; returns how many are still there (a
+        failed delete is tried again after the next retention pass). Never raises."""
+        left = 0
+        try:
+            while posts := await self._bot.repository.stale_alert_posts(guild_id, limit=STALE_BATCH):
+                gone = [post.id for post in posts if await self._delete_post(post)]
+                await self._bot.repository.forget_alert_posts(guild_id, gone)
+                if len(gone) < len(posts):
+                    left = len(posts) - len(gone)
+                    break
+        except Exception:
+            log.exception("alerts.posts_not_removed", extra={"guild_id": guild_id})
+            return max(left, 1)
+        return left
+
+    def remove_stale_posts_soon(self, guild_id: int) -> None:
+        """After an erasure: delete its posts in the background (Discord paces deletes; the moderator is
+        answered at once)."""
+        self._spawn(self.remove_stale_posts(guild_id), f"posts:{guild_id}")
+
+    async def remove_all_stale_posts(self) -> None:
+        """Every guild's (of this process's shards): after each retention pass, the first at start-up."""
+        try:
+            guilds = await self._bot.repository.guilds_with_stale_posts()
+        except Exception:
+            log.exception("alerts.posts_not_listed")
+            return
+        for guild_id in guilds:
+            await self.remove_stale_posts(guild_id)
+
+    async def _delete_post(self, post: AlertPostRow) -> bool:
+        """True once the message is gone (deleted now, or already)."""
+        tags = {"guild_id": post.guild_id, "channel_id": post.channel_id, "message_id": post.message_id}
+        try:
+            channel = self._bot.get_partial_messageable(post.channel_id, guild_id=post.guild_id)
+            await channel.get_partial_message(post.message_id).delete()
+        except discord.NotFound:  # deleted by hand, or with its channel
+            pass
+        except discord.HTTPException as exc:
+            log.warning("alerts.post_delete_failed", extra={**tags, "status": exc.status})
+            return False
+        log.info("alerts.post_deleted", extra={**tags, "kind": post.kind})
         return True
 
     # The hooks run inside the conversation's own tasks (the flagged hook sits in the turn-writing path), so
     # each one only schedules its work: a slow or rate-limited Discord must never stall the audio loop.
 
     async def on_turn_flagged(self, conversation: Conversation, turn: TurnRow) -> None:
-        self._spawn(self.post(conversation.guild_id, flagged_embed(conversation, turn)), f"alert:{turn.id}")
+        about = PostAbout(conversation.session_id, "flagged", turn_id=turn.id)
+        self._spawn(self.post(conversation.guild_id, flagged_embed(conversation, turn), about), f"alert:{turn.id}")
 
     async def on_alert(self, conversation: Conversation, event: EventRow, turn: TurnRow | None) -> None:
         """The tutor called alert_grown_up: posted like a flagged turn, with why it fired."""
-        self._spawn(self.post(conversation.guild_id, alert_embed(conversation, event, turn)), f"alert-tool:{event.id}")
+        about = PostAbout(conversation.session_id, "alert", turn_id=turn.id if turn else None, event_id=event.id)
+        self._spawn(self.post(conversation.guild_id, alert_embed(conversation, event, turn), about),
+                    f"alert-tool:{event.id}")
 
     async def on_failed(self, conversation: Conversation, reason: str) -> None:
         self._spawn(self.post(conversation.guild_id, failed_embed(conversation, reason)),
@@ -191,7 +266,8 @@ class ModerationAlerts:
         try:
             summary = await self._summarizer.summarize(result.guild_id, result.session_id)
             usage = await self._bot.repository.session_usage(result.guild_id, result.session_id)
-            await self.post(result.guild_id, summary_embed(conversation, result, summary, usage))
+            await self.post(result.guild_id, summary_embed(conversation, result, summary, usage),
+                            PostAbout(result.session_id, "summary"))
         except Exception:
             log.exception("alerts.summary_post_failed", extra={"guild_id": result.guild_id,
                                                                 "session_id": result.session_id})

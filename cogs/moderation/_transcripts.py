@@ -85,7 +85,7 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
         self.bot = bot
         self.summarizer = SessionSummarizer(bot.settings, bot.repository)
         self.alerts = ModerationAlerts(bot, self.summarizer)
-        self.retention = RetentionTask(bot.repository)
+        self.retention = RetentionTask(bot.repository, after_pass=self.alerts.remove_all_stale_posts)
         super().__init__()
 
     async def cog_load(self) -> None:
@@ -229,6 +229,7 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
 
         async def do_delete() -> str:
             turns = await self.bot.repository.delete_session(guild_id, session_id)
+            self.alerts.remove_stale_posts_soon(guild_id)  # its posts in the alerts channel go too
             return f"Deleted session #{session_id} and its {turns} turn(s)."
 
         view = await server_view(self.bot.repository, row.guild_id)
@@ -258,6 +259,10 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
                     "in total: every turn they spoke or typed in (a turn shared with other kids goes whole) and the "
                     f"whole transcript of sessions they started. Their name was taken out of {report.labels} "
                     f"speaker label(s); {report.summaries} summary(ies) that included them will be written again.")
+            if report.posts:
+                self.alerts.remove_stale_posts_soon(guild_id)
+                done += (f" {report.posts} message(s) in the alerts channel that quoted what went are being "
+                         "deleted too.")
             if report.events:
                 done += (f" {report.events} note(s) of the tutor asking a grown-up for help, which may quote them, "
                          "went too.")

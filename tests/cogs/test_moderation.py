@@ -566,6 +566,7 @@ async def test_summarize_running_session_is_refused(bot, guild, transcripts, tre
 def alerts_channel(bot, guild) -> MockTextChannel:
     channel = MockTextChannel(guild=guild)
     bot.get_channel.side_effect = lambda channel_id: channel if channel_id == channel.id else None
+    bot.get_partial_messageable.side_effect = lambda channel_id, **_: channel if channel_id == channel.id else None
     return channel
 
 
@@ -668,6 +669,74 @@ async def test_send_failure_is_swallowed(bot, guild, transcripts):
     channel.send.side_effect = discord.Forbidden(MagicMock(status=403), "no")
     await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
     assert await transcripts.alerts.post(guild.id, discord.Embed(title="x")) is False
+
+
+async def test_erasing_a_member_deletes_the_alert_posts_that_quoted_them(bot, guild, transcripts, db):
+    """The alerts channel held an excerpt of Ben's words, the summary of the session he spoke in and the summary
+    of his own session: after the delete they are gone from Discord too. The post about Ana's words stays."""
+    channel = alerts_channel(bot, guild)
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    ben, repo = MockMember(guild=guild), bot.repository
+    shared = await repo.start_session(guild.id, 555, 5, "Ana", "space", 8, started_at=NOW - timedelta(hours=2))
+    for speaker, name, text in ((5, "Ana", "I live at 3 Oak Road"), (ben.id, "Ben", "my dad hits me")):
+        turn_id = await repo.add_turn(guild.id, shared, "child", text, NOW - timedelta(hours=2),
+                                      NOW - timedelta(hours=2), speaker_id=speaker, speaker_name=name,
+                                      flag_reason="alert: hurt")
+        [turn] = [t for t in await repo.get_turns(guild.id, shared) if t.id == turn_id]
+        await transcripts.alerts.on_turn_flagged(fake_conversation(guild.id, shared, starter_id=5), turn)
+    await repo.end_session(guild.id, shared, "stopped", ended_at=NOW - timedelta(hours=1))
+    his = await add_session(repo, guild.id, starter_id=ben.id, speaker_id=ben.id)
+    for session_id, starter in ((shared, 5), (his, ben.id)):
+        result = ConversationResult(guild.id, session_id, 555, 300.0, 2, "stopped with /tutor stop")
+        await transcripts.alerts.on_ended(fake_conversation(guild.id, session_id, starter_id=starter), result)
+    await transcripts.alerts.wait_idle()
+    assert len(channel.posted) == 4
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "delete member"), transcripts, interaction, member=ben)
+    view: ConfirmView = sent_kwargs(interaction)["view"]
+    click = MockInteraction(user=interaction.user, client=bot)
+    await press(view, view.confirm, click)
+    assert "3 message(s) in the alerts channel" in click.response.edit_message.call_args.kwargs["content"]
+    await transcripts.alerts.wait_idle()
+    [left] = channel.posted.values()
+    assert "3 Oak Road" in left["embed"].description
+    assert await repo.stale_alert_posts(guild.id) == []
+
+
+async def test_expired_and_deleted_sessions_take_their_alert_posts_even_after_a_failed_delete(
+        bot, guild, transcripts, db):
+    """Retention purges a session older than the server keeps transcripts: its summary post goes after the
+    pass. Discord failing the delete leaves it to the next pass, which deletes it. Deleting a session with
+    /transcripts delete session deletes its posts too."""
+    channel = alerts_channel(bot, guild)
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    old = await add_session(bot.repository, guild.id, minutes_ago=60 * 24 * 40)
+    recent = await add_session(bot.repository, guild.id, flagged=1)
+    for session_id in (old, recent):
+        result = ConversationResult(guild.id, session_id, 555, 300.0, 3, "stopped with /tutor stop")
+        await transcripts.alerts.on_ended(fake_conversation(guild.id, session_id), result)
+    [flagged] = [t for t in await bot.repository.get_turns(guild.id, recent) if t.flagged]
+    await transcripts.alerts.on_turn_flagged(fake_conversation(guild.id, recent), flagged)
+    await transcripts.alerts.wait_idle()
+    assert len(channel.posted) == 3
+    channel.delete_error = discord.HTTPException(MagicMock(status=503, reason="Service Unavailable"), "outage")
+    await transcripts.cog_load()
+    for _ in range(100):
+        if transcripts.retention.passes:
+            break
+        await asyncio.sleep(0.02)
+    await transcripts.cog_unload()
+    assert await bot.repository.get_session(guild.id, old) is None and len(channel.posted) == 3
+    channel.delete_error = None
+    await transcripts.alerts.remove_all_stale_posts()  # what the next pass does
+    assert len(channel.posted) == 2 and await bot.repository.stale_alert_posts(guild.id) == []
+    transcripts = Transcripts(bot)
+    interaction = moderator(bot, guild)
+    await call_command(command(transcripts, "delete session"), transcripts, interaction, session=recent)
+    view: ConfirmView = sent_kwargs(interaction)["view"]
+    await press(view, view.confirm, MockInteraction(user=interaction.user, client=bot))
+    await transcripts.alerts.wait_idle()
+    assert channel.posted == {}
 
 
 # ----- lifecycle ----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 from bot.storage.db import Transaction
 from bot.storage.models import DEFAULT_RETENTION_DAYS, ErasureReport, TurnRow, to_epoch
 from bot.storage.queries.base import Queries, Timestamp, current_time, in_list, like_escape, page_size
+from bot.storage.queries.posts import mark_posts_stale
 
 log = logging.getLogger("bot.storage.repository")
 
@@ -75,6 +76,7 @@ class ModerationQueries(Queries):
             kept_sessions = (await tx.fetch_all(
                 "SELECT COUNT(*) FROM sessions s WHERE s.guild_id = :guild_id AND s.starter_id = :member_id "
                 "AND s.ended_at IS NULL", bound))[0][0]
+            posts = await _mark_their_posts(tx, bound, touched, theirs, spoken, running)
             events = await _delete_their_events(tx, bound, touched, spoken)
             turns = await tx.execute(
                 f"DELETE FROM turns AS t WHERE t.guild_id = :guild_id AND t.session_id NOT IN ({running}) "  # noqa: S608
@@ -92,13 +94,13 @@ class ModerationQueries(Queries):
             await tx.execute("DELETE FROM member_names WHERE guild_id = :guild_id AND member_id = :member_id",
                              bound)  # the name they chose goes too
             return ErasureReport(sessions=sessions, turns=turns, labels=labels, summaries=summaries,
-                                 kept_turns=kept_turns, kept_sessions=kept_sessions, events=events)
+                                 kept_turns=kept_turns, kept_sessions=kept_sessions, events=events, posts=posts)
 
         report = await self._db.write(work)
         log.info("storage.member_deleted", extra={"guild_id": guild_id, "member_id": member_id,
                                                   "sessions": report.sessions, "turns": report.turns,
                                                   "labels": report.labels, "summaries": report.summaries,
-                                                  "events": report.events,
+                                                  "events": report.events, "posts": report.posts,
                                                   "kept_turns": report.kept_turns,
                                                   "kept_sessions": report.kept_sessions})
         return report
@@ -145,6 +147,7 @@ class ModerationQueries(Queries):
         sessions_sql = f"SELECT s.id FROM sessions s WHERE s.guild_id = :guild_id AND {session_filter}"  # noqa: S608
 
         async def work(tx: Transaction) -> tuple[int, int]:
+            await mark_posts_stale(tx, bound, f"p.session_id IN ({sessions_sql})")  # gone from Discord next
             turns = await tx.execute(
                 f"DELETE FROM turns AS t WHERE t.guild_id = :guild_id "  # noqa: S608
                 f"AND (t.session_id IN ({sessions_sql}) OR {extra_turns})", bound,
@@ -155,6 +158,19 @@ class ModerationQueries(Queries):
             return sessions, turns
 
         return await self._db.write(work)
+
+
+async def _mark_their_posts(tx: Transaction, bound: dict[str, Any], touched: Sequence[int], theirs: str, spoken: str,
+                            running: str) -> int:
+    """Before the rows go: the alert posts quoting what is erased become stale (deleted from Discord next) — those
+    of their sessions, of their turns, of the tool calls `_delete_their_events` takes, and the summaries of
+    sessions they spoke in (a summary included them)."""
+    placeholders, ids = in_list("touched", touched)
+    in_touched = (f"p.session_id IN ({placeholders}) AND (p.kind = 'summary' OR p.event_id IN (SELECT e.id FROM "  # noqa: S608
+                  "session_events e WHERE e.guild_id = :guild_id AND e.session_id = p.session_id "
+                  "AND e.turn_id IS NULL AND e.kind = 'tool_call'))") if touched else "FALSE"
+    return await mark_posts_stale(tx, {**bound, **ids}, f"p.session_id NOT IN ({running}) AND (p.session_id IN "
+                                  f"({theirs}) OR p.turn_id IN ({spoken}) OR {in_touched})")
 
 
 async def _delete_their_events(tx: Transaction, bound: dict[str, Any], touched: Sequence[int], spoken: str) -> int:

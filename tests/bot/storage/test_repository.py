@@ -386,6 +386,58 @@ async def test_erasing_a_member_takes_the_tool_calls_that_may_quote_them(repo: R
     assert not any("hits" in e.reason or "scared" in e.reason for e in left)
 
 
+async def test_erasing_a_member_marks_the_alert_posts_quoting_them(repo: Repository) -> None:
+    """The bot's posts in the alerts channel quote what was said: those about Ben's turn, about an alert stored
+    with no turn in a session he spoke in, the summary of that session and every post of the session he started
+    become stale (to delete from Discord). Posts about Ana's own turn and about a running session stay."""
+    shared = await repo.start_session(GUILD, 5, 11, "Ana", "space", 8, started_at=at(0))
+    ana = await repo.add_turn(GUILD, shared, "child", "I live at 3 Oak Road", at(0), at(1), speaker_id=11,
+                              speaker_name="Ana", flag_reason="alert: personal_details")
+    ben = await repo.add_turn(GUILD, shared, "child", "my dad hits me", at(1), at(2), speaker_id=12,
+                              speaker_name="Ben", flag_reason="alert: hurt")
+    loose = await repo.add_event(GUILD, shared, "tool_call", "alert_grown_up", category="scared", reason="scared")
+    await repo.end_session(GUILD, shared, "stopped", ended_at=at(3))
+    his, _ = await conversation(repo, starter=12, start=10, turns=2)
+    running, running_turns = await conversation(repo, starter=13, start=20, turns=2, ended=False)
+    await repo.add_turn(GUILD, running, "child", "Ben again", at(22), at(23), speaker_id=12, speaker_name="Ben")
+    keep = [await repo.add_alert_post(GUILD, shared, 77, 1001, "flagged", turn_id=ana),
+            await repo.add_alert_post(GUILD, running, 77, 1002, "flagged", turn_id=running_turns[0]),
+            await repo.add_alert_post(GUILD, running, 77, 1003, "summary")]
+    gone = [await repo.add_alert_post(GUILD, shared, 77, 2001, "flagged", turn_id=ben),
+            await repo.add_alert_post(GUILD, shared, 77, 2002, "alert", event_id=loose),
+            await repo.add_alert_post(GUILD, shared, 77, 2003, "summary"),
+            await repo.add_alert_post(GUILD, his, 77, 2004, "summary")]
+    other = await repo.start_session(OTHER_GUILD, 5, 12, "Ben", "space", 8, started_at=at(0))
+    await repo.end_session(OTHER_GUILD, other, "stopped", ended_at=at(1))
+    await repo.add_alert_post(OTHER_GUILD, other, 88, 3001, "summary")
+    assert await repo.stale_alert_posts(GUILD) == [] and await repo.guilds_with_stale_posts() == []
+    report = await repo.delete_member_data(GUILD, 12)
+    assert report.posts == 4
+    stale = await repo.stale_alert_posts(GUILD)
+    assert [p.id for p in stale] == gone and [p.message_id for p in stale] == [2001, 2002, 2003, 2004]
+    assert {p.channel_id for p in stale} == {77} and not set(keep) & {p.id for p in stale}
+    assert await repo.guilds_with_stale_posts() == [GUILD]
+    assert await repo.forget_alert_posts(GUILD, gone[:2]) == 2
+    assert [p.id for p in await repo.stale_alert_posts(GUILD)] == gone[2:]
+
+
+async def test_deleting_or_purging_a_session_marks_its_alert_posts(repo: Repository) -> None:
+    """A deleted session's posts and an expired one's become stale with it; a post sent while its session was
+    being deleted is stored stale at once (it is deleted too)."""
+    deleted, turns = await conversation(repo, starter=10, start=0, turns=2)
+    expired, _ = await conversation(repo, starter=10, start=-60 * 24 * 40, turns=2)
+    kept, _ = await conversation(repo, starter=10, start=10, turns=2)
+    first = await repo.add_alert_post(GUILD, deleted, 77, 1, "flagged", turn_id=turns[0])
+    old = await repo.add_alert_post(GUILD, expired, 77, 2, "summary")
+    await repo.add_alert_post(GUILD, kept, 77, 3, "summary")
+    await repo.delete_session(GUILD, deleted)
+    await repo.purge_all_expired(T0 + timedelta(days=1))
+    late = await repo.add_alert_post(GUILD, deleted, 77, 4, "summary")
+    gone_turn = await repo.add_alert_post(GUILD, kept, 77, 5, "flagged", turn_id=turns[1])
+    assert [p.id for p in await repo.stale_alert_posts(GUILD)] == [first, old, late, gone_turn]
+    assert await repo.add_alert_post(GUILD, kept, 77, 3, "summary") == 0  # the same message once
+
+
 async def test_erasing_a_member_takes_their_name_out_of_old_labels(repo: Repository, db: Database) -> None:
     """A row from before speakers were stored per member names Ben only in its label: the label loses
     "Ben" (the name he goes by now, or the one he was recorded under), Ana's words stay."""
@@ -588,7 +640,7 @@ def test_cross_guild_exceptions_are_real_and_few() -> None:
     for name in CROSS_GUILD_QUERIES:
         sql = [text for method, text in statements if method == name]
         assert sql and not all(GUILD_SCOPED.search(text) for text in sql), name
-    assert len(CROSS_GUILD_QUERIES) == 3  # adding one is a deliberate, reviewed change
+    assert len(CROSS_GUILD_QUERIES) == 4  # adding one is a deliberate, reviewed change
 
 
 def test_scope_checker_catches_a_leaky_query() -> None:
@@ -607,7 +659,8 @@ class Repository:
 
 def test_public_methods_take_guild_id_first() -> None:
     """Every public Repository method except the listed cross-guild ones takes guild_id as its first argument."""
-    cross_guild_public = {"close_dangling_sessions", "purge_all_expired", "pending_summaries"}
+    cross_guild_public = {"close_dangling_sessions", "purge_all_expired", "pending_summaries",
+                          "guilds_with_stale_posts"}
     for name, method in inspect.getmembers(Repository, inspect.iscoroutinefunction):
         if name.startswith("_") or name in cross_guild_public:
             continue
@@ -649,6 +702,9 @@ async def test_executed_statements_all_carry_the_guild(repo: Repository, db: Dat
         "set_member_name": repo.set_member_name(guild, 10, "Ana", set_by=10),
         "member_names": repo.member_names(guild),
         "clear_member_name": repo.clear_member_name(guild, 10),
+        "add_alert_post": repo.add_alert_post(guild, session_id, 5, 6, "flagged", turn_id=turn_id, event_id=1),
+        "stale_alert_posts": repo.stale_alert_posts(guild),
+        "forget_alert_posts": repo.forget_alert_posts(guild, [1]),
         "delete_member_data": repo.delete_member_data(guild, 99),
         "purge_older_than": repo.purge_older_than(guild, 1, now=at(10)),
         "delete_session": repo.delete_session(guild, session_id),
@@ -657,7 +713,7 @@ async def test_executed_statements_all_carry_the_guild(repo: Repository, db: Dat
         await call
     await db.set_trace_callback(None)
     public = {n for n, _ in inspect.getmembers(Repository, inspect.iscoroutinefunction) if not n.startswith("_")}
-    cross_guild = {"close_dangling_sessions", "purge_all_expired", "pending_summaries"}
+    cross_guild = {"close_dangling_sessions", "purge_all_expired", "pending_summaries", "guilds_with_stale_posts"}
     assert public - cross_guild == set(calls) | {"start_session", "add_turn"}
     data_statements = [s for s in executed if SQL_START.match(s) and TOUCHES_TRANSCRIPTS.search(s)]
     assert len(data_statements) >= 20
