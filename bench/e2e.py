@@ -77,6 +77,7 @@ AGE = 8
 REPLY_ROOM_S = turn_pause_ms(None, AGE) / 1000 + 0.2 + 1.5 + 0.4  # tail + think + reply + margin
 RTP_VOICE = 0x78
 LAG_PROBE_S = 0.05
+IN_WINDOW_S = 2.5  # a spurt's audio handed this long after its last packet still counts (the next comes > 3 s later)
 REPLY_GAP_S = 0.1  # a packet after this long a silence from the bot starts a new reply
 GOAL_LATENCY_MS = 40.0
 GOAL_TALKING_KID_PERCENT = 2.0
@@ -286,7 +287,7 @@ def input_latencies(spurt_ends: list[float], live: InstrumentedLiveSession) -> l
     handed_at = [t for t, _ in live.voiced_handed]
     genai_session = live._connection.session if live._connection is not None else None
     for end in spurt_ends:
-        lo, hi = bisect.bisect_left(handed_at, end), bisect.bisect_left(handed_at, end + 0.7)
+        lo, hi = bisect.bisect_left(handed_at, end), bisect.bisect_left(handed_at, end + IN_WINDOW_S)
         if hi > lo and genai_session is not None:
             written = wire.written_at(genai_session, live.voiced_handed[hi - 1][1])
             if written is not None:
