@@ -71,9 +71,10 @@ class Conversation:
     def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
                  observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int,
                  daily_budget_usd: float = float("inf"), spent_today_usd: float = 0.0,
-                 turn_pause_setting_ms: int | None = None,
+                 turn_pause_setting_ms: int | None = None, seeded_from: frozenset[int] = frozenset(),
                  on_closed: Callable[[Conversation], None] = lambda _: None) -> None:
         self.request = request
+        self.seeded_from = seeded_from  # members whose stored words seeded its history (see `involves`)
         self.guild_id = request.guild_id
         self.session_id = session_id
         self.voice_channel = request.voice_channel
@@ -173,9 +174,10 @@ class Conversation:
             self._stopper = asyncio.create_task(self.stop(reason), name=f"stop:{self.guild_id}")
 
     def involves(self, member_id: int) -> bool:
-        """This member started the conversation, is in the call, or was heard or typed in it."""
+        """This member started the conversation, is in the call, was heard or typed in it, or their stored words
+        seeded its history (they are in its Live context now, and re-sent on a fresh connection)."""
         return (member_id == self.request.starter_id or member_id in self._turns.names
-                or in_call(member_id, self.voice_channel))
+                or member_id in self.seeded_from or in_call(member_id, self.voice_channel))
 
     async def notify_started(self) -> None:
         """Tell the observers (called by the registry once the conversation is registered)."""
