@@ -58,6 +58,7 @@ import discord.opus
 import bot.voice_link
 from bench import profile, wire
 from bot.audio.playback import PlaybackSource
+from bot.audio.pump_clock import STALL_S, PumpClock
 from bot.audio.sink import TutorSink
 from bot.levels import BUILTIN_LEVELS
 from bot.live import events as ev
@@ -67,6 +68,8 @@ from bot.turn_taking import turn_pause_ms
 from bot.tutor import Conversations, StartRequest
 from tests.dave_harness import VoiceServerHarness
 from tests.fake_live import FakeLiveServer, make_client_settings
+
+log = logging.getLogger("bench.e2e")
 
 FRAME_S = 0.02
 TALK_S = 1.5
@@ -173,7 +176,8 @@ class Ear(threading.Thread):
     """The kids' side of the voice server's UDP socket: stamps every packet the bot sends as it arrives.
 
     Takes the socket over from the server's event-loop reader (after the bot's IP discovery), so a busy
-    loop does not delay the stamps; packets are kept in `server.rtp_from_bot` for `harness.bot_said()`.
+    loop does not delay the stamps; the server still handles each datagram (packets are kept in
+    `server.rtp_from_bot` for `harness.bot_said()`, and the IP discovery of a reconnect is answered).
     """
 
     def __init__(self, harness: VoiceServerHarness) -> None:
@@ -189,16 +193,37 @@ class Ear(threading.Thread):
             ready, _, _ = select.select([udp], [], [], 0.05)
             while ready:
                 try:
-                    data = udp.recv(4096)
+                    data, address = udp.recvfrom(4096)
                 except (BlockingIOError, OSError):
                     break
                 if len(data) > 12 and data[1] == RTP_VOICE:
                     self.arrivals.append(time.monotonic())
-                    self.server.rtp_from_bot.append(data)
+                self.server.handle_datagram(data, address)
 
     def close(self) -> None:
         self._done.set()
         self.join(1.0)
+
+
+async def rewelcome_after_reconnects(harnesses: list[VoiceServerHarness], stop: asyncio.Event) -> int:
+    """Discord's side of a voice reconnect that identifies afresh (a resume keeps the DAVE session): the kids
+    regroup and welcome the bot again (`VoiceServerHarness.welcome_back`), as their clients would. Without
+    this a loaded run whose voice websockets missed heartbeats lost every kid packet after the reconnect.
+    Returns how many times it happened."""
+    seen = [(len(h.server.json_ops(0)), len(h.server.binary_ops(26))) for h in harnesses]
+    welcomes: list[asyncio.Task[None]] = []
+    while not stop.is_set():
+        for i, h in enumerate(harnesses):
+            identifies, key_packages = len(h.server.json_ops(0)), len(h.server.binary_ops(26))
+            if identifies > seen[i][0]:
+                log.warning("bench.voice_reidentified", extra={"harness": i})
+                welcomes.append(asyncio.create_task(h.welcome_back(key_packages_before=seen[i][1])))
+            seen[i] = (identifies, key_packages)
+        await asyncio.sleep(0.1)
+    for task in welcomes:
+        with contextlib.suppress(Exception):
+            await task
+    return len(welcomes)
 
 
 async def measure_loop_lag(samples: list[float], stop: asyncio.Event) -> None:
@@ -235,6 +260,7 @@ class RunResult:
     heard_s: float = 0.0  # seconds of the tutor's voice the first kid's client decrypted, decoded and found loud
     label: str = ""  # which variant ran ("" when not comparing)
     profiler_percent: float = 0.0  # py-spy's own CPU while talking (it competes with the bot for the cores)
+    reidentified: int = 0  # voice reconnects that identified afresh (the kids welcomed the bot into DAVE again)
 
 
 def rss_mb() -> float:
@@ -314,6 +340,8 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     ears = [Ear(h) for h in harnesses]
     for ear in ears:
         ear.start()
+    rewelcome_stop = asyncio.Event()
+    rewelcomer = asyncio.create_task(rewelcome_after_reconnects(harnesses, rewelcome_stop))
     baseline, _ = await profiled(idle_seconds, use_profiler, profile_rate)
 
     conversations = Conversations(settings=settings, repository=repository, connect=connect,
@@ -361,8 +389,12 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
         result.output_ms += output_latencies(live.first_chunk_at, ear.arrivals)
         result.underruns += status.underruns
         sent = sum(kid.sent for kid in kids if kid.harness is h)
-        result.dropped += max(0, sent - status.packets_received) + round(live.stats.audio_ms_dropped / 20)
+        result.dropped += (max(0, sent - status.packets_received)  # lost on the way
+                           + status.packets_dropped + status.packets_concealed  # unreadable, undecryptable
+                           + round(live.stats.audio_ms_dropped / 20))  # input the Live outbox let go
         result.replies_heard += len(live.first_chunk_at)
+    rewelcome_stop.set()
+    result.reidentified = await rewelcomer
     await conversations.stop_all("bench finished")
     for ear in ears:
         ear.close()
@@ -401,8 +433,35 @@ def per_frame_handover() -> Iterator[None]:
         TutorSink._schedule = real  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def tick_only_pump() -> Iterator[None]:
+    """Before the pump woke for a late speaker: a hold waited for the pump's next 20 ms tick."""
+    real = PumpClock.next_wake
+
+    def next_wake(self: PumpClock, mixer: Any, now: float) -> tuple[float, bool]:
+        self.next_tick += self.period
+        if self.next_tick < now - STALL_S:
+            self.next_tick = now + self.period
+        return self.next_tick, False
+
+    PumpClock.next_wake = next_wake  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PumpClock.next_wake = real  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def day_one() -> Iterator[None]:
+    """The bot as issue 15's first day left it: both of the above."""
+    with per_frame_handover(), tick_only_pump():
+        yield
+
+
 BASELINES: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "handover": per_frame_handover,
+    "hold": tick_only_pump,
+    "day1": day_one,
 }
 
 
@@ -463,7 +522,8 @@ def print_tables(results: list[RunResult], server_cpu_percent: float) -> None:
     print(f"(in: kid's last packet sent → its audio written to the Live socket; out: reply's first chunk parsed →"
           f" first packet at the kid's socket; samples per row: {counts};"
           f" fake Live server {server_cpu_percent:.1f} % of a core in its own process, not counted; py-spy itself"
-          f" {', '.join(f'{r.profiler_percent:.0f}' for r in results)} % of a core while talking)\n")
+          f" {', '.join(f'{r.profiler_percent:.0f}' for r in results)} % of a core while talking; voice reconnects"
+          f" with a fresh DAVE welcome: {', '.join(str(r.reidentified) for r in results)})\n")
     if not any(r.stages for r in results):
         print("(no per-stage table: --no-profile, or py-spy is not installed — `pip install py-spy`)")
         return

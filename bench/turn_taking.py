@@ -1,8 +1,9 @@
 """Turn-taking for kids: how often a pause cuts a child's turn short, and how long a finished child waits.
 
 Run: `python -m bench.turn_taking` (or `scripts/bench turn_taking`). No network, no real time: a virtual
-20 ms clock drives the bot's real `Mixer` (jitter hold, silence tail, STREAM_END) exactly as
-`Conversation._pump_input` does, and the frames it emits go to the fake Live server's voice activity
+clock drives the bot's real `Mixer` (jitter hold, silence tail, STREAM_END) with the pump's own schedule
+(`bot.audio.pump_clock.PumpClock`: 20 ms ticks, a hold ended by the late packet or its deadline, rest while
+idle) as `Conversation._pump_input` does, and the frames it emits go to the fake Live server's voice activity
 detection (`tests.fake_live_model.ActivityDetector`, the rule the truthful fake ends spoken turns by:
 `audioStreamEnd`, or `silence_ms` of silence in the audio received).
 
@@ -32,11 +33,11 @@ import numpy as np
 
 from bot.audio.formats import FRAME_MS, LIVE_INPUT_FRAME_BYTES
 from bot.audio.mixer import Mixer, StreamEnd
+from bot.audio.pump_clock import PumpClock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.fake_live_model import ActivityDetector
 
-CATCH_UP_MS = 40  # as bot.conversation
 KID = 1
 SERVER_VAD_S = 2.0  # the truthful fake's default (3.1's observed ~2 s)
 AFTER_S = 6.0  # how long to follow an utterance after its last word
@@ -100,21 +101,25 @@ def run_one(segments: list[tuple[float, float]], setting: Setting, rng: random.R
     packets = sorted(start + k * FRAME_MS / 1000 + rng.uniform(-0.004, 0.004)
                      for start, end in segments for k in range(int((end - start) * 1000 / FRAME_MS)))
     last_word = packets[-1]
-    period, now, i = FRAME_MS / 1000, 0.0, 0
+    clock, now, i = PumpClock(), packets[0], 0
+    clock.restart(now)
     while now < last_word + AFTER_S:
         while i < len(packets) and packets[i] <= now:
             mixer.push(KID, frame, packets[i])
             i += 1
-        outs = [mixer.pull(now)]
-        while mixer.queued_ms > CATCH_UP_MS and outs[-1] is not None:
-            outs.append(mixer.pull(now))
-        for out in outs:
-            ended = server.end() if isinstance(out, StreamEnd) else server.feed(out) if out else None
+        if mixer.idle and i < len(packets):  # the pump rests until the next packet
+            now = packets[i]
+            clock.restart(now)
+            continue
+        for out, _urgent in clock.pull(mixer, now):
+            ended = server.end() if isinstance(out, StreamEnd) else server.feed(out)
             if ended == "end":
                 if now < last_word:
                     return Outcome(True, None)
                 return Outcome(False, now - last_word)
-        now += period
+        wake_at, on_audio = clock.next_wake(mixer, now)
+        next_packet = packets[i] if i < len(packets) else float("inf")
+        now = next_packet if on_audio and next_packet < wake_at else wake_at
     return Outcome(False, None)  # never ended (cannot happen with a finite tail)
 
 

@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot import endings
-from bot.audio.formats import FRAME_MS
 from bot.audio.mixer import Mixer, StreamEnd
 from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
+from bot.audio.pump_clock import PumpClock
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.cost import Prices
@@ -44,7 +44,6 @@ from bot.voice_link import VoiceConnector, VoiceLink
 log = logging.getLogger(__name__)
 
 WATCHDOG_INTERVAL_S = 1.0
-CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
 PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (tests lower it)
@@ -217,48 +216,68 @@ class Conversation:
         log.info("conversation.kid_left", extra=self._log_tags(user_id=user_id))
 
     async def _pump_input(self) -> None:
-        """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal.
+        """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal (`PumpClock`).
 
         Between talk spurts (the mixer idle: nothing queued, no tail owed) it rests until a kid's audio
-        arrives instead of ticking 50 times a second for nothing. When the mixer has fallen behind (a held
-        frame, a stalled loop) it is drained at once, so waiting for jitter never turns into lasting delay.
+        arrives instead of ticking 50 times a second for nothing. While it ticks, kids' frames wait for the
+        next tick instead of waking the loop (the sink is polled), except while the mixer holds for a late
+        speaker: then their audio ends the wait at once, and the hold's deadline ends it otherwise.
         """
         assert self._voice is not None
-        period = FRAME_MS / 1000
-        next_tick = time.monotonic()
+        clock = PumpClock()
+        clock.restart(time.monotonic())
+        not_before = 0.0  # a timer may fire a hair early; the mixer must see the time it was set for
         while True:
-            self._voice.take_kid_audio()  # polled: what came since the last tick, with the times it came
+            self._voice.take_kid_audio()  # polled: what came since the last pull, with the times it came
             if self._mixer.idle:  # nobody talking and nothing owed to Live: rest until a kid's audio comes
-                self._kid_audio.clear()
-                self._voice.poll_kid_audio(False)  # the next frame wakes the loop (and this pump)
-                await self._kid_audio.wait()
-                self._voice.poll_kid_audio(True)  # ticking again: frames wait for the next tick
-                next_tick = time.monotonic()
-            now = time.monotonic()
+                await self._until_kid_audio()
+                clock.restart(time.monotonic())
+            now = max(time.monotonic(), not_before)
             try:
-                self._send_mixed(self._mixer.pull(now))
-                while self._mixer.queued_ms > CATCH_UP_MS and self._send_mixed(self._mixer.pull(now)):
-                    pass
+                for out, urgent in clock.pull(self._mixer, now):
+                    self._send_mixed(out, urgent)
             except Exception:  # one bad frame must not stop the kids being heard
                 log.exception("conversation.pump_failed", extra=self._log_tags())
-            next_tick += period
-            if next_tick < now - 0.1:  # the loop was stalled: resynchronise instead of bursting
-                next_tick = now + period
-            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            wake_at, on_audio = clock.next_wake(self._mixer, now)
+            if on_audio:  # holding for a late kid: their audio, or the hold's deadline, whichever is first
+                timed_out = await self._until_kid_audio(deadline=wake_at)
+                not_before = wake_at if timed_out else 0.0
+            else:
+                await asyncio.sleep(max(0.0, wake_at - time.monotonic()))
+                not_before = wake_at
 
-    def _send_mixed(self, out: bytes | StreamEnd | None) -> bool:
-        """Hand one mixer output to Live; False when there was nothing to send."""
+    async def _until_kid_audio(self, deadline: float | None = None) -> bool:
+        """Wait for a kid's frame (unpolled: the next one wakes the loop) or until `deadline` (monotonic, which
+        is the loop's clock); True when the deadline ended the wait."""
+        assert self._voice is not None
+        timed_out = False
+
+        def give_up() -> None:
+            nonlocal timed_out
+            timed_out = True
+            self._kid_audio.set()
+
+        timer = asyncio.get_running_loop().call_at(deadline, give_up) if deadline is not None else None
+        self._kid_audio.clear()
+        self._voice.poll_kid_audio(False)  # delivers what waits, so a frame already here ends the wait
+        try:
+            await self._kid_audio.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._voice.poll_kid_audio(True)  # ticking again: frames wait for the next pull
+        return timed_out
+
+    def _send_mixed(self, out: bytes | StreamEnd, urgent: bool) -> None:
+        """Hand one mixer output to Live (`urgent`: it starts or ends a talk spurt)."""
         assert self.live is not None
         if isinstance(out, StreamEnd):
             self.live.end_audio_stream()
-            return True
-        if not out:
-            return False
-        self.live.send_audio(out, urgent=self._mixer.at_spurt_edge)
+            return
+        self.live.send_audio(out, urgent=urgent)
         if self._last_kid_audio_at is not None:
             self._input_latency_ms.append((time.monotonic() - self._last_kid_audio_at) * 1000)
             self._last_kid_audio_at = None
-        return True
 
     def rename(self, member_id: int, chosen: str | None) -> None:
         """A kid set or cleared their chosen name during the call (`/tutor name`)."""

@@ -36,6 +36,8 @@ The default is what 3.8 does (each kinder behaviour of the old fake is now an ex
   `turnComplete`, no `generationComplete`.
 * Sessions: a connection whose setup carries a known handle continues that `FakeSession`; its `audio` is rolled
   back to what the handle covered, so `session.audio` is exactly what the model heard — duplicates included.
+  `latency_s` (default 50 ms, the network; 0 = localhost) delays every client message on its way in, so a
+  handle covers only what had arrived, and what is on its way when the socket ends is lost.
 * Connection lifetime: `goAway {timeLeft: "60s"}` `go_away_lead_s` before `connection_lifetime_s`, then close
   1011 "Deadline expired…"; `go_away(time_left)` does it now; `expire()` closes with that 1011 and no GoAway
   (3.8 has been seen to do so at 58:00).
@@ -212,7 +214,7 @@ class FakeLiveServer:
                  turn_complete_after_playback: bool = True, vad_silence_ms: float | None = 2000.0,
                  barge_in_ms: float | None = 250.0, connection_lifetime_s: float | None = 600.0,
                  go_away_lead_s: float = 60.0, thoughts_tokens: int = 136, output_rate: int = OUTPUT_RATE,
-                 honours_silence_duration: bool = False) -> None:
+                 honours_silence_duration: bool = False, latency_s: float = 0.05) -> None:
         if input_transcript_at not in INPUT_TIMINGS:
             raise ValueError(f"input_transcript_at must be one of {INPUT_TIMINGS}")
         self.api_key = api_key
@@ -234,6 +236,9 @@ class FakeLiveServer:
         self.connection_lifetime_s = connection_lifetime_s
         self.go_away_lead_s = go_away_lead_s
         self.thoughts_tokens = thoughts_tokens
+        # Client messages reach the model this long after they were sent: Google is ~50–150 ms away (localhost is
+        # not), so a handle never covers the input still on its way. 0: the kinder localhost.
+        self.latency_s = latency_s
         self.output_rate = output_rate
         self.setup_failure: tuple[int, str] | None = None
         self.setup_delay = 0.0  # seconds before setupComplete; math.inf: never
@@ -422,9 +427,7 @@ class FakeLiveServer:
             conn.setup = setup
             if not await self._accept_setup(conn):
                 return
-            async for raw in ws:
-                self._on_client_message(conn, json.loads(raw))
-                self._changed.set()
+            await self._receive(conn, ws)
         except Exception:  # the client went away; tests look at what was recorded
             pass
         finally:
@@ -446,6 +449,30 @@ class FakeLiveServer:
         if handle is not None and not any(handle in s.handles for s in self.sessions):
             return 1007, STALE_HANDLE
         return self.setup_failure
+
+    async def _receive(self, conn: FakeConnection, ws: ServerConnection) -> None:
+        """Every client message after the setup, each `latency_s` after it was sent (the network between the bot
+        and Google): what is still on its way when the socket ends never reaches the model."""
+        if not self.latency_s:
+            async for raw in ws:
+                self._on_client_message(conn, json.loads(raw))
+                self._changed.set()
+            return
+        on_the_way: asyncio.Queue[tuple[float, str | bytes]] = asyncio.Queue()
+
+        async def arrive() -> None:
+            while True:
+                due, raw = await on_the_way.get()
+                await asyncio.sleep(due - time.monotonic())
+                self._on_client_message(conn, json.loads(raw))
+                self._changed.set()
+
+        arriving = asyncio.create_task(arrive())
+        try:
+            async for raw in ws:
+                on_the_way.put_nowait((time.monotonic() + self.latency_s, raw))
+        finally:
+            arriving.cancel()
 
     async def _accept_setup(self, conn: FakeConnection) -> bool:
         assert conn.ws is not None

@@ -260,10 +260,14 @@ class FakeVoiceServer:
                 data, address = self._udp.recvfrom(4096)
             except (BlockingIOError, OSError):
                 return
-            if len(data) == 74 and data[:4] == struct.pack(">HH", 1, 70):  # IP discovery request
-                self.bot_address = address
-                host = address[0].encode().ljust(64, b"\0")
-                self._udp.sendto(struct.pack(">HH", 2, 70) + data[4:8] + host + struct.pack(">H", address[1]),
-                                 address)
-            elif len(data) > 12 and data[1] == 0x78:
-                self.rtp_from_bot.append(data)
+            self.handle_datagram(data, address)
+
+    def handle_datagram(self, data: bytes, address: tuple[str, int]) -> None:
+        """One datagram from the bot: answer IP discovery (on every (re)connect), keep its RTP."""
+        assert self._udp is not None
+        if len(data) == 74 and data[:4] == struct.pack(">HH", 1, 70):  # IP discovery request
+            self.bot_address = address
+            host = address[0].encode().ljust(64, b"\0")
+            self._udp.sendto(struct.pack(">HH", 2, 70) + data[4:8] + host + struct.pack(">H", address[1]), address)
+        elif len(data) > 12 and data[1] == 0x78:
+            self.rtp_from_bot.append(data)

@@ -144,6 +144,48 @@ async def test_go_away_gives_sixty_seconds(server, client):
         assert any(m.data for _, m in await one_turn(session))  # still answering after the GoAway
 
 
+async def test_without_switches_the_fake_is_the_real_service():
+    """The defaults are 3.8's (each kinder behaviour is a switch a test asks for): no consumed index, bundled parts,
+    turn_complete after playback, 2 s voice detection that ignores the setup's silence, barge-in, interim
+    transcripts, 136 thought tokens a turn, a ~10-minute connection with GoAway 60 s before its end, and a
+    network between (client messages arrive late)."""
+    async with FakeLiveServer() as fake:
+        assert not fake.report_consumed_index and fake.bundle_parts and fake.turn_complete_after_playback
+        assert fake.vad_silence_ms == 2000 and not fake.honours_silence_duration
+        assert fake.barge_in_ms is not None and fake.interim_every_ms is not None
+        assert (fake.thoughts_tokens, fake.connection_lifetime_s, fake.go_away_lead_s) == (136, 600, 60)
+        assert fake.latency_s > 0
+
+
+async def test_two_seconds_of_silence_end_a_spoken_turn_without_audio_stream_end(server, client):
+    """The service's own voice detection ends a turn: after speech, 1.9 s of silence gets no reply, 2 s does."""
+    silence = bytes(3_200)  # 100 ms of 16 kHz s16le
+    async with client.aio.live.connect(model=MODEL, config=config()) as session:
+        await session.send_realtime_input(audio=types.Blob(data=SPEECH, mime_type="audio/pcm;rate=16000"))
+        for _ in range(19):
+            await session.send_realtime_input(audio=types.Blob(data=silence, mime_type="audio/pcm;rate=16000"))
+        await asyncio.sleep(0.5)
+        assert server.replies_sent == 0
+        await session.send_realtime_input(audio=types.Blob(data=silence, mime_type="audio/pcm;rate=16000"))
+        async with asyncio.timeout(5):
+            assert any(m.data for _, m in await one_turn(session))
+
+
+async def test_a_connection_ends_on_its_own_after_a_go_away(server, client):
+    """Every connection has a lifetime: GoAway `go_away_lead_s` before its end, then 1011 "Deadline expired"."""
+    server.connection_lifetime_s, server.go_away_lead_s = 1.0, 0.6
+    async with client.aio.live.connect(model=MODEL, config=config()) as session:
+        opened = time.monotonic()
+        receiving = session.receive()
+        message = await anext(receiving)
+        assert message.go_away.time_left == "0.6s" and time.monotonic() - opened >= 0.3
+        with pytest.raises(errors.APIError) as caught:
+            async for _ in receiving:
+                pass
+    assert caught.value.code == 1011 and DEADLINE_EXPIRED in str(caught.value)
+    assert time.monotonic() - opened >= 0.9
+
+
 async def test_go_away_closes_with_1011_when_time_left_is_up(server, client):
     """When time_left has passed the connection is closed with 1011 "Deadline expired", not before."""
     async with client.aio.live.connect(model=MODEL, config=config()) as session:

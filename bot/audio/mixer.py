@@ -28,8 +28,11 @@ began contributing whole frames) or ends one (nobody is mid-spurt any more: the 
 or the first tail frame after a speaker's packets stopped). The pump passes it to Live as `urgent`, so
 the send policy holds only the middle of a spurt, never its first or last frame.
 
-The pump should tick on an absolute 20 ms schedule; if it falls behind it may call `pull` again at
-once while `queued_ms` exceeds ~40 ms, which is how the queue sheds latency added by holds.
+When `pull` holds, `holding` is true and `hold_until` says when the hold gives up. The pump
+(`bot.audio.pump_clock`) pulls again as soon as the late audio is pushed or at `hold_until`, whichever
+comes first, instead of at its next 20 ms tick: a late packet then costs its own lateness, not a frame of
+standing queue, and the end of a spurt reaches Live when the hold gives up, not up to a tick later.
+If the pump falls behind it may call `pull` again at once while `queued_ms` exceeds ~40 ms.
 """
 
 from __future__ import annotations
@@ -96,6 +99,11 @@ class _Speaker:
             return jitter_s
         return min(jitter_s, max(self.gaps) + STEADY_MARGIN_S)
 
+    def hold_deadline(self, jitter_s: float) -> float:
+        """When a partial frame stops waiting for the rest (one expression for both sides of the test, so a
+        pull at exactly this time never finds the hold both over and not over)."""
+        return self.last_push + self.hold_s(jitter_s)
+
 
 class Mixer:
     """Mix per-speaker 16 kHz mono streams into 20 ms frames for Gemini Live; remember who spoke when."""
@@ -117,6 +125,8 @@ class Mixer:
         self._holds = 0  # consecutive pulls that waited for a late speaker
         self._mid_spurt = False  # some speaker contributed a whole frame to the last output
         self.at_spurt_edge = False  # the last output started or ended a talk spurt (see the module docstring)
+        self.holding = False  # the last pull waited for a late speaker
+        self.hold_until = float("inf")  # when that wait gives up (monotonic), while holding
         self.frames_out = 0
         self.silence_frames_out = 0
         self.stream_ends = 0
@@ -143,7 +153,9 @@ class Mixer:
 
     def pull(self, now: float) -> bytes | StreamEnd | None:
         """Next 20 ms for Live: mixed speech, tail silence, STREAM_END once, or None (send nothing)."""
-        if self._must_wait(now):
+        self.hold_until = self._hold_deadline(now)
+        self.holding = self.hold_until < float("inf")
+        if self.holding:
             self._holds += 1
             self.at_spurt_edge = False
             return None
@@ -155,7 +167,7 @@ class Mixer:
             if speaker.playing:
                 frames.append(bytes(speaker.queue[:FRAME_BYTES]))
                 del speaker.queue[:FRAME_BYTES]
-            elif queued and now - speaker.last_push >= speaker.hold_s(self.jitter_s):
+            elif queued and now >= speaker.hold_deadline(self.jitter_s):
                 frames.append(bytes(speaker.queue) + bytes(FRAME_BYTES - queued))  # the spurt ended
                 speaker.queue.clear()
         mid_spurt = any(speaker.playing for speaker in self._speakers.values())
@@ -164,15 +176,14 @@ class Mixer:
             return self._emit_voice(frames)
         return self._emit_idle()
 
-    def _must_wait(self, now: float) -> bool:
-        """A speaker mid spurt is short of a frame but its packets are still coming: hold the mix."""
+    def _hold_deadline(self, now: float) -> float:
+        """A speaker mid spurt is short of a frame but its packets are still coming: hold the mix until the
+        earliest such speaker's hold gives up (inf: no hold)."""
         if self._holds >= MAX_CONSECUTIVE_HOLDS:
-            return False
-        return any(
-            speaker.playing and len(speaker.queue) < FRAME_BYTES
-            and now - speaker.last_push < speaker.hold_s(self.jitter_s)
-            for speaker in self._speakers.values()
-        )
+            return float("inf")
+        deadlines = (speaker.hold_deadline(self.jitter_s) for speaker in self._speakers.values()
+                     if speaker.playing and len(speaker.queue) < FRAME_BYTES)
+        return min((deadline for deadline in deadlines if now < deadline), default=float("inf"))
 
     def remove(self, user_id: int) -> None:
         """Forget a speaker who left; queued audio is dropped, activity history stays for transcripts."""

@@ -4,6 +4,7 @@ per-turn usage, real SQLite, the fake voice client."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 
@@ -112,6 +113,29 @@ async def test_budget_reached_mid_talk_says_goodbye_then_stops(pricey_world, liv
     assert [(e.kind, e.name) for e in events] == [("budget_stop", "daily_budget")]
     assert events[0].turn_id is not None and "$0.50" in events[0].reason
     assert (await repository.get_session(GUILD, conversation.session_id)).end_reason == result.reason
+
+
+async def test_a_new_day_mid_talk_is_held_to_the_new_days_budget(pricey_world, live_server, repository, monkeypatch):
+    """The conversation re-reads the day's spend as it goes: talk that started just before midnight with the day's
+    $5.00 nearly spent is held to the new day's budget after midnight, not stopped by yesterday's spending."""
+    monkeypatch.setattr(bot.conversation, "WATCHDOG_INTERVAL_S", 0.05)
+    conversations, connector, observer, channel, kid = pricey_world
+    real, reads = repository.usage_today, []
+
+    async def usage_today(guild_id, *args, **kwargs):
+        usage = await real(guild_id, *args, **kwargs)
+        reads.append(usage.cost_usd)
+        return dataclasses.replace(usage, cost_usd=4.99) if len(reads) == 1 else usage  # the first read: yesterday
+
+    monkeypatch.setattr(repository, "usage_today", usage_today)
+    conversation = await conversations.start(request(channel))
+    connector.last.speak(kid, speech()).join()
+    await wait_until(lambda: conversation.cost.cost_usd > 0.50)  # more than was left of yesterday's budget
+    reads_then = len(reads)
+    await wait_until(lambda: len(reads) >= reads_then + 2)  # the watchdog read the new day's spend since
+    await asyncio.sleep(0.2)
+    assert observer.ended == [] and conversation.cost.spent_today_usd < 5.0
+    await conversations.stop(GUILD)
 
 
 async def test_setup_sends_the_chosen_compression(world, live_server):

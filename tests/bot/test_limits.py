@@ -69,6 +69,13 @@ def test_daily_budget_stops_with_a_goodbye_in_kid_words():
     assert reason.spoken is not None and "$" not in reason.spoken
 
 
+def test_a_budget_spent_to_the_cent_is_reached():
+    """The goodbye comes when the budget is reached, not a snapshot later: $5.00 of $5.00 stops, as /tutor start
+    refuses then too (`budget_spent` is shared)."""
+    reason = LimitRules().check(reading(spent_today_usd=5.0, daily_budget_usd=5.0))
+    assert reason is not None and reason.budget
+
+
 def test_minutes_are_checked_before_the_budget():
     """When both are used up, the stop names the minutes (the older, simpler rule)."""
     reason = LimitRules().check(reading(minutes_used_today=61, spent_today_usd=9, daily_budget_usd=5))

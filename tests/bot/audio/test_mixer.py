@@ -255,3 +255,22 @@ def test_the_mixer_is_idle_only_when_nothing_is_queued_or_owed():
         assert not mixer.idle  # queued, held, or the tail still owed
         outputs.append(mixer.pull(len(outputs) * FRAME_S))
     assert mixer.idle and mixer.pull(1.0) is None
+
+
+def test_a_hold_says_when_it_gives_up():
+    """Holding for a steady speaker's rest of a frame: `holding`, and `hold_until` = last push + the steady hold;
+    the rest arriving ends the hold."""
+    mixer, speech = Mixer(jitter_ms=40), _speech(400)
+    chunk, pushed = 600, 0  # a bit short of a frame per packet: a remainder is left at times
+    for k in range(12):
+        mixer.push(1, speech[pushed : pushed + chunk], now=k * FRAME_S)
+        pushed += chunk
+        while mixer.pull(k * FRAME_S + 0.001) not in (None, SILENCE_FRAME) and mixer.queued_ms >= 20:
+            pass
+    last_push = 11 * FRAME_S
+    assert 0 < mixer.queued_ms < 20
+    assert mixer.pull(last_push + 0.005) is None
+    assert mixer.holding and mixer.hold_until == pytest.approx(last_push + 0.030, abs=0.001)
+    mixer.push(1, speech[pushed : pushed + chunk], now=last_push + 0.021)
+    assert isinstance(mixer.pull(last_push + 0.021), bytes) and not mixer.holding
+    assert mixer.hold_until == float("inf")

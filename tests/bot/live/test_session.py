@@ -221,6 +221,25 @@ async def test_unexpected_1011_mid_input_resumes_and_every_byte_arrives(server, 
     assert len(server.sessions) == 1 and not events.of(Failed)
 
 
+async def test_input_still_on_its_way_when_a_handle_comes_is_replayed_not_lost(server, live):
+    """Google is tens of milliseconds away: a handle covers only the input that had reached it. What the kid said
+    while the handle was issued is kept unconfirmed (UNCONFIRMED_MARGIN_S) and replayed after a 1011, not lost."""
+    server.latency_s = 0.2
+    session, events = await live()
+    audio = numbered(40, seed=5)
+    await speak(session, audio[:FRAME * 20], pace=0.02)  # real time: the last ~0.2 s is still on its way
+    await server.send_resumption_update()
+    await asyncio.sleep(0.4)  # the handle reaches the bot; the rest of the audio reaches the server
+    await server.close(1011, "Internal error encountered.")
+    await speak(session, audio[FRAME * 20:], pace=0.002)
+    await events.wait(Reconnected)
+    session.end_audio_stream()
+    await events.wait(TurnComplete)
+    assert server.connections[1].handle_used is not None
+    heard, sent = frame_numbers(bytes(server.sessions[0].audio)), frame_numbers(audio)
+    assert list(dict.fromkeys(heard)) == sent  # every frame, in order (those on their way heard twice at most)
+
+
 async def test_drop_before_first_handle_reconnects_fresh_and_reseeds(server, live):
     """A TCP drop before any handle: fresh session seeded with history and completed turns; input flows again."""
     server.resumption_updates = False
