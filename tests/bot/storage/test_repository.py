@@ -761,3 +761,15 @@ async def test_any_unicode_is_stored_and_read_back(repo: Repository) -> None:
     assert (await repo.get_session(GUILD, session_id)).summary == "Sum\ufffdmary\ufffd"
     other = await repo.start_session(GUILD, 5, 11, "Kid\udfff", "space", 8, started_at=T0)
     assert (await repo.get_session(GUILD, other)).starter_name == "Kid\ufffd"
+    # The tutor's tool calls carry the model's words too: an alert must never be lost over one character.
+    for i, text in enumerate(texts[:50]):
+        await repo.add_event(GUILD, other, "tool_call", "alert_grown_up", call_id=f"c{i}{text[:4]}",
+                             category=text[:6], reason=text, outcome=text[6:12])
+    assert await repo.set_event_outcome(GUILD, other, f"c0{texts[0][:4]}", texts[1])
+    events = await repo.session_events(GUILD, other)
+    assert [(e.call_id, e.category, e.reason, e.outcome) for e in events] == [
+        (repaired(f"c{i}{t[:4]}"), repaired(t[:6]), repaired(t), repaired(texts[1] if i == 0 else t[6:12]))
+        for i, t in enumerate(texts[:50])]
+    assert await repo.add_custom_level(GUILD, "bees", "all about \ud83d bees\x00", 10, title="B\udc00ees")
+    [level] = await repo.list_custom_levels(GUILD)
+    assert (level.description, level.title) == ("all about \ufffd bees\ufffd", "B\ufffdees")
