@@ -34,7 +34,7 @@ from bot.live import events as ev
 from bot.live.session import HistoryTurn, LiveSession
 from bot.live_setup import tutor_setup
 from bot.participants import in_call
-from bot.prompting import app_note, as_data, typed_message
+from bot.prompting import app_note, typed_message
 from bot.storage.repository import Repository
 from bot.tools import ToolCalls
 from bot.turn_log import TurnLog
@@ -47,15 +47,16 @@ WATCHDOG_INTERVAL_S = 1.0
 MINUTES_REFRESH_TICKS = 15  # the daily-minutes query runs every 15 watchdog ticks
 WRITE_DRAIN_TIMEOUT_S = 30.0  # at stop, how long queued turns may wait for a locked or slow database
 PLAYBACK_MAX_QUEUED_MS = MAX_QUEUED_MS  # reply audio beyond this is dropped (tests lower it)
-# The app's steering notes travel as `bot.prompting.app_note`s: a form kid input can never produce.
+# The app's steering notes travel as `bot.prompting.app_note`s: a form kid input can never produce. They hold only
+# the app's own words: the topic is named (fenced, as data) in the system instruction, never inside a note.
 SAFETY_REDIRECT = app_note(
     "Your last reply was stopped by a safety filter. In one short, "
-    "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to {topic}."
+    "kind sentence say you can't talk about that, suggest asking a grown-up, then offer to get back to today's topic."
 )
 GREETING_PROMPT = app_note(
     "The call has just started. Say hello, say in one short sentence that "
     "you are a computer helper, not a real person, and that grown-ups can read what is said, then ask one fun "
-    "question about {topic}."
+    "question about today's topic."
 )
 GOODBYE_PROMPT = app_note("Time is up because {reason}. Say a warm goodbye in one short sentence.")
 
@@ -70,9 +71,10 @@ class Conversation:
     def __init__(self, request: StartRequest, *, session_id: int, settings: Settings, repository: Repository,
                  observers: Sequence[ConversationObserver], daily_minutes: int, max_session_minutes: int,
                  daily_budget_usd: float = float("inf"), spent_today_usd: float = 0.0,
-                 turn_pause_setting_ms: int | None = None,
+                 turn_pause_setting_ms: int | None = None, seeded_from: frozenset[int] = frozenset(),
                  on_closed: Callable[[Conversation], None] = lambda _: None) -> None:
         self.request = request
+        self.seeded_from = seeded_from  # members whose stored words seeded its history (see `involves`)
         self.guild_id = request.guild_id
         self.session_id = session_id
         self.voice_channel = request.voice_channel
@@ -134,7 +136,7 @@ class Conversation:
         self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
             ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
         if self.request.greet:  # the tutor speaks first: hello, and that it is a computer grown-ups can read
-            self.live.send_text(GREETING_PROMPT.format(topic=as_data(self.level.title)))
+            self.live.send_text(GREETING_PROMPT)
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
 
     def kid_names(self) -> list[str]:
@@ -172,9 +174,10 @@ class Conversation:
             self._stopper = asyncio.create_task(self.stop(reason), name=f"stop:{self.guild_id}")
 
     def involves(self, member_id: int) -> bool:
-        """This member started the conversation, is in the call, or was heard or typed in it."""
+        """This member started the conversation, is in the call, was heard or typed in it, or their stored words
+        seeded its history (they are in its Live context now, and re-sent on a fresh connection)."""
         return (member_id == self.request.starter_id or member_id in self._turns.names
-                or in_call(member_id, self.voice_channel))
+                or member_id in self.seeded_from or in_call(member_id, self.voice_channel))
 
     async def notify_started(self) -> None:
         """Tell the observers (called by the registry once the conversation is registered)."""
@@ -320,7 +323,7 @@ class Conversation:
                 if blocked:
                     self._playback.flush()
                     self._turns.flag_prompt(reason or "blocked")  # both sides of the exchange
-                    self.live.send_text(SAFETY_REDIRECT.format(topic=as_data(self.level.title)))
+                    self.live.send_text(SAFETY_REDIRECT)
             case ev.TurnTranscribed():
                 self._turns.record(event)
                 if event.role == "child":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from bot import endings, timezones
@@ -31,7 +31,7 @@ from bot.history import seedable
 from bot.limits import budget_spent
 from bot.live.session import LiveConnectFailed, LiveSession
 from bot.participants import in_call, may_type, participants
-from bot.storage.models import storable_text
+from bot.storage.models import TurnRow, storable_text
 from bot.storage.repository import Repository
 from bot.voice_link import VoiceConnector, connect_voice
 
@@ -51,6 +51,7 @@ class _Starting:
     def __init__(self, request: StartRequest) -> None:
         self.request = request
         self.session_id = 0
+        self.seeded_from: frozenset[int] = frozenset()  # whose stored words its history carries
         self._task: asyncio.Future[None] | None = None
         self.stopped = False
         self.reason = endings.STOPPED_BY_COMMAND  # why it was called off (a command, or shutdown)
@@ -113,7 +114,7 @@ class Conversations:
         if (conversation := self._running.get(guild_id)) is not None:
             return conversation.involves(member_id)
         starting = self._starting.get(guild_id)
-        return starting is not None and (member_id == starting.request.starter_id
+        return starting is not None and (member_id == starting.request.starter_id or member_id in starting.seeded_from
                                          or in_call(member_id, starting.request.voice_channel))
 
     async def start(self, request: StartRequest) -> Conversation:
@@ -134,9 +135,11 @@ class Conversations:
             spent = (await self._repository.usage_today(guild_id, time_zone=request.time_zone)).cost_usd
             if budget_spent(spent, settings.daily_budget_usd):
                 raise DailyBudgetSpent(timezones.resets(request.time_zone))
-            history = seedable(await self._repository.recent_turns_for_level(
+            candidates = await self._repository.recent_turns_for_level(
                 guild_id, request.level.name, limit=HISTORY_TURNS,
-                participants=participants(request.voice_channel, also=[request.starter_id])))
+                participants=participants(request.voice_channel, also=[request.starter_id]))
+            history = seedable(candidates)
+            starting.seeded_from = await self._seeded_from(guild_id, candidates) if history else frozenset()
             session_id = await self._repository.start_session(
                 guild_id, request.voice_channel.id, request.starter_id, request.starter_name,
                 request.level.name, request.age, language=request.language.code)
@@ -146,7 +149,7 @@ class Conversations:
                                         max_session_minutes=settings.max_session_minutes,
                                         daily_budget_usd=settings.daily_budget_usd, spent_today_usd=spent,
                                         turn_pause_setting_ms=settings.turn_pause_ms,
-                                        on_closed=self._forget)
+                                        seeded_from=starting.seeded_from, on_closed=self._forget)
             starting.session_id = session_id
             try:
                 await starting.run(conversation.start(self._connect, self._live_factory, history))
@@ -168,6 +171,17 @@ class Conversations:
             del self._starting[guild_id]
         await conversation.notify_started()
         return conversation
+
+    async def _seeded_from(self, guild_id: int, turns: Sequence[TurnRow]) -> frozenset[int]:
+        """Every member whose stored words the history may carry: who spoke or typed in those turns, and who
+        started their sessions (erasing a member takes their sessions whole). While the conversation runs, its
+        Live context holds those words, and each fresh connection is seeded with them again: erasing any of
+        these members must wait until it has ended (`involves`)."""
+        members = {member for turn in turns for member in turn.speaker_ids}
+        for session_id in {turn.session_id for turn in turns}:
+            if (session := await self._repository.get_session(guild_id, session_id)) is not None:
+                members.add(session.starter_id)
+        return frozenset(members)
 
     async def stop(self, guild_id: int, reason: str = endings.STOPPED_BY_COMMAND) -> ConversationResult:
         conversation = self._running.get(guild_id)

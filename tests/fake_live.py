@@ -36,6 +36,7 @@ The default is what 3.8 does (each kinder behaviour of the old fake is now an ex
   `turnComplete`, no `generationComplete`.
 * Sessions: a connection whose setup carries a known handle continues that `FakeSession`; its `audio` is rolled
   back to what the handle covered, so `session.audio` is exactly what the model heard — duplicates included.
+  A connection still open on the state it resumed from (a GoAway hand-over) goes on with a copy of its own.
   `latency_s` (default 50 ms, the network; 0 = localhost) delays every client message on its way in, so a
   handle covers only what had arrived, and what is on its way when the socket ends is lost.
 * Connection lifetime: `goAway {timeLeft: "60s"}` `go_away_lead_s` before `connection_lifetime_s`, then close
@@ -44,7 +45,8 @@ The default is what 3.8 does (each kinder behaviour of the old fake is now an ex
 * Scripted turns: `interrupt_next()`, `block_next(reason)` (bare turnComplete with a safety reason),
   `reject_next()` (RESPONSE_REJECTED, no audio: proactive audio chose not to answer), `ignore_next()` (no
   reply at all), `endless_next()` (a reply that never ends), `call_tool_next(name, args)` (a `toolCall` before
-  the reply; input before the response → `toolCallCancellation`; responses land in `tool_responses`),
+  the reply; input before the response → `toolCallCancellation`; responses land in `tool_responses`; an empty
+  result gets the call made again, twice),
   `answering = False` (takes audio, never answers).
 * Actions: `drop()` (TCP reset), `close(code, reason)`, `send_raw(obj)`, `send_frame(text)` (any text frame,
   e.g. not JSON), `send_resumption_update()`, `wait_for(predicate)`.
@@ -139,6 +141,11 @@ class FakeSession:
     history: list[dict] = field(default_factory=list)  # client_content turns received as initial history
     handles: dict[str, tuple[int, ContextMeter]] = field(default_factory=dict)  # handle → (len(audio), context)
     meter: ContextMeter = field(default_factory=ContextMeter)
+
+    def fork(self, new_id: str) -> FakeSession:
+        """A copy that goes its own way (what the old connection hears after a resume elsewhere is not resumed)."""
+        return FakeSession(new_id, bytearray(self.audio), list(self.texts), list(self.history), dict(self.handles),
+                           self.meter.copy())
 
 
 def replayed_overlap(heard: bytes, sent: bytes) -> int | None:
@@ -489,6 +496,9 @@ class FakeLiveServer:
             del session.audio[covered:]  # the model only knows what the handle covered
             session.meter = meter.copy()
             conn.handle_used = handle
+            for other in self.connections:  # one still open on the state resumed from goes on with its own copy
+                if other is not conn and other.session is session and not other.closed:
+                    other.session = session.fork(f"{session.id}-left")
         else:
             session = FakeSession(id=f"session-{len(self.sessions) + 1}")
             instruction = get(conn.setup, "systemInstruction", "system_instruction") or {}

@@ -144,6 +144,7 @@ class ErasureReport:
     kept_sessions: int = 0  # sessions they started that have not ended yet, kept likewise
     events: int = 0  # the tutor's tool calls that may quote them, in sessions they did not start
     posts: int = 0  # the bot's alerts-channel posts quoting what went: deleted from Discord next
+    mentions: int = 0  # turns that stay whose words named them: the name taken out
 
 
 @dataclass(frozen=True, slots=True)

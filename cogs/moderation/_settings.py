@@ -175,13 +175,24 @@ class TutorSettings(commands.GroupCog, group_name="tutor-settings",
             if missing:
                 raise InvalidSetting(f"I can't post in {channel.mention}: I need {', '.join(missing)} there. "
                                      "Nothing was changed.")
-            if not everyone_can_read and _everyone_can_read(channel):
+            if not everyone_can_read and (readers := await self._kids_who_can_read(channel)):
                 raise InvalidSetting(
-                    f"Every member can read {channel.mention}, and alerts quote what the kids said and summarise "
+                    f"{readers} can read {channel.mention}, and alerts quote what the kids said and summarise "
                     "their talks. Pick a channel only moderators can see, or run this again with "
                     "`everyone-can-read: True` if that is really what you want. Nothing was changed.")
         done = f"Alerts will be posted in {channel.mention}." if channel else "Alerts turned off."
         await self._update(interaction, done, alerts_channel_id=channel.id if channel else None)
+
+    async def _kids_who_can_read(self, channel: discord.TextChannel) -> str | None:
+        """Who of the kids could read alerts posted there: every member (@everyone), or everyone with the
+        starter role (the role the kids have, when the server set one); None when neither can."""
+        if _everyone_can_read(channel):
+            return "Every member"
+        settings = await self.bot.repository.get_settings(channel.guild.id)
+        starter = channel.guild.get_role(settings.starter_role_id) if settings.starter_role_id else None
+        if starter is not None and channel.permissions_for(starter).view_channel:
+            return f"Everyone with the starter role **{discord.utils.escape_markdown(starter.name)}** (the kids' role)"
+        return None
 
     @app_commands.command(name="starter-role", description="Only this role (and moderators) may start the tutor")
     @app_commands.describe(role="Only members with this role (and moderators) may use the tutor; leave empty so "

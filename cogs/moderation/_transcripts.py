@@ -258,7 +258,8 @@ class Transcripts(commands.GroupCog, group_name="transcripts",
             done = (f"Deleted {report.sessions} session(s) started by {member.mention} and {report.turns} turn(s) "
                     "in total: every turn they spoke or typed in (a turn shared with other kids goes whole) and the "
                     f"whole transcript of sessions they started. Their name was taken out of {report.labels} "
-                    f"speaker label(s); {report.summaries} summary(ies) that included them will be written again.")
+                    f"speaker label(s) and the words of {report.mentions} turn(s) that stay; {report.summaries} "
+                    "summary(ies) that included them will be written again.")
             if report.posts:
                 self.alerts.remove_stale_posts_soon(guild_id)
                 done += (f" {report.posts} message(s) in the alerts channel that quoted what went are being "

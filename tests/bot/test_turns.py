@@ -212,6 +212,24 @@ async def test_a_turn_with_broken_unicode_is_repaired_and_kept(repository):
     assert second.text == "Rockets are 🚀 fun" and writer.stored == 2
 
 
+async def test_an_alert_with_broken_unicode_still_reaches_the_moderators(repository):
+    """The model's reason for alert_grown_up can hold half an emoji like a transcript can: the call is stored
+    repaired, the child's words are flagged and the moderators are told (it was dropped as an invalid row)."""
+    from bot.turns import PendingEvent
+
+    session_id = await new_session(repository)
+    alerts = []
+    writer = TurnWriter(repository, GUILD, session_id, on_flagged=_ignore,
+                        on_alert=lambda event, turn: _append(alerts, (event, turn)))
+    writer.start()
+    writer.put(turn(0, text="someone at school hurts me"))
+    writer.put(PendingEvent("tool_call", "alert_grown_up", T0, call_id="c1", category="hurt",
+                            reason="A child says they are hurt \ud83d", belongs_to="prompt", alert=True))
+    await writer.close(5)
+    [(event, child)] = alerts
+    assert event.reason == "A child says they are hurt \ufffd" and child.flag_reason == "alert: hurt"
+
+
 async def test_a_blocked_reply_flags_the_kid_turns_that_prompted_it(repository):
     """When a reply is blocked, the child turns already written that prompted it are flagged and reported: the
     one said before it, and one typed while the previous reply was still playing. A prompt the previous reply

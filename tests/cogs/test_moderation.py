@@ -892,6 +892,23 @@ async def test_an_alerts_channel_everyone_can_read_needs_an_explicit_yes(bot, gu
     assert (await bot.repository.get_settings(guild.id)).alerts_channel_id == public.id
 
 
+async def test_an_alerts_channel_the_kids_role_can_read_needs_an_explicit_yes_too(bot, guild, settings_cog, tree):
+    """A server that hides channels from @everyone and shows them to a kids' role: when that role is the starter
+    role, a channel it can read is as public to the kids, and is refused the same way unless confirmed."""
+    kids = MockRole(guild=guild, name="Kids")
+    guild.roles.append(kids)
+    await bot.repository.update_settings(guild.id, starter_role_id=kids.id)
+    channel = MockTextChannel(guild=guild)
+    channel.permissions_for.side_effect = lambda target: (
+        BOT_CAN_POST if target is guild.me else discord.Permissions(view_channel=target is kids))
+    alerts = command(settings_cog, "alerts-channel")
+    reply = await invoke(tree, alerts, settings_cog, moderator(bot, guild), channel=channel)
+    assert reply.ephemeral and "Everyone with the starter role **Kids**" in reply.content
+    assert (await bot.repository.get_settings(guild.id)).alerts_channel_id is None
+    await call_command(alerts, settings_cog, moderator(bot, guild), channel=channel, everyone_can_read=True)
+    assert (await bot.repository.get_settings(guild.id)).alerts_channel_id == channel.id
+
+
 async def test_alerts_channel_set_clear_and_refused_without_permissions(bot, guild, settings_cog, tree):
     """A channel the bot can post in is saved; one it cannot is refused; no argument turns alerts off."""
     good = text_channel(guild)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,8 @@ class ModerationQueries(Queries):
             known |= {row[0] for row in await tx.fetch_all(
                 "SELECT DISTINCT s.starter_name FROM sessions s WHERE s.guild_id = :guild_id "
                 "AND s.starter_id = :member_id", bound)}
+            known |= {row[0] for row in await tx.fetch_all(  # the name they chose, which labels and the tutor use
+                "SELECT name FROM member_names WHERE guild_id = :guild_id AND member_id = :member_id", bound)}
             touched = [row[0] for row in await tx.fetch_all(
                 f"SELECT DISTINCT t.session_id FROM turns t WHERE t.guild_id = :guild_id "  # noqa: S608
                 f"AND t.id IN ({spoken}) AND t.session_id NOT IN ({theirs}) AND t.session_id NOT IN ({running})",
@@ -84,6 +87,7 @@ class ModerationQueries(Queries):
             sessions = await tx.execute(
                 f"DELETE FROM sessions WHERE guild_id = :guild_id AND id IN ({theirs})", bound)  # noqa: S608
             labels = await _scrub_labels(tx, guild_id, known, running)
+            mentions = await _scrub_mentions(tx, guild_id, known, touched)
             summaries = 0
             if touched:
                 placeholders, ids = in_list("session", touched)
@@ -94,13 +98,15 @@ class ModerationQueries(Queries):
             await tx.execute("DELETE FROM member_names WHERE guild_id = :guild_id AND member_id = :member_id",
                              bound)  # the name they chose goes too
             return ErasureReport(sessions=sessions, turns=turns, labels=labels, summaries=summaries,
-                                 kept_turns=kept_turns, kept_sessions=kept_sessions, events=events, posts=posts)
+                                 kept_turns=kept_turns, kept_sessions=kept_sessions, events=events, posts=posts,
+                                 mentions=mentions)
 
         report = await self._db.write(work)
         log.info("storage.member_deleted", extra={"guild_id": guild_id, "member_id": member_id,
                                                   "sessions": report.sessions, "turns": report.turns,
                                                   "labels": report.labels, "summaries": report.summaries,
                                                   "events": report.events, "posts": report.posts,
+                                                  "mentions": report.mentions,
                                                   "kept_turns": report.kept_turns,
                                                   "kept_sessions": report.kept_sessions})
         return report
@@ -183,6 +189,30 @@ async def _delete_their_events(tx: Transaction, bound: dict[str, Any], touched: 
     return await tx.execute(
         f"DELETE FROM session_events WHERE guild_id = :guild_id AND session_id IN ({placeholders}) "  # noqa: S608
         f"AND (turn_id IN ({spoken}) OR (turn_id IS NULL AND kind = 'tool_call'))", {**bound, **ids})
+
+
+NAME_REMOVED = "(name removed)"
+
+
+async def _scrub_mentions(tx: Transaction, guild_id: int, names: set[str], touched: Sequence[int]) -> int:
+    """Take `names` out of the words of the turns that stay in the sessions the member spoke in ("Great job,
+    Ana!" said by the tutor, or another kid calling them). A name is matched as a whole word, as written and
+    capitalised, never lower-cased: "Max" goes, "max speed" stays. Returns how many turns changed."""
+    spellings = {variant for name in names if len(name.strip()) >= 2 and any(ch.isalpha() for ch in name)
+                 for variant in (name.strip(), name.strip()[0].upper() + name.strip()[1:])}
+    if not touched or not spellings:
+        return 0
+    pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, sorted(spellings, key=len, reverse=True))) + r")(?!\w)")
+    placeholders, ids = in_list("touched", touched)
+    changed = 0
+    for row in await tx.fetch_all(
+            f"SELECT t.id, t.text FROM turns t WHERE t.guild_id = :guild_id "  # noqa: S608
+            f"AND t.session_id IN ({placeholders})", {"guild_id": guild_id, **ids}):
+        text = pattern.sub(NAME_REMOVED, row["text"])
+        if text != row["text"]:
+            changed += await tx.execute("UPDATE turns SET text = :text WHERE guild_id = :guild_id AND id = :turn_id",
+                                        {"guild_id": guild_id, "turn_id": row["id"], "text": text})
+    return changed
 
 
 async def _scrub_labels(tx: Transaction, guild_id: int, names: set[str], running: str) -> int:

@@ -6,7 +6,7 @@ import logging
 
 from bot import timezones
 from bot.storage.db import IntegrityError
-from bot.storage.models import CustomLevel, GuildSettings, from_epoch
+from bot.storage.models import CustomLevel, GuildSettings, from_epoch, storable_text
 from bot.storage.queries.base import Queries, current_time
 
 log = logging.getLogger("bot.storage.repository")
@@ -65,9 +65,10 @@ class SettingsQueries(Queries):
             await self._execute(
                 "INSERT INTO custom_levels (guild_id, name, description, created_by, created_at, title) "
                 "VALUES (:guild_id, :name, :description, :created_by, :created_at, :title)",
-                {"guild_id": guild_id, "name": name.strip(), "description": description.strip(),
-                 "created_by": created_by, "created_at": current_time(),
-                 "title": title.strip() if title and title.strip() else None},
+                {"guild_id": guild_id, "name": storable_text(name.strip()),
+                 "description": storable_text(description.strip()), "created_by": created_by,
+                 "created_at": current_time(),
+                 "title": storable_text(title.strip()) if title and title.strip() else None},
             )
         except IntegrityError:
             return False

@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.cost import TokenCounts
 from bot.storage.db import Transaction
-from bot.storage.models import EVENT_KINDS, EventRow, UsageTotals, from_epoch, to_epoch
+from bot.storage.models import EVENT_KINDS, EventRow, UsageTotals, from_epoch, storable_text, to_epoch
 from bot.storage.queries.base import Queries, Timestamp, current_time, day_start
 
 _TOTALS = (
@@ -73,9 +73,13 @@ class UsageQueries(Queries):
             raise ValueError(f"kind must be one of {sorted(EVENT_KINDS)}, got {kind!r}")
         if not name.strip():
             raise ValueError("an event needs a name")
+        def text(value: str | None) -> str | None:  # the model's words: half an emoji must not lose an alert
+            return None if value is None else storable_text(value)
+
         params = {"guild_id": guild_id, "session_id": session_id, "turn_id": turn_id,
-                  "at": current_time() if at is None else to_epoch(at), "kind": kind, "name": name.strip(),
-                  "call_id": call_id, "category": category, "reason": reason, "outcome": outcome}
+                  "at": current_time() if at is None else to_epoch(at), "kind": kind, "name": text(name.strip()),
+                  "call_id": text(call_id), "category": text(category), "reason": text(reason),
+                  "outcome": text(outcome)}
         return await self._insert_for_session(
             "INSERT INTO session_events (session_id, guild_id, turn_id, at, kind, name, call_id, category, reason, "
             "outcome) VALUES (:session_id, :guild_id, (SELECT t.id FROM turns t WHERE t.guild_id = :guild_id "
@@ -87,7 +91,8 @@ class UsageQueries(Queries):
         count = await self._execute(
             "UPDATE session_events SET outcome = :outcome WHERE guild_id = :guild_id AND session_id = :session_id "
             "AND call_id = :call_id",
-            {"guild_id": guild_id, "session_id": session_id, "call_id": call_id, "outcome": outcome})
+            {"guild_id": guild_id, "session_id": session_id, "call_id": storable_text(call_id),
+             "outcome": storable_text(outcome)})
         return count > 0
 
     async def session_events(self, guild_id: int, session_id: int) -> list[EventRow]:

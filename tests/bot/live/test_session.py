@@ -195,6 +195,28 @@ async def test_go_away_hands_over_proactively_without_losing_audio(server, live)
     assert server.connections[1].opened_at < server.connections[0].closed_at  # handed over before the close
 
 
+async def test_a_newer_handle_on_the_old_socket_during_a_hand_over_confirms_nothing(server, live):
+    """GoAway: the new connection resumes from the handle chosen when dialling began. A newer handle the old socket
+    sends while the new one is set up must not confirm the input the chosen one lacks: it is replayed, not lost."""
+    session, events = await live()
+    await server.send_resumption_update()  # handle-1: before the kid speaks
+    await asyncio.sleep(0.1)
+    audio = numbered(50, seed=6)
+    await speak(session, audio, pace=0.02)  # 1 s of talk, all of it after handle-1
+    old = server.current
+    server.setup_delay = 1.0  # the new connection's setup takes a while
+    await server.go_away(time_left=10)
+    await server.wait_for(lambda: len(server.connections) == 2)
+    await asyncio.sleep(0.3)
+    await server.send_resumption_update(connection=old)  # handle-2 covers the talk, on the socket being left
+    await events.wait(Reconnected)
+    session.end_audio_stream()
+    await events.wait(TurnComplete)
+    assert server.connections[1].handle_used == "handle-1"
+    heard, sent = frame_numbers(bytes(server.sessions[0].audio)), frame_numbers(audio)
+    assert list(dict.fromkeys(heard)) == sent  # every frame, in order
+
+
 async def test_unexpected_1011_mid_input_resumes_and_every_byte_arrives(server, live):
     """A 1011 while a kid is talking: resume with the handle, replay the unconfirmed audio, lose nothing.
 

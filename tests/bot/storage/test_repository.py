@@ -362,6 +362,31 @@ async def test_erasing_a_member_deletes_shared_turns_whole_and_reports_what_went
     assert await repo.list_sessions(GUILD, member_id=12) == []
 
 
+async def test_erasing_a_member_takes_their_name_out_of_the_words_that_stay(repo: Repository) -> None:
+    """The tutor and the other kids said Ben's name (his chosen name "Benny" and his display name "Max"):
+    those words stay in Ana's session, the name goes. A lower-case "max" is a word, not his name; another
+    family's session he never spoke in is not touched."""
+    session_id = await repo.start_session(GUILD, 5, 11, "Ana", "space", 8, started_at=at(0))
+    await repo.set_member_name(GUILD, 12, "Benny", set_by=12)
+    await repo.add_turn(GUILD, session_id, "child", "rockets go max speed", at(0), at(1), speaker_id=12,
+                        speaker_name="Benny")
+    tutor = await repo.add_turn(GUILD, session_id, "tutor", "Great job, Benny! And Max, is max speed fast?",
+                                at(1), at(2), speaker_name="Tutor")
+    ana = await repo.add_turn(GUILD, session_id, "child", "Benny's rocket is faster than max", at(2), at(3),
+                              speaker_id=11, speaker_name="Ana")
+    await repo.end_session(GUILD, session_id, "stopped", ended_at=at(4))
+    other = await repo.start_session(GUILD, 5, 20, "Zed", "space", 8, started_at=at(5))
+    untouched = await repo.add_turn(GUILD, other, "tutor", "Hello Max", at(5), at(6), speaker_name="Tutor")
+    await repo.end_session(GUILD, other, "stopped", ended_at=at(7))
+    report = await repo.delete_member_data(GUILD, 12, names=["Max", "ben_2015"])
+    assert (report.turns, report.mentions) == (1, 2)
+    assert [(t.id, t.text) for t in await repo.get_turns(GUILD, session_id)] == [
+        (tutor, "Great job, (name removed)! And (name removed), is max speed fast?"),
+        (ana, "(name removed)'s rocket is faster than max")]
+    assert [(t.id, t.text) for t in await repo.get_turns(GUILD, other)] == [(untouched, "Hello Max")]
+    assert await repo.member_names(GUILD) == {}
+
+
 async def test_erasing_a_member_takes_the_tool_calls_that_may_quote_them(repo: Repository) -> None:
     """An alert_grown_up reason is "what the child said": the one stored with Ben's turn goes, and so does one
     stored with no turn (its prompt was never transcribed, so it may be Ben's words) in a session Ben spoke in.
@@ -761,3 +786,15 @@ async def test_any_unicode_is_stored_and_read_back(repo: Repository) -> None:
     assert (await repo.get_session(GUILD, session_id)).summary == "Sum\ufffdmary\ufffd"
     other = await repo.start_session(GUILD, 5, 11, "Kid\udfff", "space", 8, started_at=T0)
     assert (await repo.get_session(GUILD, other)).starter_name == "Kid\ufffd"
+    # The tutor's tool calls carry the model's words too: an alert must never be lost over one character.
+    for i, text in enumerate(texts[:50]):
+        await repo.add_event(GUILD, other, "tool_call", "alert_grown_up", call_id=f"c{i}{text[:4]}",
+                             category=text[:6], reason=text, outcome=text[6:12])
+    assert await repo.set_event_outcome(GUILD, other, f"c0{texts[0][:4]}", texts[1])
+    events = await repo.session_events(GUILD, other)
+    assert [(e.call_id, e.category, e.reason, e.outcome) for e in events] == [
+        (repaired(f"c{i}{t[:4]}"), repaired(t[:6]), repaired(t), repaired(texts[1] if i == 0 else t[6:12]))
+        for i, t in enumerate(texts[:50])]
+    assert await repo.add_custom_level(GUILD, "bees", "all about \ud83d bees\x00", 10, title="B\udc00ees")
+    [level] = await repo.list_custom_levels(GUILD)
+    assert (level.description, level.title) == ("all about \ufffd bees\ufffd", "B\ufffdees")
