@@ -45,7 +45,8 @@ The default is what 3.8 does (each kinder behaviour of the old fake is now an ex
 * Scripted turns: `interrupt_next()`, `block_next(reason)` (bare turnComplete with a safety reason),
   `reject_next()` (RESPONSE_REJECTED, no audio: proactive audio chose not to answer), `ignore_next()` (no
   reply at all), `endless_next()` (a reply that never ends), `call_tool_next(name, args)` (a `toolCall` before
-  the reply; input before the response → `toolCallCancellation`; responses land in `tool_responses`),
+  the reply; input before the response → `toolCallCancellation`; responses land in `tool_responses`; an empty
+  result gets the call made again, twice),
   `answering = False` (takes audio, never answers).
 * Actions: `drop()` (TCP reset), `close(code, reason)`, `send_raw(obj)`, `send_frame(text)` (any text frame,
   e.g. not JSON), `send_resumption_update()`, `wait_for(predicate)`.

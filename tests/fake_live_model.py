@@ -206,6 +206,7 @@ class ToolCallScript:
     args: dict = field(default_factory=dict)
     blocking: bool = False  # BLOCKING: the reply waits for the response; NON_BLOCKING (3.8's default) does not
     id: str = ""
+    repeats: int = 0  # calls made again because the results said nothing
 
 
 def interim_text(words: list[str], voiced_ms: float, every_ms: float) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 CHUNK_GAP_S = 0.002  # replies are generated much faster than real time, but not in one burst
 TOOL_WAIT_S = 10.0
+EMPTY_RESULT_REPEATS = 2  # a NON_BLOCKING call answered with an empty result is made again this often
 
 
 @dataclass(slots=True)
@@ -88,8 +90,14 @@ class Reply:
                 async with asyncio.timeout(TOOL_WAIT_S):
                     await answered.wait()
         response = next((r for r in self.server.tool_responses if r.get("id") == script.id), None)
-        if response is not None and script.id not in self.server.tool_cancellations \
-                and response.get("scheduling") != "SILENT":
+        if response is None or script.id in self.server.tool_cancellations:
+            return
+        if not response.get("response") and script.repeats < EMPTY_RESULT_REPEATS:
+            # 3.8 calls again when a tool's result says nothing (2-5 times, gemini_live_38.md §A)
+            again = dataclasses.replace(script, id="", repeats=script.repeats + 1)
+            self.server._plans.insert(0, Plan(tool=again))
+            self.server._start_reply(self.conn, heard=None)
+        elif response.get("scheduling") != "SILENT":
             self.server._start_reply(self.conn, heard=None)
 
     async def call_tool(self, script: ToolCallScript) -> bool:

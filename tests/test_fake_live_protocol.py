@@ -272,6 +272,31 @@ async def test_a_scripted_tool_call_is_sent_and_its_response_recorded(server, cl
     assert any(m.data for m in follow_up)
 
 
+@pytest.mark.parametrize(("result", "calls"), [({}, 3), ({"status": "ok", "message": "Done."}, 1)],
+                         ids=["empty", "informative"])
+async def test_a_call_answered_with_an_empty_result_is_made_again(server, client, result, calls):
+    """3.8 re-issues a call whose result says nothing (here twice more); an informative result ends it."""
+    server.call_tool_next("lookup_fact")
+    tools = [types.Tool(function_declarations=[types.FunctionDeclaration(name="lookup_fact", description="x")])]
+    async with client.aio.live.connect(model=MODEL, config=config(tools=tools)) as session:
+
+        async def answer_every_call() -> None:
+            while True:  # receive() ends with each turn
+                async for message in session.receive():
+                    if message.tool_call:
+                        await session.send_tool_response(function_responses=[types.FunctionResponse(
+                            id=message.tool_call.function_calls[0].id, name="lookup_fact", response=result,
+                            scheduling=types.FunctionResponseScheduling.SILENT)])
+
+        answering = asyncio.create_task(answer_every_call())
+        await ask(session)
+        await server.wait_for(lambda: len(server.tool_responses) >= calls)
+        await asyncio.sleep(0.5)  # no further call comes
+        answering.cancel()
+        await asyncio.gather(answering, return_exceptions=True)
+    assert len(server.tool_calls) == calls
+
+
 async def test_input_before_a_tool_response_cancels_the_call(server, client):
     """A kid speaking before the tool answered: tool_call_cancellation with the call's id."""
     script = server.call_tool_next("lookup_fact", blocking=True)
