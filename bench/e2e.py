@@ -574,7 +574,8 @@ def print_tables(results: list[RunResult], server_cpu_percent: float) -> None:
             cells.append(f"  {talk:>17.3f} {idle:>9.3f}")
         print(f"{stage:<18}" + "".join(cells) if len(stage) <= 18 else f"{stage}\n{'':<18}" + "".join(cells))
     print("(talking: the stage's CPU while kids talk ÷ kids talking on average; idle: with idle conversations minus"
-          " without any, ÷ conversations; py-spy samples at 200 Hz, harness — kids' clients, voice servers — left out)")
+          " without any, ÷ conversations; py-spy samples at --profile-rate — a sparse split at low rates —, harness"
+          " (kids' clients, voice servers) left out)")
     top = max(results, key=lambda r: r.guilds)
     worst_talking = max(bot_total(r.stages) / (r.speakers * r.talking_share) for r in results)
     worst_idle = max((bot_total(r.idle_stages) - bot_total(r.baseline_stages)) / r.guilds for r in results)
