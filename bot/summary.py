@@ -20,7 +20,7 @@ from google.genai import types
 from bot.config import Settings
 from bot.levels import topic_title
 from bot.prompting import transcript_block
-from bot.storage.models import TurnRow
+from bot.storage.models import SessionRow, TurnRow
 from bot.storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ DEFAULT_TIMEOUT_S = 45.0
 MAX_TRANSCRIPT_CHARS = 60_000  # plenty for a 30-minute session; beyond it the oldest turns are left out
 MAX_SUMMARY_LINES = 8
 MAX_SUMMARY_CHARS = 1500
+MAX_ATTEMPTS = 3  # a transcript erased from while its summary is made: made again from what is left
 NOTHING_SAID = "Nobody said anything in this session."
 
 INSTRUCTION = """You write short notes for the parents and moderators of a Discord server where children \
@@ -129,23 +130,24 @@ class SessionSummarizer:
         return genai.Client(api_key=self._settings.gemini_api_key.get_secret_value(), http_options=options)
 
     async def summarize(self, guild_id: int, session_id: int) -> str | None:
-        """The stored summary text, or None when it could not be made (status then 'unavailable')."""
+        """The stored summary text, or None when it could not be made (status then 'unavailable').
+
+        A moderator may erase part of the transcript while the model writes: a summary is only stored if it was
+        made from the turns the session still has, otherwise it is made again from those (`MAX_ATTEMPTS`)."""
         tags = {"guild_id": guild_id, "session_id": session_id}
         try:
-            session = await self._repository.get_session(guild_id, session_id)
-            if session is None:
-                log.warning("summary.no_such_session", extra=tags)
-                return None
-            turns = await self._repository.get_turns(guild_id, session_id)
-            names = {**await self._repository.member_names(guild_id), session.starter_id: session.starter_name}
-            if not any(turn.text.strip() for turn in turns):
-                summary = NOTHING_SAID
+            for _ in range(MAX_ATTEMPTS):
+                session = await self._repository.get_session(guild_id, session_id)
+                if session is None:
+                    log.warning("summary.no_such_session", extra=tags)
+                    return None
+                turns = await self._repository.get_turns(guild_id, session_id)
+                summary = await self._make(session, turns)
+                if await self._repository.set_summary(guild_id, session_id, summary, "ok", made_from=len(turns)):
+                    break
+                log.info("summary.transcript_changed", extra=tags)
             else:
-                titles = {row.name: row.title for row in await self._repository.list_custom_levels(guild_id)
-                          if row.title}
-                summary = await asyncio.wait_for(self._generate(build_prompt(
-                    topic_title(session.level, titles), session.age, turns, names)), self._timeout_s + 5)
-            await self._repository.set_summary(guild_id, session_id, summary, "ok")
+                raise RuntimeError("the transcript kept changing while the summary was made")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -154,6 +156,15 @@ class SessionSummarizer:
             return None
         log.info("summary.stored", extra={**tags, "chars": len(summary)})
         return summary
+
+    async def _make(self, session: SessionRow, turns: Sequence[TurnRow]) -> str:
+        guild_id = session.guild_id
+        if not any(turn.text.strip() for turn in turns):
+            return NOTHING_SAID
+        names = {**await self._repository.member_names(guild_id), session.starter_id: session.starter_name}
+        titles = {row.name: row.title for row in await self._repository.list_custom_levels(guild_id) if row.title}
+        return await asyncio.wait_for(self._generate(build_prompt(
+            topic_title(session.level, titles), session.age, turns, names)), self._timeout_s + 5)
 
     async def _generate(self, prompt: str) -> str:
         client = self._client()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,6 +44,8 @@ class FakeGenAIServer:
     reply_text: str = CANNED_SUMMARY
     stall_seconds: float = 5.0
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Runs while the model "writes" each answer (after the request is recorded): what else happens meanwhile.
+    while_writing: Callable[[RecordedRequest], Awaitable[None]] | None = None
     base_url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -68,6 +71,8 @@ class FakeGenAIServer:
         self.requests.append(RecordedRequest(
             api_version=request.match_info["api_version"], model=model, body=await request.json(),
             api_key=request.headers.get("x-goog-api-key")))
+        if self.while_writing is not None:
+            await self.while_writing(self.requests[-1])
         if self.mode == "error":
             return web.json_response(
                 {"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}}, status=500)

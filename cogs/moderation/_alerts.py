@@ -170,6 +170,8 @@ class ModerationAlerts:
             try:
                 await self._bot.repository.add_alert_post(guild_id, about.session_id, channel.id, message.id,
                                                           about.kind, turn_id=about.turn_id, event_id=about.event_id)
+                if await self._bot.repository.stale_alert_posts(guild_id, limit=1):  # erased while it was sent
+                    self.remove_stale_posts_soon(guild_id)
             except Exception:
                 log.exception("alerts.post_not_recorded", extra={"guild_id": guild_id, "message_id": message.id,
                                                                   "session_id": about.session_id})

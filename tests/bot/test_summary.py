@@ -54,6 +54,24 @@ async def test_summary_is_generated_and_stored_ok(repository, server):
     assert (stored.summary, stored.summary_status) == (CANNED_SUMMARY, "ok")
 
 
+async def test_a_summary_of_words_erased_while_it_was_written_is_made_again(repository, server):
+    """A moderator erases Sam (member 43) while the model is writing the summary: the summary of Sam's words is
+    never stored; it is made again from what is left, without them."""
+    session_id = await make_session(repository)
+
+    async def erase_sam_once(request):
+        if len(server.requests) == 1:
+            await repository.delete_member_data(GUILD, 43)
+
+    server.while_writing = erase_sam_once
+    summary = await SessionSummarizer(settings_for(server.base_url), repository).summarize(GUILD, session_id)
+    assert summary == CANNED_SUMMARY and len(server.requests) == 2
+    first, second = (request.prompt_text() for request in server.requests)
+    assert "Tell me something scary" in first and "Tell me something scary" not in second
+    stored = await repository.get_session(GUILD, session_id)
+    assert (stored.summary, stored.summary_status) == (CANNED_SUMMARY, "ok")
+
+
 async def test_request_uses_summary_model_version_and_key(repository, server):
     """The SDK calls the configured summary model on the configured API version with the key."""
     session_id = await make_session(repository)

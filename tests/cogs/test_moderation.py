@@ -21,6 +21,7 @@ from bot.live.session import LiveConnectOptions, LiveSession
 from bot.storage import Database, Repository
 from bot.tutor import ConversationResult, Conversations, StartRequest
 from cogs.moderation import setup
+from cogs.moderation._alerts import PostAbout
 from cogs.moderation._settings import TutorSettings
 from cogs.moderation._transcripts import Transcripts
 from cogs.moderation._views import CANCELLED, NOT_YOURS, TIMED_OUT, ConfirmView
@@ -737,6 +738,19 @@ async def test_expired_and_deleted_sessions_take_their_alert_posts_even_after_a_
     await press(view, view.confirm, MockInteraction(user=interaction.user, client=bot))
     await transcripts.alerts.wait_idle()
     assert channel.posted == {}
+
+
+async def test_a_post_about_words_erased_while_it_was_sent_is_deleted_at_once(bot, guild, transcripts, db):
+    """The summary was being made when the moderator deleted the session: the post that follows is deleted
+    from the channel straight away, not left for the next retention pass."""
+    channel = alerts_channel(bot, guild)
+    await bot.repository.update_settings(guild.id, alerts_channel_id=channel.id)
+    session_id = await add_session(bot.repository, guild.id)
+    await bot.repository.delete_session(guild.id, session_id)
+    about = PostAbout(session_id, "summary")
+    assert await transcripts.alerts.post(guild.id, discord.Embed(title="summary"), about)
+    await transcripts.alerts.wait_idle()
+    assert channel.posted == {} and await bot.repository.stale_alert_posts(guild.id) == []
 
 
 # ----- lifecycle ----------------------------------------------------------------------------------------

@@ -152,16 +152,22 @@ class SessionQueries(Queries):
             {"limit": max(1, min(limit, MAX_PAGE)), **shard_params})
         return [(row["guild_id"], row["id"]) for row in rows]
 
-    async def set_summary(self, guild_id: int, session_id: int, summary: str | None, status: SummaryStatus) -> bool:
-        """Store the after-session summary (or why there is none); False if the session is not in this guild."""
+    async def set_summary(self, guild_id: int, session_id: int, summary: str | None, status: SummaryStatus, *,
+                          made_from: int | None = None) -> bool:
+        """Store the after-session summary (or why there is none); False if the session is not in this guild.
+
+        `made_from`: how many turns the summary was made from. It is stored only if the session still has that
+        many: a moderator's erasure while the model was writing removed turns, and a summary of words that are
+        gone must not be kept (False: make it again from what is left)."""
         if status not in SUMMARY_STATUSES:
             raise ValueError(f"summary status must be one of {sorted(SUMMARY_STATUSES)}, got {status!r}")
         if status == "ok" and not (summary and summary.strip()):
             raise ValueError("status 'ok' needs a non-empty summary")
         count = await self._execute(
             "UPDATE sessions SET summary = :summary, summary_status = :status "
-            "WHERE guild_id = :guild_id AND id = :session_id",
-            {"guild_id": guild_id, "session_id": session_id, "status": status,
+            "WHERE guild_id = :guild_id AND id = :session_id AND (CAST(:made_from AS BIGINT) IS NULL OR "
+            "(SELECT COUNT(*) FROM turns t WHERE t.guild_id = :guild_id AND t.session_id = :session_id) = :made_from)",
+            {"guild_id": guild_id, "session_id": session_id, "status": status, "made_from": made_from,
              "summary": None if summary is None else storable_text(summary)},
         )
         return count == 1
