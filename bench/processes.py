@@ -3,9 +3,12 @@
 Run: `python -m bench.e2e --processes 2` (or `scripts/bench processes --processes 2 --guilds 40 --seconds 20`).
 
 Each configuration is a set of worker processes, one per bot process. A worker is the per-process bench of
-`bench.e2e` (real conversations: Opus speakers, sink → mixer → LiveSession → playback, 20 ms players) over
-the guilds of its own shard (`(guild_id >> 22) % N`), and all workers share one SQLite file in WAL mode and
-one fake Live server in its own process — what N sharded bot processes on one machine share. Workers start
+`bench.e2e` (real conversations on the production path: kids as DAVE parties sending RTP over loopback UDP
+into voice-recv, replies through discord.py's player, Opus, DAVE and UDP to the kids' socket) over the guilds
+of its own shard (`(guild_id >> 22) % N`), and all workers share one SQLite file in WAL mode and one fake Live
+server in its own process — what N sharded bot processes on one machine share. Each worker runs its own
+harness (voice servers, kids' clients), so a process's CPU includes its kids'; workers do not run py-spy
+(it costs a core at this size and only `bench.e2e`'s single-process table uses it). Workers start
 talking together (READY/GO over stdin/stdout) and hand back their raw samples as JSON; this runner merges
 them (p95 over all guilds' samples, underruns summed) and prints each configuration's CPU per process.
 
@@ -53,7 +56,7 @@ async def run_worker(args: argparse.Namespace) -> None:
     result = await e2e.run_guilds(
         args.guilds, args.seconds, args.speakers, e2e.settings_for(server), Path(args.db).parent,
         guild_ids=guild_ids_for(args.index, args.of, args.guilds), db_path=Path(args.db),
-        before_talking=ready_then_wait)
+        before_talking=ready_then_wait, use_profiler=False)
     print("RESULT " + json.dumps(asdict(result)), flush=True)
 
 
@@ -119,6 +122,7 @@ def merged(results: list[e2e.RunResult]) -> dict[str, Any]:
         "cpu": [r.cpu_percent for r in results], "underruns": sum(r.underruns for r in results),
         "dropped": sum(r.dropped for r in results), "turns": sum(r.turns_stored for r in results),
         "replies": sum(r.replies_heard for r in results),
+        "reidentified": sum(r.reidentified for r in results),
         "rss": [r.rss_end_mb for r in results],
     }
 
@@ -155,9 +159,12 @@ def print_report(rows: list[dict[str, Any]], args: argparse.Namespace, load: tup
                      f"({per_reply(one)} → {per_reply(many)} per reply heard)")
         print(f"\n{args.processes} processes vs 1 (same run): in p95 {ratio('input_ms', 95)}, "
               f"out p95 {ratio('output_ms', 95)}, loop lag p99 {ratio('loop_lag_ms', 99)}, underruns {underruns}")
-    print(f"(in: last packet into the sink → its audio handed to LiveSession, counted up to 700 ms, so ~690+ means "
-          f"at least that; out: first reply chunk received → first audible frame read; fake server CPU "
-          f"{server_cpu:.0f} % of a core, not counted above; the load average includes other work on the machine)")
+    print(f"(in: a kid's last packet of a spurt leaving its socket → the message carrying that audio written to "
+          f"the Live socket; out: a reply's first chunk parsed → its first packet at the kid's socket; drop: kid "
+          f"packets lost or undecryptable; voice reconnects with a fresh DAVE welcome: "
+          f"{', '.join(str(row['reidentified']) for row in rows)}; CPU per process includes its harness (kids, voice "
+          f"servers); fake server CPU {server_cpu:.0f} % of a core, not counted above; the load average includes "
+          f"other work on the machine)")
 
 
 async def run_all(args: argparse.Namespace, server: Any) -> list[dict[str, Any]]:
@@ -182,7 +189,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     worker.add_argument("--db", help=argparse.SUPPRESS)
     worker.add_argument("--live-url", help=argparse.SUPPRESS)
     worker.add_argument("--live-ca", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parser.parse_known_args(argv)[0]  # `bench.e2e --processes N` passes its own options too
     args.guilds = max(int(n) for n in str(args.guilds).split(","))
     return args
 

@@ -3,10 +3,12 @@
 Run: `python -m bench.soak` (3 real minutes, GoAway every 30 s) or `python -m bench.soak --minutes 60
 --goaway-every 600` (the real thing: 60 minutes, GoAway every 10 minutes as the service does).
 
-What is not accelerated, and why: kids' audio enters at real-time pace and the player reads every 20 ms,
-because the pump, the mixer's jitter policy and playback are clocked by wall time; pushing audio faster
-would measure a different pipeline. What is compressed is the GoAway rhythm (default every 30 s instead of
-every 10 minutes), so a short run crosses as many reconnects as an hour would. RSS growth is measured from
+What is not accelerated, and why: kids' audio enters the real sink at real-time pace (the fake voice
+client's reader-like thread) and discord.py's real player reads every 20 ms, because the pump, the mixer's
+jitter policy and playback are clocked by wall time; pushing audio faster would measure a different
+pipeline. The kids take turns as in `bench.e2e` (1.5 s each, then room for the turn to end and be answered).
+What is compressed is the GoAway rhythm (default every 30 s instead of every 10 minutes), so a short run
+crosses as many reconnects as an hour would. RSS growth is measured from
 the end of the first minute (after warm-up) and extrapolated linearly to 60 minutes; the fake server runs in
 this process (GoAway and its session accounting are driven from here), so the audio it must keep is
 subtracted and its per-message recordings are dropped (`LeanFakeLiveServer`).
@@ -27,13 +29,14 @@ from pathlib import Path
 
 import discord.opus
 
-from bench.e2e import TALK_S, InstrumentedLiveSession, Player, Speaker, rss_mb, settings_for, speech_packets
+from bench.e2e import REPLY_ROOM_S, TALK_S, InstrumentedLiveSession, rss_mb, settings_for
 from bot.levels import BUILTIN_LEVELS
 from bot.live.session import LiveConnectOptions
 from bot.storage import Database, Repository
 from bot.tutor import Conversations, StartRequest
 from tests.fake_live import FakeLiveServer
-from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
+from tests.helpers import FakeVoiceClient, FakeVoiceConnector, MockMember, MockVoiceChannel
+from tests.signals import tone
 
 GOAL_RSS_GROWTH_MB = 5.0
 MB = 1024 * 1024
@@ -55,13 +58,31 @@ class LeanFakeLiveServer(FakeLiveServer):
         return sum(len(s.audio) for s in self.sessions) / MB
 
 
+class Talker(threading.Thread):
+    """A kid taking turns: `TALK_S` of their own tone into the sink, then quiet while the others talk."""
+
+    def __init__(self, voice: FakeVoiceClient, kid: MockMember, index: int, speakers: int,
+                 stop: threading.Event) -> None:
+        super().__init__(daemon=True, name=f"talker-{index}")
+        self.voice, self.kid, self.stop = voice, kid, stop
+        self.turn_s = TALK_S + REPLY_ROOM_S
+        self.offset_s, self.cycle_s = index * self.turn_s, speakers * self.turn_s
+        self.speech = tone(220.0 + 60 * index, 48_000, TALK_S, amplitude=0.3, channels=2)
+
+    def run(self) -> None:
+        next_at = time.monotonic() + self.offset_s
+        while not self.stop.wait(max(0.0, next_at - time.monotonic())):
+            self.voice.speak(self.kid, self.speech).join()
+            next_at += self.cycle_s
+
+
 async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
     async with LeanFakeLiveServer(think_time=0.2, reply_audio_ms=1500) as server:
         with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
             db = await Database.open(Path(tmp) / "tutor.sqlite3")
             repository = Repository(db)
             await repository.update_settings(77, daily_minutes=1440, max_session_minutes=240)
-            connector = FakeVoiceConnector(real_player=False)  # the bench's own Player reads
+            connector = FakeVoiceConnector()  # discord.py's own AudioPlayer thread reads the playback
             conversations = Conversations(
                 settings=settings_for(server), repository=repository, connect=connector,
                 live_factory=lambda *a, **k: InstrumentedLiveSession(*a, **k, connect_options=LiveConnectOptions()))
@@ -72,9 +93,7 @@ async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
                 guild_id=77, voice_channel=channel, starter_id=kids[0].id, starter_name="Kid0",
                 level=BUILTIN_LEVELS["space"], age=8, greet=False))  # replies counted: no greeting
             voice, stop = connector.last, threading.Event()
-            threads = [Speaker(voice, kid, speech_packets(TALK_S, k), offset_s=k * 2.25, stop=stop)
-                       for k, kid in enumerate(kids)]
-            threads.append(Player(voice, stop))
+            threads = [Talker(voice, kid, k, speakers, stop) for k, kid in enumerate(kids)]
             for thread in threads:
                 thread.start()
             started = time.monotonic()
@@ -106,8 +125,8 @@ async def soak(minutes: float, goaway_every: float, speakers: int) -> None:
     warm = rss_at.get(1, rss_at[0])
     growth = rss_end - warm
     per_hour = growth / max(minutes - 1, 1e-9) * 60 if minutes > 1 else float("nan")
-    print(f"Soak: {minutes:g} real minutes, {speakers} kids (1.5 s talk / 3 s pause), GoAway every {goaway_every:g} s;"
-          f" fake Live in process\n")
+    print(f"Soak: {minutes:g} real minutes, {speakers} kids taking turns ({TALK_S:g} s talk, {REPLY_ROOM_S:g} s for"
+          f" the reply), GoAway every {goaway_every:g} s; fake Live in process\n")
     rows = [
         ("GoAways sent / Live reconnects", f"{goaways} / {status.reconnects}"),
         ("replies finished by the server / tutor turns stored", f"{server.replies_sent} / {tutor_turns}"),
