@@ -51,7 +51,7 @@ STAGE_RULES: list[tuple[str, object]] = [
     ("sink hand-over", lambda f, p, s: p.endswith("sink.py")),
     ("discord.py player", lambda f, p, s: p.endswith("discord/player.py") or p.endswith("voice_client.py")),
     ("storage", lambda f, p, s: "aiosqlite" in p or "sqlite3" in p or "/bot/storage/" in p or p.endswith("turns.py")),
-    ("input pump", lambda f, p, s: f in ("_pump_input", "_send_mixed")),
+    ("input pump", lambda f, p, s: p.endswith("input_pump.py") and f in ("run", "_send")),
 ]
 HARNESS_MARKS = ("dave_harness.py", "fake_voice_server.py", "/bench/")
 HARNESS_THREADS = ("kid-", "ear-")

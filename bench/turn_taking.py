@@ -3,7 +3,7 @@
 Run: `python -m bench.turn_taking` (or `scripts/bench turn_taking`). No network, no real time: a virtual
 clock drives the bot's real `Mixer` (jitter hold, silence tail, STREAM_END) with the pump's own schedule
 (`bot.audio.pump_clock.PumpClock`: 20 ms ticks, a hold ended by the late packet or its deadline, rest while
-idle) as `Conversation._pump_input` does, and the frames it emits go to the fake Live server's voice activity
+idle) as `InputPump.run` does, and the frames it emits go to the fake Live server's voice activity
 detection (`tests.fake_live_model.ActivityDetector`, the rule the truthful fake ends spoken turns by:
 `audioStreamEnd`, or `silence_ms` of silence in the audio received).
 

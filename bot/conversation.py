@@ -1,8 +1,9 @@
 """One guild's running tutor: voice in → Gemini Live → voice out, every turn stored.
 
-`Conversation` wires the stages (DESIGN.md §1) and owns their lifecycle: the 20 ms input pump, the Live
-event consumer and the watchdog (rules in `bot.limits`). The voice connection and its repairs are
-`bot.voice_link`; naming and storing turns is `bot.turn_log` (writer: `bot.turns`). It knows nothing of
+`Conversation` wires the stages (DESIGN.md §1) and owns their lifecycle: the input pump (`bot.input_pump`:
+kids' audio through the mixer to Live), the Live event consumer and the watchdog (rules in `bot.limits`). The
+voice connection and its repairs are `bot.voice_link`; naming and storing turns is `bot.turn_log` (writer:
+`bot.turns`). It knows nothing of
 slash commands; cogs hear about it through `ConversationObserver`. Runs in tests with a fake voice client
 and a fake Live server.
 """
@@ -14,20 +15,19 @@ import contextlib
 import logging
 import statistics
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bot import endings
-from bot.audio.mixer import Mixer, StreamEnd
+from bot.audio.mixer import Mixer
 from bot.audio.playback import MAX_QUEUED_MS, PlaybackSource
-from bot.audio.pump_clock import PumpClock
 from bot.config import Settings
 from bot.conversation_types import ConversationObserver, ConversationResult, ConversationStatus, StartRequest
 from bot.cost import Prices
 from bot.cost_meter import CostMeter
 from bot.goodbye import TutorVoice
+from bot.input_pump import InputPump
 from bot.kid_names import names_to_tell_the_tutor
 from bot.limits import LimitRules, StopReason, WatchdogReading
 from bot.live import events as ev
@@ -96,9 +96,7 @@ class Conversation:
                               on_flagged=lambda row: self._notify("on_turn_flagged", row),
                               on_alert=self._on_alert,
                               chosen_names=request.kid_names)
-        self._input_latency_ms: deque[float] = deque(maxlen=500)
-        self._last_kid_audio_at: float | None = None
-        self._kid_audio = asyncio.Event()  # wakes the resting input pump
+        self._input = InputPump(self._mixer, on_heard=self._turns.heard, tags=self._log_tags())
         self._rules = LimitRules()
         self._minutes_used_today = 0.0
         self.cost = CostMeter(Prices.from_settings(settings), spent_today_usd=spent_today_usd)
@@ -123,8 +121,8 @@ class Conversation:
         names = self.kid_names()
         instruction, extras = tutor_setup(self.level, self.age, names, language=self.request.language,
                                           turn_pause_ms=self.turn_pause_ms)
-        self._voice = VoiceLink(self.voice_channel, connect, self._on_kid_audio, self._playback,
-                                tags=self._log_tags(), on_kid_left=self._on_kid_left)
+        self._voice = VoiceLink(self.voice_channel, connect, self._input.on_kid_audio, self._playback,
+                                tags=self._log_tags(), on_kid_left=self._input.on_kid_left)
         self.live = live_factory(self._settings, system_instruction=instruction, history=history, extras=extras)
         try:
             await self.live.start()
@@ -134,7 +132,8 @@ class Conversation:
             raise
         self._turns.start()
         self._tasks = [asyncio.create_task(coro, name=f"{name}:{self.guild_id}") for name, coro in (
-            ("pump", self._pump_input()), ("events", self._consume_live_events()), ("watchdog", self._watchdog()))]
+            ("pump", self._input.run(self._voice, self.live)), ("events", self._consume_live_events()),
+            ("watchdog", self._watchdog()))]
         if self.request.greet:  # the tutor speaks first: hello, and that it is a computer grown-ups can read
             self.live.send_text(GREETING_PROMPT)
         log.info("conversation.started", extra=self._log_tags(level=self.level.name, age=self.age))
@@ -201,83 +200,7 @@ class Conversation:
             await self._voice.close()
         self._playback.cleanup()
 
-    # ----- input: kids → Live ----------------------------------------------------------------------
-
-    def _on_kid_audio(self, user_id: int, display_name: str, pcm16k: bytes, at: float) -> None:
-        """Runs on the event loop (the sink hands over with call_soon_threadsafe)."""
-        self._turns.heard(user_id, display_name)
-        self._last_kid_audio_at = at
-        self._mixer.push(user_id, pcm16k, at)
-        self._kid_audio.set()
-
-    def _on_kid_left(self, user_id: int) -> None:
-        """A kid left the voice call: their queued audio goes; who spoke when stays for naming turns."""
-        self._mixer.remove(user_id)
-        log.info("conversation.kid_left", extra=self._log_tags(user_id=user_id))
-
-    async def _pump_input(self) -> None:
-        """Every 20 ms: one mixed frame to Live, the silence tail, or the end-of-stream signal (`PumpClock`).
-
-        Between talk spurts (the mixer idle: nothing queued, no tail owed) it rests until a kid's audio
-        arrives instead of ticking 50 times a second for nothing. While it ticks, kids' frames wait for the
-        next tick instead of waking the loop (the sink is polled), except while the mixer holds for a late
-        speaker: then their audio ends the wait at once, and the hold's deadline ends it otherwise.
-        """
-        assert self._voice is not None
-        clock = PumpClock()
-        clock.restart(time.monotonic())
-        not_before = 0.0  # a timer may fire a hair early; the mixer must see the time it was set for
-        while True:
-            self._voice.take_kid_audio()  # polled: what came since the last pull, with the times it came
-            if self._mixer.idle:  # nobody talking and nothing owed to Live: rest until a kid's audio comes
-                await self._until_kid_audio()
-                clock.restart(time.monotonic())
-            now = max(time.monotonic(), not_before)
-            try:
-                for out, urgent in clock.pull(self._mixer, now):
-                    self._send_mixed(out, urgent)
-            except Exception:  # one bad frame must not stop the kids being heard
-                log.exception("conversation.pump_failed", extra=self._log_tags())
-            wake_at, on_audio = clock.next_wake(self._mixer, now)
-            if on_audio:  # holding for a late kid: their audio, or the hold's deadline, whichever is first
-                timed_out = await self._until_kid_audio(deadline=wake_at)
-                not_before = wake_at if timed_out else 0.0
-            else:
-                await asyncio.sleep(max(0.0, wake_at - time.monotonic()))
-                not_before = wake_at
-
-    async def _until_kid_audio(self, deadline: float | None = None) -> bool:
-        """Wait for a kid's frame (unpolled: the next one wakes the loop) or until `deadline` (monotonic, which
-        is the loop's clock); True when the deadline ended the wait."""
-        assert self._voice is not None
-        timed_out = False
-
-        def give_up() -> None:
-            nonlocal timed_out
-            timed_out = True
-            self._kid_audio.set()
-
-        timer = asyncio.get_running_loop().call_at(deadline, give_up) if deadline is not None else None
-        self._kid_audio.clear()
-        self._voice.poll_kid_audio(False)  # delivers what waits, so a frame already here ends the wait
-        try:
-            await self._kid_audio.wait()
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._voice.poll_kid_audio(True)  # ticking again: frames wait for the next pull
-        return timed_out
-
-    def _send_mixed(self, out: bytes | StreamEnd, urgent: bool) -> None:
-        """Hand one mixer output to Live (`urgent`: it starts or ends a talk spurt)."""
-        assert self.live is not None
-        if isinstance(out, StreamEnd):
-            self.live.end_audio_stream()
-            return
-        self.live.send_audio(out, urgent=urgent)
-        if self._last_kid_audio_at is not None:
-            self._input_latency_ms.append((time.monotonic() - self._last_kid_audio_at) * 1000)
-            self._last_kid_audio_at = None
+    # ----- input: kids → Live (their voices go through `bot.input_pump`) ----------------------------
 
     def rename(self, member_id: int, chosen: str | None) -> None:
         """A kid set or cleared their chosen name during the call (`/tutor name`)."""
@@ -428,7 +351,7 @@ class Conversation:
         """A snapshot of the live figures; cheap, no I/O."""
         stats = self._voice.receive_stats if self._voice is not None else None
         live_stats = self.live.stats if self.live is not None else None
-        latencies = list(self._input_latency_ms)
+        latencies = list(self._input.latency_ms)
         reply = list(getattr(live_stats, "response_latency_ms", []) or [])
         return ConversationStatus(
             guild_id=self.guild_id, session_id=self.session_id, channel_id=self.voice_channel.id,

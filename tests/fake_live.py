@@ -459,7 +459,8 @@ class FakeLiveServer:
 
     async def _receive(self, conn: FakeConnection, ws: ServerConnection) -> None:
         """Every client message after the setup, each `latency_s` after it was sent (the network between the bot
-        and Google): what is still on its way when the socket ends never reaches the model."""
+        and Google): what is still on its way when the server ends the socket never reaches the model; what the
+        client sent before closing it arrives."""
         if not self.latency_s:
             async for raw in ws:
                 self._on_client_message(conn, json.loads(raw))
@@ -473,11 +474,15 @@ class FakeLiveServer:
                 await asyncio.sleep(due - time.monotonic())
                 self._on_client_message(conn, json.loads(raw))
                 self._changed.set()
+                on_the_way.task_done()
 
         arriving = asyncio.create_task(arrive())
         try:
             async for raw in ws:
                 on_the_way.put_nowait((time.monotonic() + self.latency_s, raw))
+            if not conn.closed:  # the client closed it (the server's own closes mark the connection first)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(on_the_way.join(), self.latency_s + 1.0)
         finally:
             arriving.cancel()
 

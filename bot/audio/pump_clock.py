@@ -1,8 +1,8 @@
-"""When the input pump takes audio from the mixer: pure timing, shared by `Conversation._pump_input` and
-`bench.turn_taking` (which drives it on a virtual clock), so the bench measures what the bot does.
+"""When the input pump takes audio from the mixer: pure timing, shared by `bot.input_pump.InputPump.run`
+and `bench.turn_taking` (which drives it on a virtual clock), so the bench measures what the bot does.
 
-The pump ticks every 20 ms on an absolute schedule while anyone talks (it rests, in the conversation, while
-the mixer is idle). At each tick it pulls one frame, and more at once while the mixer holds more than
+The pump ticks every 20 ms on an absolute schedule while anyone talks (it rests, in the bot, while the
+mixer is idle). At each tick it pulls one frame, and more at once while the mixer holds more than
 `CATCH_UP_MS` (after a stall). When the pull *holds* (a speaker mid spurt is short of a frame and their
 packets are still coming; `bot.audio.mixer`), the next pull is not the next tick but the moment that
 speaker's audio arrives, or the hold's deadline, whichever comes first — waiting a whole tick for a packet

@@ -177,21 +177,17 @@ class ModerationAlerts:
                                                                   "session_id": about.session_id})
         return True
 
-    async def remove_stale_posts(self, guild_id: int) -> int:
-        """Delete from Discord this guild's posts whose words were erased; returns how many are still there (a
-        failed delete is tried again after the next retention pass). Never raises."""
-        left = 0
+    async def remove_stale_posts(self, guild_id: int) -> None:
+        """Delete from Discord this guild's posts whose words were erased, each tried once (one Discord refuses
+        stays stale, for the next retention pass, and never holds up the rest). Never raises."""
+        after = 0
         try:
-            while posts := await self._bot.repository.stale_alert_posts(guild_id, limit=STALE_BATCH):
+            while posts := await self._bot.repository.stale_alert_posts(guild_id, limit=STALE_BATCH, after=after):
                 gone = [post.id for post in posts if await self._delete_post(post)]
                 await self._bot.repository.forget_alert_posts(guild_id, gone)
-                if len(gone) < len(posts):
-                    left = len(posts) - len(gone)
-                    break
+                after = posts[-1].id
         except Exception:
             log.exception("alerts.posts_not_removed", extra={"guild_id": guild_id})
-            return max(left, 1)
-        return left
 
     def remove_stale_posts_soon(self, guild_id: int) -> None:
         """After an erasure: delete its posts in the background (Discord paces deletes; the moderator is

@@ -753,6 +753,28 @@ async def test_a_post_about_words_erased_while_it_was_sent_is_deleted_at_once(bo
     assert channel.posted == {} and await bot.repository.stale_alert_posts(guild.id) == []
 
 
+async def test_posts_discord_refuses_to_delete_never_hold_up_the_rest(bot, guild, transcripts, db, monkeypatch):
+    """More posts than one round reads, the first ones refused (their channel went private to the bot): every
+    other post is still deleted in the same sweep, and the refused ones wait for the next pass."""
+    import cogs.moderation._alerts as alerts_module
+
+    monkeypatch.setattr(alerts_module, "STALE_BATCH", 2)
+    channel = alerts_channel(bot, guild)
+    locked = MockTextChannel(guild=guild)
+    locked.delete_error = discord.Forbidden(MagicMock(status=403, reason="Forbidden"), "Missing Access")
+    bot.get_partial_messageable.side_effect = lambda channel_id, **_: locked if channel_id == locked.id else channel
+    session_id = await add_session(bot.repository, guild.id)
+    for n in range(3):
+        await bot.repository.add_alert_post(guild.id, session_id, locked.id, 900 + n, "summary")
+    for _ in range(3):
+        message = await channel.send(embed=discord.Embed(title="summary"))
+        await bot.repository.add_alert_post(guild.id, session_id, channel.id, message.id, "summary")
+    await bot.repository.delete_session(guild.id, session_id)
+    await transcripts.alerts.remove_stale_posts(guild.id)
+    assert channel.posted == {}
+    assert [p.channel_id for p in await bot.repository.stale_alert_posts(guild.id)] == [locked.id] * 3
+
+
 # ----- lifecycle ----------------------------------------------------------------------------------------
 
 

@@ -32,11 +32,12 @@ class PostQueries(Queries):
             "ON CONFLICT (channel_id, message_id) DO NOTHING RETURNING id", params))
         return 0 if row is None else int(row["id"])
 
-    async def stale_alert_posts(self, guild_id: int, limit: int = 100) -> list[AlertPostRow]:
-        """Posts of this guild whose words were erased, oldest first: to delete from Discord."""
+    async def stale_alert_posts(self, guild_id: int, limit: int = 100, *, after: int = 0) -> list[AlertPostRow]:
+        """Posts of this guild whose words were erased, oldest first (those after post id `after`): to delete
+        from Discord."""
         rows = await self._db.fetch_all(
-            "SELECT p.* FROM alert_posts p WHERE p.guild_id = :guild_id AND p.stale = 1 ORDER BY p.id LIMIT :limit",
-            {"guild_id": guild_id, "limit": page_size(limit)})
+            "SELECT p.* FROM alert_posts p WHERE p.guild_id = :guild_id AND p.stale = 1 AND p.id > :after "
+            "ORDER BY p.id LIMIT :limit", {"guild_id": guild_id, "after": after, "limit": page_size(limit)})
         return [AlertPostRow(id=r["id"], guild_id=r["guild_id"], channel_id=r["channel_id"],
                              message_id=r["message_id"], session_id=r["session_id"], kind=r["kind"]) for r in rows]
 
