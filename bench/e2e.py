@@ -2,8 +2,10 @@
 
 Run: `python -m bench.e2e` (or `scripts/bench e2e`), `--guilds 1,5,20 --seconds 20 --idle-seconds 6`;
 `--processes 2` runs the same guilds spread over 2 bot processes beside 1 process (`bench.processes`);
-`--baseline handover` runs every row twice in turn, as the bot was before a change (`BASELINES`) and as it
-is, and prints the ratios (`--rounds 2` alternates them twice and takes medians).
+`--baseline handover|hold|day1` runs every row twice in turn, as the bot was before a change (`BASELINES`)
+and as it is, and prints the ratios (`--rounds 2` alternates them twice and takes medians); `--no-profile`
+leaves py-spy out (it costs 10–85 % of a core here, printed per row; `--profile-rate` lowers it), and the
+loop's iterations a second, which other load cannot change, still compare.
 
 Each guild is a real `Conversations.start()` whose voice client is the `DaveVoiceRecvClient` of a DAVE harness
 call (`tests/dave_harness.py`: discord.py's real connect path against a local voice server, 2 kids in one real
@@ -21,8 +23,9 @@ Kids talk in turns, 1.5 s of speech each, and the guild then stays quiet long en
 and be answered (the conversation's silence tail — 1200 ms at age 8, `bot.turn_taking` — plus the fake's
 200 ms think time and its 1.5 s reply, plus 0.4 s), so every spurt is a turn with a reply played back.
 Phases per row: voice connected with no conversation (baseline), the conversations started and idle, then
-talking. CPU per stage comes from py-spy samples of this process
-(`bench/profile.py`); the kids' and the voice servers' work is attributed to the harness and left out.
+talking. CPU per stage comes from py-spy samples of this process (`bench/profile.py`); the kids' and the voice
+servers' work is attributed to the harness and left out. A voice reconnect that identifies afresh is answered
+as the kids' clients would: they welcome the bot into DAVE again (`rewelcome_after_reconnects`).
 
 Latency (documented because the goals are checked on it):
 * in: a kid's last packet of a talk spurt leaving its socket → the message carrying that audio written to
