@@ -2,7 +2,7 @@
 
 Run: `python -m bench.e2e` (or `scripts/bench e2e`), `--guilds 1,5,20 --seconds 20 --idle-seconds 6`;
 `--processes 2` runs the same guilds spread over 2 bot processes beside 1 process (`bench.processes`);
-`--baseline handover|hold|day1` runs every row twice in turn, as the bot was before a change (`BASELINES`)
+`--baseline handover|hold|catchup|day1` runs every row twice in turn, as the bot was before a change (`BASELINES`)
 and as it is, and prints the ratios (`--rounds 2` alternates them twice and takes medians); `--no-profile`
 leaves py-spy out (it costs 10–85 % of a core here, printed per row; `--profile-rate` lowers it), and the
 loop's iterations a second, which other load cannot change, still compare.
@@ -60,6 +60,7 @@ import discord.opus
 
 import bot.voice_link
 from bench import profile, wire
+from bot.audio import pump_clock
 from bot.audio.playback import PlaybackSource
 from bot.audio.pump_clock import STALL_S, PumpClock
 from bot.audio.sink import TutorSink
@@ -484,15 +485,28 @@ def tick_only_pump() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def standing_queue() -> Iterator[None]:
+    """Before the pump sent every whole queued frame at once: it caught up only past 40 ms, so up to two frames
+    could stand in the mixer's queue for a whole spurt."""
+    real = pump_clock.CATCH_UP_MS
+    pump_clock.CATCH_UP_MS = 40 + 1e-9  # "more than 40 ms", as the old `queued_ms > 40` test was
+    try:
+        yield
+    finally:
+        pump_clock.CATCH_UP_MS = real
+
+
+@contextlib.contextmanager
 def day_one() -> Iterator[None]:
-    """The bot as issue 15's first day left it: both of the above."""
-    with per_frame_handover(), tick_only_pump():
+    """The bot as issue 15's first day left it: all of the above."""
+    with per_frame_handover(), tick_only_pump(), standing_queue():
         yield
 
 
 BASELINES: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "handover": per_frame_handover,
     "hold": tick_only_pump,
+    "catchup": standing_queue,
     "day1": day_one,
 }
 

@@ -3,12 +3,17 @@ and `bench.turn_taking` (which drives it on a virtual clock), so the bench measu
 
 The pump ticks every 20 ms on an absolute schedule while anyone talks (it rests, in the bot, while the
 mixer is idle). At each tick it pulls one frame, and more at once while the mixer holds more than
-`CATCH_UP_MS` (after a stall). When the pull *holds* (a speaker mid spurt is short of a frame and their
+`CATCH_UP_MS` (after a stall, or a burst). When the pull *holds* (a speaker mid spurt is short of a frame and their
 packets are still coming; `bot.audio.mixer`), the next pull is not the next tick but the moment that
 speaker's audio arrives, or the hold's deadline, whichever comes first — waiting a whole tick for a packet
 1 ms late made every hold a frame of standing latency, and made the end of a spurt wait up to a tick past
 its hold. After such a hold the ticks go on from the pull that ended it, `RETIME_MARGIN_S` later than the
 packets, so a stream whose packets drift against the tick does not hold at every tick.
+
+Jitter is absorbed by those holds, so nothing needs to stand in the mixer's queue: every whole frame queued
+goes at once (`CATCH_UP_MS`). With the old "more than 40 ms" a spurt's audio could stand two frames deep from
+its first packets (soxr's first burst) to its end, and its last audio waited for them: traced on the real path, a
+spurt ending on that queue reached Live ~41 ms after its last packet, one ending on a partial frame ~32 ms.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from bot.audio.formats import FRAME_MS
 from bot.audio.mixer import Mixer, StreamEnd
 
-CATCH_UP_MS = 40  # mixer backlog beyond this is sent at once rather than one frame per tick
+CATCH_UP_MS = FRAME_MS  # while a whole frame is still queued after a pull, it goes at once, not a tick later
 RETIME_MARGIN_S = 0.003  # after a hold, ticks land this long after the packets that ended it
 STALL_S = 0.1  # a tick this late means the loop stalled: start the schedule again instead of bursting
 
@@ -44,7 +49,7 @@ class PumpClock:
         item = mixer.pull(now)
         while item:  # None (nothing, or holding) and b"" end it; STREAM_END is sent
             out.append((item, mixer.at_spurt_edge))
-            if mixer.queued_ms <= CATCH_UP_MS:
+            if mixer.queued_ms < CATCH_UP_MS:
                 break
             item = mixer.pull(now)
         return out

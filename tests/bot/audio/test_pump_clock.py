@@ -77,19 +77,30 @@ def test_the_end_of_a_spurt_goes_when_the_hold_gives_up_as_an_edge():
 
 
 def test_a_backlog_is_sent_at_once():
-    """After a stall (100 ms queued at one tick), everything beyond CATCH_UP_MS goes in that tick."""
+    """After a stall (100 ms queued at one tick), every whole frame goes in that tick."""
     speech = tone(300, 16_000, 0.1, 0.3)
     mixer = Mixer()
     mixer.push(1, speech, 0.0)
     clock = PumpClock()
     clock.restart(0.0)
     outs = clock.pull(mixer, 0.0)
-    assert len(outs) == 3 and outs[0][1] is True and mixer.queued_ms == 40
+    assert len(outs) == 5 and outs[0][1] is True and mixer.queued_ms == 0
+
+
+def test_nothing_stands_in_the_queue_behind_a_spurts_first_burst():
+    """soxr's first output of a spurt is a 600-sample burst; the queue it leaves is drained to under a frame, so
+    the spurt's last audio is not held behind frames that only stood there."""
+    burst = tone(300, 16_000, 0.06, 0.3)  # 60 ms at once, then 20 ms packets
+    speech = tone(300, 16_000, 0.3, 0.3)
+    pushes = [(0.0, burst)] + [(k * FRAME_S, speech[k * FRAME_BYTES:(k + 1) * FRAME_BYTES]) for k in range(1, 10)]
+    _, sent, _ = run(pushes, 0.3)
+    last_voice = max(t for t, out, _ in sent if isinstance(out, bytes) and out != SILENCE_FRAME)
+    assert last_voice <= 9 * FRAME_S + 0.001  # the last packet's frame goes at the tick it came, not 2 ticks on
 
 
 def test_real_soxr_chunks_with_jitter_arrive_unbroken_and_sooner_than_on_ticks_alone():
-    """HQ-free real input (LQ soxr's uneven chunks), packets 0–10 ms late: every sample arrives, none added, and
-    audio waits less in the mixer than with a pump that only pulls on its 20 ms ticks."""
+    """Real input (LQ soxr's uneven chunks), packets 0–10 ms late: every sample arrives, none added, and audio
+    waits less in the mixer than with the pump before (pulls only on its 20 ms ticks, catching up past 40 ms)."""
     rng = random.Random(7)
     downsampler = Downsampler()
     source = tone(440, 48_000, 4.0, 0.3, channels=2)
@@ -107,13 +118,15 @@ def test_real_soxr_chunks_with_jitter_arrive_unbroken_and_sooner_than_on_ticks_a
                                      if isinstance(o, bytes) and o != SILENCE_FRAME])
         return float((send_times[:len(push_times)] - push_times).mean())
 
-    ticks_only = []  # the pump before: a pull every 20 ms whatever the mixer said
+    ticks_only = []  # the pump before: a pull every 20 ms whatever the mixer said, catching up past 40 ms
     mixer, i = Mixer(tail_ms=100), 0
     for j in range(230):
         now = j * FRAME_S + 0.007
         while i < len(pushes) and pushes[i][0] <= now:
             mixer.push(1, pushes[i][1], pushes[i][0])
             i += 1
-        clock = PumpClock()
-        ticks_only += [(now, out, urgent) for out, urgent in clock.pull(mixer, now)]
+        outs = [mixer.pull(now)]
+        while mixer.queued_ms > 40 and outs[-1] is not None:
+            outs.append(mixer.pull(now))
+        ticks_only += [(now, out, False) for out in outs if out]
     assert mean_wait(sent) < mean_wait(ticks_only) - 0.005
