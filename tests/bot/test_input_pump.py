@@ -77,7 +77,7 @@ async def test_a_spurt_reaches_live_in_frames_then_its_tail_and_one_end_then_the
     pump, voice, live, heard = stage
     await asyncio.sleep(0.1)
     assert live.sent == []  # resting: nothing owed to Live
-    await asyncio.to_thread(voice.speak(MockMember(display_name="Ana"), speech(0.6)).join)
+    await voice.say(MockMember(display_name="Ana"), speech(0.6))
     await until(lambda: live.ends == 1)
     audio = [(pcm, urgent) for kind, pcm, urgent in live.sent if kind == "audio"]
     assert all(len(pcm) == FRAME_BYTES for pcm, _ in audio)
@@ -95,7 +95,7 @@ async def test_a_frame_live_refuses_is_logged_and_the_kid_is_still_heard(stage, 
     _pump, voice, live, _heard = stage
     live.refuse = 1
     with caplog.at_level(logging.ERROR, logger="bot.conversation"):
-        await asyncio.to_thread(voice.speak(MockMember(display_name="Ben"), speech(0.4)).join)
+        await voice.say(MockMember(display_name="Ben"), speech(0.4))
         await until(lambda: live.ends == 1)
     assert [r.message for r in caplog.records].count("conversation.send_failed") == 1
     assert sum(pcm != SILENCE_FRAME for kind, pcm, _ in live.sent if kind == "audio") >= 18
@@ -123,7 +123,7 @@ async def test_an_end_of_speech_live_refuses_goes_again_next_tick_so_the_turn_st
     pump, voice, live, _heard = stage
     live.refusal, live.refuse_end = MemoryError, 1
     with caplog.at_level(logging.ERROR, logger="bot.conversation"):
-        await asyncio.to_thread(voice.speak(MockMember(display_name="Dev"), speech(0.2)).join)
+        await voice.say(MockMember(display_name="Dev"), speech(0.2))
         await until(lambda: live.ends == 1)
     assert [r.message for r in caplog.records].count("conversation.send_failed") == 1 and pump.failed_sends == 1
     settled = len(live.sent)

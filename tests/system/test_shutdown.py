@@ -76,7 +76,7 @@ async def gateway_stand_in(self, token):
     request = dict(voice_channel=talking, starter_id=talking_kid.id, starter_name="Ana",
                    level=BUILTIN_LEVELS["space"], age=8)
     conversation = await self.conversations.start(StartRequest(guild_id=TALKING, **request))
-    connector.last.speak(talking_kid, tone(300, 48_000, 0.6, amplitude=0.3, channels=2)).join()
+    await connector.last.say(talking_kid, tone(300, 48_000, 0.6, amplitude=0.3, channels=2))
     while server.replies_sent < 1 or conversation.status().playback_buffered_ms == 0:
         await asyncio.sleep(0.02)
     request.update(voice_channel=starting, starter_id=starting_kid.id, starter_name="Ben")
