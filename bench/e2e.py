@@ -228,6 +228,25 @@ async def rewelcome_after_reconnects(harnesses: list[VoiceServerHarness], stop: 
     return len(welcomes)
 
 
+class LoopIterations:
+    """Counts the event loop's iterations (each one an epoll wake-up and a pass over what is ready): a figure
+    other load on the machine does not change, for before/after ratios of work handed to the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.count = 0
+        self._loop = loop
+        real = loop._run_once  # type: ignore[attr-defined]
+
+        def counted() -> None:
+            self.count += 1
+            real()
+
+        loop._run_once = counted  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        del self._loop._run_once  # type: ignore[attr-defined]
+
+
 async def measure_loop_lag(samples: list[float], stop: asyncio.Event) -> None:
     """How late a sleep wakes: the delay every task on the event loop (sends, events) sees.
 
@@ -266,6 +285,7 @@ class RunResult:
     label: str = ""  # which variant ran ("" when not comparing)
     profiler_percent: float = 0.0  # py-spy's own CPU while talking (it competes with the bot for the cores)
     reidentified: int = 0  # voice reconnects that identified afresh (the kids welcomed the bot into DAVE again)
+    loop_iterations_per_s: float = 0.0  # event loop wake-ups a second while talking (harness and probe included)
 
 
 def rss_mb() -> float:
@@ -372,12 +392,15 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     lag: list[float] = []
     lag_stop = asyncio.Event()
     lag_task = asyncio.create_task(measure_loop_lag(lag, lag_stop))
+    iterations = LoopIterations(asyncio.get_running_loop())
     cpu_start, wall_start = time.process_time(), time.monotonic()
     for kid in kids:
         kid.start()
     talking, profiler_percent = await profiled(seconds, use_profiler, profile_rate)
     stop.set()
     cpu = (time.process_time() - cpu_start) / (time.monotonic() - wall_start) * 100
+    loop_per_s = iterations.count / (time.monotonic() - wall_start)
+    iterations.close()
     lag_stop.set()
     await lag_task
     for kid in kids:
@@ -385,7 +408,8 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
     await asyncio.sleep(2.5)  # let the replies to the last spurts play out
 
     result = RunResult(n, n * speakers, seconds, [], [], lag, cpu, 0, 0, rss_start, 0.0, 0, 0, talking, idle,
-                       baseline, idle_packets, TALK_S / (speakers * turn_s), profiler_percent=profiler_percent)
+                       baseline, idle_packets, TALK_S / (speakers * turn_s), profiler_percent=profiler_percent,
+                       loop_iterations_per_s=loop_per_s)
     for (conversation, h), ear in zip(guilds, ears, strict=True):
         live = conversation.live
         status = conversation.status()
@@ -506,6 +530,8 @@ def print_ratios(results: list[RunResult]) -> None:
             a, b = statistics.median(pick(r) for r in before), statistics.median(pick(r) for r in now)
             return f"{b / a:.2f} ({a:.2f} → {b:.2f})" if a else "n/a"
         print(f"  N={n}: % of a core per talking kid ×{ratio(per_talking_kid)};"
+              f" process CPU (harness included) ×{ratio(lambda r: r.cpu_percent)};"
+              f" loop iterations/s ×{ratio(lambda r: r.loop_iterations_per_s)};"
               f" in p95 ×{ratio(lambda r: pct(r.input_ms, 95))}; out p95 ×{ratio(lambda r: pct(r.output_ms, 95))};"
               f" loop lag p99 ×{ratio(lambda r: pct(r.loop_lag_ms, 99))}")
     print()
@@ -513,14 +539,15 @@ def print_ratios(results: list[RunResult]) -> None:
 
 def print_tables(results: list[RunResult], server_cpu_percent: float) -> None:
     print(f"{'variant':>8} {'guilds':>6} {'kids':>5} {'in ms p50/p95/p99':>20} {'out ms p50/p95/p99':>20} "
-          f"{'loop lag p99/max':>17} {'bot %':>6} {'%/talking kid':>13} {'idle %/conv':>11} {'idle pkt/s':>10} "
-          f"{'underr':>6} {'drop':>5} {'replies':>7} {'kid heard s':>11} {'RSS MB':>7}")
+          f"{'loop lag p99/max':>17} {'loop/s':>6} {'bot %':>6} {'%/talking kid':>13} {'idle %/conv':>11} "
+          f"{'idle pkt/s':>10} {'underr':>6} {'drop':>5} {'replies':>7} {'kid heard s':>11} {'RSS MB':>7}")
     for r in results:
         talking_kids = r.speakers * r.talking_share
         bot = bot_total(r.stages) if r.stages else float("nan")
         idle = (bot_total(r.idle_stages) - bot_total(r.baseline_stages)) / r.guilds if r.idle_stages else float("nan")
         print(f"{r.label:>8} {r.guilds:>6} {r.speakers:>5} {trio(r.input_ms):>20} {trio(r.output_ms):>20} "
-              f"{pct(r.loop_lag_ms, 99):7.1f} /{max(r.loop_lag_ms, default=0):6.1f} {bot:>6.1f} "
+              f"{pct(r.loop_lag_ms, 99):7.1f} /{max(r.loop_lag_ms, default=0):6.1f} {r.loop_iterations_per_s:>6.0f}"
+              f" {bot:>6.1f} "
               f"{bot / talking_kids:>13.2f} {idle:>11.3f} {r.idle_packets_per_s:>10.2f} {r.underruns:>6} "
               f"{r.dropped:>5} {r.replies_heard:>7} {r.heard_s:>11.1f} {r.rss_end_mb:>7.0f}")
     counts = ", ".join(f"{len(r.input_ms)}/{len(r.output_ms)}" for r in results)
@@ -547,7 +574,8 @@ def print_tables(results: list[RunResult], server_cpu_percent: float) -> None:
             cells.append(f"  {talk:>17.3f} {idle:>9.3f}")
         print(f"{stage:<18}" + "".join(cells) if len(stage) <= 18 else f"{stage}\n{'':<18}" + "".join(cells))
     print("(talking: the stage's CPU while kids talk ÷ kids talking on average; idle: with idle conversations minus"
-          " without any, ÷ conversations; py-spy samples at 200 Hz, harness — kids' clients, voice servers — left out)")
+          " without any, ÷ conversations; py-spy samples at --profile-rate — a sparse split at low rates —, harness"
+          " (kids' clients, voice servers) left out)")
     top = max(results, key=lambda r: r.guilds)
     worst_talking = max(bot_total(r.stages) / (r.speakers * r.talking_share) for r in results)
     worst_idle = max((bot_total(r.idle_stages) - bot_total(r.baseline_stages)) / r.guilds for r in results)

@@ -5,13 +5,12 @@ thread waits for that lock to feed packets. An exception there ends listening fo
 UDP reading, so this sink only downsamples (tens of µs) and queues the result for the loop; every failure is
 counted and logged at most once per interval, never raised.
 
-Hand-over to the loop, in batches: waking the loop costs more than the frame's own work there (a self-pipe
-write in this thread, then a whole loop iteration), and one wake per 20 ms frame per kid was the largest
-per-frame cost on the loop. So `write()` queues frames and wakes the loop only when no wake is pending
-(one `call_soon_threadsafe` per batch), and a consumer that runs on its own 20 ms clock anyway — the
-conversation's input pump while someone talks — can `poll(True)`: then nothing wakes the loop and it calls
-`deliver_pending()` on each tick before it mixes. No frame is later than before: the mixer only ever takes
-audio at those ticks, and each frame keeps the time it arrived.
+Hand-over to the loop, in batches: a wake costs more than the frame's own work there (a self-pipe write in this
+thread, then a whole loop iteration), and the mixer only takes audio when the input pump pulls anyway. So
+`write()` queues frames and wakes the loop only when no wake is pending (one `call_soon_threadsafe` per batch),
+and while the pump is ticking it `poll(True)`s the sink: nothing wakes the loop, and the pump calls
+`deliver_pending()` before each pull (it unpolls while it waits for a late kid, whose frame should wake it). No
+frame reaches the mixer later than before, and each keeps the time it arrived.
 
 Each kid gets a resampler stream of their own, made on their first frame. When a kid leaves the call (voice op 13,
 which voice-recv dispatches as `voice_member_disconnect` on its event thread, under the same router lock) their
