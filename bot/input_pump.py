@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from bot.audio.mixer import Mixer, StreamEnd
+from bot.audio.mixer import STREAM_END, Mixer, StreamEnd
 from bot.audio.pump_clock import PumpClock
 
 log = logging.getLogger("bot.conversation")
@@ -42,7 +42,7 @@ class AudioOut(Protocol):
 
 class InputPump:
     """Feeds `mixer` from the sink's callbacks and pumps its output to Live; `latency_ms` says how long a
-    kid's frame waited before its mix was handed to Live."""
+    kid's frame waited before its mix was handed to Live, `failed_sends` how many outputs Live refused."""
 
     def __init__(self, mixer: Mixer, *, on_heard: Callable[[int, str], None], tags: dict[str, Any]) -> None:
         self._mixer = mixer
@@ -51,6 +51,8 @@ class InputPump:
         self.latency_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._last_kid_audio_at: float | None = None
         self._kid_audio = asyncio.Event()  # wakes the resting pump
+        self._end_owed = False  # Live refused the end of the last spurt; it goes again next tick
+        self.failed_sends = 0  # mixer outputs Live refused (each logged as `conversation.send_failed`)
 
     def on_kid_audio(self, user_id: int, display_name: str, pcm16k: bytes, at: float) -> None:
         """Runs on the event loop (the sink hands over with call_soon_threadsafe)."""
@@ -77,15 +79,19 @@ class InputPump:
         not_before = 0.0  # a timer may fire a hair early; the mixer must see the time it was set for
         while True:
             voice.take_kid_audio()  # polled: what came since the last pull, with the times it came
-            if self._mixer.idle:  # nobody talking and nothing owed to Live: rest until a kid's audio comes
+            if self._end_owed:  # Live refused the last end of a spurt: the kid's turn must still end
+                self._send(live, STREAM_END, True)
+            if self._mixer.idle and not self._end_owed:  # nothing owed to Live: rest until a kid's audio comes
                 await self._until_kid_audio(voice)
                 clock.restart(time.monotonic())
             now = max(time.monotonic(), not_before)
             try:
-                for out, urgent in clock.pull(self._mixer, now):
-                    self._send(live, out, urgent)
-            except Exception:  # one bad frame must not stop the kids being heard
+                pulled = clock.pull(self._mixer, now)
+            except Exception:  # a mixer fault must not stop the kids being heard
                 log.exception("conversation.pump_failed", extra=self._tags)
+                pulled = []
+            for out, urgent in pulled:  # after a stall, several frames: each goes (or fails) on its own
+                self._send(live, out, urgent)
             wake_at, on_audio = clock.next_wake(self._mixer, now)
             if on_audio:  # holding for a late kid: their audio, or the hold's deadline, whichever is first
                 timed_out = await self._until_kid_audio(voice, deadline=wake_at)
@@ -116,11 +122,24 @@ class InputPump:
         return timed_out
 
     def _send(self, live: AudioOut, out: bytes | StreamEnd, urgent: bool) -> None:
-        """Hand one mixer output to Live (`urgent`: it starts or ends a talk spurt)."""
-        if isinstance(out, StreamEnd):
-            live.end_audio_stream()
+        """Hand one mixer output to Live (`urgent`: it starts or ends a talk spurt).
+
+        A failure costs only this output: it is logged and counted, and the pump goes on with the next. A
+        refused end of a spurt is owed and tried again next tick, or the kid's turn would never end.
+        """
+        try:
+            if isinstance(out, StreamEnd):
+                self._end_owed = True
+                live.end_audio_stream()
+                self._end_owed = False
+                return
+            live.send_audio(out, urgent=urgent)
+        except Exception:
+            self.failed_sends += 1
+            log.exception("conversation.send_failed", extra={
+                **self._tags, "what": "end" if isinstance(out, StreamEnd) else "audio",
+                "failed_sends": self.failed_sends})
             return
-        live.send_audio(out, urgent=urgent)
         if self._last_kid_audio_at is not None:
             self.latency_ms.append((time.monotonic() - self._last_kid_audio_at) * 1000)
             self._last_kid_audio_at = None

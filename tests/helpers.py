@@ -564,6 +564,10 @@ class FakeVoiceClient:
         thread.start()
         return thread
 
+    async def say(self, member: Any, pcm48k_stereo: bytes, **pacing: Any) -> None:
+        """`speak` and wait until the kid has finished, off the event loop (see `finished`)."""
+        await finished(self.speak(member, pcm48k_stereo, **pacing))
+
     def audible(self) -> list[bytes]:
         """The frames the real player sent that were not silence (the tutor's voice as Discord got it)."""
         return [frame for frame in list(self.sent) if frame.count(0) != len(frame)]
@@ -586,6 +590,16 @@ class FakeVoiceClient:
                 data = self._decoder.decode(data, fec=False)
             out.append(data)
         return out
+
+
+async def finished(*speakers: threading.Thread) -> None:
+    """Wait for kids speaking (`FakeVoiceClient.speak` threads) without blocking the event loop.
+
+    `thread.join()` on the loop would stall the pump for the whole utterance: the frames pile up, the mixer's
+    cap drops the oldest, and the test runs on the stall path instead of the one a kid takes.
+    """
+    for speaker in speakers:
+        await asyncio.to_thread(speaker.join)
 
 
 class FakeVoiceConnector:

@@ -50,6 +50,9 @@ DEFAULT_TAIL_MS = 500
 DEFAULT_JITTER_MS = 40
 DEFAULT_QUEUE_CAP_MS = 500
 ACTIVITY_GAP_S = 0.3  # pushes closer than this extend one activity interval
+# Less speech than one frame inside a window is the edge of a neighbouring turn, not speech in this one: a
+# child turn ends when its last transcript arrives, which can be a hair before that kid's last frame does.
+MIN_SPOKEN_S = FRAME_MS / 1000
 ACTIVITY_MIN_RMS = 30.0  # about -61 dBFS: decoded comfort noise does not count as speech
 INT16_MAX = 32767
 STEADY_WINDOW = 16  # push intervals remembered per speaker
@@ -203,11 +206,11 @@ class Mixer:
         return LIVE_INPUT.ms_for_bytes(longest)
 
     def speakers_between(self, start: float, end: float) -> list[int]:
-        """Who spoke in [start, end] on the monotonic clock, most speech first."""
+        """Who spoke (at least `MIN_SPOKEN_S`) in [start, end] on the monotonic clock, most speech first."""
         totals: dict[int, float] = {}
         for user_id, intervals in self._activity.items():
             spoken = sum(max(0.0, min(e, end) - max(s, start)) for s, e in intervals)
-            if spoken > 0:
+            if spoken >= MIN_SPOKEN_S:
                 totals[user_id] = spoken
         return sorted(totals, key=lambda user_id: totals[user_id], reverse=True)
 

@@ -53,7 +53,7 @@ async def test_alert_grown_up_tells_the_moderators_and_the_tutor_keeps_talking(t
     conversations, connector, observer, channel, kids = tools_world
     live_server.call_tool_next(ALERT_GROWN_UP, {"reason": REASON, "category": "personal_details"})
     conversation = await conversations.start(request(channel))
-    connector.last.speak(kids[0], speech()).join()
+    await connector.last.say(kids[0], speech())
     await wait_until(lambda: observer.alerts, within=15)
     await live_server.wait_for(lambda: live_server.replies_sent >= 1)
 
@@ -82,7 +82,7 @@ async def test_a_childs_words_behind_an_alert_are_never_seeded_into_a_fresh_conn
     live_server.resumption_updates = False  # no handle: the next connection starts fresh and is re-seeded
     live_server.call_tool_next(ALERT_GROWN_UP, {"reason": REASON, "category": "personal_details"})
     await conversations.start(request(channel))
-    connector.last.speak(kids[0], speech()).join()
+    await connector.last.say(kids[0], speech())
     await wait_until(lambda: observer.alerts, within=15)
     await live_server.drop()
     await live_server.wait_for(lambda: len(live_server.connections) >= 2 and live_server.connections[1].session
@@ -99,7 +99,7 @@ async def test_end_conversation_ends_the_call_after_the_goodbye_played(tools_wor
     live_server.call_tool_next(END_CONVERSATION, {"reason": "the children said goodbye"})
     conversation = await conversations.start(request(channel))
     voice = connector.last
-    voice.speak(kids[0], speech()).join()
+    await voice.say(kids[0], speech())
     result = await asyncio.wait_for(conversation.wait_ended(), 20)
 
     assert result.reason == "the tutor ended the call: the children said goodbye" and observer.ended == [result]
@@ -117,7 +117,7 @@ async def test_a_cancelled_end_conversation_is_called_off(tools_world, live_serv
     live_server.reply_audio_ms = 2000
     live_server.call_tool_next(END_CONVERSATION, {"reason": "bye"})
     conversation = await conversations.start(request(channel))
-    connector.last.speak(kids[0], speech()).join()
+    await connector.last.say(kids[0], speech())
     await live_server.wait_for(lambda: live_server.tool_responses)
     call_id = live_server.tool_calls[0]["id"]
     await live_server.send_raw({"toolCallCancellation": {"ids": [call_id]}})
@@ -135,7 +135,7 @@ async def test_the_bill_is_the_sum_of_the_fakes_growing_snapshots(tools_world, l
     conversations, connector, _, channel, kids = tools_world
     conversation = await conversations.start(request(channel))
     for expected in (1, 2):
-        connector.last.speak(kids[0], speech()).join()
+        await connector.last.say(kids[0], speech())
         await live_server.wait_for(lambda: len(live_server.usage_reports) >= expected, within=15)  # noqa: B023
     await wait_until(lambda: conversation.status().session_tokens >= sum(
         u["totalTokenCount"] for u in live_server.usage_reports))

@@ -27,7 +27,7 @@ async def test_usage_is_summed_per_session_and_per_day(world, live_server, repos
     conversations, connector, _, channel, kids = world
     conversation = await conversations.start(request(channel))
     for _ in range(2):
-        connector.last.speak(kids[0], speech()).join()
+        await connector.last.say(kids[0], speech())
         replies = live_server.replies_sent
         await live_server.wait_for(lambda: live_server.replies_sent > replies)  # noqa: B023
     await wait_until(lambda: conversation.status().session_tokens > 0 and conversation.status().turns >= 4)
@@ -103,7 +103,7 @@ async def test_budget_reached_mid_talk_says_goodbye_then_stops(pricey_world, liv
     conversations, connector, observer, channel, kid = pricey_world
     await repository.update_settings(GUILD, daily_budget_cents=50)
     conversation = await conversations.start(request(channel))
-    connector.last.speak(kid, speech()).join()
+    await connector.last.say(kid, speech())
     result = await asyncio.wait_for(conversation.wait_ended(), 15)
 
     assert "$0.50 tutor budget" in result.reason and observer.ended == [result]
@@ -129,7 +129,7 @@ async def test_a_new_day_mid_talk_is_held_to_the_new_days_budget(pricey_world, l
 
     monkeypatch.setattr(repository, "usage_today", usage_today)
     conversation = await conversations.start(request(channel))
-    connector.last.speak(kid, speech()).join()
+    await connector.last.say(kid, speech())
     await wait_until(lambda: conversation.cost.cost_usd > 0.50)  # more than was left of yesterday's budget
     reads_then = len(reads)
     await wait_until(lambda: len(reads) >= reads_then + 2)  # the watchdog read the new day's spend since

@@ -41,9 +41,9 @@ async def test_a_young_childs_conversation_waits_out_a_mid_sentence_pause(world,
     assert detection["silence_duration_ms"] > conversation.turn_pause_ms
     voice = connector.last
     # Joined off the loop: the bot hears each frame as it comes, as from voice-recv's thread.
-    await asyncio.to_thread(voice.speak(kids[0], speech(0.6)).join)
+    await voice.say(kids[0], speech(0.6))
     await asyncio.sleep(1.4)  # thinking, mid-sentence
-    await asyncio.to_thread(voice.speak(kids[0], speech(0.6)).join)
+    await voice.say(kids[0], speech(0.6))
     spoken = time.monotonic()
     await live_server.wait_for(lambda: live_server.replies_sent >= 1)
     # A turn cut in the pause would have had its second end (one tail after the speech) by now.
@@ -60,8 +60,8 @@ async def test_a_server_setting_shortens_the_pause(world, live_server, repositor
     conversation = await conversations.start(request(channel, age=8))
     assert conversation.turn_pause_ms == 600
     voice = connector.last
-    voice.speak(kids[0], speech(0.6)).join()
+    await voice.say(kids[0], speech(0.6))
     await asyncio.sleep(1.2)
-    voice.speak(kids[0], speech(0.6)).join()
+    await voice.say(kids[0], speech(0.6))
     await live_server.wait_for(lambda: live_server.connections[0].audio_stream_ends >= 2, within=10)
     await conversations.stop(GUILD)

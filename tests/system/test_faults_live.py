@@ -21,7 +21,7 @@ from bot.live.session import LiveConnectFailed, LiveConnectOptions, LiveSession
 from bot.storage import Database, Repository
 from bot.tutor import Conversations, StartRequest
 from tests.fake_live import FakeLiveServer, make_client_settings, replayed_overlap
-from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel
+from tests.helpers import FakeVoiceConnector, MockMember, MockVoiceChannel, finished
 from tests.signals import tone
 
 GUILD = 5150
@@ -88,7 +88,7 @@ async def wait_until(predicate, within: float = 10.0) -> None:
 async def one_spoken_turn(conversation, voice, kid, server, seconds: float = 0.6) -> None:
     """A kid speaks, the tutor's reply completes and both turns are stored."""
     turns, replies = conversation.status().turns, server.replies_sent
-    voice.speak(kid, speech(seconds)).join()
+    await voice.say(kid, speech(seconds))
     await server.wait_for(lambda: server.replies_sent > replies)
     await wait_until(lambda: conversation.status().turns >= turns + 2)
 
@@ -142,7 +142,7 @@ async def test_close_while_a_kid_is_speaking_loses_no_input(world, server, repos
     speaking = voice.speak(kids[1], speech(1.5))
     await server.wait_for(lambda: len(connection.audio) - before >= 16_000)  # ~0.5 s of the 1.5 s arrived
     await server.close(*INTERNAL_ERROR)
-    speaking.join()
+    await finished(speaking)
     await server.wait_for(lambda: server.replies_sent >= (2 if handle_first else 1))
     await wait_until(lambda: conversation.status().turns >= (4 if handle_first else 2))
 
@@ -167,7 +167,7 @@ async def close_while_reply_streams(conversation, voice, kid, server) -> None:
     server.reply_audio_ms, server.chunk_ms = 8000, 40  # ~200 chunks: a long window to close in
     playing_before = voice.playback.frames_read
     received_before = conversation.live.stats.audio_ms_received
-    voice.speak(kid, speech(0.6)).join()
+    await voice.say(kid, speech(0.6))
     # the second reply is streaming (the first one's audio is still buffered: nobody reads playback here)
     await wait_until(lambda: conversation.live.stats.audio_ms_received > received_before + 200)
     stored_before_cut = conversation.status().turns  # the first exchange (the question waits for its reply)

@@ -72,7 +72,7 @@ async def test_locked_database_delays_turn_writes_but_loses_none(tmp_path, serve
     other = hold_exclusive_lock(path)
     try:
         for number, kid in enumerate(kids, start=1):
-            connector.last.speak(kid, tone(300.0 * number, 48_000, 0.4, amplitude=0.3, channels=2)).join()
+            await connector.last.say(kid, tone(300.0 * number, 48_000, 0.4, amplitude=0.3, channels=2))
             await server.wait_for(lambda n=number: server.replies_sent >= n)
         assert conversation.status().turns == 0  # the first turns completed while locked: their writes had to wait
         other.execute("COMMIT")

@@ -74,10 +74,10 @@ async def gateway_stand_in(self, token):
     self.conversations = Conversations(settings=live, repository=self.repository, connect=connect)
     await self.setup_hook()  # the cogs register as observers, as they do when the bot logs in
     request = dict(voice_channel=talking, starter_id=talking_kid.id, starter_name="Ana",
-                   level=BUILTIN_LEVELS["space"], age=8)
+                   level=BUILTIN_LEVELS["space"], age=8, greet=False)  # only the kid's turn and the reply queue
     conversation = await self.conversations.start(StartRequest(guild_id=TALKING, **request))
-    connector.last.speak(talking_kid, tone(300, 48_000, 0.6, amplitude=0.3, channels=2)).join()
-    while server.replies_sent < 1 or conversation.status().playback_buffered_ms == 0:
+    await connector.last.say(talking_kid, tone(300, 48_000, 0.6, amplitude=0.3, channels=2))
+    while conversation.status().playback_buffered_ms == 0:  # the reply plays: the kid's turn is done, the tutor's not
         await asyncio.sleep(0.02)
     request.update(voice_channel=starting, starter_id=starting_kid.id, starter_name="Ben")
     asyncio.ensure_future(self.conversations.start(StartRequest(guild_id=STARTING, **request)))

@@ -136,6 +136,7 @@ def test_speakers_between_orders_by_speech():
     assert mixer.speakers_between(0.0, 0.05) == [1]
     assert mixer.speakers_between(0.3, 0.4) == [2]
     assert mixer.speakers_between(2.0, 3.0) == []
+    assert mixer.speakers_between(0.1995, 0.3) == [2]  # kid 1's last half millisecond is the previous turn's
     mixer.forget_before(0.5)
     assert mixer.speakers_between(0.0, 1.0) == [2]
 
