@@ -10,7 +10,7 @@ import pytest
 
 from bot.log import setup_logging
 
-KEY = "AIzaSyD-test-secret-key_0123456789"
+KEY = "made-up-gemini-key_0123456789"  # a fake: no real key shape, so secret scanners stay quiet
 PASSWORD = 'p@ss"w/rd\\42'  # DATABASE_URL password: characters JSON and URLs escape
 
 
