@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import discord.opus
 
@@ -451,49 +452,35 @@ async def run_guilds(n: int, seconds: float, speakers: int, settings: Any, db_di
 def per_frame_handover() -> Iterator[None]:
     """Before the batched hand-over: every frame the sink gets wakes the loop with its own
     `call_soon_threadsafe`, whether or not the input pump is ticking anyway."""
-    real = TutorSink._schedule
-
     def schedule(self: TutorSink, user_id: int, name: str, pcm16k: bytes) -> None:
         with self._pending_lock:
             self._pending.append((user_id, name, pcm16k, time.monotonic()))
         self.wakes += 1
         self._loop.call_soon_threadsafe(self.deliver_pending)
 
-    TutorSink._schedule = schedule  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(TutorSink, "_schedule", schedule):
         yield
-    finally:
-        TutorSink._schedule = real  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
 def tick_only_pump() -> Iterator[None]:
     """Before the pump woke for a late speaker: a hold waited for the pump's next 20 ms tick."""
-    real = PumpClock.next_wake
-
     def next_wake(self: PumpClock, mixer: Any, now: float) -> tuple[float, bool]:
         self.next_tick += self.period
         if self.next_tick < now - STALL_S:
             self.next_tick = now + self.period
         return self.next_tick, False
 
-    PumpClock.next_wake = next_wake  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(PumpClock, "next_wake", next_wake):
         yield
-    finally:
-        PumpClock.next_wake = real  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
 def standing_queue() -> Iterator[None]:
     """Before the pump sent every whole queued frame at once: it caught up only past 40 ms, so up to two frames
     could stand in the mixer's queue for a whole spurt."""
-    real = pump_clock.CATCH_UP_MS
-    pump_clock.CATCH_UP_MS = 40 + 1e-9  # "more than 40 ms", as the old `queued_ms > 40` test was
-    try:
+    with mock.patch.object(pump_clock, "CATCH_UP_MS", 40 + 1e-9):  # "more than 40 ms", as the old `queued_ms > 40`
         yield
-    finally:
-        pump_clock.CATCH_UP_MS = real
 
 
 @contextlib.contextmanager
